@@ -1,0 +1,5 @@
+import sys
+
+from postwatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,497 @@
+"""The `postwatch` command line."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from postwatch import __version__
+from postwatch.config import CONFIG_ENV, ConfigError, load_config
+
+DESCRIPTION = """\
+postwatch watches blogs for new, edited and removed posts and emails subscribers a digest.
+
+With no config file it watches the Liberty in North Korea blog
+(https://libertyinnorthkorea.org/blog), keeps its state in ./postwatch.db (SQLite) and,
+until an SMTP server is configured, writes each digest as an .eml file into ./outbox.
+
+Config: --config FILE, else $POSTWATCH_CONFIG, else ./postwatch.toml if present.
+See examples/postwatch.toml for every setting.
+"""
+
+EPILOG = """\
+examples:
+  postwatch check                      one check of every source; prints what changed
+  postwatch subscribers add ada@example.org --cadence daily --at 08:00 --tz Europe/London
+  postwatch digest                     compose and send (or write) pending digests now
+  postwatch digest preview digest.html write the HTML a subscriber would get
+  postwatch run                        the daemon: checks, digests, health on /healthz
+  postwatch sources test https://example.org/blog   what postwatch would extract
+  postwatch demo                       the whole loop offline, against a local replica
+"""
+
+log = logging.getLogger("postwatch")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; a record about a source carries a "source" field."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if getattr(record, "source", None):
+            entry["source"] = record.source
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(fmt: str, verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("postwatch").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    # Scrapy and Twisted are loud at INFO; their problems reach us through the crawl report.
+    for noisy in ("scrapy", "twisted", "apscheduler", "filelock", "py.warnings"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="postwatch", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", "-c", metavar="FILE", help=f"TOML config file (default: ${CONFIG_ENV} or ./postwatch.toml)")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines as text (default) or JSON lines")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail (-vv for debug, -vvv includes Scrapy)")
+    parser.add_argument("--version", action="version", version=f"postwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    check = commands.add_parser("check", help="check sources once now and print what changed",
+                                description="Check every source (or the named ones) once. The first check of a source records "
+                                            "a baseline and reports no new posts. Exit status 1 when a source failed.")
+    check.add_argument("sources", nargs="*", metavar="SOURCE", help="source names (default: all)")
+    check.add_argument("--full", action="store_true", help="also re-check every known post page (conditional requests) for edits and removals")
+    check.add_argument("--digest", action="store_true", help="send pending digests afterwards")
+
+    digest = commands.add_parser("digest", help="compose and send (or write) pending digests",
+                                 description="Compose a digest for every subscriber with pending events and send it through SMTP, "
+                                             "or write it as .eml into the outbox folder when no SMTP host is configured. "
+                                             "Messages that could not be sent stay queued and are retried.")
+    digest.add_argument("--preview", metavar="FILE", help="write the HTML digest to FILE instead of sending")
+    digest.add_argument("--subscriber", metavar="ADDRESS", help="only this subscriber (with --preview: whose digest to show)")
+    digest_commands = digest.add_subparsers(dest="digest_command", metavar="ACTION")
+    preview = digest_commands.add_parser("preview", help="write exactly the HTML a subscriber would get")
+    preview.add_argument("file", metavar="FILE")
+    preview.add_argument("--subscriber", dest="preview_subscriber", metavar="ADDRESS")
+
+    run = commands.add_parser("run", help="run the daemon (checks, digests, health and metrics)",
+                              description="Run checks on each source's interval and digests on each subscriber's schedule. "
+                                          "Serves /healthz, /metrics and /unsubscribe on [daemon] listen. Stops cleanly on "
+                                          "SIGTERM or Ctrl-C. One daemon per database.")
+    run.add_argument("--once", action="store_true", help="one check of every source and one digest run, then exit")
+
+    subscribers = commands.add_parser("subscribers", help="add, remove, list or import subscribers")
+    sub_commands = subscribers.add_subparsers(dest="subscribers_command", metavar="ACTION", required=True)
+    add = sub_commands.add_parser("add", help="add (or re-activate) a subscriber; they get posts from now on")
+    add.add_argument("email")
+    _add_cadence_arguments(add)
+    remove = sub_commands.add_parser("remove", help="remove a subscriber")
+    remove.add_argument("email")
+    sub_commands.add_parser("list", help="list subscribers")
+    importer = sub_commands.add_parser("import", help="import subscribers from a CSV file (columns: email[,cadence,at,tz,day,sources])")
+    importer.add_argument("file")
+
+    sources = commands.add_parser("sources", help="add, list, test, release or remove sources")
+    src_commands = sources.add_subparsers(dest="sources_command", metavar="ACTION", required=True)
+    src_add = src_commands.add_parser("add", help="add a blog by URL (feed and sitemap are discovered)")
+    src_add.add_argument("url")
+    src_add.add_argument("--name", help="short name (default: from the host name)")
+    src_add.add_argument("--title", help="name shown in digests")
+    src_add.add_argument("--feed", dest="feed_url", help="feed URL, when discovery does not find it")
+    src_add.add_argument("--selector", action="append", default=[], metavar="KEY=CSS",
+                         help="CSS selector override: listing_item, post_link, next_page, title, date, body, exclude")
+    src_add.add_argument("--no-test", action="store_true", help="add without fetching the site first")
+    src_commands.add_parser("list", help="list sources")
+    src_test = src_commands.add_parser("test", help="show what would be extracted from a URL, without storing anything")
+    src_test.add_argument("url")
+    release = src_commands.add_parser("release", help="publish the changes of a source held as suspect")
+    release.add_argument("name")
+    src_remove = src_commands.add_parser("remove", help="remove a source added with 'sources add'")
+    src_remove.add_argument("name")
+
+    history = commands.add_parser("history", help="recent change events")
+    history.add_argument("source", nargs="?")
+    history.add_argument("--limit", type=int, default=30)
+
+    commands.add_parser("status", help="per source: posts, last check, last success, last error, degraded")
+
+    config = commands.add_parser("config", help="validate the config or print an example")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    config_commands.add_parser("check", help="validate the config file; one line per problem, exit 1 on any")
+    config_commands.add_parser("example", help="print a commented example config")
+
+    demo = commands.add_parser("demo", help="the whole loop offline in one command, against a local replica",
+                               description="Starts a local replica of the LiNK blog and a local SMTP server on free loopback "
+                                           "ports, runs a baseline check, adds and edits posts, checks again and sends the "
+                                           "digest. Touches none of your own config or state.")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary folder with the state, emails and preview")
+    return parser
+
+
+def _add_cadence_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cadence", choices=["immediate", "daily", "weekly"], help="how often (default from [digest])")
+    parser.add_argument("--at", metavar="HH:MM", help="time of day for daily and weekly digests")
+    parser.add_argument("--tz", metavar="ZONE", help="IANA time zone, e.g. Europe/London")
+    parser.add_argument("--day", metavar="DAY", help="weekday for weekly digests (mon..sun)")
+    parser.add_argument("--source", action="append", dest="sources", metavar="NAME", help="only these sources (repeatable)")
+
+
+WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_format, args.verbose)
+    if args.command == "demo":
+        from postwatch.demo import run_demo
+
+        return run_demo(keep=args.keep)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"postwatch: {line}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        return _config_command(args, config)
+    handler = {
+        "check": cmd_check, "digest": cmd_digest, "run": cmd_run, "subscribers": cmd_subscribers,
+        "sources": cmd_sources, "history": cmd_history, "status": cmd_status,
+    }[args.command]
+    try:
+        return handler(args, config)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _app(config):
+    from scheduler import App
+
+    return App(config)
+
+
+def _run_async(fn, *args, **kwargs):
+    import functools
+
+    from crawler.runtime import run
+
+    return run(functools.partial(fn, *args, **kwargs))
+
+
+def cmd_check(args, config) -> int:
+    from scheduler import describe_summary
+
+    app = _app(config)
+    try:
+        names = args.sources or [s.name for s in app.store.list_sources()]
+        unknown = [n for n in names if app.store.get_source(n) is None]
+        if unknown:
+            print(f"postwatch: no such source: {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        progress = (lambda line: print(line, file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
+        summaries = _run_async(app.check_many, names, full=True if args.full else None, progress=progress)
+        for summary in summaries:
+            if summary.ok:
+                print(describe_summary(summary))
+                for event in summary.events:
+                    print(f"  {event.kind:<8} {event.title} <{event.url}>")
+            else:
+                print(f"postwatch: {summary.error}", file=sys.stderr)
+        if args.digest:
+            queued, stats = app.send_digests()
+            print(f"digest: {len(queued)} composed, {stats.sent} sent, {stats.retried} waiting for a retry, {stats.failed} failed")
+        return 0 if all(s.ok for s in summaries) else 1
+    finally:
+        app.close()
+
+
+def cmd_digest(args, config) -> int:
+    app = _app(config)
+    try:
+        preview_file = args.file if args.digest_command == "preview" else args.preview
+        if preview_file:
+            from digest.sender import preview
+
+            who = getattr(args, "preview_subscriber", None) or args.subscriber
+            path = preview(app.store, app.digest_settings(), who, Path(preview_file), datetime.now(timezone.utc))
+            print(f"preview written to {path}")
+            return 0
+        ids = None
+        if args.subscriber:
+            subscriber = app.store.get_subscriber(args.subscriber)
+            if subscriber is None:
+                print(f"postwatch: no subscriber {args.subscriber}", file=sys.stderr)
+                return 2
+            ids = [subscriber.id]
+        queued, stats = app.send_digests(ids)
+        where = f"SMTP {config.smtp.host}:{config.smtp.effective_port}" if config.smtp.host else f"outbox folder {config.outbox_path}"
+        print(f"digest: {len(queued)} composed, {stats.sent} delivered via {where}, "
+              f"{stats.retried} waiting for a retry, {stats.failed} failed")
+        return 0 if stats.failed == 0 and stats.retried == 0 else 1
+    finally:
+        app.close()
+
+
+def cmd_run(args, config) -> int:
+    from scheduler import run_daemon
+
+    return run_daemon(config, once=args.once)
+
+
+def _subscriber_options(config, cadence, at, tz, day, sources) -> dict:
+    from zoneinfo import ZoneInfo
+
+    options = {
+        "cadence": cadence or config.digest.default_cadence,
+        "send_time": at or config.digest.default_time,
+        "timezone": tz or config.digest.default_timezone,
+        "sources": sources or None,
+    }
+    ZoneInfo(options["timezone"])  # raises for an unknown zone
+    if not __import__("re").fullmatch(r"([01]\d|2[0-3]):[0-5]\d", options["send_time"]):
+        raise ValueError(f"time {options['send_time']!r} must be HH:MM")
+    if options["cadence"] == "weekly":
+        day = (day or WEEKDAYS[config.digest.default_weekday]).lower()[:3]
+        if day not in WEEKDAYS:
+            raise ValueError(f"day {day!r} must be one of {', '.join(WEEKDAYS)}")
+        options["weekday"] = WEEKDAYS.index(day)
+    return options
+
+
+def _validate_email(address: str) -> str:
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(f"{address!r} is not a valid email address: {exc}") from None
+
+
+def cmd_subscribers(args, config) -> int:
+    app = _app(config)
+    store = app.store
+    try:
+        if args.subscribers_command == "add":
+            try:
+                email = _validate_email(args.email)
+                options = _subscriber_options(config, args.cadence, args.at, args.tz, args.day, args.sources)
+                _check_source_names(store, options["sources"])
+            except Exception as exc:
+                print(f"postwatch: {exc}", file=sys.stderr)
+                return 2
+            subscriber = store.add_subscriber(email, **options)
+            print(f"subscribed {subscriber.email} ({_describe_cadence(subscriber)}); they get changes from now on")
+            return 0
+        if args.subscribers_command == "remove":
+            if store.remove_subscriber(args.email.strip()):
+                print(f"removed {args.email}")
+                return 0
+            print(f"postwatch: no subscriber {args.email}", file=sys.stderr)
+            return 1
+        if args.subscribers_command == "list":
+            rows = store.list_subscribers()
+            for s in rows:
+                sources = ",".join(s.sources) if s.sources else "all sources"
+                print(f"{s.email:<40} {s.status:<13} {_describe_cadence(s):<32} {sources}")
+            print(f"{len(rows)} subscribers ({sum(1 for s in rows if s.status == 'active')} active)")
+            return 0
+        if args.subscribers_command == "import":
+            return _import_subscribers(store, config, Path(args.file))
+    finally:
+        app.close()
+    return 2
+
+
+def _check_source_names(store, names) -> None:
+    for name in names or []:
+        if store.get_source(name) is None:
+            raise ValueError(f"no such source: {name}")
+
+
+def _import_subscribers(store, config, path: Path) -> int:
+    added, problems = 0, 0
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        sample = handle.read(2048)
+        handle.seek(0)
+        has_header = "email" in sample.splitlines()[0].lower() if sample else False
+        reader = csv.DictReader(handle) if has_header else (
+            {"email": row[0] if row else ""} for row in csv.reader(handle))
+        for line_no, row in enumerate(reader, 2 if has_header else 1):
+            try:
+                email = _validate_email((row.get("email") or "").strip())
+                sources = [s for s in (row.get("sources") or "").replace(";", ",").split(",") if s.strip()] or None
+                options = _subscriber_options(config, row.get("cadence") or None, row.get("at") or None,
+                                              row.get("tz") or None, row.get("day") or None, sources)
+                _check_source_names(store, options["sources"])
+            except Exception as exc:
+                print(f"postwatch: {path}:{line_no}: {exc}", file=sys.stderr)
+                problems += 1
+                continue
+            store.add_subscriber(email, **options)
+            added += 1
+    print(f"imported {added} subscribers from {path}" + (f"; {problems} rows refused" if problems else ""))
+    return 0 if not problems else 1
+
+
+def _describe_cadence(s) -> str:
+    if s.cadence == "immediate":
+        return "after each check"
+    if s.cadence == "weekly":
+        return f"weekly, {WEEKDAYS[s.weekday or 0]} {s.send_time} {s.timezone}"
+    return f"daily {s.send_time} {s.timezone}"
+
+
+def cmd_sources(args, config) -> int:
+    app = _app(config)
+    store = app.store
+    try:
+        action = args.sources_command
+        if action == "list":
+            for s in store.list_sources():
+                extra = f" feed={s.feed_url}" if s.feed_url else ""
+                print(f"{s.name:<20} {s.kind:<5} {s.url}{extra}  ({s.origin})")
+            return 0
+        if action == "test":
+            from crawler.run import test_source
+
+            report = _run_async(test_source, args.url, app.crawl_settings)
+            print(report.describe() if hasattr(report, "describe") else report)
+            return 0 if getattr(report, "ok", True) else 1
+        if action == "add":
+            return _add_source(args, app)
+        if action == "release":
+            if store.get_source(args.name) is None:
+                print(f"postwatch: no such source: {args.name}", file=sys.stderr)
+                return 2
+            count = store.release_source(args.name)
+            print(f"{args.name}: released {count} held events; they go out with the next digest")
+            return 0
+        if action == "remove":
+            record = store.get_source(args.name)
+            if record is None:
+                print(f"postwatch: no such source: {args.name}", file=sys.stderr)
+                return 2
+            if record.origin == "config":
+                print(f"postwatch: source '{args.name}' comes from the config file; remove it there", file=sys.stderr)
+                return 2
+            store.remove_source(args.name)
+            print(f"removed source {args.name}")
+            return 0
+    finally:
+        app.close()
+    return 2
+
+
+def _add_source(args, app) -> int:
+    from urllib.parse import urlsplit
+
+    from state import SourceRecord
+
+    selectors = {}
+    for item in args.selector:
+        key, sep, css = item.partition("=")
+        if not sep:
+            print(f"postwatch: --selector {item!r} must be KEY=CSS", file=sys.stderr)
+            return 2
+        selectors[key.strip()] = css.strip()
+    parts = urlsplit(args.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        print(f"postwatch: {args.url!r} is not an http(s) URL", file=sys.stderr)
+        return 2
+    name = args.name or parts.hostname.removeprefix("www.").split(".")[0]
+    if app.store.get_source(name):
+        print(f"postwatch: a source named '{name}' exists already (use --name)", file=sys.stderr)
+        return 2
+    record = SourceRecord(name=name, url=args.url, kind="auto", feed_url=args.feed_url, selectors=selectors,
+                          title=args.title, origin="cli")
+    if not args.no_test:
+        from crawler.run import test_source
+
+        report = _run_async(test_source, args.url, app.crawl_settings)
+        print(report.describe() if hasattr(report, "describe") else report)
+        if not getattr(report, "ok", True):
+            print(f"postwatch: {name}: nothing added (use --no-test to add it anyway)", file=sys.stderr)
+            return 1
+        spec = getattr(report, "spec", None)
+        if spec is not None:
+            record.kind = spec.kind
+            record.feed_url = args.feed_url or spec.feed_url
+            record.sitemap_url = spec.sitemap_url
+            record.selectors = selectors or dict(spec.selectors or {})
+        record.title = args.title or getattr(report, "title", None)
+    app.store.add_source(record)
+    print(f"added source {name}: {args.url}; the first check records a baseline")
+    return 0
+
+
+def cmd_history(args, config) -> int:
+    app = _app(config)
+    try:
+        events = app.store.history(args.source, limit=args.limit)
+        for e in events:
+            state = "" if e.status == "published" else f" [{e.status}]"
+            print(f"{e.created_at:%Y-%m-%d %H:%M} {e.source:<12} {e.kind:<8} {e.title} <{e.url}>{state}")
+        if not events:
+            print("no events yet")
+        return 0
+    finally:
+        app.close()
+
+
+def cmd_status(args, config) -> int:
+    app = _app(config)
+    try:
+        def when(value):
+            return value.strftime("%Y-%m-%d %H:%M") if value else "never"
+
+        for s in app.store.source_status():
+            flag = f"DEGRADED ({s.degraded_reason}; {s.held_events} held)" if s.degraded else "ok"
+            print(f"{s.name}: {s.url}\n  posts {s.posts}, last check {when(s.last_check_at)}, last success "
+                  f"{when(s.last_success_at)}, {flag}")
+            if s.last_error:
+                print(f"  last error: {s.last_error} ({s.consecutive_failures} in a row)")
+        outbox = app.store.outbox_stats()
+        print(f"outbox: {outbox.get('pending', 0)} pending, {outbox.get('sent', 0)} sent, {outbox.get('failed', 0)} failed")
+        return 0
+    finally:
+        app.close()
+
+
+def _config_command(args, config) -> int:
+    if args.config_command == "example":
+        print((Path(__file__).parent / "examples" / "postwatch.toml").read_text(encoding="utf-8"), end="")
+        return 0
+    where = config.path or "built-in defaults (no config file)"
+    print(f"{where}: ok — {len(config.sources)} sources, database {config.database}, "
+          + (f"SMTP {config.smtp.host}:{config.smtp.effective_port}" if config.smtp.host else f"outbox folder {config.outbox_path}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""`postwatch demo`: the whole loop offline, against a local replica of the LiNK blog and a
+local SMTP server, in a temporary folder. Nothing of the user's own config or state is touched."""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from postwatch.config import Config, SourceConfig
+
+SUBSCRIBER = "reader@example.org"
+
+
+def say(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def demo_config(folder: Path, blog_url: str, smtp_port: int) -> Config:
+    config = Config(path=folder / "postwatch.toml", database="postwatch.db",
+                    sources=[SourceConfig(name="link", url=blog_url, kind="link", title="Liberty in North Korea (local replica)")])
+    config.crawl.download_delay = 0          # the replica is ours: no politeness delay needed
+    config.crawl.autothrottle = False
+    config.crawl.removal_confirm_after = timedelta(0)
+    config.smtp.host, config.smtp.port, config.smtp.security = "127.0.0.1", smtp_port, "none"
+    config.digest.from_addr = "postwatch demo <postwatch@localhost>"
+    config.daemon.listen = "127.0.0.1:0"
+    return config
+
+
+async def _loop(app, site, smtp, folder: Path) -> None:
+    from digest.sender import preview
+    from scheduler import describe_summary
+
+    def check(label: str, full: bool | None = None):
+        return app.check_many(["link"], full=full)
+
+    say(f"1. Baseline: reading the replica's blog listing at {site.blog_url}")
+    [summary] = await check("baseline")
+    _fail_if_not_ok(summary)
+    say(f"   {summary.posts_seen} posts found in {summary.requests} requests; recorded as the baseline, "
+        "so nothing is reported as new.")
+
+    [summary] = await check("quiet")
+    say(f"2. A check with nothing changed: {summary.requests} request(s), {summary.response_bytes} body bytes "
+        f"({'304 Not Modified' if summary.not_modified else 'listing re-read'}), {len(summary.events)} events.")
+
+    [summary] = await check("sweep", full=True)
+    _fail_if_not_ok(summary)
+    say(f"3. A full sweep reads each known post once ({summary.requests} requests) so later edits can be diffed.")
+
+    app.store.add_subscriber(SUBSCRIBER, cadence="immediate")
+    say(f"4. Subscribed {SUBSCRIBER}.")
+
+    added = [
+        site.add_post("Demo: 12 North Korean Refugees Reach Freedom",
+                      body_paragraphs=["Twelve North Korean refugees reached safety this month after a journey of thousands of miles.",
+                                       "Your support made each of these rescues possible."]),
+        site.add_post("Demo: Radio Broadcasts Reach the Border Regions",
+                      body_paragraphs=["Outside information keeps reaching North Koreans through radios and USB drives.",
+                                       "Our partners report growing demand for news from the outside world."]),
+    ]
+    edited = site.posts[len(added)]
+    site.edit_post(edited.slug, body_paragraphs=list(getattr(edited, "body_paragraphs", []) or ["Intro."])
+                   + ["Update: this post was edited after publication to add this paragraph."])
+    say(f"5. On the replica: added {len(added)} posts and edited \"{edited.title}\".")
+
+    [summary] = await check("changes", full=True)
+    _fail_if_not_ok(summary)
+    say(f"6. Check: {len(summary.events)} events in {summary.requests} requests:")
+    for event in summary.events:
+        say(f"     {event.kind:<8} {event.title}")
+
+    queued, stats = app.send_digests()
+    say(f"7. Digest: {len(queued)} composed, {stats.sent} sent to the local SMTP server, {stats.retried} retrying.")
+    preview_path = preview(app.store, app.digest_settings(), None, folder / "digest-preview.html",
+                           datetime.now(timezone.utc))
+    say()
+    say("Received emails:")
+    for path in smtp.files:
+        say(f"   {path}")
+    say(f"HTML preview of the digest: {preview_path}")
+
+
+def _fail_if_not_ok(summary) -> None:
+    if not summary.ok:
+        raise RuntimeError(summary.error)
+
+
+def run_demo(keep: bool = False) -> int:
+    from crawler.runtime import run
+    from postwatch.mailcatcher import MailCatcher
+    from postwatch.replica import BlogReplica
+    from scheduler import App
+
+    folder = Path(tempfile.mkdtemp(prefix="postwatch-demo-"))
+    say(f"postwatch demo — everything happens in {folder} and on 127.0.0.1; your own config and state are not touched.")
+    code = 0
+    try:
+        with BlogReplica() as site, MailCatcher(folder / "received") as smtp:
+            say(f"Started a replica of the LiNK blog at {site.blog_url} and an SMTP server at 127.0.0.1:{smtp.port}.")
+            app = App(demo_config(folder, site.blog_url, smtp.port))
+            try:
+                run(lambda: _loop(app, site, smtp, folder))
+            finally:
+                app.close()
+        say("Stopped the replica and the SMTP server.")
+    except KeyboardInterrupt:
+        say("Interrupted: stopped the replica and the SMTP server.")
+        code = 130
+    except Exception as exc:
+        print(f"postwatch demo: {exc}", file=sys.stderr)
+        code = 1
+    if keep:
+        say(f"Kept {folder} (state database, received emails, preview).")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        say("Removed the temporary folder (use --keep to look at the files).")
+    return code

@@ -1,0 +1,40 @@
+"""`postwatch demo` in a fresh folder, with no config, as a newcomer would run it."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from email import message_from_bytes, policy
+from pathlib import Path
+
+
+def test_demo_runs_the_whole_loop_offline_and_leaves_nothing_running(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTWATCH_")}
+    env["HOME"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "postwatch", "demo", "--keep"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert list(tmp_path.iterdir()) == [], "the demo wrote into the current folder"
+
+    emails = [Path(p) for p in re.findall(r"^\s+(/\S+\.eml)$", out, re.M)]
+    assert emails, out
+    messages = [message_from_bytes(p.read_bytes(), policy=policy.default) for p in emails]
+    text = "\n".join(m.get_body(preferencelist=("plain",)).get_content() for m in messages)
+    assert "Demo: 12 North Korean Refugees Reach Freedom" in text
+    assert "Demo: Radio Broadcasts Reach the Border Regions" in text
+    edited = re.search(r'edited "(.+?)"', out).group(1)
+    assert re.search(r"updated", text, re.I) and edited in text
+
+    preview = Path(re.search(r"HTML preview of the digest: (\S+)", out).group(1))
+    assert preview.exists() and "<html" in preview.read_text(encoding="utf-8").lower()
+
+    folder = Path(re.search(r"everything happens in (\S+) and", out).group(1))
+    shutil.rmtree(folder, ignore_errors=True)
+
+    for port in re.findall(r"127\.0\.0\.1:(\d+)", out):
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", int(port))) != 0, f"port {port} still open"

@@ -1,0 +1,118 @@
+"""End to end through the real CLI: the LiNK replica over HTTP, a real SMTP server on loopback."""
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+import urllib.request
+
+from conftest import Cli, free_port, write_config
+
+
+def _body(message) -> str:
+    parts = [message.get_body(preferencelist=("plain",)), message.get_body(preferencelist=("html",))]
+    return "\n".join(p.get_content() for p in parts if p is not None)
+
+
+def test_first_check_is_a_baseline_then_three_new_posts_reach_each_subscriber_once(cli, site, smtp):
+    cli("subscribers", "add", "ada@example.org", check=True)
+    cli("subscribers", "add", "kim@example.org", "--cadence", "weekly", "--day", "fri", check=True)
+
+    first = cli("check", check=True)
+    assert "baseline" in first.stdout
+    cli("digest", check=True)
+    assert smtp.messages == []
+
+    added = [site.add_post(f"Rescue update number {n}", body_paragraphs=[f"Paragraph about rescue {n}."]) for n in (1, 2, 3)]
+    second = cli("check", check=True)
+    assert "link: 3 new" in second.stdout
+    cli("digest", check=True)
+
+    assert sorted(to for _, tos in smtp.envelopes for to in tos) == ["ada@example.org", "kim@example.org"]
+    for message in smtp.messages:
+        text = _body(message)
+        for post in added:
+            assert post.title in text
+            assert f"{site.blog_url}/{post.slug}" in text
+        others = [p.title for p in site.posts if p not in added]
+        assert not any(title in text for title in others)
+
+    third = cli("check", check=True)
+    assert "no changes" in third.stdout
+    cli("digest")
+    assert len(smtp.messages) == 2
+
+
+def test_edited_body_is_updated_but_related_lists_and_form_changes_are_not(cli, site, smtp):
+    cli("check", check=True)
+    cli("check", "--full", check=True)           # reads every post once, so later edits can be diffed
+    cli("subscribers", "add", "ada@example.org", check=True)
+
+    site.change_chrome()                        # related-post lists, newsletter form, nav
+    quiet = cli("check", "--full", check=True)
+    assert "no changes" in quiet.stdout
+    cli("digest")
+    assert smtp.messages == []
+
+    post = site.posts[3]
+    site.edit_post(post.slug, body_paragraphs=["A completely new opening paragraph about the rescue.", "And more."])
+    changed = cli("check", "--full", check=True)
+    assert "1 updated" in changed.stdout
+    cli("digest", check=True)
+    [message] = smtp.messages
+    text = _body(message)
+    assert post.title in text
+    assert "updated" in text.lower()
+    assert "completely new opening paragraph" in text
+
+
+def test_a_post_under_several_url_variants_is_stored_once(cli, site):
+    cli("check", check=True)
+    status = cli("status", check=True).stdout
+    assert f"posts {len(site.posts)}," in status
+    history = cli("history", check=True)
+    assert "no events yet" in history.stdout
+
+
+def test_unreachable_site_is_one_error_line_naming_the_source_and_sends_nothing(tmp_path, smtp):
+    dead = f"http://127.0.0.1:{free_port()}/blog"
+    cli = Cli(write_config(tmp_path, dead, smtp.port))
+    cli("subscribers", "add", "ada@example.org", check=True)
+    result = cli("check")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, result.stderr
+    assert "link" in errors[0] and "127.0.0.1" in errors[0]
+    cli("digest")
+    assert smtp.messages == []
+    status = cli("status", check=True).stdout
+    assert "last error" in status
+
+
+def test_run_exits_zero_on_sigterm_with_state_intact(tmp_path, site, smtp):
+    port = free_port()
+    cli = Cli(write_config(tmp_path, site.blog_url, smtp.port, listen_port=port))
+    cli("check", check=True)
+    process = cli.popen("run")
+    try:
+        deadline = time.monotonic() + 30
+        health = None
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    health = json.loads(response.read())
+                    break
+            except OSError:
+                time.sleep(0.2)
+        assert health and health["status"] == "ok", process.stderr.read() if process.poll() is not None else health
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        if process.poll() is None:
+            process.kill()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert f"posts {len(site.posts)}," in cli("status", check=True).stdout
