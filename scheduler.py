@@ -579,7 +579,7 @@ def describe_summary(summary: CheckSummary) -> str:
 
 def run_daemon(config: Config, *, once: bool = False) -> int:
     """Entry point of `postwatch run`: the asyncio reactor carries Scrapy and APScheduler."""
-    from crawler.runtime import run
+    from crawler.runtime import run_main
     from state import AlreadyRunning
 
     daemon = Daemon(config)
@@ -590,7 +590,7 @@ def run_daemon(config: Config, *, once: bool = False) -> int:
         daemon.app.close()
         raise SystemExit(f"postwatch: {exc}") from None
     try:
-        return run(functools.partial(daemon.serve, once=once))
+        return run_main(functools.partial(daemon.serve, once=once))
     finally:
         lock.__exit__(None, None, None)
         daemon.app.close()

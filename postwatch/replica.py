@@ -521,7 +521,7 @@ class BlogReplica(BaseReplica):
             if self.url_variants:
                 variant = index % 5
                 href = [href, href + "/", f"{href}?9801781a_page=2", f"{href}#comments",
-                        f"http://localhost:{self.port}{href}"][variant]
+                        f"{self.base_url}{href}"][variant]
             cards.append(self._card(post, href))
         pager = '<div role="navigation" aria-label="List" class="w-pagination-wrapper">'
         if page > 1:

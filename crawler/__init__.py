@@ -1,0 +1,1 @@
+"""postwatch's Scrapy project: the spider, its middlewares and pipeline, and the extraction code."""

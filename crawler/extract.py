@@ -1,0 +1,330 @@
+"""Pure extraction from HTML: listing entries, post pages, feed and sitemap discovery.
+
+Order of trust for a post page: the source's own CSS selectors, then structured data (JSON-LD,
+OpenGraph, `<time datetime>`), then the page's markup (`h1`, `article`, `main`), then heuristics.
+Nothing here raises on broken HTML: a page it cannot read yields empty results.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urljoin, urlsplit
+
+from parsel import Selector
+
+from crawler.dates import find_date_in_text, parse_date
+from crawler.urls import canonicalize, is_http_url, same_site
+
+MAX_TITLE = 500
+MAX_HTML_CHARS = 3_000_000
+
+# Never part of a post's own content: page chrome, forms, related-post lists, comments.
+BOILERPLATE = (
+    "script, style, noscript, template, iframe, form, nav, aside, footer, header, "
+    ".w-form, .w-dyn-list, .related, .related-posts, [class*='related'], #comments, .comments, .comments-area, "
+    ".sharedaddy, .share, .social-share, .newsletter, .subscribe, .sidebar, .widget, .navbar, .w-nav"
+)
+FEED_TYPES = ("application/rss+xml", "application/atom+xml", "application/feed+json", "application/json", "application/rdf+xml")
+COMMON_FEED_PATHS = ("/feed/", "/rss.xml", "/atom.xml", "/feed.xml", "/index.xml", "/blog/rss.xml", "/blog/feed/", "/rss/")
+
+
+@dataclass
+class ListingEntry:
+    url: str
+    title: str
+    published: datetime | None
+    summary: str | None
+
+
+@dataclass
+class PostPage:
+    url: str                     # canonical (rel=canonical when it points into the same site)
+    title: str
+    published: datetime | None
+    body_html: str | None
+
+
+def selector_for(html: str | bytes, url: str = "") -> Selector:
+    if isinstance(html, bytes):
+        html = html.decode("utf-8", "replace")
+    html = html[:MAX_HTML_CHARS].replace("\x00", "")
+    try:
+        return Selector(text=html or "<html></html>", base_url=url)
+    except Exception:  # lxml gives up on some inputs; an empty page then
+        return Selector(text="<html></html>")
+
+
+def _text(node) -> str:
+    return " ".join(" ".join(node.css("::text").getall()).split()) if node else ""
+
+
+def clean_title(value: str | None) -> str:
+    return " ".join((value or "").split())[:MAX_TITLE]
+
+
+# ------------------------------------------------------------------------------------------
+# Listings
+# ------------------------------------------------------------------------------------------
+def extract_listing(sel: Selector, page_url: str, site: str, *, kind: str = "auto",
+                    selectors: dict[str, str] | None = None) -> tuple[list[ListingEntry], str | None]:
+    """Entries of a listing page (in page order, de-duplicated) and the next page's URL."""
+    selectors = selectors or {}
+    try:
+        if selectors.get("listing_item") or selectors.get("post_link"):
+            entries = _listing_from_selectors(sel, page_url, site, selectors)
+        elif kind == "link" or sel.css("div.w-dyn-item"):
+            entries = _listing_webflow(sel, page_url, site)
+        else:
+            entries = []
+        if not entries and kind != "link":
+            entries = _listing_generic(sel, page_url, site)
+        next_url = _next_page(sel, page_url, selectors.get("next_page"))
+    except Exception:
+        return [], None
+    seen: set[str] = set()
+    unique = []
+    for entry in entries:
+        if entry.url not in seen and entry.url != canonicalize(page_url, site=site):
+            seen.add(entry.url)
+            unique.append(entry)
+    return unique, next_url
+
+
+def _entry(node, link: str | None, page_url: str, site: str, title: str | None = None) -> ListingEntry | None:
+    if not link or link.startswith(("#", "mailto:", "javascript:", "tel:")):
+        return None
+    url = canonicalize(link, base=page_url, site=site)
+    if not is_http_url(url) or not same_site(url, site):
+        return None
+    title = clean_title(title or _text(node.css("h1, h2, h3, h4")[:1]) or _text(node.css("a")[:1]))
+    if not title:
+        return None
+    date_node = node.css("time::attr(datetime)").get()
+    published = parse_date(date_node) if date_node else find_date_in_text(_text(node))
+    summary = _text(node.css("p")[:1]) or None
+    return ListingEntry(url=url, title=title, published=published, summary=summary[:400] if summary else None)
+
+
+def _listing_webflow(sel: Selector, page_url: str, site: str) -> list[ListingEntry]:
+    # The page's main collection list is the first one whose items link into the site; post
+    # pages carry more lists (related posts) further down, listing pages do not need them.
+    for collection in sel.css("div.w-dyn-items, [role=list]"):
+        entries = []
+        for item in collection.css("div.w-dyn-item, [role=listitem]"):
+            href = item.css("a::attr(href)").get()
+            title = _text(item.css("h1, h2, h3, h4, .blog-title")[:1])
+            entry = _entry(item, href, page_url, site, title)
+            if entry:
+                entries.append(entry)
+        if entries:
+            return entries
+    return []
+
+
+def _listing_from_selectors(sel: Selector, page_url: str, site: str, selectors: dict[str, str]) -> list[ListingEntry]:
+    items = sel.css(selectors["listing_item"]) if selectors.get("listing_item") else [sel]
+    entries = []
+    for item in items:
+        links = item.css(selectors["post_link"]) if selectors.get("post_link") else item.css("a")
+        for link in links[:1] if selectors.get("listing_item") else links:
+            href = link.attrib.get("href")
+            entry = _entry(item if selectors.get("listing_item") else link, href, page_url, site, _text(link) or None)
+            if entry:
+                entries.append(entry)
+    return entries
+
+
+def _listing_generic(sel: Selector, page_url: str, site: str) -> list[ListingEntry]:
+    entries = []
+    for article in sel.css("article"):
+        link = article.css("h1 a, h2 a, h3 a, .entry-title a, a[rel=bookmark]")[:1] or article.css("a")[:1]
+        if link:
+            entry = _entry(article, link.attrib.get("href"), page_url, site, _text(link))
+            if entry:
+                entries.append(entry)
+    if entries:
+        return entries
+    for link in sel.css("main h2 a, main h3 a, h2 a, h3 a"):
+        entry = _entry(link, link.attrib.get("href"), page_url, site, _text(link))
+        if entry:
+            entries.append(entry)
+    if entries:
+        return entries
+    # Last resort: links to pages below the listing's own path, outside the page chrome.
+    base_path = urlsplit(canonicalize(page_url, site=site)).path.rstrip("/") + "/"
+    for link in sel.xpath("//a[not(ancestor::nav) and not(ancestor::header) and not(ancestor::footer) and not(ancestor::aside)]"):
+        href = link.attrib.get("href")
+        if not href:
+            continue
+        url = canonicalize(href, base=page_url, site=site)
+        path = urlsplit(url).path
+        if path.startswith(base_path) and path != base_path.rstrip("/") and "/page/" not in path and len(_text(link)) >= 8:
+            entry = _entry(link, href, page_url, site, _text(link))
+            if entry:
+                entries.append(entry)
+    return entries
+
+
+def _next_page(sel: Selector, page_url: str, custom: str | None) -> str | None:
+    candidates = []
+    if custom:
+        candidates += sel.css(custom).css("::attr(href)").getall() or sel.css(f"{custom}::attr(href)").getall()
+    candidates += sel.css("a.w-pagination-next::attr(href), a[rel=next]::attr(href), link[rel=next]::attr(href), "
+                          "a.next::attr(href), .nav-previous a::attr(href), a.next-page::attr(href)").getall()
+    for href in candidates:
+        if href and not href.startswith(("#", "javascript:")):
+            url = urljoin(page_url, href)
+            if is_http_url(url) and url != page_url:
+                return url
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# Post pages
+# ------------------------------------------------------------------------------------------
+def extract_post(sel: Selector, url: str, site: str, *, kind: str = "auto",
+                 selectors: dict[str, str] | None = None) -> PostPage:
+    selectors = selectors or {}
+    structured = _structured_data(sel)
+    canonical = sel.css("link[rel=canonical]::attr(href)").get()
+    post_url = canonicalize(url, site=site)
+    if canonical:
+        candidate = canonicalize(canonical, base=url, site=site)
+        if is_http_url(candidate) and same_site(candidate, site):
+            post_url = candidate
+
+    title = ""
+    if selectors.get("title"):
+        title = _text(sel.css(selectors["title"])[:1])
+    if not title and kind == "link":
+        title = _text(sel.css(".blog-post-title, h1")[:1])
+    title = clean_title(title or structured.get("headline") or sel.css("meta[property='og:title']::attr(content)").get()
+                        or _text(sel.css("h1")[:1]) or _text(sel.css("title")[:1]))
+
+    published = None
+    if selectors.get("date"):
+        node = sel.css(selectors["date"])[:1]
+        published = parse_date(node.attrib.get("datetime") if node else None) or find_date_in_text(_text(node))
+    if published is None and kind == "link":
+        published = find_date_in_text(_text(sel.css(".blog-post-date")[:1]))
+    published = (published or parse_date(structured.get("datePublished"))
+                 or parse_date(sel.css("meta[property='article:published_time']::attr(content)").get())
+                 or parse_date(sel.css("article time::attr(datetime), main time::attr(datetime), time::attr(datetime)").get()))
+    if published is None and kind == "link":
+        # Webflow templates often show the date as a plain div right after the title.
+        published = find_date_in_text(" ".join(sel.xpath("//h1/following::*[position()<=3]//text()").getall())[:200])
+
+    return PostPage(url=post_url, title=title, published=published,
+                    body_html=_body(sel, kind, selectors, structured))
+
+
+def _body(sel: Selector, kind: str, selectors: dict[str, str], structured: dict) -> str | None:
+    queries = []
+    if selectors.get("body"):
+        queries.append(selectors["body"])
+    if kind == "link":
+        queries.append("div.w-richtext")
+    queries += ["[itemprop=articleBody]", "article .entry-content", ".entry-content", ".post-content",
+                ".article-body", "div.w-richtext", "article", "main", "[role=main]"]
+    for query in queries:
+        try:
+            nodes = sel.css(query)
+        except Exception:  # a bad operator selector must not end the crawl
+            continue
+        if nodes:
+            cleaned = _without_boilerplate(nodes[0], selectors.get("exclude"))
+            if cleaned and _text(Selector(text=cleaned)):
+                return cleaned
+    if structured.get("articleBody"):
+        return "".join(f"<p>{_escape(p)}</p>" for p in str(structured["articleBody"]).split("\n") if p.strip())
+    return None
+
+
+def _without_boilerplate(node, extra_exclude: str | None) -> str:
+    copy = Selector(text=node.get())
+    drop = BOILERPLATE + (f", {extra_exclude}" if extra_exclude else "")
+    for unwanted in copy.css(drop):
+        try:
+            unwanted.drop()
+        except Exception:
+            pass
+    # The title and date repeat the page's own fields; keep them out of the body's text.
+    for unwanted in copy.css("h1, .blog-post-date, .blog-label"):
+        try:
+            unwanted.drop()
+        except Exception:
+            pass
+    body = copy.css("body > *")
+    return "".join(part.get() for part in body) if body else ""
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_ARTICLE_TYPES = {"article", "blogposting", "newsarticle", "report", "posting", "socialmediaposting", "webpage"}
+
+
+def _structured_data(sel: Selector) -> dict:
+    """The first Article-like object in the page's JSON-LD (also inside @graph)."""
+    for raw in sel.css("script[type='application/ld+json']::text").getall():
+        try:
+            data = json.loads(raw.strip())
+        except (ValueError, RecursionError):
+            continue
+        for obj in _walk_ld(data):
+            types = obj.get("@type")
+            types = [types] if isinstance(types, str) else (types or [])
+            if any(str(t).lower() in _ARTICLE_TYPES for t in types) and obj.get("headline"):
+                return {k: v for k, v in obj.items() if isinstance(v, (str, int, float))}
+    return {}
+
+
+def _walk_ld(data, depth: int = 0):
+    if depth > 6:
+        return
+    if isinstance(data, list):
+        for item in data:
+            yield from _walk_ld(item, depth + 1)
+    elif isinstance(data, dict):
+        yield data
+        if "@graph" in data:
+            yield from _walk_ld(data["@graph"], depth + 1)
+
+
+# ------------------------------------------------------------------------------------------
+# Discovery
+# ------------------------------------------------------------------------------------------
+def discover_feeds(sel: Selector, page_url: str) -> list[str]:
+    """Feeds a page advertises with <link rel="alternate">, in page order (comment feeds last)."""
+    found = []
+    for link in sel.css("link[rel~=alternate], link[rel=alternate]"):
+        kind = (link.attrib.get("type") or "").lower().split(";")[0].strip()
+        href = link.attrib.get("href")
+        if href and kind in FEED_TYPES:
+            url = urljoin(page_url, href)
+            if is_http_url(url) and url not in found:
+                found.append(url)
+    return sorted(found, key=lambda u: "comment" in u.lower())
+
+
+def sitemaps_from_robots(robots_txt: str, base: str) -> list[str]:
+    return [urljoin(base, line.split(":", 1)[1].strip()) for line in robots_txt.splitlines()
+            if line.lower().startswith("sitemap:")]
+
+
+def looks_like_webflow(sel: Selector) -> bool:
+    return bool(sel.css("html[data-wf-site], meta[name=generator][content*=Webflow], meta[content=Webflow]"))
+
+
+def title_of_site(sel: Selector) -> str | None:
+    return clean_title(sel.css("meta[property='og:site_name']::attr(content)").get() or _text(sel.css("title")[:1])) or None
+
+
+def html_to_summary(body_html: str | None, limit: int = 300) -> str | None:
+    if not body_html:
+        return None
+    text = _text(selector_for(body_html))
+    return (text[: limit - 1].rsplit(" ", 1)[0] + "…") if len(text) > limit else (text or None)

@@ -1,0 +1,29 @@
+"""Item pipeline: the crawl's posts, one per canonical URL, into the crawl report."""
+from __future__ import annotations
+
+from crawler.items import ORIGIN_RANK, PostItem
+
+
+class CollectPostsPipeline:
+    """Feed and HTML results for one source merge by canonical URL; the richer origin wins and
+    borrows what it lacks (a listing's date, a feed's summary)."""
+
+    def __init__(self, crawler):
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        return cls(crawler)
+
+    def process_item(self, item: PostItem):
+        report = self.crawler.spider.report
+        current = report.posts_by_url.get(item.url)
+        if current is None:
+            report.posts_by_url[item.url] = item
+            return item
+        better, other = (item, current) if ORIGIN_RANK[item.origin] >= ORIGIN_RANK[current.origin] else (current, item)
+        better.published = better.published or other.published
+        better.summary = better.summary or other.summary
+        better.title = better.title or other.title
+        report.posts_by_url[item.url] = better
+        return item

@@ -1,0 +1,53 @@
+# Scrapy settings for postwatch's crawler. postwatch passes per-run overrides (User-Agent with the
+# operator's contact URL, delays, timeouts) from its TOML config; these are the defaults.
+BOT_NAME = "postwatch"
+SPIDER_MODULES = ["crawler.spiders"]
+NEWSPIDER_MODULE = "crawler.spiders"
+
+USER_AGENT = "postwatch/0.1 (+https://github.com/postwatch/postwatch)"
+
+# robots.txt is obeyed by crawler.middlewares.RobotsTxtGateMiddleware for EVERY request: Scrapy's
+# own middleware (2.14-2.19) lets requests scheduled before robots.txt arrives slip through.
+ROBOTSTXT_OBEY = False
+POSTWATCH_OBEY_ROBOTS = True
+ROBOTS_TTL = 24 * 3600            # cached robots.txt (kept in the state database) is trusted this long
+
+# Politeness: few parallel requests per host, a delay, AutoThrottle on top.
+CONCURRENT_REQUESTS = 16
+CONCURRENT_REQUESTS_PER_DOMAIN = 2
+DOWNLOAD_DELAY = 1.0
+AUTOTHROTTLE_ENABLED = True
+AUTOTHROTTLE_START_DELAY = 1.0
+AUTOTHROTTLE_MAX_DELAY = 30.0
+AUTOTHROTTLE_TARGET_CONCURRENCY = 1.0
+
+# Retries with exponential backoff; 429/503 wait for Retry-After (capped).
+RETRY_ENABLED = True
+RETRY_TIMES = 2
+RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
+RETRY_BACKOFF_BASE = 1.0
+RETRY_BACKOFF_MAX = 30.0
+RETRY_AFTER_MAX = 300.0
+
+DOWNLOAD_TIMEOUT = 30
+DOWNLOAD_MAXSIZE = 5 * 1024 * 1024
+DOWNLOAD_WARNSIZE = 2 * 1024 * 1024
+COMPRESSION_ENABLED = True
+REDIRECT_MAX_TIMES = 5
+COOKIES_ENABLED = False
+TELNETCONSOLE_ENABLED = False
+HTTPCACHE_ENABLED = False          # validators live in the state database instead
+LOG_LEVEL = "WARNING"
+TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
+
+DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "crawler.middlewares.RobotsTxtGateMiddleware": 100,
+    "crawler.middlewares.PoliteRetryMiddleware": 550,
+    "crawler.middlewares.ConditionalRequestMiddleware": 580,
+    "crawler.middlewares.ExchangeCounterMiddleware": 950,
+}
+ITEM_PIPELINES = {
+    "crawler.pipelines.CollectPostsPipeline": 300,
+}

@@ -1,0 +1,67 @@
+"""Canonical URLs: one identity per post whatever variant of its address a page links to."""
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
+
+TRACKING_PARAMS = re.compile(
+    r"^(utm_[a-z0-9_]+|fbclid|gclid|dclid|gbraid|wbraid|msclkid|yclid|mc_cid|mc_eid|_ga|_gl|igshid|"
+    r"ref_src|ref_url|s_cid|mkt_tok|oly_enc_id|oly_anon_id|vero_id|__s|_hsenc|_hsmi|hsctatracking)$", re.I)
+# Webflow paginates the collection lists on a page with ?<8 hex>_page=N; the article is the same.
+WEBFLOW_PAGE_PARAM = re.compile(r"^[0-9a-f]{8}_page$", re.I)
+DEFAULT_PORTS = {"http": 80, "https": 443}
+_SAFE_PATH = "/:@!$&'()*+,;=-._~%"
+
+
+def _bare(host: str) -> str:
+    return host[4:] if host.startswith("www.") else host
+
+
+def same_site(url: str, site: str) -> bool:
+    a, b = urlsplit(url), urlsplit(site)
+    return bool(a.hostname) and _bare(a.hostname.lower()) == _bare((b.hostname or "").lower())
+
+
+def canonicalize(url: str, base: str | None = None, site: str | None = None, *, keep_pagination: bool = False) -> str:
+    """Scheme and `www.` of the source (`site`) for its own links, so that http/https/www
+    variants fold and the result stays fetchable; no fragment, default port, trailing slash,
+    tracking or Webflow pagination parameter; remaining parameters sorted. Idempotent."""
+    url = (url or "").strip()
+    if base:
+        url = urljoin(base, url)
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower().rstrip(".")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if site:
+        site_parts = urlsplit(site)
+        site_host = (site_parts.hostname or "").lower()
+        if host and _bare(host) == _bare(site_host):
+            scheme, host = site_parts.scheme.lower(), site_host
+            port = site_parts.port if site_parts.port else (None if port in (None, 80, 443) else port)
+    if port == DEFAULT_PORTS.get(scheme):
+        port = None
+    netloc = host if port is None else f"{host}:{port}"
+    if ":" in host and not host.startswith("["):
+        netloc = f"[{host}]" + ("" if port is None else f":{port}")
+    path = quote(unquote(parts.path), safe=_SAFE_PATH) or "/"
+    path = re.sub(r"/{2,}", "/", path)
+    if len(path) > 1 and path.endswith("/"):
+        path = path.rstrip("/") or "/"
+    params = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+              if not TRACKING_PARAMS.match(k) and (keep_pagination or not WEBFLOW_PAGE_PARAM.match(k))]
+    query = urlencode(sorted(params), doseq=True)
+    return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
