@@ -1,0 +1,1 @@
+"""Rendering and delivery of the email digest."""

@@ -1,0 +1,145 @@
+"""Table definitions (SQLAlchemy Core). The migrations in state/migrations create them; this
+module is what the queries in state/store.py are written against."""
+from __future__ import annotations
+
+from sqlalchemy import (Boolean, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String,
+                        Table, Text, UniqueConstraint)
+
+metadata = MetaData()
+UTC = DateTime(timezone=True)
+
+sources = Table(
+    "sources", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("url", Text, nullable=False),
+    Column("kind", String(20), nullable=False, default="auto"),
+    Column("feed_url", Text),
+    Column("sitemap_url", Text),
+    Column("selectors", Text, nullable=False, default="{}"),
+    Column("title", Text),
+    Column("origin", String(20), nullable=False, default="config"),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("baseline_done", Boolean, nullable=False, default=False),
+    Column("last_check_at", UTC),
+    Column("last_success_at", UTC),
+    Column("last_error", Text),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("degraded", Boolean, nullable=False, default=False),
+    Column("degraded_reason", Text),
+    Column("last_full_sweep_at", UTC),
+    Column("created_at", UTC, nullable=False),
+)
+
+posts = Table(
+    "posts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("published_at", UTC),
+    Column("first_seen_at", UTC, nullable=False),
+    Column("last_seen_at", UTC, nullable=False),
+    Column("status", String(20), nullable=False, default="active"),
+    Column("gone_since", UTC),
+    Column("content_hash", String(64)),
+    UniqueConstraint("source_id", "url", name="uq_posts_source_url"),
+)
+
+post_versions = Table(
+    "post_versions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("post_id", Integer, ForeignKey("posts.id", ondelete="CASCADE"), nullable=False),
+    Column("origin", String(20), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("body_html", Text),
+    Column("fetched_at", UTC, nullable=False),
+    Index("ix_post_versions_post", "post_id", "origin", "id"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", Integer, unique=True),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
+    Column("post_id", Integer, ForeignKey("posts.id", ondelete="SET NULL")),
+    Column("kind", String(20), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("published_at", UTC),
+    Column("summary", Text),
+    Column("body_html", Text),
+    Column("diff", Text),
+    Column("version_hash", String(64)),
+    Column("previous_hash", String(64)),
+    Column("created_at", UTC, nullable=False),
+    Column("status", String(20), nullable=False),
+    Index("ix_events_source_status", "source_id", "status"),
+)
+
+subscribers = Table(
+    "subscribers", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("cadence", String(20), nullable=False),
+    Column("send_time", String(5), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("weekday", Integer),
+    Column("sources", Text),
+    Column("status", String(20), nullable=False),
+    Column("cursor", Integer, nullable=False, default=0),
+    Column("created_at", UTC, nullable=False),
+    Column("unsubscribed_at", UTC),
+)
+
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="SET NULL")),
+    Column("to_addr", String(320), nullable=False),
+    Column("message_id", String(255), nullable=False, unique=True),
+    Column("subject", Text, nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTC, nullable=False),
+    Column("claimed_until", UTC),
+    Column("last_error", Text),
+    Column("first_seq", Integer),
+    Column("last_seq", Integer),
+    Column("created_at", UTC, nullable=False),
+    Column("sent_at", UTC),
+    Index("ix_outbox_due", "status", "next_attempt_at"),
+)
+
+http_validators = Table(
+    "http_validators", metadata,
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
+    Column("url", String(2048), primary_key=True),
+    Column("etag", Text),
+    Column("last_modified", Text),
+    Column("updated_at", UTC, nullable=False),
+)
+
+robots_cache = Table(
+    "robots_cache", metadata,
+    Column("origin", String(512), primary_key=True),
+    Column("body", LargeBinary, nullable=False),
+    Column("fetched_at", UTC, nullable=False),
+)
+
+counters = Table(
+    "counters", metadata,
+    Column("name", String(50), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+
+# Added by revision 0002.
+alerts = Table(
+    "alerts", metadata,
+    Column("key", String(300), primary_key=True),
+    Column("last_sent_at", UTC, nullable=False),
+    Column("count", Integer, nullable=False, default=1),
+)
