@@ -1,0 +1,135 @@
+"""Rendering a digest: Jinja2 templates (overridable), nh3-sanitised source HTML, inlined CSS."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import css_inline
+import nh3
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from digest.settings import DigestSettings
+
+KIND_ORDER = ("new", "updated", "restored", "removed")
+# What a subscriber's mail client may see of a watched site's HTML: text structure and links.
+ALLOWED_TAGS = {"p", "a", "em", "strong", "b", "i", "br", "ul", "ol", "li", "blockquote", "h3", "h4"}
+ALLOWED_ATTRIBUTES = {"a": {"href"}}
+LEAD_CHARS = 600
+
+
+@dataclass
+class RenderedDigest:
+    subject: str
+    html: str
+    text: str
+
+
+@lru_cache(maxsize=8)
+def environment(templates_dir: str | None) -> Environment:
+    loaders = [PackageLoader("digest", "templates")]
+    if templates_dir:
+        loaders.insert(0, FileSystemLoader(templates_dir))
+    env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(["html", "j2.html", "html.j2"]),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return env
+
+
+def sanitize(html: str | None) -> str:
+    """Source HTML as it may appear in an email: no script, style, iframe, form, event handler,
+    javascript:/data: URL or CSS; links open as plain https/http/mailto."""
+    if not html:
+        return ""
+    return nh3.clean(html, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES, url_schemes={"http", "https", "mailto"},
+                     link_rel="noopener noreferrer", strip_comments=True)
+
+
+def lead_html(body_html: str | None, limit: int = LEAD_CHARS) -> str:
+    """The first paragraphs of a post, sanitised, about `limit` characters of text."""
+    clean = sanitize(body_html)
+    if not clean:
+        return ""
+    from parsel import Selector
+
+    parts, size = [], 0
+    for node in Selector(text=f"<div>{clean}</div>").css("div > p, div > ul, div > ol, div > blockquote, div > h3, div > h4"):
+        text = " ".join(node.css("::text").getall())
+        if not text.strip():
+            continue
+        parts.append(node.get())
+        size += len(text)
+        if size >= limit:
+            break
+    return sanitize("".join(parts)) if parts else ""
+
+
+def excerpt_of(event, limit: int = 300) -> str:
+    text = event.summary or ""
+    if not text and event.body_html:
+        from parsel import Selector
+
+        text = " ".join(" ".join(Selector(text=sanitize(event.body_html)).css("::text").getall()).split())
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _date(value: datetime | None, zone: ZoneInfo) -> str:
+    if value is None:
+        return ""
+    local = value.astimezone(zone)
+    return f"{local.day} {local:%B %Y}"
+
+
+def subject_for(events, settings: DigestSettings) -> str:
+    counts = {kind: sum(1 for e in events if e.kind == kind) for kind in KIND_ORDER}
+    parts = [f"{n} {kind}" for kind, n in counts.items() if n]
+    names = []
+    for event in events:
+        title = settings.source_titles.get(event.source, event.source)
+        if title not in names:
+            names.append(title)
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    subject = f"{', '.join(parts)} — {shown}"
+    return " ".join(subject.split())[:180]
+
+
+def _cadence_text(subscriber) -> str:
+    return {"immediate": "after each check", "weekly": "weekly"}.get(getattr(subscriber, "cadence", "daily"), "daily")
+
+
+def render_digest(subscriber, events, settings: DigestSettings, now: datetime, unsubscribe_url: str) -> RenderedDigest:
+    zone = ZoneInfo(getattr(subscriber, "timezone", None) or settings.timezone)
+    by_source: dict[str, list] = {}
+    for event in events:
+        by_source.setdefault(event.source, []).append(event)
+    groups = []
+    for source, items in by_source.items():
+        items = sorted(items, key=lambda e: (e.published or e.created_at), reverse=True)
+        groups.append({
+            "title": settings.source_titles.get(source, source),
+            "posts": [{
+                "kind": e.kind, "title": " ".join(e.title.split()), "url": e.url,
+                "date": _date(e.published, zone), "excerpt": excerpt_of(e),
+                "lead_html": Markup(lead_html(e.body_html)) if e.kind in ("new", "restored") else "",
+                "diff": e.diff if e.kind == "updated" else None,
+            } for e in items],
+        })
+    subject = subject_for(events, settings)
+    context = {
+        "subject": subject, "headline": subject.split(" — ")[0].capitalize() if events else subject,
+        "groups": groups, "site_name": settings.site_name, "generated": f"{now.astimezone(zone):%-d %B %Y}",
+        "email": subscriber.email, "unsubscribe_url": unsubscribe_url, "cadence_text": _cadence_text(subscriber),
+    }
+    env = environment(str(settings.templates_dir) if settings.templates_dir else None)
+    html = env.get_template("digest.html.j2").render(**context)
+    html = css_inline.inline(html)
+    text = env.get_template("digest.txt.j2").render(**context)
+    return RenderedDigest(subject=subject, html=html, text=text)
+
+
+def render_page(title: str, message: str, form_token: str | None, settings: DigestSettings) -> str:
+    env = environment(str(settings.templates_dir) if settings.templates_dir else None)
+    return env.get_template("unsubscribe.html.j2").render(title=title, message=message, form_token=form_token)

@@ -1,0 +1,83 @@
+"""The transactional outbox: compose and store first, send after, mark sent only on acceptance."""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from digest.compose import build_message, unsubscribe_url
+from digest.render import render_digest
+from digest.settings import DigestSettings
+
+log = logging.getLogger("postwatch.digest")
+
+BACKOFF_FIRST = timedelta(minutes=1)
+BACKOFF_MAX = timedelta(hours=1)
+
+
+@dataclass
+class FlushStats:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+def compose_and_queue(store, settings: DigestSettings, now: datetime, subscriber_ids=None) -> list[int]:
+    return store.compose_digests(lambda subscriber, events: build_message(subscriber, events, settings, now), now,
+                                 subscriber_ids)
+
+
+def next_attempt(attempts: int, now: datetime) -> datetime:
+    delay = min(BACKOFF_MAX, BACKOFF_FIRST * (2 ** max(0, attempts)))
+    return now + delay * random.uniform(0.9, 1.1)
+
+
+def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit: int = 10_000) -> FlushStats:
+    stats = FlushStats()
+    for item in store.due_outbox(now, limit=limit):
+        result = channel.send(item)
+        if result.status == "sent":
+            store.mark_sent(item.id, datetime.now(timezone.utc))
+            stats.sent += 1
+        elif result.status == "failed" or item.attempts + 1 >= max_attempts:
+            store.mark_failed(item.id, result.detail, now)
+            log.error("mail to %s failed permanently: %s", item.to_addr, result.detail)
+            stats.failed += 1
+        else:
+            store.mark_retry(item.id, result.detail, next_attempt(item.attempts, now))
+            stats.retried += 1
+    if stats.retried:
+        log.warning("mail: %d messages wait for a retry (%s)", stats.retried, _last_error(store))
+    return stats
+
+
+def _last_error(store) -> str:
+    errors = store.outbox_errors(limit=1) if hasattr(store, "outbox_errors") else []
+    return errors[0][1] if errors else "no detail"
+
+
+class _SampleSubscriber:
+    id, email, cadence, timezone = 0, "subscriber@example.org", "daily", "UTC"
+
+
+def preview(store, settings: DigestSettings, subscriber_email: str | None, path: Path, now: datetime) -> Path:
+    """Write exactly the HTML that subscriber would get for their pending events (the first
+    active subscriber when none is named; the most recent events when nothing is pending)."""
+    subscriber = store.get_subscriber(subscriber_email) if subscriber_email else None
+    if subscriber_email and subscriber is None:
+        raise SystemExit(f"postwatch: no subscriber {subscriber_email}")
+    if subscriber is None:
+        active = store.list_subscribers(active_only=True)
+        subscriber = active[0] if active else None
+    events = store.pending_events(subscriber) if subscriber else []
+    if not events:
+        events = [e for e in store.history(limit=20) if e.status == "published"]
+    target = subscriber or _SampleSubscriber()
+    link = unsubscribe_url(target, settings) if settings.secret else settings.unsubscribe_base_url
+    rendered = render_digest(target, events, settings, now, link)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(rendered.html, encoding="utf-8")
+    return path.resolve()
