@@ -89,6 +89,7 @@ class App:
         self.metrics = metrics or Metrics()
         self.crawl_settings = scrapy_settings(config)
         self.last_cycle_end: float | None = None
+        self.log_failures = True      # the CLI prints its own one line per failed source
         self.store.sync_sources(self.source_records_from_config())
 
     # -- configuration views -------------------------------------------------------------
@@ -183,7 +184,8 @@ class App:
         if not report.ok:
             failures = self.store.record_check_failure(name, report.error or f"{name}: check failed", now)
             self.metrics.checks.labels(name, "error").inc()
-            log.error("%s", report.error, extra={"source": name})
+            if self.log_failures:
+                log.error("%s", report.error, extra={"source": name})
             if failures >= self.config.alerts.failures_before_alert:
                 self.alert(f"source-failing:{name}", f"postwatch: source '{name}' failed {failures} checks in a row",
                            [report.error or "", f"URL: {record.url}", "Nothing was changed in the stored posts."])

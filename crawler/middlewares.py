@@ -57,7 +57,8 @@ class RobotsTxtGateMiddleware:
         rules = await self._rules_for(origin)
         if isinstance(rules, Exception):
             self.crawler.stats.inc_value("robotstxt/unavailable")
-            raise RobotsUnavailable(f"robots.txt of {origin} is unavailable ({rules}); not fetching {request.url}")
+            raise RobotsUnavailable(f"{origin} {rules}" if str(rules).startswith("could not") else
+                                    f"robots.txt of {origin} answered {rules}, so nothing may be fetched (RFC 9309)")
         if rules is not None and not rules.can_fetch(request.url, self._agent_token()):
             self.crawler.stats.inc_value("robotstxt/forbidden")
             raise ForbiddenByRobots(f"{request.url} is disallowed by robots.txt")
@@ -95,7 +96,7 @@ class RobotsTxtGateMiddleware:
         try:
             response = await self.crawler.engine.download_async(request)
         except Exception as exc:
-            return RuntimeError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip())
+            return RuntimeError(f"could not be reached: {short_reason(exc)}")
         if response.status == 304 and cached:
             spider.report.robots[origin] = (cached[0], now)
             return _parse_robots(cached[0])
@@ -106,6 +107,22 @@ class RobotsTxtGateMiddleware:
             spider.report.robots[origin] = (b"", now)   # no robots.txt: everything allowed
             return None
         return RuntimeError(f"HTTP {response.status}")
+
+
+def short_reason(exc: BaseException) -> str:
+    """A network failure in a few words."""
+    name = type(exc).__name__.lower()
+    text = str(exc).lower()
+    if "refused" in name or "refused" in text:
+        return "connection refused"
+    if "dns" in name or "dns" in text:
+        return "DNS lookup failed"
+    if "timeout" in name or "timed out" in text or "took longer" in text:
+        return "timed out"
+    if "reset" in text or "connectionlost" in name or "connection was closed" in text:
+        return "connection reset"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first[:160]}".rstrip(": ")
 
 
 def _parse_robots(body: bytes):

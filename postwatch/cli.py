@@ -208,6 +208,7 @@ def cmd_check(args, config) -> int:
     from scheduler import describe_summary
 
     app = _app(config)
+    app.log_failures = False
     try:
         names = args.sources or [s.name for s in app.store.list_sources()]
         unknown = [n for n in names if app.store.get_source(n) is None]

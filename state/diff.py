@@ -26,6 +26,11 @@ def word_diff(old: str, new: str) -> list[list[str]]:
     return ops
 
 
+def similar(old: str, new: str, threshold: float = 0.5) -> bool:
+    """Close enough to show as one paragraph with marked words, rather than one out, one in."""
+    return SequenceMatcher(None, old.split(), new.split(), autojunk=False).ratio() >= threshold
+
+
 def paragraph_diff(old: tuple[str, ...] | list[str], new: tuple[str, ...] | list[str],
                    old_title: str | None = None, new_title: str | None = None) -> dict:
     entries: list[dict] = []
@@ -40,7 +45,7 @@ def paragraph_diff(old: tuple[str, ...] | list[str], new: tuple[str, ...] | list
             pairs = min(i2 - i1, j2 - j1)
             for k in range(pairs):
                 a, b = old[i1 + k], new[j1 + k]
-                if SequenceMatcher(None, a, b, autojunk=False).quick_ratio() >= 0.4:
+                if similar(a, b):
                     entries.append({"op": "changed", "words": word_diff(a, b)})
                 else:
                     entries += [{"op": "removed", "text": a}, {"op": "added", "text": b}]

@@ -169,7 +169,10 @@ def describe_failure(failure, request) -> str:
             return f"answered HTTP {status} with Retry-After {refused:.0f}s (more than postwatch waits within a check)"
         return f"answered HTTP {status}{tries}"
     if isinstance(exc, IgnoreRequest):
-        return f"was not fetched: {exc}"
+        reason = str(exc)
+        if reason.startswith(("http://", "https://")) and " could not be reached" in reason:
+            return "could not be reached: " + reason.split(" could not be reached: ", 1)[1]
+        return f"was not fetched: {reason}"
     if isinstance(exc, DNSLookupError):
         return f"could not be reached: DNS lookup failed for {request.url.split('/')[2]}"
     if isinstance(exc, (TwistedTimeout, TCPTimedOutError)) or "timeout" in type(exc).__name__.lower() or "took longer" in str(exc):
