@@ -13,12 +13,15 @@ from pathlib import Path
 
 def test_demo_runs_the_whole_loop_offline_and_leaves_nothing_running(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTWATCH_")}
-    env["HOME"] = str(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "postwatch", "demo", "--keep"], cwd=tmp_path, env=env,
+    (tmp_path / "home").mkdir()
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    env["HOME"] = str(tmp_path / "home")
+    result = subprocess.run([sys.executable, "-m", "postwatch", "demo", "--keep"], cwd=workdir, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert list(tmp_path.iterdir()) == [], "the demo wrote into the current folder"
+    assert list(workdir.iterdir()) == [], "the demo wrote into the current folder"
 
     emails = [Path(p) for p in re.findall(r"^\s+(/\S+\.eml)$", out, re.M)]
     assert emails, out
