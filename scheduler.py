@@ -89,6 +89,7 @@ class App:
         self.metrics = metrics or Metrics()
         self.crawl_settings = scrapy_settings(config)
         self.last_cycle_end: float | None = None
+        self.alerts_queued = 0
         self.log_failures = True      # the CLI prints its own one line per failed source
         self.store.sync_sources(self.source_records_from_config())
 
@@ -264,6 +265,7 @@ class App:
         from digest.compose import build_alert
 
         self.store.enqueue_message(build_alert(operator, subject, lines, self.digest_settings(), now), now)
+        self.alerts_queued += 1
         log.warning("alert queued for %s: %s", operator, subject)
         return True
 
@@ -305,6 +307,9 @@ async def check_job(source_name: str) -> None:
     immediate = [s.id for s in daemon.app.store.list_subscribers(active_only=True) if s.cadence == "immediate"]
     if immediate and any(s.events and not s.held for s in summary):
         daemon.app.send_digests(immediate)
+    elif daemon.app.alerts_queued:
+        daemon.app.flush_outbox()
+    daemon.app.alerts_queued = 0
 
 
 async def digest_job(cadence_key: str) -> None:
