@@ -32,10 +32,11 @@ COMMON_FEED_PATHS = ("/feed/", "/rss.xml", "/atom.xml", "/feed.xml", "/index.xml
 
 @dataclass
 class ListingEntry:
-    url: str
+    url: str                     # canonical: the identity
     title: str
     published: datetime | None
     summary: str | None
+    link: str | None = None      # absolute URL as the page wrote it: what to fetch (no redirect)
 
 
 @dataclass
@@ -104,7 +105,8 @@ def _entry(node, link: str | None, page_url: str, site: str, title: str | None =
     date_node = node.css("time::attr(datetime)").get()
     published = parse_date(date_node) if date_node else find_date_in_text(_text(node))
     summary = _text(node.css("p")[:1]) or None
-    return ListingEntry(url=url, title=title, published=published, summary=summary[:400] if summary else None)
+    return ListingEntry(url=url, title=title, published=published, summary=summary[:400] if summary else None,
+                        link=urljoin(page_url, link).split("#", 1)[0])
 
 
 def _listing_webflow(sel: Selector, page_url: str, site: str) -> list[ListingEntry]:

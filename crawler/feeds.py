@@ -3,6 +3,7 @@ has no timeout, and bytes that look like a path would be opened as a file)."""
 from __future__ import annotations
 
 import io
+from urllib.parse import urljoin
 from dataclasses import dataclass, field
 
 import feedparser
@@ -55,7 +56,8 @@ def parse_feed(body: bytes, url: str, headers: dict[str, str] | None = None, sit
         published = parse_date(entry.get("published_parsed") or entry.get("updated_parsed"))
         full = content if content and len(html_to_summary(content, 10**6) or "") >= FULL_CONTENT_MIN_CHARS else None
         result.entries.append(PostItem(url=post_url, title=title, published=published, body_html=full,
-                                       summary=html_to_summary(summary_html or content), origin="feed"))
+                                       summary=html_to_summary(summary_html or content), origin="feed",
+                                       link=urljoin(url, link)))
     result.has_content = bool(result.entries) and all(e.body_html for e in result.entries)
     return result
 

@@ -16,3 +16,4 @@ class PostItem:
     body_html: str | None       # the post's own content only; None when only seen in a listing
     summary: str | None         # plain-text excerpt from a listing or feed
     origin: str                 # "page" | "feed" | "listing"
+    link: str | None = None     # where the site links to it, when that differs from `url`

@@ -90,7 +90,7 @@ class RobotsTxtGateMiddleware:
         if cached and (now - cached[1]).total_seconds() < self.ttl:
             return _parse_robots(cached[0])
         request = Request(f"{origin}/robots.txt", callback=NO_CALLBACK, priority=1000, dont_filter=True,
-                          meta={"dont_obey_robotstxt": True, "handle_httpstatus_all": True, "conditional": True,
+                          meta={"dont_obey_robotstxt": True, "handle_httpstatus_all": True, "conditional": bool(cached),
                                 "dont_redirect": False, "max_retry_times": 1})
         self.crawler.stats.inc_value("robotstxt/request_count")
         try:
@@ -194,8 +194,8 @@ class PoliteRetryMiddleware(RetryMiddleware):
 
 class ConditionalRequestMiddleware:
     """If-None-Match / If-Modified-Since from validators kept in the state database, and the
-    new validators of every 200 answer back into the crawl report (keyed by the URL first asked
-    for, so a redirected URL is revalidated next time too)."""
+    new validators of every 200 answer back into the crawl report, keyed by the post's canonical
+    URL (or the URL first asked for), so a redirected or variant URL is revalidated next time."""
 
     def __init__(self, crawler):
         self.crawler = crawler
@@ -207,7 +207,8 @@ class ConditionalRequestMiddleware:
     def process_request(self, request: Request):
         if not request.meta.get("conditional"):
             return None
-        etag, last_modified = self.crawler.spider.plan.validators.get(request.url, (None, None))
+        key = request.meta.get("validator_key", request.url)
+        etag, last_modified = self.crawler.spider.plan.validators.get(key, (None, None))
         if etag and b"If-None-Match" not in request.headers:
             request.headers[b"If-None-Match"] = etag
         if last_modified and b"If-Modified-Since" not in request.headers:
@@ -219,8 +220,8 @@ class ConditionalRequestMiddleware:
             etag = response.headers.get(b"ETag")
             last_modified = response.headers.get(b"Last-Modified")
             if etag or last_modified:
-                first_url = (request.meta.get("redirect_urls") or [request.url])[0]
-                self.crawler.spider.report.validators[first_url] = (
+                key = request.meta.get("validator_key") or (request.meta.get("redirect_urls") or [request.url])[0]
+                self.crawler.spider.report.validators[key] = (
                     etag.decode("latin-1") if etag else None,
                     last_modified.decode("latin-1") if last_modified else None,
                 )

@@ -54,12 +54,16 @@ class BlogSpider(Spider):
         return Request(url, callback=self.parse_listing, errback=self.on_listing_error, dont_filter=True,
                        meta={"conditional": True, "handle_httpstatus_list": [304], "role": "listing", "first": first})
 
-    def _post_request(self, url: str, sweep: bool = False) -> Request | None:
+    def _post_request(self, url: str, sweep: bool = False, link: str | None = None) -> Request | None:
         if url in self.requested_posts:
             return None
         self.requested_posts.add(url)
-        return Request(url, callback=self.parse_post, errback=self.on_post_error, dont_filter=True,
-                       meta={"conditional": True, "handle_httpstatus_list": POST_STATUSES, "post_url": url, "sweep": sweep})
+        # Fetch the address the site itself links to (a canonical form without the trailing
+        # slash would cost a redirect on WordPress); the post's identity stays `url`.
+        fetch = link if link and canonicalize(link, site=self.site) == url else url
+        return Request(fetch, callback=self.parse_post, errback=self.on_post_error, dont_filter=True,
+                       meta={"conditional": True, "handle_httpstatus_list": POST_STATUSES, "post_url": url, "sweep": sweep,
+                             "validator_key": url})
 
     # -- feed ----------------------------------------------------------------------------
     def parse_feed(self, response):
@@ -79,7 +83,7 @@ class BlogSpider(Spider):
             else:
                 # A summary-only feed: the page has the body, but only for posts not seen before.
                 yield item
-                request = self._post_request(item.url)
+                request = self._post_request(item.url, link=item.link)
                 if request:
                     yield request
 
@@ -110,7 +114,7 @@ class BlogSpider(Spider):
             yield PostItem(url=entry.url, title=entry.title, published=entry.published, body_html=None,
                            summary=entry.summary, origin="listing")
             if not known and not self.plan.baseline:
-                request = self._post_request(entry.url)
+                request = self._post_request(entry.url, link=entry.link)
                 if request:
                     yield request
         # Listings are newest first: once the page ends on a known post, older pages hold only
