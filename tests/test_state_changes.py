@@ -1,0 +1,268 @@
+"""The stored state on SQLite and on PostgreSQL: the same suite, both backends."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from crawler.items import PostItem
+from state import AlreadyRunning, CheckInput, ComposedMessage, SourceRecord, Store
+
+PG_URL = os.environ.get("POSTWATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def _pg_available() -> bool:
+    try:
+        with create_engine(PG_URL).connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = Store(str(tmp_path / "state.db"), removal_confirm_after=timedelta(hours=1))
+        yield s
+        s.close()
+        return
+    if not _pg_available():
+        pytest.fail(f"PostgreSQL is not reachable at {PG_URL} (set POSTWATCH_TEST_PG to another server)")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    s = Store(PG_URL, removal_confirm_after=timedelta(hours=1), connect_args={"options": f"-csearch_path={schema}"})
+    yield s
+    s.close()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def post(n: int, body: str | None = None, origin: str = "page", title: str | None = None) -> PostItem:
+    return PostItem(url=f"https://blog.example/p/{n}", title=title or f"Post {n}", published=NOW, body_html=body,
+                    summary=None, origin=origin)
+
+
+def listing(count: int) -> list[PostItem]:
+    return [post(n, origin="listing") for n in range(count)]
+
+
+def pages(count: int, edits: dict[int, str] | None = None) -> list[PostItem]:
+    edits = edits or {}
+    return [post(n, edits.get(n, f"<p>Body of post {n}.</p><p>Second paragraph {n}.</p>")) for n in range(count)]
+
+
+def seeded(store: Store, count: int = 20) -> Store:
+    store.sync_sources([SourceRecord(name="blog", url="https://blog.example/", kind="html")])
+    assert store.apply_check("blog", CheckInput(posts=listing(count), baseline=True), NOW).baseline
+    store.apply_check("blog", CheckInput(posts=pages(count), full_sweep=True), NOW)
+    return store
+
+
+def kinds(result) -> list[str]:
+    return sorted(e.kind for e in result.events)
+
+
+def test_the_first_check_is_a_silent_baseline(store):
+    store.sync_sources([SourceRecord(name="blog", url="https://blog.example/")])
+    result = store.apply_check("blog", CheckInput(posts=pages(20), baseline=True), NOW)
+    assert result.baseline and result.events == []
+    assert store.history() == []
+    assert store.source_status()[0].posts == 20
+
+
+def test_new_updated_removed_and_restored(store):
+    seeded(store)
+    subscriber = store.add_subscriber("ada@example.org")
+    new = store.apply_check("blog", CheckInput(posts=[post(99, "<p>Brand new.</p>")] + pages(20, {3: "<p>Body of post 3, edited.</p><p>Second paragraph 3.</p>"})), NOW)
+    assert kinds(new) == ["new", "updated"]
+    updated = next(e for e in new.events if e.kind == "updated")
+    assert updated.diff["paragraphs"] == [{"op": "changed", "words": [["equal", "Body of post "], ["delete", "3."], ["insert", "3, edited."]]}]
+
+    first_404 = store.apply_check("blog", CheckInput(posts=listing(20), gone={post(5).url: 404}), NOW)
+    assert first_404.events == []
+    too_soon = store.apply_check("blog", CheckInput(posts=listing(20), gone={post(5).url: 404}), NOW + timedelta(minutes=30))
+    assert too_soon.events == []
+    confirmed = store.apply_check("blog", CheckInput(posts=listing(20), gone={post(5).url: 410}), NOW + timedelta(hours=2))
+    assert kinds(confirmed) == ["removed"]
+    back = store.apply_check("blog", CheckInput(posts=[post(5, "<p>Body of post 5.</p><p>Second paragraph 5.</p>")]), NOW + timedelta(hours=3))
+    assert kinds(back) == ["restored"]
+    assert [e.kind for e in store.pending_events(subscriber)] == ["new", "updated", "removed", "restored"]
+
+
+def test_markup_and_whitespace_changes_are_not_updates(store):
+    seeded(store)
+    restyled = [post(n, f'<div class="x"><p class="lead">  Body of <b>post</b>\u00a0{n}.</p>\n\n<p>Second   paragraph {n}.</p></div>')
+                for n in range(20)]
+    assert store.apply_check("blog", CheckInput(posts=restyled), NOW).events == []
+
+
+def test_one_404_a_5xx_or_absence_from_the_listing_never_remove_anything(store):
+    seeded(store)
+    store.apply_check("blog", CheckInput(posts=listing(20), gone={post(1).url: 404}), NOW)
+    store.apply_check("blog", CheckInput(posts=listing(20), failed={post(2).url: "answered HTTP 503"}), NOW + timedelta(hours=5))
+    result = store.apply_check("blog", CheckInput(posts=listing(10), failed={post(1).url: "timed out"}), NOW + timedelta(hours=9))
+    assert result.events == []
+    assert all(e.kind != "removed" for e in store.history())
+    assert store.source_status()[0].posts == 20
+
+
+def test_a_page_answering_again_between_two_404s_cancels_the_removal(store):
+    seeded(store)
+    store.apply_check("blog", CheckInput(posts=listing(20), gone={post(1).url: 404}), NOW)
+    store.apply_check("blog", CheckInput(posts=listing(20), unchanged_urls={post(1).url}), NOW + timedelta(hours=1))
+    result = store.apply_check("blog", CheckInput(posts=listing(20), gone={post(1).url: 404}), NOW + timedelta(hours=3))
+    assert result.events == []
+
+
+def test_a_redesign_that_matches_nothing_is_held_and_subscribers_see_nothing(store):
+    seeded(store)
+    subscriber = store.add_subscriber("ada@example.org")
+    result = store.apply_check("blog", CheckInput(posts=[]), NOW)
+    assert result.held and "no posts" in result.hold_reason
+    [status] = store.source_status()
+    assert status.degraded
+    assert store.pending_events(subscriber) == []
+    recovered = store.apply_check("blog", CheckInput(posts=listing(20)), NOW + timedelta(hours=1))
+    assert not recovered.held and not store.source_status()[0].degraded
+
+
+def test_a_mass_change_is_held_until_released_then_delivered_once(store):
+    seeded(store)
+    subscriber = store.add_subscriber("ada@example.org")
+    flood = [post(100 + n, f"<p>New {n}</p>") for n in range(15)] + pages(20)
+    result = store.apply_check("blog", CheckInput(posts=flood), NOW)
+    assert result.held and len(result.events) == 15
+    assert store.pending_events(subscriber) == []
+    # A calm check does not publish held new posts (a flood of new URLs is what a redesign looks like).
+    store.apply_check("blog", CheckInput(posts=pages(20)), NOW + timedelta(hours=1))
+    assert store.pending_events(subscriber) == []
+    assert store.release_source("blog") == 15
+    assert len(store.pending_events(subscriber)) == 15
+    messages = []
+    build = lambda sub, events: messages.append(len(events)) or ComposedMessage(f"<m{len(messages)}@x>", "s", sub.email, b"raw")
+    assert len(store.compose_digests(build, NOW)) == 1
+    assert store.compose_digests(build, NOW) == []
+    assert messages == [15]
+
+
+def test_held_edits_are_confirmed_by_a_following_check_and_a_glitch_that_reverts_is_forgotten(store):
+    seeded(store)
+    subscriber = store.add_subscriber("ada@example.org")
+    garbled = {n: f"<p>Error 503: please retry {n}</p>" for n in range(20)}
+    glitch = store.apply_check("blog", CheckInput(posts=pages(20, garbled)), NOW)
+    assert glitch.held
+    reverted = store.apply_check("blog", CheckInput(posts=pages(20)), NOW + timedelta(hours=1))
+    assert reverted.events == [] and not store.source_status()[0].degraded
+    assert store.pending_events(subscriber) == []
+
+    real = {n: f"<p>Body of post {n}.</p><p>Second paragraph {n}, corrected.</p>" for n in range(10)}
+    held = store.apply_check("blog", CheckInput(posts=pages(20, real)), NOW + timedelta(hours=2))
+    assert held.held
+    store.apply_check("blog", CheckInput(posts=pages(20, real)), NOW + timedelta(hours=3))
+    assert len(store.pending_events(subscriber)) == 10
+
+
+def test_a_new_subscriber_gets_no_back_catalogue_and_every_event_once(store):
+    seeded(store)
+    store.apply_check("blog", CheckInput(posts=[post(50, "<p>Before Bo subscribed</p>")] + listing(20)), NOW)
+    ada = store.add_subscriber("ada@example.org")
+    store.apply_check("blog", CheckInput(posts=[post(51, "<p>After</p>")] + listing(20)), NOW)
+    bo = store.add_subscriber("bo@example.org", sources=["blog"])
+    store.apply_check("blog", CheckInput(posts=[post(52, "<p>Latest</p>")] + listing(20)), NOW)
+    assert [e.url for e in store.pending_events(ada)] == [post(51).url, post(52).url]
+    assert [e.url for e in store.pending_events(bo)] == [post(52).url]
+
+
+def test_outbox_retry_failure_and_leases(store):
+    seeded(store)
+    store.add_subscriber("ada@example.org")
+    store.apply_check("blog", CheckInput(posts=[post(60, "<p>x</p>")] + listing(20)), NOW)
+    [outbox_id] = store.compose_digests(lambda s, e: ComposedMessage("<one@x>", "s", s.email, b"raw"), NOW)
+    [item] = store.due_outbox(NOW)
+    assert store.due_outbox(NOW) == []                        # leased to the first caller
+    store.mark_retry(item.id, "451 try later", NOW + timedelta(minutes=1))
+    assert store.due_outbox(NOW) == []
+    [again] = store.due_outbox(NOW + timedelta(minutes=2))
+    assert again.attempts == 1
+    store.mark_failed(again.id, "550 no such user", NOW)
+    assert store.outbox_stats(NOW) == {"pending": 0, "sent": 0, "failed": 1, "oldest_pending_age_s": 0}
+
+
+def test_a_crashed_senders_lease_expires(store):
+    seeded(store)
+    store.add_subscriber("ada@example.org")
+    store.apply_check("blog", CheckInput(posts=[post(61, "<p>x</p>")] + listing(20)), NOW)
+    store.compose_digests(lambda s, e: ComposedMessage("<lease@x>", "s", s.email, b"raw"), NOW)
+    assert len(store.due_outbox(NOW)) == 1
+    assert store.due_outbox(NOW + timedelta(minutes=1)) == []
+    assert len(store.due_outbox(NOW + store.send_lease + timedelta(seconds=1))) == 1
+
+
+def test_unsubscribed_addresses_get_nothing_queued(store):
+    seeded(store)
+    ada = store.add_subscriber("ada@example.org")
+    store.apply_check("blog", CheckInput(posts=[post(62, "<p>x</p>")] + listing(20)), NOW)
+    store.compose_digests(lambda s, e: ComposedMessage("<u@x>", "s", s.email, b"raw"), NOW)
+    assert store.unsubscribe(ada.id)
+    assert store.due_outbox(NOW) == []
+    store.apply_check("blog", CheckInput(posts=[post(63, "<p>y</p>")] + listing(20)), NOW)
+    assert store.compose_digests(lambda s, e: ComposedMessage("<u2@x>", "s", s.email, b"raw"), NOW) == []
+
+
+def test_alerts_at_most_once_per_problem_per_day(store):
+    assert store.alert_due("source-failing:blog", NOW)
+    assert not store.alert_due("source-failing:blog", NOW + timedelta(hours=23))
+    assert store.alert_due("source-suspect:blog", NOW)
+    assert store.alert_due("source-failing:blog", NOW + timedelta(hours=25))
+
+
+def test_prune_keeps_latest_versions_and_undelivered_events(store):
+    seeded(store)
+    ada = store.add_subscriber("ada@example.org")
+    store.apply_check("blog", CheckInput(posts=pages(20, {1: "<p>v2</p>"})), NOW)
+    store.compose_digests(lambda s, e: ComposedMessage("<p1@x>", "s", s.email, b"raw"), NOW)
+    store.apply_check("blog", CheckInput(posts=pages(20, {1: "<p>v3</p>"})), NOW)
+    pruned = store.prune(NOW + timedelta(days=200), timedelta(days=180))
+    assert pruned["events"] == 1 and pruned["versions"] == 2
+    assert [e.kind for e in store.pending_events(ada)] == ["updated"]
+
+
+def test_instance_lock_refuses_a_second_daemon(store, tmp_path):
+    with store.instance_lock():
+        second = Store(store.url, migrate=False)
+        with pytest.raises(AlreadyRunning):
+            with second.instance_lock():
+                pass
+        second.close()
+    with store.instance_lock():
+        pass
+
+
+def test_migrations_from_an_empty_database_and_from_the_first_revision(tmp_path):
+    path = tmp_path / "old.db"
+    old = Store(str(path), migrate=False)
+    old.migrate("0001")
+    assert old.schema_revision() == "0001"
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO sources (name, url, kind, selectors, origin, enabled, baseline_done, consecutive_failures, degraded, created_at)"
+                   " VALUES ('blog', 'https://blog.example/', 'html', '{}', 'config', 1, 1, 0, 0, '2025-01-01 00:00:00')")
+        db.execute("INSERT INTO posts (source_id, url, title, first_seen_at, last_seen_at, status) VALUES"
+                   " (1, 'https://blog.example/p/1', 'Old post', '2025-01-01', '2025-01-01', 'active')")
+    old.close()
+    upgraded = Store(str(path))
+    assert upgraded.schema_revision() == "0002"
+    assert upgraded.crawl_state("blog").known["https://blog.example/p/1"].title == "Old post"
+    assert upgraded.alert_due("k", NOW)
+    upgraded.close()
+    fresh = Store(str(tmp_path / "new.db"))
+    assert fresh.schema_revision() == "0002"
+    fresh.close()
