@@ -25,14 +25,16 @@ class _KeepingHandler:
 class MailCatcher:
     """`with MailCatcher(folder) as smtp:` — smtp.port, smtp.messages (parsed), smtp.files."""
 
-    def __init__(self, folder: Path | None = None, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, folder: Path | None = None, host: str = "127.0.0.1", port: int = 0, **controller_options):
         self.folder = Path(folder) if folder else None
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.files: list[Path] = []
-        self.refuse_next: list[str] = []   # queued SMTP answers, e.g. "451 4.3.0 try later"
+        # Answers to the next DATA commands, in order: None accepts, "451 4.3.0 try later" refuses.
+        self.answers: list[str | None] = []
         self._lock = threading.Lock()
-        self._controller = Controller(_KeepingHandler(self), hostname=host, port=port or _free_port(host))
+        self._controller = Controller(_KeepingHandler(self), hostname=host, port=port or _free_port(host),
+                                      **controller_options)
 
     @property
     def host(self) -> str:
@@ -44,7 +46,7 @@ class MailCatcher:
 
     def refusal_for(self, envelope) -> str | None:
         with self._lock:
-            return self.refuse_next.pop(0) if self.refuse_next else None
+            return self.answers.pop(0) if self.answers else None
 
     def keep(self, mail_from: str, rcpt_tos: list[str], raw: bytes) -> None:
         message = message_from_bytes(raw, policy=policy.default)

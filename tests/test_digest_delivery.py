@@ -1,0 +1,287 @@
+"""Digests through a real SMTP server (aiosmtpd on loopback): exactly once, whatever it answers."""
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from email import message_from_bytes, policy
+
+import pytest
+
+from conftest import free_port
+from crawler.items import PostItem
+from digest.compose import build_message
+from digest.delivery import make_channel
+from digest.sender import compose_and_queue, flush_outbox
+from digest.settings import DigestSettings, SmtpSettings
+from digest.tokens import make_token, verify_token
+from postwatch.mailcatcher import MailCatcher
+from state import CheckInput, SourceRecord, Store
+
+NOW = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
+SETTINGS = DigestSettings(from_addr="LiNK watch <digest@postwatch.test>", list_id="postwatch.postwatch.test",
+                          site_name="postwatch", unsubscribe_base_url="https://watch.example.org/unsubscribe",
+                          unsubscribe_mailto="unsubscribe@postwatch.test", secret=b"s3cret",
+                          source_titles={"link": "Liberty in North Korea"})
+
+
+def item(n: int, title: str | None = None, body: str | None = None) -> PostItem:
+    return PostItem(url=f"https://libertyinnorthkorea.org/blog/post-{n}", title=title or f"Rescue story {n}",
+                    published=NOW - timedelta(days=n), body_html=body or f"<p>Story {n} of a journey to freedom.</p>",
+                    summary=None, origin="page")
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "state.db"))
+    s.sync_sources([SourceRecord(name="link", url="https://libertyinnorthkorea.org/blog", kind="link")])
+    s.apply_check("link", CheckInput(posts=[item(100)], baseline=True), NOW)
+    yield s
+    s.close()
+
+
+def publish(store: Store, *items: PostItem) -> None:
+    result = store.apply_check("link", CheckInput(posts=list(items) + [item(100)]), NOW)
+    assert not result.held
+
+
+def smtp_channel(port: int, **kwargs):
+    return make_channel("smtp", settings=SmtpSettings(host="127.0.0.1", port=port, security="none", timeout=5, **kwargs))
+
+
+def deliver(store, port, now=NOW, **kwargs):
+    with smtp_channel(port, **kwargs) as channel:
+        return flush_outbox(store, channel, now)
+
+
+def test_smtp_down_then_up_delivers_each_digest_exactly_once(store, tmp_path):
+    for n in range(5):
+        store.add_subscriber(f"reader{n}@example.org")
+    publish(store, item(1), item(2))
+    assert len(compose_and_queue(store, SETTINGS, NOW)) == 5
+    port = free_port()
+    down = deliver(store, port)
+    assert (down.sent, down.retried) == (0, 5)
+    assert store.outbox_stats(NOW)["pending"] == 5
+    assert compose_and_queue(store, SETTINGS, NOW) == []            # nothing composed twice
+    with MailCatcher(port=port) as smtp:
+        assert deliver(store, port, NOW).sent == 0                 # not due yet: backoff
+        later = NOW + timedelta(hours=2)
+        assert deliver(store, port, later).sent == 5
+        assert deliver(store, port, later + timedelta(hours=2)).sent == 0
+        ids = smtp.message_ids()
+    assert len(ids) == len(set(ids)) == 5
+
+
+def test_a_451_in_the_middle_of_a_batch_retries_the_rest_and_doubles_nothing(store):
+    for n in range(6):
+        store.add_subscriber(f"reader{n}@example.org")
+    publish(store, item(1))
+    compose_and_queue(store, SETTINGS, NOW)
+    with MailCatcher() as smtp:
+        smtp.answers = [None, None, "451 4.3.0 Temporary local problem"]
+        first = deliver(store, smtp.port)
+        assert (first.sent, first.retried) == (5, 1)
+        second = deliver(store, smtp.port, NOW + timedelta(hours=2))
+        assert second.sent == 1
+        ids = smtp.message_ids()
+    assert len(ids) == len(set(ids)) == 6
+    assert sorted(to for _, tos in smtp.envelopes for to in tos) == sorted(f"reader{n}@example.org" for n in range(6))
+
+
+def test_a_421_closes_the_batch_for_later(store):
+    for n in range(4):
+        store.add_subscriber(f"reader{n}@example.org")
+    publish(store, item(1))
+    compose_and_queue(store, SETTINGS, NOW)
+    with MailCatcher() as smtp:
+        smtp.answers = [None, "421 4.3.2 Shutting down"]
+        first = deliver(store, smtp.port)
+        assert (first.sent, first.retried) == (1, 3)
+        assert deliver(store, smtp.port, NOW + timedelta(hours=2)).sent == 3
+        assert len(set(smtp.message_ids())) == len(smtp.message_ids()) == 4
+
+
+def test_a_550_is_permanent_for_that_address_only(store):
+    store.add_subscriber("gone@example.org")
+    store.add_subscriber("here@example.org")
+    publish(store, item(1))
+    compose_and_queue(store, SETTINGS, NOW)
+    with MailCatcher() as smtp:
+        smtp.answers = ["550 5.1.1 No such user"]
+        stats = deliver(store, smtp.port)
+        assert (stats.sent, stats.failed, stats.retried) == (1, 1, 0)
+        assert deliver(store, smtp.port, NOW + timedelta(days=1)).sent == 0
+    assert store.outbox_stats(NOW)["failed"] == 1
+
+
+def _self_signed(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    import ipaddress
+
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(dt.datetime.now(dt.timezone.utc) - timedelta(days=1))
+            .not_valid_after(dt.datetime.now(dt.timezone.utc) + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_path, key_path)
+    client = ssl.create_default_context(cafile=str(cert_path))
+    return server, client
+
+
+def test_starttls_and_auth(store, tmp_path):
+    from aiosmtpd.smtp import AuthResult
+
+    server_tls, client_tls = _self_signed(tmp_path)
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == b"postwatch" and auth_data.password == b"pa55"
+        logins.append(ok)
+        return AuthResult(success=ok)
+
+    store.add_subscriber("ada@example.org")
+    publish(store, item(1))
+    compose_and_queue(store, SETTINGS, NOW)
+    with MailCatcher(tls_context=server_tls, require_starttls=True, authenticator=authenticator, auth_required=True) as smtp:
+        channel = make_channel("smtp", settings=SmtpSettings(host="127.0.0.1", port=smtp.port, security="starttls",
+                                                             username="postwatch", password="wrong", ssl_context=client_tls,
+                                                             timeout=3))
+        with channel:
+            assert flush_outbox(store, channel, NOW).retried == 1        # bad password: retried later, not lost
+        channel = make_channel("smtp", settings=SmtpSettings(host="127.0.0.1", port=smtp.port, security="starttls",
+                                                             username="postwatch", password="pa55", ssl_context=client_tls))
+        with channel:
+            assert flush_outbox(store, channel, NOW + timedelta(hours=2)).sent == 1
+        assert len(smtp.messages) == 1
+    assert logins[-1] is True and False in logins
+
+
+def test_a_tls_failure_is_retried_not_lost(store, tmp_path):
+    server_tls, _ = _self_signed(tmp_path)
+    store.add_subscriber("ada@example.org")
+    publish(store, item(1))
+    compose_and_queue(store, SETTINGS, NOW)
+    with MailCatcher(tls_context=server_tls, require_starttls=True) as smtp:
+        untrusting = make_channel("smtp", settings=SmtpSettings(host="127.0.0.1", port=smtp.port, security="starttls"))
+        with untrusting:
+            stats = flush_outbox(store, untrusting, NOW)
+        assert stats.retried == 1 and smtp.messages == []
+    assert store.outbox_stats(NOW)["pending"] == 1
+
+
+def test_headers_one_click_unsubscribe_and_no_header_injection(store):
+    subscriber = store.add_subscriber("ada@example.org")
+    hostile = "Breaking\r\nBcc: victim@example.org\r\nX-Injected: yes — 北朝鮮 «news»"
+    publish(store, item(1, title=hostile))
+    compose_and_queue(store, SETTINGS, NOW)
+    with MailCatcher() as smtp:
+        deliver(store, smtp.port)
+        [message] = smtp.messages
+        [(_, recipients)] = smtp.envelopes
+    assert recipients == ["ada@example.org"]
+    assert message["X-Injected"] is None and message["Bcc"] is None
+    assert "北朝鮮" in message["Subject"] or "北朝鮮" in message.get_body(("plain",)).get_content()
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    https, mailto = [part.strip(" <>") for part in message["List-Unsubscribe"].split(",")]
+    assert https.startswith("https://watch.example.org/unsubscribe?token=") and mailto.startswith("mailto:unsubscribe@postwatch.test")
+    assert message["List-Id"] == "postwatch <postwatch.postwatch.test>"
+    assert message["Message-ID"].endswith("@postwatch.test>") and message["Date"]
+    token = urllib.parse.unquote(https.split("token=")[1])
+    assert verify_token(token, SETTINGS.secret, lambda i: subscriber.email) == subscriber.id
+    assert message.get_content_type() == "multipart/alternative"
+
+
+def test_message_ids_are_deterministic_per_subscriber_and_digest(store):
+    subscriber = store.add_subscriber("ada@example.org")
+    publish(store, item(1))
+    events = store.pending_events(subscriber)
+    first = build_message(subscriber, events, SETTINGS, NOW)
+    again = build_message(subscriber, events, SETTINGS, NOW + timedelta(minutes=5))
+    other = build_message(store.add_subscriber("bo@example.org"), events, SETTINGS, NOW)
+    assert first.message_id == again.message_id != other.message_id
+
+
+def test_hostile_source_html_never_reaches_the_email(store):
+    store.add_subscriber("ada@example.org")
+    hostile = ('<p>Hello <script>alert(1)</script><img src=x onerror="alert(2)">'
+               '<a href="javascript:alert(3)">click</a> <a href="https://ok.example/">fine</a></p>'
+               '<iframe src="https://evil.example/"></iframe><style>body{display:none}</style>'
+               '<p style="width:expression(alert(4))" onclick="alert(5)">styled</p>'
+               '<form action="https://evil.example/"><input name=p></form><a href="data:text/html;base64,PHNjcmlwdD4=">data</a>'
+               '<svg onload="alert(6)"></svg><object data="x.swf"></object>')
+    publish(store, item(1, body=hostile))
+    compose_and_queue(store, SETTINGS, NOW)
+    with MailCatcher() as smtp:
+        deliver(store, smtp.port)
+        [message] = smtp.messages
+    html = message.get_body(("html",)).get_content().lower()
+    for bad in ("<script", "alert(", "javascript:", "<iframe", "onerror", "onclick", "onload", "expression(",
+                "<form", "data:text", "<svg", "<object", "evil.example"):
+        assert bad not in html, bad
+    assert "https://ok.example/" in html and "hello" in html
+
+
+def test_a_twenty_post_digest_stays_under_gmails_clipping_size(store):
+    store.add_subscriber("ada@example.org")
+    long_body = "".join(f"<p>{'Paragraph of a long and detailed post about the journey. ' * 12}</p>" for _ in range(30))
+    result = store.apply_check("link", CheckInput(posts=[
+        item(n, title=f"A long title for post number {n} about rescues and resettlement", body=long_body)
+        for n in range(1, 21)]), NOW)
+    assert result.held                     # 20 new posts on a 1-post source: the operator releases them
+    assert store.release_source("link") == 20
+    compose_and_queue(store, SETTINGS, NOW)
+    [queued] = store.due_outbox(NOW)
+    assert len(queued.raw) < 102 * 1024, len(queued.raw)
+
+
+def test_unsubscribe_over_real_http_and_forged_tokens_refused(store, tmp_path):
+    from postwatch.config import Config
+    from scheduler import App, HttpEndpoint, make_wsgi_app
+
+    config = Config(path=tmp_path / "postwatch.toml", database=str(tmp_path / "state.db"))
+    app = App(config, store=store)
+    settings = app.digest_settings()
+    ada = store.add_subscriber("ada@example.org")
+    bo = store.add_subscriber("bo@example.org")
+    endpoint = HttpEndpoint(make_wsgi_app(app), "127.0.0.1", 0)
+    endpoint.start()
+    base = f"http://{endpoint.address}/unsubscribe"
+    try:
+        token = make_token(ada.id, ada.email, settings.secret)
+        with urllib.request.urlopen(f"{base}?token={urllib.parse.quote(token)}") as page:   # a mail scanner's GET
+            assert page.status == 200 and b"<form" in page.read()
+        assert store.get_subscriber(ada.id).status == "active"
+
+        forged = f"{bo.id}.{token.split('.', 1)[1]}"
+        for bad in (forged, token[:-2] + "xx", "1", ""):
+            request = urllib.request.Request(base, data=urllib.parse.urlencode({"token": bad}).encode(), method="POST")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request)
+            assert refused.value.code == 403
+        assert store.get_subscriber(bo.id).status == "active"
+
+        one_click = urllib.request.Request(f"{base}?token={urllib.parse.quote(token)}", data=b"List-Unsubscribe=One-Click",
+                                           method="POST", headers={"Content-Type": "application/x-www-form-urlencoded"})
+        with urllib.request.urlopen(one_click) as done:
+            assert done.status == 200
+        assert store.get_subscriber(ada.id).status == "unsubscribed"
+    finally:
+        endpoint.stop()
+    publish(store, item(1))
+    queued = compose_and_queue(store, settings, NOW)
+    assert [store.due_outbox(NOW)[0].to_addr] == ["bo@example.org"] and len(queued) == 1
