@@ -52,9 +52,9 @@ def selector_for(html: str | bytes, url: str = "") -> Selector:
         html = html.decode("utf-8", "replace")
     html = html[:MAX_HTML_CHARS].replace("\x00", "")
     try:
-        return Selector(text=html or "<html></html>", base_url=url)
+        return Selector(text=html or "<html></html>", type="html", base_url=url)
     except Exception:  # lxml gives up on some inputs; an empty page then
-        return Selector(text="<html></html>")
+        return Selector(text="<html></html>", type="html")
 
 
 def _text(node) -> str:
@@ -237,7 +237,7 @@ def _body(sel: Selector, kind: str, selectors: dict[str, str], structured: dict)
             continue
         if nodes:
             cleaned = _without_boilerplate(nodes[0], selectors.get("exclude"))
-            if cleaned and _text(Selector(text=cleaned)):
+            if cleaned and _text(Selector(text=cleaned, type="html")):
                 return cleaned
     if structured.get("articleBody"):
         return "".join(f"<p>{_escape(p)}</p>" for p in str(structured["articleBody"]).split("\n") if p.strip())
@@ -245,7 +245,7 @@ def _body(sel: Selector, kind: str, selectors: dict[str, str], structured: dict)
 
 
 def _without_boilerplate(node, extra_exclude: str | None) -> str:
-    copy = Selector(text=node.get())
+    copy = Selector(text=node.get(), type="html")
     drop = BOILERPLATE + (f", {extra_exclude}" if extra_exclude else "")
     for unwanted in copy.css(drop):
         try:

@@ -55,7 +55,7 @@ def lead_html(body_html: str | None, limit: int = LEAD_CHARS) -> str:
     from parsel import Selector
 
     parts, size = [], 0
-    for node in Selector(text=f"<div>{clean}</div>").css("div > p, div > ul, div > ol, div > blockquote, div > h3, div > h4"):
+    for node in Selector(text=f"<div>{clean}</div>", type="html").css("div > p, div > ul, div > ol, div > blockquote, div > h3, div > h4"):
         text = " ".join(node.css("::text").getall())
         if not text.strip():
             continue
@@ -71,7 +71,7 @@ def excerpt_of(event, limit: int = 300) -> str:
     if not text and event.body_html:
         from parsel import Selector
 
-        text = " ".join(" ".join(Selector(text=sanitize(event.body_html)).css("::text").getall()).split())
+        text = " ".join(" ".join(Selector(text=sanitize(event.body_html), type="html").css("::text").getall()).split())
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
 
