@@ -85,6 +85,7 @@ class App:
             config.database_url,
             removal_confirm_after=config.crawl.removal_confirm_after,
             flood_share=config.crawl.flood_share,
+            send_lease=config.digest.send_lease,
         )
         self.metrics = metrics or Metrics()
         self.crawl_settings = scrapy_settings(config)

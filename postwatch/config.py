@@ -103,6 +103,7 @@ class DigestConfig:
     default_timezone: str = "UTC"
     default_weekday: int = 0
     max_attempts: int = 12
+    send_lease: timedelta = timedelta(minutes=5)
 
 
 @dataclass
