@@ -102,3 +102,53 @@ async def stop_all_crawls() -> None:
     """Stop every running crawl (daemon shutdown); their reports come back not ok."""
     for runner in list(_active_runners):
         await runner.stop()
+
+
+@dataclass
+class DiscoveryReport:
+    """What `postwatch sources test URL` shows: what postwatch would extract, nothing stored."""
+    url: str
+    ok: bool
+    error: str | None
+    spec: SourceSpec
+    posts: list[PostItem]
+    requests: int
+    title: str | None = None
+
+    def describe(self, shown: int = 5) -> str:
+        if not self.ok:
+            return f"{self.url}: {self.error}"
+        lines = [f"{self.url}",
+                 f"  feed:    {self.spec.feed_url or 'none found'}",
+                 f"  sitemap: {self.spec.sitemap_url or 'none found'}",
+                 f"  posts:   {len(self.posts)} found on the first listing pages ({self.requests} requests)"]
+        dated = sorted(self.posts, key=lambda p: p.published.timestamp() if p.published else 0, reverse=True)
+        for post in dated[:shown]:
+            when = post.published.strftime("%Y-%m-%d") if post.published else "undated   "
+            lines.append(f"    {when}  {post.title}")
+        return "\n".join(lines)
+
+
+async def test_source(url: str, settings: dict | None = None) -> DiscoveryReport:
+    """Read a blog's first listing pages (and its feed, if one is advertised) without storing."""
+    from urllib.parse import urlsplit
+
+    from crawler.extract import sitemaps_from_robots
+
+    name = (urlsplit(url).hostname or "source").removeprefix("www.").split(".")[0]
+    spec = SourceSpec(name=name, url=url, kind="auto")
+    report = await crawl(CrawlPlan(source=spec, baseline=True), {**(settings or {}), "MAX_LISTING_PAGES": 2})
+    spec.feed_url = report.discovered_feed
+    for body, _ in report.robots.values():
+        sitemaps = sitemaps_from_robots(body.decode("utf-8", "replace"), url)
+        if sitemaps:
+            spec.sitemap_url = sitemaps[0]
+            break
+    ok, error = report.ok, report.error
+    if ok and not report.posts:
+        ok, error = False, (f"{name}: no posts found on {url}; give CSS selectors with --selector "
+                            "(listing_item, post_link, title, date, body)")
+    return DiscoveryReport(url=url, ok=ok, error=error, spec=spec, posts=report.posts, requests=report.requests)
+
+
+test_source.__test__ = False   # not a pytest test, despite the name

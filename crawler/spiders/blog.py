@@ -32,13 +32,15 @@ class BlogSpider(Spider):
         self.source = plan.source
         self.site = plan.source.url
         self.requested_posts: set[str] = set()
+        self.complete_in_feed: set[str] = set()
         self.listing_pages = 0
 
     async def start(self):
         source = self.source
         if source.feed_url:
+            # The listing is read after the feed, so posts the feed carried in full need no page.
             yield self._feed_request(source.feed_url)
-        if not source.feed_url or source.kind != "feed":
+        else:
             yield self._listing_request(source.url, first=True)
         for url in self.plan.sweep_urls:
             request = self._post_request(url, sweep=True)
@@ -69,7 +71,10 @@ class BlogSpider(Spider):
     def parse_feed(self, response):
         self.report.feed_read = True
         if response.status == 304:
-            self.report.not_modified = True
+            if self.source.kind != "feed" and not response.meta.get("discovered"):
+                yield self._listing_request(self.source.url, first=True)   # the listing decides
+            else:
+                self.report.not_modified = True
             return
         result = parse_feed(response.body, response.url, _headers(response), site=self.site)
         if result.error:
@@ -77,6 +82,9 @@ class BlogSpider(Spider):
             return
         if result.warning:
             self.report.warnings.append(f"{self.source.name}: {result.warning}")
+        self.complete_in_feed = {item.url for item in result.entries if item.body_html}
+        if self.source.kind != "feed" and not response.meta.get("discovered"):
+            yield self._listing_request(self.source.url, first=True)
         for item in result.entries:
             if item.body_html or self.plan.baseline or item.url in self.plan.known_urls:
                 yield item
@@ -103,14 +111,16 @@ class BlogSpider(Spider):
             feeds = discover_feeds(sel, response.url)
             if feeds:
                 self.report.discovered_feed = feeds[0]
-                yield self._feed_request(feeds[0])
+                request = self._feed_request(feeds[0])
+                request.meta["discovered"] = True
+                yield request
         entries, next_url = extract_listing(sel, response.url, self.site, kind=self.source.kind,
                                             selectors=self.source.selectors)
         self.report.listing_entries += len(entries)
         if first and not entries and not self.report.discovered_feed:
             self.report.empty_listing = True
         for entry in entries:
-            known = entry.url in self.plan.known_urls
+            known = entry.url in self.plan.known_urls or entry.url in self.complete_in_feed
             yield PostItem(url=entry.url, title=entry.title, published=entry.published, body_html=None,
                            summary=entry.summary, origin="listing")
             if not known and not self.plan.baseline:
