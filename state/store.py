@@ -159,6 +159,19 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+_ORIGIN_RANK = {"listing": 0, "feed": 1, "page": 2}
+
+
+def _richest_per_url(items) -> list:
+    """One observation per URL: a page's body beats a feed's copy beats a listing line."""
+    best: dict[str, Any] = {}
+    for item in items:
+        current = best.get(item.url)
+        if current is None or _ORIGIN_RANK.get(item.origin, 0) > _ORIGIN_RANK.get(current.origin, 0):
+            best[item.url] = item
+    return list(best.values())
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -366,9 +379,7 @@ class Store:
             baseline = check.baseline or not src["baseline_done"]
             drafts: list[dict] = []
             observed: set[str] = set()
-            for item in check.posts:
-                if item.url in observed:
-                    continue
+            for item in _richest_per_url(check.posts):
                 observed.add(item.url)
                 drafts += self._apply_post(conn, source_id, stored.get(item.url), item, now, baseline)
             for url in check.unchanged_urls:
