@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from digest.compose import build_message, unsubscribe_url
+from digest.compose import DigestComposer, unsubscribe_url
 from digest.render import render_digest
 from digest.settings import DigestSettings
 
@@ -25,8 +25,7 @@ class FlushStats:
 
 
 def compose_and_queue(store, settings: DigestSettings, now: datetime, subscriber_ids=None) -> list[int]:
-    return store.compose_digests(lambda subscriber, events: build_message(subscriber, events, settings, now), now,
-                                 subscriber_ids)
+    return store.compose_digests(DigestComposer(settings, now), now, subscriber_ids)
 
 
 def next_attempt(attempts: int, now: datetime) -> datetime:
@@ -36,7 +35,7 @@ def next_attempt(attempts: int, now: datetime) -> datetime:
 
 def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit: int = 10_000) -> FlushStats:
     stats = FlushStats()
-    for item in store.due_outbox(now, limit=limit):
+    for item in _due(store, now, limit):
         result = channel.send(item)
         if result.status == "sent":
             store.mark_sent(item.id, datetime.now(timezone.utc))
@@ -51,6 +50,17 @@ def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit
     if stats.retried:
         log.warning("mail: %d messages wait for a retry (%s)", stats.retried, _last_error(store))
     return stats
+
+
+def _due(store, now: datetime, limit: int, page: int = 200):
+    """Due messages a page at a time: 10,000 queued digests are never all in memory."""
+    handed = 0
+    while handed < limit:
+        batch = store.due_outbox(now, limit=min(page, limit - handed))
+        if not batch:
+            return
+        handed += len(batch)
+        yield from batch
 
 
 def _last_error(store) -> str:

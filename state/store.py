@@ -187,6 +187,7 @@ class Store:
     """
 
     MIN_FLOOD_EVENTS = 4
+    COMPOSE_BATCH = 200
 
     def __init__(self, url: str, *, removal_confirm_after: timedelta = timedelta(hours=1),
                  flood_share: float = 0.30, send_lease: timedelta = timedelta(minutes=5),
@@ -673,28 +674,34 @@ class Store:
         with self.engine.connect() as conn:
             ids = list(conn.execute(query).scalars())
         queued = []
-        for subscriber_id in ids:
-            # One transaction per subscriber: the message is in the outbox and the cursor has
-            # moved past its events, or neither happened.
+        # A batch of subscribers per transaction: each subscriber's message is in the outbox and
+        # their cursor has moved past its events, or (the batch rolled back) neither happened.
+        for start in range(0, len(ids), self.COMPOSE_BATCH):
             with self.engine.begin() as conn:
-                lock = select(subscribers).where(subscribers.c.id == subscriber_id, subscribers.c.status == "active")
+                lock = select(subscribers).where(subscribers.c.id.in_(ids[start:start + self.COMPOSE_BATCH]),
+                                                 subscribers.c.status == "active").order_by(subscribers.c.id)
                 if not self.is_sqlite:
                     lock = lock.with_for_update()
-                row = conn.execute(lock).mappings().first()
-                if row is None:
-                    continue
-                subscriber = self._subscriber(row)
-                pending = self._events(conn, self._pending_query(subscriber))
+                rows = conn.execute(lock).mappings().all()
                 last_seq = conn.execute(select(counters.c.value).where(counters.c.name == "event_seq")).scalar()
-                if pending:
-                    message = build(subscriber, pending)
-                    queued.append(conn.execute(insert(outbox).values(
-                        subscriber_id=subscriber.id, to_addr=message.to_addr, message_id=message.message_id,
-                        subject=message.subject, raw=message.raw, status="pending", attempts=0, next_attempt_at=now,
-                        first_seq=pending[0].seq, last_seq=pending[-1].seq, created_at=now)).inserted_primary_key[0])
-                # Events of other sources the subscriber does not follow are passed too.
-                conn.execute(update(subscribers).where(subscribers.c.id == subscriber.id).values(
-                    cursor=max(subscriber.cursor, pending[-1].seq if pending else last_seq)))
+                shared: dict[tuple, list[EventRecord]] = {}   # subscribers at the same point share one query
+                for row in rows:
+                    subscriber = self._subscriber(row)
+                    key = (subscriber.cursor, tuple(subscriber.sources or ()))
+                    if key not in shared:
+                        shared[key] = self._events(conn, self._pending_query(subscriber))
+                    pending = shared[key]
+                    if pending:
+                        message = build(subscriber, pending)
+                        queued.append(conn.execute(insert(outbox).values(
+                            subscriber_id=subscriber.id, to_addr=message.to_addr, message_id=message.message_id,
+                            subject=message.subject, raw=message.raw, status="pending", attempts=0,
+                            next_attempt_at=now, first_seq=pending[0].seq, last_seq=pending[-1].seq,
+                            created_at=now)).inserted_primary_key[0])
+                    # Events of other sources the subscriber does not follow are passed too.
+                    cursor = max(subscriber.cursor, pending[-1].seq if pending else last_seq)
+                    if cursor != subscriber.cursor:
+                        conn.execute(update(subscribers).where(subscribers.c.id == subscriber.id).values(cursor=cursor))
         return queued
 
     def enqueue_message(self, message: ComposedMessage, now: datetime, subscriber_id: int | None = None) -> int:

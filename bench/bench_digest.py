@@ -1,0 +1,72 @@
+"""Digest figures: N subscribers, render + send end to end to aiosmtpd on loopback.
+
+    .venv/bin/python bench/bench_digest.py [--subscribers 10000]
+"""
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import resource
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    from crawler.items import PostItem
+    from digest.delivery import make_channel
+    from digest.sender import compose_and_queue, flush_outbox
+    from digest.settings import DigestSettings, SmtpSettings
+    from state import CheckInput, SourceRecord, Store
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    args = parser.parse_args()
+    now = datetime.now(timezone.utc)
+    # The SMTP server runs in its own process, as a real one would: its CPU is not ours to count.
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
+                               "-c", "aiosmtpd.handlers.Sink"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(str(Path(folder) / "bench.db"))
+        store.sync_sources([SourceRecord(name="link", url="https://libertyinnorthkorea.org/blog")])
+        base = [PostItem(url=f"https://libertyinnorthkorea.org/blog/p{n}", title=f"Post {n}", published=now,
+                         body_html=f"<p>Body {n}.</p>", summary=None, origin="page") for n in range(20)]
+        store.apply_check("link", CheckInput(posts=base, baseline=True), now)
+        for n in range(args.subscribers):
+            store.add_subscriber(f"reader{n}@example.org", now=now)
+        fresh = [PostItem(url=f"https://libertyinnorthkorea.org/blog/new{n}", title=f"Twelve refugees reach freedom, part {n}",
+                          published=now, body_html="<p>" + "A paragraph about the journey. " * 20 + "</p>" * 3,
+                          summary=None, origin="page") for n in range(5)]
+        store.apply_check("link", CheckInput(posts=base + fresh), now)
+        settings = DigestSettings(secret=b"bench", source_titles={"link": "Liberty in North Korea"})
+        started = time.perf_counter()
+        queued = compose_and_queue(store, settings, now)
+        composed = time.perf_counter() - started
+        channel = make_channel("smtp", settings=SmtpSettings(host="127.0.0.1", port=port, security="none"))
+        with channel:
+            stats = flush_outbox(store, channel, now)
+        total = time.perf_counter() - started
+        store.close()
+    server.terminate()
+    server.wait()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{args.subscribers} subscribers: composed {len(queued)} in {composed:.1f} s, sent {stats.sent} "
+          f"in {total:.1f} s end to end = {stats.sent / total:.0f} messages/s "
+          f"(target >= 400); peak RSS {peak:.0f} MB (target <= 150 MB)")
+
+
+if __name__ == "__main__":
+    main()
