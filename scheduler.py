@@ -519,7 +519,8 @@ class Daemon:
         summaries = await self.app.check_many([s.name for s in self.app.store.list_sources()])
         queued, stats = self.app.send_digests()
         for summary in summaries:
-            log.info("%s", describe_summary(summary), extra={"source": summary.source})
+            if summary.ok:      # failures were logged as errors already
+                log.info("%s", describe_summary(summary), extra={"source": summary.source})
         log.info("digest: %d composed, %d sent, %d waiting for a retry", len(queued), stats.sent, stats.retried)
         return 0 if all(s.ok for s in summaries) else 1
 

@@ -21,7 +21,7 @@ With no config file it watches the Liberty in North Korea blog
 until an SMTP server is configured, writes each digest as an .eml file into ./outbox.
 
 Config: --config FILE, else $POSTWATCH_CONFIG, else ./postwatch.toml if present.
-See examples/postwatch.toml for every setting.
+`postwatch config example` prints every setting, commented.
 """
 
 EPILOG = """\

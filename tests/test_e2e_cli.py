@@ -116,3 +116,14 @@ def test_run_exits_zero_on_sigterm_with_state_intact(tmp_path, site, smtp):
     with sqlite3.connect(tmp_path / "state.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert f"posts {len(site.posts)}," in cli("status", check=True).stdout
+
+
+def test_json_log_lines_name_their_source(tmp_path, smtp):
+    dead = f"http://127.0.0.1:{free_port()}/blog"
+    cli = Cli(write_config(tmp_path, dead, smtp.port))
+    result = cli("--log-format", "json", "run", "--once")
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line["level"] == "error"]
+    assert errors and all(line["source"] == "link" for line in errors)
+    assert all({"time", "level", "message"} <= set(line) for line in lines)
