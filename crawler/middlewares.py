@@ -19,6 +19,17 @@ from scrapy.utils.httpobj import urlparse_cached
 log = logging.getLogger(__name__)
 
 
+class CrawlerBound:
+    """A component that only needs the crawler (and through it the spider's plan and report)."""
+
+    def __init__(self, crawler):
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        return cls(crawler)
+
+
 class ForbiddenByRobots(IgnoreRequest):
     """The site's robots.txt disallows this URL for our User-Agent."""
 
@@ -192,17 +203,10 @@ class PoliteRetryMiddleware(RetryMiddleware):
             await asyncio.sleep(seconds)
 
 
-class ConditionalRequestMiddleware:
+class ConditionalRequestMiddleware(CrawlerBound):
     """If-None-Match / If-Modified-Since from validators kept in the state database, and the
     new validators of every 200 answer back into the crawl report, keyed by the post's canonical
     URL (or the URL first asked for), so a redirected or variant URL is revalidated next time."""
-
-    def __init__(self, crawler):
-        self.crawler = crawler
-
-    @classmethod
-    def from_crawler(cls, crawler):
-        return cls(crawler)
 
     def process_request(self, request: Request):
         if not request.meta.get("conditional"):
@@ -228,15 +232,8 @@ class ConditionalRequestMiddleware:
         return response
 
 
-class ExchangeCounterMiddleware:
+class ExchangeCounterMiddleware(CrawlerBound):
     """What the watched site served us: requests, body bytes on the wire, 304s."""
-
-    def __init__(self, crawler):
-        self.crawler = crawler
-
-    @classmethod
-    def from_crawler(cls, crawler):
-        return cls(crawler)
 
     def process_request(self, request: Request):
         self.crawler.spider.report.requests += 1

@@ -2,18 +2,12 @@
 from __future__ import annotations
 
 from crawler.items import ORIGIN_RANK, PostItem
+from crawler.middlewares import CrawlerBound
 
 
-class CollectPostsPipeline:
+class CollectPostsPipeline(CrawlerBound):
     """Feed and HTML results for one source merge by canonical URL; the richer origin wins and
     borrows what it lacks (a listing's date, a feed's summary)."""
-
-    def __init__(self, crawler):
-        self.crawler = crawler
-
-    @classmethod
-    def from_crawler(cls, crawler):
-        return cls(crawler)
 
     def process_item(self, item: PostItem):
         report = self.crawler.spider.report

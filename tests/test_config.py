@@ -79,3 +79,8 @@ def test_durations():
     assert parse_duration("90s").total_seconds() == 90
     assert parse_duration("1h").total_seconds() == 3600
     assert parse_duration(45).total_seconds() == 45
+
+
+def test_the_deploy_config_is_valid(tmp_path):
+    result = run_cli("--config", str(ROOT / "deploy" / "postwatch.toml"), "config", "check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr

@@ -127,3 +127,20 @@ def test_json_log_lines_name_their_source(tmp_path, smtp):
     errors = [line for line in lines if line["level"] == "error"]
     assert errors and all(line["source"] == "link" for line in errors)
     assert all({"time", "level", "message"} <= set(line) for line in lines)
+
+
+def test_digest_preview_writes_the_subscribers_html_and_sends_nothing(cli, site, smtp, tmp_path):
+    cli("check", check=True)
+    cli("subscribers", "add", "ada@example.org", check=True)
+    post = site.add_post("Preview me please", body_paragraphs=["Shown in the preview."])
+    cli("check", check=True)
+    out = tmp_path / "preview.html"
+    shown = cli("digest", "preview", "--subscriber", "ada@example.org", str(out), check=True)
+    assert str(out) in shown.stdout
+    html = out.read_text(encoding="utf-8")
+    assert post.title in html and "Shown in the preview." in html and "ada@example.org" in html
+    assert smtp.messages == []
+    cli("digest", "--preview", str(tmp_path / "again.html"), "--subscriber", "ada@example.org", check=True)
+    assert post.title in (tmp_path / "again.html").read_text(encoding="utf-8")
+    cli("digest", check=True)
+    assert len(smtp.messages) == 1
