@@ -224,6 +224,19 @@ def test_gzip_and_a_page_in_a_legacy_encoding():
         assert [p.title for p in report.posts] == ["Caf\u00e9 \u201cquoted\u201d"]
 
 
+def test_brotli_compressed_pages_are_read():
+    import brotli
+
+    with BlogReplica() as site:
+        page = ('<html><body><div class="w-dyn-items"><div class="w-dyn-item"><a href="/blog/br">'
+                '<h3>Squeezed with brotli</h3></a></div></div></body></html>')
+        site.route("/br", lambda req: (200, {"Content-Type": "text/html; charset=utf-8", "Content-Encoding": "br"},
+                                       brotli.compress(page.encode())))
+        report = do_crawl(CrawlPlan(source=SourceSpec(name="br", url=f"{site.base_url}/br", kind="link"), baseline=True))
+        assert report.ok, report.error
+        assert [p.title for p in report.posts] == ["Squeezed with brotli"]
+
+
 def test_a_huge_page_is_refused_with_one_clear_line():
     with BlogReplica() as site:
         site.route("/huge", lambda req: (200, {"Content-Type": "text/html"}, b"<html>" + b"x" * (3 * 1024 * 1024)))
@@ -290,3 +303,13 @@ def test_dates_in_the_forms_blogs_and_feeds_use(text, expected):
     from crawler.dates import parse_date
 
     assert parse_date(text) == expected
+
+
+def test_a_feed_that_lies_about_its_encoding_is_still_read():
+    with WordPressReplica(feed_encoding_lie=True) as site:
+        source = SourceSpec(name="liar", url=site.blog_url, kind="feed", feed_url=f"{site.base_url}/feed/")
+        report = do_crawl(CrawlPlan(source=source, baseline=True))
+        assert report.ok, report.error
+        assert len(report.posts) == len(site.posts)
+        media = next(p for p in report.posts if "Foreign Media" in p.title)
+        assert "They\u2019re" in media.body_html        # cp1252 0x92 read as the right quote, not mojibake

@@ -285,3 +285,18 @@ def test_unsubscribe_over_real_http_and_forged_tokens_refused(store, tmp_path):
     publish(store, item(1))
     queued = compose_and_queue(store, settings, NOW)
     assert [store.due_outbox(NOW)[0].to_addr] == ["bo@example.org"] and len(queued) == 1
+
+
+def test_templates_can_be_overridden_from_a_folder(store, tmp_path):
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "digest.txt.j2").write_text("Custom digest for {{ email }}:\n{% for g in groups %}{% for p in g.posts %}"
+                                          "* {{ p.title }}\n{% endfor %}{% endfor %}Leave: {{ unsubscribe_url }}\n")
+    settings = DigestSettings(**{**SETTINGS.__dict__, "templates_dir": folder})
+    subscriber = store.add_subscriber("ada@example.org")
+    publish(store, item(1))
+    message = build_message(subscriber, store.pending_events(subscriber), settings, NOW)
+    parsed = message_from_bytes(message.raw, policy=policy.default)
+    text = parsed.get_body(("plain",)).get_content()
+    assert text.startswith("Custom digest for ada@example.org:\n* Rescue story 1\nLeave: https://watch.example.org/unsubscribe?token=")
+    assert "Rescue story 1" in parsed.get_body(("html",)).get_content()     # the built-in HTML template still serves
