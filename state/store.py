@@ -456,7 +456,8 @@ class Store:
                 self._insert_version(conn, post_id, item.origin, content, title, item.body_html, now)
             if baseline:
                 return []
-            return [dict(post_id=post_id, kind="new", url=item.url, title=title, published_at=item.published,
+            # An undated post is dated by when it was first seen.
+            return [dict(post_id=post_id, kind="new", url=item.url, title=title, published_at=item.published or now,
                          summary=summary, body_html=item.body_html, version_hash=content.content_hash if content else None)]
         drafts: list[dict] = []
         if item.origin == "page" and row.status != "active":

@@ -266,3 +266,11 @@ def test_migrations_from_an_empty_database_and_from_the_first_revision(tmp_path)
     fresh = Store(str(tmp_path / "new.db"))
     assert fresh.schema_revision() == "0002"
     fresh.close()
+
+
+def test_an_undated_post_is_dated_by_when_it_was_first_seen(store):
+    seeded(store)
+    undated = PostItem(url="https://blog.example/p/undated", title="No date", published=None,
+                       body_html="<p>x</p>", summary=None, origin="page")
+    [event] = store.apply_check("blog", CheckInput(posts=[undated] + listing(20)), NOW + timedelta(hours=5)).events
+    assert event.published == NOW + timedelta(hours=5)
