@@ -502,7 +502,12 @@ class Daemon:
             self.scheduler.start(paused=True)
             self.reconcile_jobs()
             host, port = self.config.listen_address()
-            self.http = HttpEndpoint(make_wsgi_app(self.app, lambda: bool(self.scheduler and self.scheduler.running)), host, port)
+            try:
+                self.http = HttpEndpoint(make_wsgi_app(self.app, lambda: bool(self.scheduler and self.scheduler.running)),
+                                         host, port)
+            except OSError as exc:
+                self.scheduler.shutdown(wait=False)
+                raise SystemExit(f"postwatch: cannot listen on {host}:{port} ([daemon] listen): {exc.strerror or exc}") from None
             self.http.start()
             self.scheduler.resume()
             log.info("postwatch daemon started: %d sources, database %s, health on http://%s/healthz",
