@@ -13,6 +13,7 @@ from crawler.items import PostItem
 from crawler.urls import canonicalize
 
 POST_STATUSES = [304, 404, 410]
+LINK_BLOG_URL = "https://libertyinnorthkorea.org/blog"
 
 
 class BlogSpider(Spider):
@@ -27,6 +28,15 @@ class BlogSpider(Spider):
     name = "blog"
 
     def __init__(self, plan=None, report=None, **kwargs):
+        if plan is None:
+            # From the command line, like any Scrapy spider:
+            #   scrapy crawl blog -a url=https://libertyinnorthkorea.org/blog -a kind=link -O posts.jsonl
+            from crawler.run import CrawlPlan, CrawlReport, SourceSpec
+
+            source = SourceSpec(name=kwargs.pop("source", "blog"), url=kwargs.pop("url", LINK_BLOG_URL),
+                                kind=kwargs.pop("kind", "auto"), feed_url=kwargs.pop("feed_url", None))
+            plan = CrawlPlan(source=source, baseline=kwargs.pop("baseline", "yes").lower() not in ("0", "no", "false"))
+            report = CrawlReport(source_name=source.name)
         super().__init__(**kwargs)
         self.plan, self.report = plan, report
         self.source = plan.source
