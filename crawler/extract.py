@@ -7,7 +7,6 @@ Nothing here raises on broken HTML: a page it cannot read yields empty results.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urljoin, urlsplit

@@ -5,7 +5,7 @@ import argparse
 import csv
 import json
 import logging
-import os
+import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -275,7 +275,7 @@ def _subscriber_options(config, cadence, at, tz, day, sources) -> dict:
         "sources": sources or None,
     }
     ZoneInfo(options["timezone"])  # raises for an unknown zone
-    if not __import__("re").fullmatch(r"([01]\d|2[0-3]):[0-5]\d", options["send_time"]):
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", options["send_time"]):
         raise ValueError(f"time {options['send_time']!r} must be HH:MM")
     if options["cadence"] == "weekly":
         day = (day or WEEKDAYS[config.digest.default_weekday]).lower()[:3]

@@ -31,7 +31,6 @@ def demo_config(folder: Path, blog_url: str, smtp_port: int) -> Config:
 
 async def _loop(app, site, smtp, folder: Path) -> None:
     from digest.sender import preview
-    from scheduler import describe_summary
 
     def check(label: str, full: bool | None = None):
         return app.check_many(["link"], full=full)

@@ -14,7 +14,6 @@ from typing import Any, Callable, Iterable, Protocol
 
 from sqlalchemy import and_, create_engine, delete, event, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 
 from state.diff import paragraph_diff
 from state.normalize import normalize, split_text

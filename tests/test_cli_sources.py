@@ -11,7 +11,7 @@ def test_sources_test_add_list_and_check_a_wordpress_blog(cli):
         assert "20 found" in shown and "2025-10-08  At the Forefront" in shown
         cli("sources", "add", blog.blog_url, "--name", "wp", "--title", "WP replica", check=True)
         listed = cli("sources", "list", check=True).stdout
-        assert f"wp" in listed and f"feed={blog.base_url}/feed/" in listed and "(cli)" in listed
+        assert "wp" in listed and f"feed={blog.base_url}/feed/" in listed and "(cli)" in listed
         assert "baseline recorded, 20 posts" in cli("check", "wp", check=True).stdout
         blog.add_post("A fresh WordPress post", body_paragraphs=["Long enough body text. " * 20])
         blog.clear_log()

@@ -4,8 +4,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
