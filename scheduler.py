@@ -139,6 +139,7 @@ class App:
             return make_channel("smtp", settings=SmtpSettings(
                 host=smtp.host, port=smtp.effective_port, security=smtp.security,
                 username=smtp.username, password=self.config.smtp_password, timeout=smtp.timeout,
+                connections=smtp.connections,
             ))
         return make_channel("folder", path=self.config.outbox_path)
 

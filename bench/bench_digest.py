@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 import resource
@@ -32,6 +33,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--connections", type=int, default=SmtpSettings.__dataclass_fields__["connections"].default,
+                        help="parallel SMTP sessions (the [smtp] connections setting)")
     args = parser.parse_args()
     now = datetime.now(timezone.utc)
     # The SMTP server runs in its own process, as a real one would: its CPU is not ours to count.
@@ -52,20 +55,31 @@ def main() -> None:
                           summary=None, origin="page") for n in range(5)]
         store.apply_check("link", CheckInput(posts=base + fresh), now)
         settings = DigestSettings(secret=b"bench", source_titles={"link": "Liberty in North Korea"})
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), _cpu_seconds(None)
         queued = compose_and_queue(store, settings, now)
         composed = time.perf_counter() - started
-        channel = make_channel("smtp", settings=SmtpSettings(host="127.0.0.1", port=port, security="none"))
+        channel = make_channel("smtp", settings=SmtpSettings(host="127.0.0.1", port=port, security="none", connections=args.connections))
         with channel:
             stats = flush_outbox(store, channel, now)
-        total = time.perf_counter() - started
+        total, cpu_used = time.perf_counter() - started, _cpu_seconds(None) - cpu_before
         store.close()
+    server_cpu = _cpu_seconds(server.pid)
     server.terminate()
     server.wait()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{args.subscribers} subscribers: composed {len(queued)} in {composed:.1f} s, sent {stats.sent} "
           f"in {total:.1f} s end to end = {stats.sent / total:.0f} messages/s "
-          f"(target >= 400); peak RSS {peak:.0f} MB (target <= 150 MB)")
+          f"(target >= 400) over {args.connections} SMTP connection(s); peak RSS {peak:.0f} MB (target <= 150 MB); "
+          f"CPU per message: postwatch {cpu_used / stats.sent * 1000:.2f} ms, the SMTP server {server_cpu / stats.sent * 1000:.2f} ms "
+          f"on {os.cpu_count()} CPUs")
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import smtplib
 import ssl
 import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
+from functools import lru_cache
 from email.utils import parseaddr
 from pathlib import Path
 
@@ -48,6 +52,10 @@ class Channel:
     def send(self, item) -> DeliveryResult:
         raise NotImplementedError
 
+    def send_many(self, items: Iterable) -> Iterator[tuple[object, DeliveryResult]]:
+        for item in items:
+            yield item, self.send(item)
+
     def __enter__(self):
         self.open()
         return self
@@ -82,13 +90,66 @@ class FolderChannel(Channel):
 
 @register("smtp")
 class SmtpChannel(Channel):
-    """One connection reused for a whole batch. 4xx, connection errors, timeouts and TLS
-    failures are temporary (retry later); 5xx is permanent for that address."""
+    """Up to `settings.connections` SMTP connections, each reused for a whole batch. 4xx,
+    connection errors, timeouts and TLS failures are temporary (retry later); 5xx is permanent
+    for that address. Once the server refuses the connection or says 421, the rest of the batch
+    waits for the next run instead of hammering it."""
 
     def __init__(self, settings: SmtpSettings):
         self.settings = settings
-        self.connection: smtplib.SMTP | None = None
         self.unavailable: str | None = None
+        self._sessions: list[SmtpSession] = []
+        self._idle: queue.SimpleQueue[SmtpSession] = queue.SimpleQueue()
+
+    def open(self) -> None:
+        self.unavailable = None
+        self._sessions = [SmtpSession(self.settings, self) for _ in range(max(1, self.settings.connections))]
+        for session in self._sessions:
+            self._idle.put(session)
+
+    def close(self) -> None:
+        for session in self._sessions:
+            session.close()
+
+    def send(self, item) -> DeliveryResult:
+        if not self._sessions:
+            self.open()
+        if self.unavailable:
+            return DeliveryResult("retry", self.unavailable)
+        session = self._idle.get()
+        try:
+            return session.send(item)
+        finally:
+            self._idle.put(session)
+
+    def send_many(self, items: Iterable) -> Iterator[tuple[object, DeliveryResult]]:
+        """Each item with its result, as the server answers; at most one message in flight per
+        connection, so a crash leaves at most `connections` accepted messages unrecorded."""
+        if not self._sessions:
+            self.open()
+        if len(self._sessions) == 1:
+            yield from super().send_many(items)
+            return
+        with ThreadPoolExecutor(max_workers=len(self._sessions), thread_name_prefix="postwatch-smtp") as pool:
+            in_flight: dict = {}
+            for item in items:
+                # Two digests to one address leave in the order they were composed.
+                while in_flight and (len(in_flight) >= len(self._sessions)
+                                     or any(other.to_addr == item.to_addr for other in in_flight.values())):
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        yield in_flight.pop(future), future.result()
+                in_flight[pool.submit(self.send, item)] = item
+            for future in as_completed(list(in_flight)):
+                yield in_flight.pop(future), future.result()
+
+
+class SmtpSession:
+    """One SMTP connection and what its answers mean."""
+
+    def __init__(self, settings: SmtpSettings, channel: SmtpChannel):
+        self.settings, self.channel = settings, channel
+        self.connection: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -104,9 +165,6 @@ class SmtpChannel(Channel):
         if s.username:
             connection.login(s.username, s.password or "")
         return connection
-
-    def open(self) -> None:
-        self.connection, self.unavailable = None, None
 
     def close(self) -> None:
         if self.connection is not None:
@@ -124,17 +182,25 @@ class SmtpChannel(Channel):
                 pass
         self.connection = None
 
+    def _give_up(self, reason: str) -> DeliveryResult:
+        self.channel.unavailable = reason
+        return DeliveryResult("retry", reason)
+
     def send(self, item) -> DeliveryResult:
-        if self.unavailable:
-            # The server refused the connection or told us to go away: the rest of the batch
-            # waits for the next run instead of hammering it.
-            return DeliveryResult("retry", self.unavailable)
         for attempt in (1, 2):
+            if self.channel.unavailable:
+                return DeliveryResult("retry", self.channel.unavailable)
             try:
                 if self.connection is None:
                     self.connection = self._connect()
-                sender = parseaddr(self._from(item))[1] or "postwatch@localhost"
-                refused = self.connection.sendmail(sender, [item.to_addr], item.raw)
+                sender = envelope_sender(item.raw)
+                options = [] if item.to_addr.isascii() else ["SMTPUTF8"]
+                if options:
+                    self.connection.ehlo_or_helo_if_needed()
+                    if not self.connection.has_extn("smtputf8"):
+                        return DeliveryResult("failed", f"{self.settings.host} does not offer SMTPUTF8, which the "
+                                                        f"address {item.to_addr} needs (RFC 6531)")
+                refused = self.connection.sendmail(sender, [item.to_addr], item.raw, mail_options=options)
                 if refused:
                     code, text = refused[item.to_addr]
                     return DeliveryResult("failed" if code >= 500 else "retry", f"{code} {text.decode(errors='replace')}")
@@ -143,8 +209,7 @@ class SmtpChannel(Channel):
                 self._drop()
                 if attempt == 1:
                     continue          # the server closed an idle connection: reconnect once
-                self.unavailable = f"SMTP server disconnected: {exc}"
-                return DeliveryResult("retry", self.unavailable)
+                return self._give_up(f"SMTP server disconnected: {exc}")
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
                 return DeliveryResult("failed" if code >= 500 else "retry", f"{code} {text.decode(errors='replace')}")
@@ -152,21 +217,15 @@ class SmtpChannel(Channel):
                 detail = f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
                 if exc.smtp_code == 421 or isinstance(exc, (smtplib.SMTPConnectError, smtplib.SMTPHeloError, smtplib.SMTPAuthenticationError)):
                     self._drop()
-                    self.unavailable = f"SMTP server unavailable: {detail}"
-                    return DeliveryResult("retry", self.unavailable)
-                if exc.smtp_code >= 500:
-                    self._reset()
-                    return DeliveryResult("failed", detail)
+                    return self._give_up(f"SMTP server unavailable: {detail}")
                 self._reset()
-                return DeliveryResult("retry", detail)
+                return DeliveryResult("failed" if exc.smtp_code >= 500 else "retry", detail)
             except (ssl.SSLError, smtplib.SMTPNotSupportedError) as exc:
                 self._drop()
-                self.unavailable = f"TLS with {self.settings.host}:{self.settings.port} failed: {exc}"
-                return DeliveryResult("retry", self.unavailable)
+                return self._give_up(f"TLS with {self.settings.host}:{self.settings.port} failed: {exc}")
             except (OSError, smtplib.SMTPException) as exc:
                 self._drop()
-                self.unavailable = f"cannot reach SMTP server {self.settings.host}:{self.settings.port}: {exc or type(exc).__name__}"
-                return DeliveryResult("retry", self.unavailable)
+                return self._give_up(f"cannot reach SMTP server {self.settings.host}:{self.settings.port}: {exc or type(exc).__name__}")
         return DeliveryResult("retry", "unreachable")
 
     def _reset(self) -> None:
@@ -176,9 +235,16 @@ class SmtpChannel(Channel):
         except (smtplib.SMTPException, OSError):
             self._drop()
 
-    @staticmethod
-    def _from(item) -> str:
-        for line in item.raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
-            if line.lower().startswith(b"from:"):
-                return line[5:].decode("utf-8", "replace").strip()
-        return ""
+
+def envelope_sender(raw: bytes) -> str:
+    """The address in the message's From header, for MAIL FROM."""
+    for line in raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"from:"):
+            return _address(line[5:].strip())
+    return "postwatch@localhost"
+
+
+@lru_cache(maxsize=64)
+def _address(header_value: bytes) -> str:
+    # Every digest carries the same From: parse it once, not 10,000 times.
+    return parseaddr(header_value.decode("utf-8", "replace"))[1] or "postwatch@localhost"

@@ -35,8 +35,7 @@ def next_attempt(attempts: int, now: datetime) -> datetime:
 
 def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit: int = 10_000) -> FlushStats:
     stats = FlushStats()
-    for item in _due(store, now, limit):
-        result = channel.send(item)
+    for item, result in channel.send_many(_due(store, now, limit)):
         if result.status == "sent":
             store.mark_sent(item.id, datetime.now(timezone.utc))
             stats.sent += 1

@@ -31,4 +31,5 @@ class SmtpSettings:
     username: str | None = None
     password: str | None = None
     timeout: float = 30.0
+    connections: int = 4             # parallel SMTP sessions; 1 sends strictly one after another
     ssl_context: object | None = None  # tests pass one that trusts their own certificate

@@ -11,6 +11,7 @@ import secrets
 import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -83,6 +84,7 @@ class SmtpConfig:
     username: str | None = None
     password_env: str = "POSTWATCH_SMTP_PASSWORD"
     timeout: float = 30.0
+    connections: int = 4
 
     @property
     def effective_port(self) -> int:
@@ -354,10 +356,17 @@ def _is_loopback(url: str) -> bool:
 def validate(config: Config, where: str = "config") -> list[str]:
     """Cross-field checks that need no network."""
     problems: list[str] = []
+    if not 1 <= config.smtp.connections <= 32:
+        problems.append(f"{where}: [smtp] connections must be between 1 and 32, not {config.smtp.connections}")
     if config.smtp.security not in ("starttls", "ssl", "none"):
         problems.append(f"{where}: [smtp] security must be starttls, ssl or none")
     if config.smtp.username and not os.environ.get(config.smtp.password_env):
         problems.append(f"{where}: [smtp] username is set but the password variable ${config.smtp.password_env} is empty")
+    for label, value in (("[digest] from", config.digest.from_addr), ("[digest] reply_to", config.digest.reply_to),
+                         ("[unsubscribe] mailto", config.unsubscribe.mailto)):
+        address = parseaddr(value or "")[1]
+        if value and ("@" not in address or not address.rpartition("@")[0].isascii()):
+            problems.append(f"{where}: {label} {value!r} is not an email address with an ASCII local part")
     if config.digest.default_cadence not in _CADENCES:
         problems.append(f"{where}: [digest] default_cadence must be one of {', '.join(sorted(_CADENCES))}")
     if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", config.digest.default_time):

@@ -42,13 +42,16 @@ kind = "wordpress"
 [smtp]
 host = "smtp.example.org"
 username = "postwatch"
+connections = 0
+[digest]
+from = "Pöst <pöst@example.org>"
 [daemon]
 housekeeping = "61 * * *"
 ''', encoding="utf-8")
     result = run_cli("--config", "bad.toml", "config", "check", cwd=tmp_path)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 6, result.stderr
+    assert len(lines) == 8, result.stderr
     joined = "\n".join(lines)
     assert "unknown key 'databse'" in joined
     assert "interval" in joined and "soon" in joined
@@ -56,6 +59,8 @@ housekeeping = "61 * * *"
     assert "kind 'wordpress'" in joined
     assert "$POSTWATCH_SMTP_PASSWORD" in joined
     assert "housekeeping" in joined
+    assert "connections must be between 1 and 32" in joined
+    assert "[digest] from 'Pöst <pöst@example.org>'" in joined
     assert all(line.startswith("postwatch: ") for line in lines)
 
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from email import message_from_bytes, policy
 
 import pytest
+from markupsafe import escape
 
 from conftest import free_port
 from crawler.items import PostItem
@@ -48,6 +49,13 @@ def publish(store: Store, *items: PostItem) -> None:
     assert not result.held
 
 
+def queue_one_digest_each(store: Store, readers: int) -> None:
+    for n in range(readers):
+        store.add_subscriber(f"reader{n}@example.org")
+    publish(store, item(1))
+    compose_and_queue(store, SETTINGS, NOW)
+
+
 def smtp_channel(port: int, **kwargs):
     return make_channel("smtp", settings=SmtpSettings(host="127.0.0.1", port=port, security="none", timeout=5, **kwargs))
 
@@ -76,16 +84,14 @@ def test_smtp_down_then_up_delivers_each_digest_exactly_once(store, tmp_path):
     assert len(ids) == len(set(ids)) == 5
 
 
-def test_a_451_in_the_middle_of_a_batch_retries_the_rest_and_doubles_nothing(store):
-    for n in range(6):
-        store.add_subscriber(f"reader{n}@example.org")
-    publish(store, item(1))
-    compose_and_queue(store, SETTINGS, NOW)
+@pytest.mark.parametrize("connections", [1, 4])
+def test_a_451_in_the_middle_of_a_batch_retries_the_rest_and_doubles_nothing(store, connections):
+    queue_one_digest_each(store, 6)
     with MailCatcher() as smtp:
         smtp.answers = [None, None, "451 4.3.0 Temporary local problem"]
-        first = deliver(store, smtp.port)
+        first = deliver(store, smtp.port, connections=connections)
         assert (first.sent, first.retried) == (5, 1)
-        second = deliver(store, smtp.port, NOW + timedelta(hours=2))
+        second = deliver(store, smtp.port, NOW + timedelta(hours=2), connections=connections)
         assert second.sent == 1
         ids = smtp.message_ids()
     assert len(ids) == len(set(ids)) == 6
@@ -93,16 +99,25 @@ def test_a_451_in_the_middle_of_a_batch_retries_the_rest_and_doubles_nothing(sto
 
 
 def test_a_421_closes_the_batch_for_later(store):
-    for n in range(4):
-        store.add_subscriber(f"reader{n}@example.org")
-    publish(store, item(1))
-    compose_and_queue(store, SETTINGS, NOW)
+    queue_one_digest_each(store, 4)
     with MailCatcher() as smtp:
         smtp.answers = [None, "421 4.3.2 Shutting down"]
-        first = deliver(store, smtp.port)
+        first = deliver(store, smtp.port, connections=1)
         assert (first.sent, first.retried) == (1, 3)
-        assert deliver(store, smtp.port, NOW + timedelta(hours=2)).sent == 3
+        assert deliver(store, smtp.port, NOW + timedelta(hours=2), connections=1).sent == 3
         assert len(set(smtp.message_ids())) == len(smtp.message_ids()) == 4
+
+
+def test_a_421_on_one_of_several_connections_stops_them_all_and_doubles_nothing(store):
+    queue_one_digest_each(store, 40)
+    with MailCatcher() as smtp:
+        smtp.answers = [None] * 5 + ["421 4.3.2 Shutting down"]
+        first = deliver(store, smtp.port, connections=4)
+        # What was already in flight on the other three connections may finish; nothing more starts.
+        assert 5 <= first.sent <= 5 + 3 and first.sent + first.retried == 40
+        assert deliver(store, smtp.port, NOW + timedelta(hours=2), connections=4).sent == 40 - first.sent
+        ids = smtp.message_ids()
+    assert len(ids) == len(set(ids)) == 40
 
 
 def test_a_550_is_permanent_for_that_address_only(store):
@@ -116,6 +131,32 @@ def test_a_550_is_permanent_for_that_address_only(store):
         assert (stats.sent, stats.failed, stats.retried) == (1, 1, 0)
         assert deliver(store, smtp.port, NOW + timedelta(days=1)).sent == 0
     assert store.outbox_stats(NOW)["failed"] == 1
+
+
+def test_internationalised_addresses_travel_by_idna_and_smtputf8(store):
+    store.add_subscriber("ada@bücher.example")
+    store.add_subscriber("jörg@example.org")
+    publish(store, item(1))
+    compose_and_queue(store, SETTINGS, NOW)
+    with MailCatcher() as smtp:       # aiosmtpd's Controller offers SMTPUTF8 unless told not to
+        assert deliver(store, smtp.port).sent == 2
+        by_rcpt = {rcpt[0]: message for message, (_, rcpt) in zip(smtp.messages, smtp.envelopes)}
+    assert sorted(by_rcpt) == ["ada@xn--bcher-kva.example", "jörg@example.org"]
+    assert by_rcpt["jörg@example.org"]["To"] == "jörg@example.org"
+    assert by_rcpt["ada@xn--bcher-kva.example"]["To"] == "ada@xn--bcher-kva.example"
+    assert "Rescue story 1" in by_rcpt["jörg@example.org"].get_body(("plain",)).get_content()
+
+
+def test_a_server_without_smtputf8_refuses_only_the_utf8_address_with_a_clear_reason(store, caplog):
+    store.add_subscriber("jörg@example.org")
+    store.add_subscriber("bo@example.org")
+    publish(store, item(1))
+    compose_and_queue(store, SETTINGS, NOW)
+    with MailCatcher(enable_SMTPUTF8=False) as smtp:
+        stats = deliver(store, smtp.port)
+        assert [rcpt for _, rcpt in smtp.envelopes] == [["bo@example.org"]]
+    assert (stats.sent, stats.failed, stats.retried) == (1, 1, 0)
+    assert "jörg@example.org" in caplog.text and "SMTPUTF8" in caplog.text
 
 
 def _self_signed(tmp_path):
@@ -214,6 +255,24 @@ def test_message_ids_are_deterministic_per_subscriber_and_digest(store):
     again = build_message(subscriber, events, SETTINGS, NOW + timedelta(minutes=5))
     other = build_message(store.add_subscriber("bo@example.org"), events, SETTINGS, NOW)
     assert first.message_id == again.message_id != other.message_id
+
+
+def test_each_subscriber_gets_a_well_formed_message_with_their_own_link(store):
+    subscribers = [store.add_subscriber(f"reader{n}@example.org") for n in range(3)]
+    publish(store, item(1, title="Défense des réfugiés — " + "long title " * 12))
+    composed = [build_message(s, store.pending_events(s), SETTINGS, NOW) for s in subscribers]
+    for subscriber, message in zip(subscribers, composed):
+        lines = message.raw.split(b"\r\n")
+        assert b"\n" not in message.raw.replace(b"\r\n", b"") and max(map(len, lines)) <= 998
+        parsed = message_from_bytes(message.raw, policy=policy.default)
+        assert not parsed.defects and not any(part.defects for part in parsed.walk())
+        assert parsed["To"] == subscriber.email and parsed["Message-ID"] == message.message_id
+        assert parsed["Subject"] == "1 new — Liberty in North Korea"
+        https = parsed["List-Unsubscribe"].split(",")[0].strip(" <>")
+        text, html = (parsed.get_body((kind,)).get_content() for kind in ("plain", "html"))
+        assert https in text and str(escape(https)) in html and subscriber.email in text
+        assert "Défense des réfugiés" in text and "pw-slot" not in text + html
+    assert len({m.message_id for m in composed}) == len({m.raw for m in composed}) == 3
 
 
 def test_hostile_source_html_never_reaches_the_email(store):
