@@ -104,12 +104,14 @@ class SmtpChannel(Channel):
     def open(self) -> None:
         self.unavailable = None
         self._sessions = [SmtpSession(self.settings, self) for _ in range(max(1, self.settings.connections))]
+        self._idle = queue.SimpleQueue()
         for session in self._sessions:
             self._idle.put(session)
 
     def close(self) -> None:
         for session in self._sessions:
             session.close()
+        self._sessions = []
 
     def send(self, item) -> DeliveryResult:
         if not self._sessions:
