@@ -76,9 +76,6 @@ class DigestComposer:
         self.settings, self.now, self.cache_size = settings, now, cache_size
         self._cache: dict[tuple, object] = {}
 
-    def rendered(self, subscriber, events):
-        return self._variant(subscriber, events)[0]
-
     def _variant(self, subscriber, events):
         key = (tuple(e.id for e in events), getattr(subscriber, "timezone", "UTC"), getattr(subscriber, "cadence", "daily"))
         if key not in self._cache:
@@ -90,39 +87,23 @@ class DigestComposer:
 
     def __call__(self, subscriber, events) -> ComposedMessage:
         rendered, shape = self._variant(subscriber, events)
-        return build_message(subscriber, events, self.settings, self.now, rendered=rendered, shape=shape)
+        settings = self.settings
+        link = unsubscribe_url(subscriber, settings)
+        html = rendered.html.replace(UNSUBSCRIBE_SLOT, str(escape(link))).replace(EMAIL_SLOT, str(escape(subscriber.email)))
+        text = rendered.text.replace(UNSUBSCRIBE_SLOT, link).replace(EMAIL_SLOT, subscriber.email)
+        message_id = message_id_for(subscriber, events, settings)
+        token = link.rsplit("token=", 1)[1]
+        to_addr = wire_address(subscriber.email)
+        # A UTF-8 local part goes into To as raw UTF-8 (RFC 6532): such mail only travels by SMTPUTF8.
+        raw = shape.fill({"To": to_addr, "Message-ID": message_id,
+                          "List-Unsubscribe": f"<{link}>, <mailto:{wire_address(settings.unsubscribe_mailto)}"
+                                              f"?subject=unsubscribe-{token}>"}, text, html)
+        return ComposedMessage(message_id=message_id, subject=_one_line(rendered.subject), to_addr=to_addr, raw=raw)
 
 
-def build_message(subscriber, events, settings: DigestSettings, now: datetime, rendered=None, shape=None) -> ComposedMessage:
-    if rendered is None:
-        return DigestComposer(settings, now)(subscriber, events)
-    link = unsubscribe_url(subscriber, settings)
-    html = rendered.html.replace(UNSUBSCRIBE_SLOT, str(escape(link))).replace(EMAIL_SLOT, str(escape(subscriber.email)))
-    text = rendered.text.replace(UNSUBSCRIBE_SLOT, link).replace(EMAIL_SLOT, subscriber.email)
-    message_id = message_id_for(subscriber, events, settings)
-    token = link.rsplit("token=", 1)[1]
-    to_addr = wire_address(subscriber.email)
-    personal = {"To": to_addr, "Message-ID": message_id,
-                "List-Unsubscribe": f"<{link}>, <mailto:{wire_address(settings.unsubscribe_mailto)}?subject=unsubscribe-{token}>"}
-    # A UTF-8 local part goes into To as raw UTF-8 (RFC 6532): such mail only travels by SMTPUTF8.
-    raw = (shape or MessageShape(rendered, settings, now)).fill(personal, text, html)
-    return ComposedMessage(message_id=message_id, subject=_one_line(rendered.subject), to_addr=to_addr, raw=raw)
-
-
-def _headers(rendered, settings: DigestSettings, now: datetime, personal: dict[str, str]) -> list[tuple[str, str | None]]:
-    return [
-        ("Subject", rendered.subject),
-        ("From", settings.from_addr),
-        ("To", personal["To"]),
-        ("Reply-To", settings.reply_to),
-        ("Date", format_datetime(now)),
-        ("Message-ID", personal["Message-ID"]),
-        ("List-Id", f"{_one_line(settings.site_name)} <{settings.list_id}>"),
-        ("List-Unsubscribe", personal["List-Unsubscribe"]),
-        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-        ("Auto-Submitted", "auto-generated"),
-        ("Precedence", "bulk"),
-    ]
+def build_message(subscriber, events, settings: DigestSettings, now: datetime) -> ComposedMessage:
+    """One subscriber's digest (composing many: one DigestComposer shares the rendering)."""
+    return DigestComposer(settings, now)(subscriber, events)
 
 
 # compat32 with CRLF: the classic email.mime classes build a digest about five times faster than
@@ -161,7 +142,13 @@ class MessageShape:
         marker = secrets.token_hex(8)
         self._slots = {name: f"pw{marker}{name.replace('-', '')}" for name in ("To", "Message-ID", "List-Unsubscribe", "text", "html")}
         message = MIMEMultipart("alternative")
-        for name, value in _headers(rendered, settings, now, self._slots):
+        headers = [("Subject", rendered.subject), ("From", settings.from_addr), ("To", self._slots["To"]),
+                   ("Reply-To", settings.reply_to), ("Date", format_datetime(now)), ("Message-ID", self._slots["Message-ID"]),
+                   ("List-Id", f"{_one_line(settings.site_name)} <{settings.list_id}>"),
+                   ("List-Unsubscribe", self._slots["List-Unsubscribe"]),
+                   ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+                   ("Auto-Submitted", "auto-generated"), ("Precedence", "bulk")]
+        for name, value in headers:
             if value:
                 message[name] = _header(name, value)
         for subtype in ("plain", "html"):

@@ -116,8 +116,6 @@ class SmtpChannel(Channel):
     def send(self, item) -> DeliveryResult:
         if not self._sessions:
             self.open()
-        if self.unavailable:
-            return DeliveryResult("retry", self.unavailable)
         session = self._idle.get()
         try:
             return session.send(item)
