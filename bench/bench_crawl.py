@@ -60,7 +60,7 @@ def main() -> None:
 def sweep_of_sources(count: int) -> None:
     """A no-change check of `count` sources inside one daemon-style process (App.check_many)."""
     from postwatch.config import Config, SourceConfig
-    from scheduler import App
+    from postwatch.app import App
 
     sites = [BlogReplica().start() for _ in range(count)]
     try:

@@ -33,7 +33,7 @@ def bench_rss(checks: int = 200) -> None:
     from crawler.runtime import run
     from postwatch.config import load_config
     from postwatch.replica import BlogReplica
-    from scheduler import App
+    from postwatch.app import App
 
     with tempfile.TemporaryDirectory() as folder, BlogReplica() as site:
         app = App(load_config(write_config(Path(folder), site.blog_url, None)))

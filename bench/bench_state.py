@@ -34,14 +34,19 @@ def bench(store: Store, label: str) -> None:
     seeded = time.perf_counter() - started
     changed = [post(n, f"<p>Body {n} edited</p><p>Second {n}</p>", "page") for n in range(0, N, N // 10)]
     check = CheckInput(posts=[post(n) for n in range(N)] + changed)
+    # An edit is published when a second fetch sees it: the first check only keeps candidates.
+    started = time.perf_counter()
+    first = store.apply_check("big", check, NOW + timedelta(minutes=30))
+    seen_once = time.perf_counter() - started
+    assert first.events == [] and first.pending_edits == 10, first
     started = time.perf_counter()
     normalize_time = sum(_timed(lambda: normalize(p.body_html)) for p in changed)
     result = store.apply_check("big", check, NOW + timedelta(hours=1))
     applied = time.perf_counter() - started
     assert len(result.events) == 10 and not result.held, result
-    print(f"{label}: baseline of {N} posts {seeded * 1000:.0f} ms; check of {N} posts with 10 changes: "
-          f"normalise+diff {normalize_time * 1000:.1f} ms, apply+commit {applied * 1000:.0f} ms "
-          f"(target: diff <= 100 ms, apply+commit <= 200 ms)")
+    print(f"{label}: baseline of {N} posts {seeded * 1000:.0f} ms; check of {N} posts seeing 10 edits once "
+          f"{seen_once * 1000:.0f} ms; the check confirming them: normalise+diff {normalize_time * 1000:.1f} ms, "
+          f"apply+commit {applied * 1000:.0f} ms (target: diff <= 100 ms, apply+commit <= 200 ms)")
 
 
 def _timed(fn) -> float:

@@ -106,6 +106,8 @@ class RobotsTxtGateMiddleware:
         self.crawler.stats.inc_value("robotstxt/request_count")
         try:
             response = await self.crawler.engine.download_async(request)
+        except IgnoreRequest as exc:   # e.g. a redirect to an address postwatch does not fetch
+            return RuntimeError(f"could not be reached: {exc}")
         except Exception as exc:
             return RuntimeError(f"could not be reached: {short_reason(exc)}")
         if response.status == 304 and cached:

@@ -31,6 +31,10 @@ class CrawlPlan:
     robots: dict[str, tuple[bytes, datetime]] = field(default_factory=dict)
     baseline: bool = False
     sweep_urls: list[str] = field(default_factory=list)
+    # Known posts whose page must be looked at again now (an edit seen once waits for this
+    # fetch to confirm it): requested without validators, so the answer is the content itself.
+    recheck_urls: list[str] = field(default_factory=list)
+    recheck_feed: bool = False        # the same for edits seen once in a feed entry
 
 
 @dataclass
@@ -82,7 +86,7 @@ async def crawl(plan: CrawlPlan, settings: dict | None = None) -> CrawlReport:
     from crawler.spiders.blog import BlogSpider
 
     report = CrawlReport(source_name=plan.source.name)
-    runner = AsyncCrawlerRunner(scrapy_settings(settings))
+    runner = AsyncCrawlerRunner(scrapy_settings({"POSTWATCH_SOURCE_URL": plan.source.url, **(settings or {})}))
     crawler = runner.create_crawler(BlogSpider)
     _active_runners.add(runner)
     try:
@@ -95,6 +99,8 @@ async def crawl(plan: CrawlPlan, settings: dict | None = None) -> CrawlReport:
     reason = crawler.stats.get_value("finish_reason") if crawler.stats else None
     if reason != "finished":
         report.fail(f"{plan.source.name}: crawl did not finish ({reason or 'stopped'})")
+    for warning in report.warnings:
+        log.warning("%s", warning, extra={"source": plan.source.name})
     return report
 
 

@@ -41,8 +41,19 @@ HTTPCACHE_ENABLED = False          # validators live in the state database inste
 LOG_LEVEL = "WARNING"
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 
+# Public addresses only (crawler/addresses.py): a watched site's feed entries and redirects must
+# not make postwatch fetch internal pages. The source's own origin may be non-public (set per
+# crawl by crawler.run as POSTWATCH_SOURCE_URL).
+POSTWATCH_PUBLIC_ONLY = True
+TWISTED_DNS_RESOLVER = "crawler.addresses.PublicAddressResolver"
+
+# At most this many post pages per check (a sweep of known posts aside): a listing that suddenly
+# links 10,000 posts is reported from its lines and held by the flood guard, not fetched for hours.
+MAX_POST_PAGES = 50
+
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+    "crawler.addresses.PublicAddressMiddleware": 50,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "crawler.middlewares.RobotsTxtGateMiddleware": 100,
     "crawler.middlewares.PoliteRetryMiddleware": 550,

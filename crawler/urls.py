@@ -24,7 +24,8 @@ def same_site(url: str, site: str) -> bool:
 
 def canonicalize(url: str, base: str | None = None, site: str | None = None, *, keep_pagination: bool = False) -> str:
     """Scheme and `www.` of the source (`site`) for its own links, so that http/https/www
-    variants fold and the result stays fetchable; no fragment, default port, trailing slash,
+    variants fold and the result stays fetchable (a link on another port of the site's host is
+    another origin and keeps its scheme and port); no fragment, default port, trailing slash,
     tracking or Webflow pagination parameter; remaining parameters sorted. Idempotent."""
     url = (url or "").strip()
     if base:
@@ -39,9 +40,17 @@ def canonicalize(url: str, base: str | None = None, site: str | None = None, *, 
     if site:
         site_parts = urlsplit(site)
         site_host = (site_parts.hostname or "").lower()
-        if host and _bare(host) == _bare(site_host):
-            scheme, host = site_parts.scheme.lower(), site_host
-            port = site_parts.port if site_parts.port else (None if port in (None, 80, 443) else port)
+        site_scheme = site_parts.scheme.lower()
+        try:
+            site_port = site_parts.port or DEFAULT_PORTS.get(site_scheme)
+        except ValueError:
+            site_port = DEFAULT_PORTS.get(site_scheme)
+        link_port = port or DEFAULT_PORTS.get(scheme)
+        # http/https and default-port variants fold; another port is another origin and stays.
+        same_origin_port = link_port == site_port or (
+            link_port == DEFAULT_PORTS.get(scheme) and site_port == DEFAULT_PORTS.get(site_scheme))
+        if host and _bare(host) == _bare(site_host) and same_origin_port:
+            scheme, host, port = site_scheme, site_host, site_port
     if port == DEFAULT_PORTS.get(scheme):
         port = None
     netloc = host if port is None else f"{host}:{port}"

@@ -44,7 +44,7 @@ def wire_address(address: str) -> str:
 
 
 def unsubscribe_url(subscriber, settings: DigestSettings) -> str:
-    token = make_token(subscriber.id, subscriber.email, settings.secret)
+    token = make_token(subscriber, settings.secret)
     separator = "&" if "?" in settings.unsubscribe_base_url else "?"
     return f"{settings.unsubscribe_base_url}{separator}token={quote(token)}"
 

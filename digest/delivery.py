@@ -4,10 +4,12 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import re
 import smtplib
 import ssl
+import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +27,15 @@ def register(name: str):
         cls.name = name
         return cls
     return decorate
+
+
+def private_opener(path, flags: int) -> int:
+    """For open(..., opener=): a file created (or rewritten) with mode 0600 whatever the umask.
+    Anything but a regular file (/dev/stdout, a pipe) is left as it is."""
+    fd = os.open(path, flags, 0o600)
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        os.fchmod(fd, 0o600)
+    return fd
 
 
 def make_channel(name: str, **kwargs) -> "Channel":
@@ -52,9 +63,18 @@ class Channel:
     def send(self, item) -> DeliveryResult:
         raise NotImplementedError
 
-    def send_many(self, items: Iterable) -> Iterator[tuple[object, DeliveryResult]]:
+    def send_many(self, items: Iterable, on_sent: Callable[[object], None] | None = None
+                  ) -> Iterator[tuple[object, DeliveryResult]]:
+        """Each item with its result. `on_sent(item)` runs the moment a message is accepted, in
+        the thread that sent it, before the result is handed back (see state/accepted.py)."""
         for item in items:
-            yield item, self.send(item)
+            yield item, self._send_noting(item, on_sent)
+
+    def _send_noting(self, item, on_sent) -> DeliveryResult:
+        result = self.send(item)
+        if on_sent is not None and result.status == "sent":
+            on_sent(item)
+        return result
 
     def __enter__(self):
         self.open()
@@ -73,12 +93,13 @@ class FolderChannel(Channel):
 
     def send(self, item) -> DeliveryResult:
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            # Digests name their subscribers: only the account postwatch runs as may read them.
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
             name = f"{stamp}-{hashlib.sha256(item.message_id.encode()).hexdigest()[:12]}.eml"
             final = self.path / name
             temporary = self.path / f".{name}.tmp"
-            with open(temporary, "wb") as handle:
+            with open(temporary, "wb", opener=private_opener) as handle:
                 handle.write(item.raw)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -122,24 +143,35 @@ class SmtpChannel(Channel):
         finally:
             self._idle.put(session)
 
-    def send_many(self, items: Iterable) -> Iterator[tuple[object, DeliveryResult]]:
+    def send_many(self, items: Iterable, on_sent: Callable[[object], None] | None = None
+                  ) -> Iterator[tuple[object, DeliveryResult]]:
         """Each item with its result, as the server answers; at most one message in flight per
         connection, so a crash leaves at most `connections` accepted messages unrecorded."""
         if not self._sessions:
             self.open()
         if len(self._sessions) == 1:
-            yield from super().send_many(items)
+            yield from super().send_many(items, on_sent)
             return
         with ThreadPoolExecutor(max_workers=len(self._sessions), thread_name_prefix="postwatch-smtp") as pool:
             in_flight: dict = {}
-            for item in items:
+
+            def finished():
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                return [(in_flight.pop(future), future.result()) for future in done]
+
+            items = iter(items)
+            while True:
+                # The next item is taken only once a connection is free: a sender told to stop
+                # (between items) then has nothing taken and not yet sent.
+                while len(in_flight) >= len(self._sessions):
+                    yield from finished()
+                item = next(items, None)
+                if item is None:
+                    break
                 # Two digests to one address leave in the order they were composed.
-                while in_flight and (len(in_flight) >= len(self._sessions)
-                                     or any(other.to_addr == item.to_addr for other in in_flight.values())):
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        yield in_flight.pop(future), future.result()
-                in_flight[pool.submit(self.send, item)] = item
+                while any(other.to_addr == item.to_addr for other in in_flight.values()):
+                    yield from finished()
+                in_flight[pool.submit(self._send_noting, item, on_sent)] = item
             for future in as_completed(list(in_flight)):
                 yield in_flight.pop(future), future.result()
 
@@ -237,14 +269,18 @@ class SmtpSession:
 
 
 def envelope_sender(raw: bytes) -> str:
-    """The address in the message's From header, for MAIL FROM."""
-    for line in raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
-        if line.lower().startswith(b"from:"):
-            return _address(line[5:].strip())
-    return "postwatch@localhost"
+    """The address in the message's From header, for MAIL FROM: the whole header, unfolded,
+    then its address part alone (a long or non-ASCII display name is folded or RFC 2047-encoded,
+    so the header's first line need not hold the address)."""
+    header = re.search(rb"^from:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", raw.split(b"\r\n\r\n", 1)[0],
+                       re.IGNORECASE | re.MULTILINE)
+    return _address(header.group(1)) if header else "postwatch@localhost"
 
 
 @lru_cache(maxsize=64)
 def _address(header_value: bytes) -> str:
     # Every digest carries the same From: parse it once, not 10,000 times.
-    return parseaddr(header_value.decode("utf-8", "replace"))[1] or "postwatch@localhost"
+    # Encoded words (RFC 2047) stay as they are: they are atoms of the display name, and only the
+    # address part is wanted.
+    unfolded = re.sub(rb"\r\n(?=[ \t])", b"", header_value).decode("utf-8", "replace")
+    return parseaddr(unfolded.strip())[1] or "postwatch@localhost"

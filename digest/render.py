@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 import css_inline
 import nh3
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import ChoiceLoader, FileSystemLoader, PackageLoader, StrictUndefined, TemplateError, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from digest.settings import DigestSettings
@@ -20,6 +21,11 @@ ALLOWED_ATTRIBUTES = {"a": {"href"}}
 LEAD_CHARS = 600
 
 
+class TemplateProblem(ValueError):
+    """A template that cannot be rendered (syntax, an undefined name, or an operation the
+    sandbox refuses); str() is one line naming the template file."""
+
+
 @dataclass
 class RenderedDigest:
     subject: str
@@ -28,12 +34,14 @@ class RenderedDigest:
 
 
 @lru_cache(maxsize=8)
-def environment(templates_dir: str | None) -> Environment:
+def environment(templates_dir: str | None) -> SandboxedEnvironment:
+    # Sandboxed: an operator's template (templates_dir) may show and format the digest's data,
+    # but cannot reach Python internals (__globals__, __subclasses__, os) to run code.
     loaders = [PackageLoader("digest", "templates")]
     if templates_dir:
         loaders.insert(0, FileSystemLoader(templates_dir))
-    env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(["html", "j2.html", "html.j2"]),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = SandboxedEnvironment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(["html", "j2.html", "html.j2"]),
+                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     return env
 
 
@@ -122,13 +130,22 @@ def render_digest(subscriber, events, settings: DigestSettings, now: datetime, u
         "groups": groups, "site_name": settings.site_name, "generated": f"{now.astimezone(zone):%-d %B %Y}",
         "email": subscriber.email, "unsubscribe_url": unsubscribe_url, "cadence_text": _cadence_text(subscriber),
     }
-    env = environment(str(settings.templates_dir) if settings.templates_dir else None)
-    html = env.get_template("digest.html.j2").render(**context)
-    html = css_inline.inline(html)
-    text = env.get_template("digest.txt.j2").render(**context)
+    html = css_inline.inline(_render(settings, "digest.html.j2", context))
+    text = _render(settings, "digest.txt.j2", context)
     return RenderedDigest(subject=subject, html=html, text=text)
 
 
 def render_page(title: str, message: str, form_token: str | None, settings: DigestSettings) -> str:
+    return _render(settings, "unsubscribe.html.j2", {"title": title, "message": message, "form_token": form_token})
+
+
+def _render(settings: DigestSettings, name: str, context: dict) -> str:
     env = environment(str(settings.templates_dir) if settings.templates_dir else None)
-    return env.get_template("unsubscribe.html.j2").render(title=title, message=message, form_token=form_token)
+    template = None
+    try:
+        template = env.get_template(name)
+        return template.render(**context)
+    except TemplateError as exc:
+        where = getattr(exc, "filename", None) or (template.filename if template else None) or name
+        line = f", line {exc.lineno}" if getattr(exc, "lineno", None) else ""
+        raise TemplateProblem(f"template {where}{line}: {' '.join(str(exc).split())}") from None

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from digest.compose import DigestComposer, unsubscribe_url
+from digest.delivery import private_opener
 from digest.render import render_digest
 from digest.settings import DigestSettings
 
@@ -28,38 +31,65 @@ def compose_and_queue(store, settings: DigestSettings, now: datetime, subscriber
     return store.compose_digests(DigestComposer(settings, now), now, subscriber_ids)
 
 
-def next_attempt(attempts: int, now: datetime) -> datetime:
-    delay = min(BACKOFF_MAX, BACKOFF_FIRST * (2 ** max(0, attempts)))
+def next_attempt(attempts: int, now: datetime, first: timedelta = BACKOFF_FIRST) -> datetime:
+    delay = min(BACKOFF_MAX, first * (2 ** max(0, attempts)))
     return now + delay * random.uniform(0.9, 1.1)
 
 
-def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit: int = 10_000) -> FlushStats:
+def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit: int = 10_000,
+                 retry_after: timedelta = BACKOFF_FIRST, stop: threading.Event | None = None) -> FlushStats:
+    """Send what is due. Once `stop` is set no further message is handed to the channel: those
+    in flight finish and are recorded, the rest stay pending with their lease handed back."""
     stats = FlushStats()
-    for item, result in channel.send_many(_due(store, now, limit)):
-        if result.status == "sent":
-            store.mark_sent(item.id, datetime.now(timezone.utc))
-            stats.sent += 1
-        elif result.status == "failed" or item.attempts + 1 >= max_attempts:
-            store.mark_failed(item.id, result.detail, now)
-            log.error("mail to %s failed permanently: %s", item.to_addr, result.detail)
-            stats.failed += 1
-        else:
-            store.mark_retry(item.id, result.detail, next_attempt(item.attempts, now))
-            stats.retried += 1
+    recovered = store.reconcile_accepted(now)
+    if recovered:
+        log.warning("mail: %d messages the server had accepted before postwatch was stopped are marked sent", recovered)
+    handout = _Handout(store, now, limit, stop)
+    try:
+        for item, result in channel.send_many(handout, on_sent=lambda sent: store.note_accepted(sent.message_id)):
+            if result.status == "sent":
+                store.mark_sent(item.id, datetime.now(timezone.utc))
+                stats.sent += 1
+            elif result.status == "failed" or item.attempts + 1 >= max_attempts:
+                store.mark_failed(item.id, result.detail, now)
+                log.error("mail to %s failed permanently: %s", item.to_addr, result.detail)
+                stats.failed += 1
+            else:
+                store.mark_retry(item.id, result.detail, next_attempt(item.attempts, now, retry_after))
+                stats.retried += 1
+    finally:
+        handout.release_unsent()
     if stats.retried:
         log.warning("mail: %d messages wait for a retry (%s)", stats.retried, _last_error(store))
     return stats
 
 
-def _due(store, now: datetime, limit: int, page: int = 200):
-    """Due messages a page at a time: 10,000 queued digests are never all in memory."""
-    handed = 0
-    while handed < limit:
-        batch = store.due_outbox(now, limit=min(page, limit - handed))
-        if not batch:
-            return
-        handed += len(batch)
-        yield from batch
+class _Handout:
+    """Due messages a page at a time (10,000 queued digests are never all in memory), one by one
+    to the channel. Messages leased with a page but never handed out are released; a message
+    handed out keeps its lease unless recorded, since the server may have accepted it."""
+
+    def __init__(self, store, now: datetime, limit: int, stop: threading.Event | None, page: int = 200):
+        self.store, self.now, self.limit, self.stop, self.page = store, now, limit, stop, page
+        self.waiting: deque = deque()
+
+    def __iter__(self):
+        handed = 0
+        while handed < self.limit and not self._stopping():
+            self.waiting.extend(self.store.due_outbox(self.now, limit=min(self.page, self.limit - handed)))
+            if not self.waiting:
+                return
+            handed += len(self.waiting)
+            while self.waiting and not self._stopping():
+                yield self.waiting.popleft()
+
+    def _stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def release_unsent(self) -> None:
+        if self.waiting:
+            self.store.release_claims(list(self.waiting))
+            self.waiting.clear()
 
 
 def _last_error(store) -> str:
@@ -87,6 +117,7 @@ def preview(store, settings: DigestSettings, subscriber_email: str | None, path:
     link = unsubscribe_url(target, settings) if settings.secret else settings.unsubscribe_base_url
     rendered = render_digest(target, events, settings, now, link)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(rendered.html, encoding="utf-8")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", opener=private_opener) as handle:   # it names a subscriber
+        handle.write(rendered.html)
     return path.resolve()

@@ -17,7 +17,7 @@ def handle(method: str, token: str, store, settings: DigestSettings) -> tuple[in
         subscriber = store.get_subscriber(subscriber_id)
         return subscriber.email if subscriber else None
 
-    subscriber_id = verify_token(token, settings.secret, email_of)
+    subscriber_id = verify_token(token, settings.secret, store.get_subscriber)
     if subscriber_id is None:
         page = render_page("Link not valid", "This unsubscribe link is not valid. Use the link in your latest email.",
                            None, settings)

@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
+import io
 import json
 import logging
+import os
 import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from postwatch import __version__
-from postwatch.config import CONFIG_ENV, ConfigError, load_config
+from postwatch.config import CONFIG_ENV, ConfigError, load_config, selector_problem
 
 DESCRIPTION = """\
 postwatch watches blogs for new, edited and removed posts and emails subscribers a digest.
@@ -69,10 +72,43 @@ def setup_logging(fmt: str, verbose: int) -> None:
     for noisy in ("scrapy", "twisted", "apscheduler", "filelock", "py.warnings"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.INFO if verbose else logging.WARNING)
+    handler.addFilter(_one_line_database_errors)
+
+
+def _one_line_database_errors(record: logging.LogRecord) -> bool:
+    """APScheduler logs a failed poll of its job store with SQLAlchemy's multi-line message
+    (the database may come back; it retries): keep it to one line like every other."""
+    if record.name.startswith("apscheduler") and not record.exc_info:
+        message = record.getMessage()
+        if "\n" in message:
+            message = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", message)
+            record.msg, record.args = " ".join(line.strip() for line in message.splitlines() if line.strip()), ()
+    return True
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse whose errors are one line: what is wrong and where the help is (subcommand
+    parsers inherit the class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+HISTORY_LIMIT_MAX = 10_000
+
+
+def history_limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= HISTORY_LIMIT_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {HISTORY_LIMIT_MAX:,}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="postwatch", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -114,8 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     remove = sub_commands.add_parser("remove", help="remove a subscriber")
     remove.add_argument("email")
     sub_commands.add_parser("list", help="list subscribers")
-    importer = sub_commands.add_parser("import", help="import subscribers from a CSV file (columns: email[,cadence,at,tz,day,sources])")
+    importer = sub_commands.add_parser("import", help="import subscribers from a CSV file (columns: email[,cadence,at,tz,day,sources])",
+                                       description=IMPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     importer.add_argument("file")
+    importer.add_argument("--skip-invalid", action="store_true",
+                          help="import the valid rows even when others are refused (they are still listed)")
 
     sources = commands.add_parser("sources", help="add, list, test, release or remove sources")
     src_commands = sources.add_subparsers(dest="sources_command", metavar="ACTION", required=True)
@@ -137,13 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     history = commands.add_parser("history", help="recent change events")
     history.add_argument("source", nargs="?")
-    history.add_argument("--limit", type=int, default=30)
+    history.add_argument("--limit", type=history_limit, default=30, help=f"how many events (1 to {HISTORY_LIMIT_MAX:,}; default 30)")
 
     commands.add_parser("status", help="per source: posts, last check, last success, last error, degraded")
 
     config = commands.add_parser("config", help="validate the config or print an example")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    config_commands.add_parser("check", help="validate the config file; one line per problem, exit 1 on any")
+    config_commands.add_parser("check", help="validate the config file; one line per problem, exit status 2 on any")
     config_commands.add_parser("example", help="print a commented example config")
 
     demo = commands.add_parser("demo", help="the whole loop offline in one command, against a local replica",
@@ -163,9 +202,13 @@ def _add_cadence_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+CADENCES = ("immediate", "daily", "weekly")
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything postwatch writes (database, .eml files, previews, the secret, lock files) is
+    # private to the account it runs as: 0600 files, 0700 folders.
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     setup_logging(args.log_format, args.verbose)
     if args.command == "demo":
@@ -188,12 +231,45 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args, config)
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"postwatch: {line}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        line = _storage_error_line(exc, config)
+        if line is None:
+            raise
+        print(f"postwatch: {line}", file=sys.stderr)
+        return 1
 
 
-def _app(config):
-    from scheduler import App
+def _storage_error_line(exc: Exception, config) -> str | None:
+    """One line for a database failure, whichever layer it surfaced from; None for anything else."""
+    from sqlalchemy.exc import SQLAlchemyError
 
-    return App(config)
+    from state.store import StorageError, database_display_name, describe_error
+
+    if isinstance(exc, StorageError):
+        return str(exc)
+    if isinstance(exc, SQLAlchemyError):     # e.g. from APScheduler's job store
+        return f"database {database_display_name(config.database_url)}: {describe_error(exc)}"
+    return None
+
+
+READ_ONLY_COMMANDS = {("status", None), ("history", None), ("subscribers", "list"), ("sources", "list"),
+                      ("digest", "preview")}
+
+
+def _app(config, args=None):
+    """Commands that only read open the database without migrating or syncing the config's sources."""
+    from postwatch.app import App
+
+    action = None
+    if args is not None:
+        action = getattr(args, "subscribers_command", None) or getattr(args, "sources_command", None) \
+            or getattr(args, "digest_command", None) or ("preview" if getattr(args, "preview", None) else None)
+    read_only = args is not None and (args.command, action) in READ_ONLY_COMMANDS
+    return App(config, read_only=read_only)
 
 
 def _run_async(fn, *args, **kwargs):
@@ -205,7 +281,8 @@ def _run_async(fn, *args, **kwargs):
 
 
 def cmd_check(args, config) -> int:
-    from scheduler import describe_summary
+    from digest.render import TemplateProblem
+    from postwatch.app import describe_summary
 
     app = _app(config)
     app.log_failures = False
@@ -228,12 +305,17 @@ def cmd_check(args, config) -> int:
             queued, stats = app.send_digests()
             print(f"digest: {len(queued)} composed, {stats.sent} sent, {stats.retried} waiting for a retry, {stats.failed} failed")
         return 0 if all(s.ok for s in summaries) else 1
+    except TemplateProblem as exc:
+        print(f"postwatch: {exc}", file=sys.stderr)
+        return 2
     finally:
         app.close()
 
 
 def cmd_digest(args, config) -> int:
-    app = _app(config)
+    from digest.render import TemplateProblem
+
+    app = _app(config, args)
     try:
         preview_file = args.file if args.digest_command == "preview" else args.preview
         if preview_file:
@@ -255,6 +337,9 @@ def cmd_digest(args, config) -> int:
         print(f"digest: {len(queued)} composed, {stats.sent} delivered via {where}, "
               f"{stats.retried} waiting for a retry, {stats.failed} failed")
         return 0 if stats.failed == 0 and stats.retried == 0 else 1
+    except TemplateProblem as exc:
+        print(f"postwatch: {exc}", file=sys.stderr)
+        return 2
     finally:
         app.close()
 
@@ -274,7 +359,12 @@ def _subscriber_options(config, cadence, at, tz, day, sources) -> dict:
         "timezone": tz or config.digest.default_timezone,
         "sources": sources or None,
     }
-    ZoneInfo(options["timezone"])  # raises for an unknown zone
+    if options["cadence"] not in CADENCES:
+        raise ValueError(f"cadence {options['cadence']!r} must be one of {', '.join(CADENCES)}")
+    try:
+        ZoneInfo(options["timezone"])
+    except (ValueError, KeyError):          # ZoneInfoNotFoundError is a KeyError
+        raise ValueError(f"time zone {options['timezone']!r} is not an IANA time zone (e.g. Europe/London)") from None
     if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", options["send_time"]):
         raise ValueError(f"time {options['send_time']!r} must be HH:MM")
     if options["cadence"] == "weekly":
@@ -285,17 +375,38 @@ def _subscriber_options(config, cadence, at, tz, day, sources) -> dict:
     return options
 
 
+# email_validator spends most of its time on the domain (UTS-46, IDNA), and a list of 20,000
+# subscribers has a few hundred domains: each is validated once, and the part before the @ is
+# validated beside a short domain known to be good. Long addresses take the whole check, so the
+# length limits stay the library's.
+_PROBE_DOMAIN = "a.co"
+
+
+@functools.lru_cache(maxsize=8192)
+def _checked_domain(domain: str) -> tuple[str, str]:
+    from email_validator import validate_email
+
+    checked = validate_email(f"postmaster@{domain}", check_deliverability=False)
+    return checked.domain, checked.ascii_domain
+
+
 def _validate_email(address: str) -> str:
     from email_validator import EmailNotValidError, validate_email
 
     try:
+        local, at, domain = address.rpartition("@")
+        if at and local and len(local) <= 64:
+            domain, ascii_domain = _checked_domain(domain)
+            if len(local.encode()) + 1 + len(ascii_domain) <= 200:
+                local = validate_email(f"{local}@{_PROBE_DOMAIN}", check_deliverability=False).local_part
+                return f"{local}@{domain}"
         return validate_email(address, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise ValueError(f"{address!r} is not a valid email address: {exc}") from None
 
 
 def cmd_subscribers(args, config) -> int:
-    app = _app(config)
+    app = _app(config, args)
     store = app.store
     try:
         if args.subscribers_command == "add":
@@ -323,7 +434,7 @@ def cmd_subscribers(args, config) -> int:
             print(f"{len(rows)} subscribers ({sum(1 for s in rows if s.status == 'active')} active)")
             return 0
         if args.subscribers_command == "import":
-            return _import_subscribers(store, config, Path(args.file))
+            return _import_subscribers(store, config, Path(args.file), args.skip_invalid)
     finally:
         app.close()
     return 2
@@ -335,29 +446,115 @@ def _check_source_names(store, names) -> None:
             raise ValueError(f"no such source: {name}")
 
 
-def _import_subscribers(store, config, path: Path) -> int:
-    added, problems = 0, 0
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        sample = handle.read(2048)
-        handle.seek(0)
-        has_header = "email" in sample.splitlines()[0].lower() if sample else False
-        reader = csv.DictReader(handle) if has_header else (
-            {"email": row[0] if row else ""} for row in csv.reader(handle))
-        for line_no, row in enumerate(reader, 2 if has_header else 1):
-            try:
-                email = _validate_email((row.get("email") or "").strip())
-                sources = [s for s in (row.get("sources") or "").replace(";", ",").split(",") if s.strip()] or None
-                options = _subscriber_options(config, row.get("cadence") or None, row.get("at") or None,
-                                              row.get("tz") or None, row.get("day") or None, sources)
-                _check_source_names(store, options["sources"])
-            except Exception as exc:
-                print(f"postwatch: {path}:{line_no}: {exc}", file=sys.stderr)
-                problems += 1
-                continue
-            store.add_subscriber(email, **options)
-            added += 1
-    print(f"imported {added} subscribers from {path}" + (f"; {problems} rows refused" if problems else ""))
-    return 0 if not problems else 1
+IMPORT_COLUMNS = ("email", "cadence", "at", "tz", "day", "sources")
+IMPORT_HELP = """\
+Import subscribers from a UTF-8 CSV file with the columns email[,cadence,at,tz,day,sources]:
+either a header row naming them (any order), or no header and that order. Empty cells take
+the [digest] defaults; sources are names separated by ';'.
+
+Every row is checked first. Refused rows are listed one per line (FILE:LINE: reason), and if
+any row is refused nothing is imported, unless --skip-invalid is given. An address that
+unsubscribed is refused: an import never subscribes them again (only they can). An address
+already subscribed is updated to the row's settings, or counted as a duplicate when nothing
+changes; so is an address listed twice with the same settings.
+
+exit status: 0 every row imported or already there; 1 rows refused (nothing imported without
+--skip-invalid); 2 the file could not be read (nothing imported).
+"""
+
+
+class ImportFileError(ValueError):
+    """The file as a whole cannot be read as a subscriber list; str() is one line."""
+
+
+def _read_subscriber_rows(path: Path) -> list[tuple[int, dict[str, str] | None]]:
+    """(line number, {column: cell}) for every non-empty record; None for a record with more
+    cells than columns. Raises ImportFileError."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImportFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImportFileError(f"{path}: is a folder, not a CSV file") from None
+    except OSError as exc:
+        raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ImportFileError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records, columns, line = [], None, 1
+    try:
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                if not records and columns is None and any(cell.strip().lower() == "email" for cell in cells):
+                    columns = [cell.strip().lower() for cell in cells]
+                    unknown = [c for c in columns if c not in IMPORT_COLUMNS]
+                    if unknown:
+                        raise ImportFileError(f"{path}:{line}: unknown column {unknown[0]!r} "
+                                              f"(columns: {', '.join(IMPORT_COLUMNS)})")
+                else:
+                    names = columns or IMPORT_COLUMNS
+                    records.append((line, dict(zip(names, cells)) if len(cells) <= len(names) else None))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        reason = (f"a field is longer than {csv.field_size_limit() // 1024} KiB" if "field larger" in str(exc)
+                  else f"not readable as CSV: {exc}")
+        raise ImportFileError(f"{path}:{line}: {reason}") from None
+    return records
+
+
+def _import_subscribers(store, config, path: Path, skip_invalid: bool = False) -> int:
+    try:
+        records = _read_subscriber_rows(path)
+    except ImportFileError as exc:
+        print(f"postwatch: {exc}; nothing imported", file=sys.stderr)
+        return 2
+    known_sources = {s.name for s in store.list_sources()}
+    entries, lines, refused, duplicates = [], [], {}, 0
+    first_seen: dict[str, int] = {}          # address -> index into entries
+    for line, row in records:
+        try:
+            if row is None:
+                raise ValueError(f"more cells than columns ({', '.join(IMPORT_COLUMNS)})")
+            address = (row.get("email") or "").strip()
+            if not address:
+                raise ValueError("no email address")
+            email = _validate_email(address)
+            sources = [s.strip() for s in (row.get("sources") or "").replace(";", ",").split(",") if s.strip()] or None
+            options = _subscriber_options(config, *((row.get(key) or "").strip() or None for key in ("cadence", "at", "tz", "day")),
+                                          sources)
+            unknown = [name for name in sources or () if name not in known_sources]
+            if unknown:
+                raise ValueError(f"no such source: {', '.join(unknown)}")
+        except ValueError as exc:
+            refused[line] = str(exc)
+            continue
+        earlier = first_seen.get(email.lower())
+        if earlier is not None:
+            if {k: v for k, v in entries[earlier].items() if k != "email"} == options:
+                duplicates += 1
+            else:
+                refused[line] = f"{email} is also on line {lines[earlier]} with other settings"
+            continue
+        first_seen[email.lower()] = len(entries)
+        entries.append({"email": email, **options})
+        lines.append(line)
+    result = store.import_subscribers(entries, commit=skip_invalid or not refused, skip_refused=skip_invalid)
+    refused.update({lines[index]: reason for index, reason in result.refused.items()})
+    duplicates += result.unchanged
+    for line in sorted(refused):
+        print(f"postwatch: {path}:{line}: {refused[line]}", file=sys.stderr)
+    counts = (f"{result.added} new, {result.updated} updated, {duplicates} duplicate{'s' * (duplicates != 1)}, "
+              f"{len(refused)} refused")
+    if result.committed:
+        print(f"imported {path}: {counts}")
+        return 1 if refused else 0
+    print(f"postwatch: {path}: nothing imported: {len(refused)} row{'s' * (len(refused) != 1)} refused; the others "
+          f"would be {result.added} new, {result.updated} updated, {duplicates} duplicate{'s' * (duplicates != 1)} — "
+          f"correct the refused rows, or import the others with --skip-invalid", file=sys.stderr)
+    return 1
 
 
 def _describe_cadence(s) -> str:
@@ -369,7 +566,7 @@ def _describe_cadence(s) -> str:
 
 
 def cmd_sources(args, config) -> int:
-    app = _app(config)
+    app = _app(config, args)
     store = app.store
     try:
         action = args.sources_command
@@ -421,11 +618,19 @@ def _add_source(args, app) -> int:
             print(f"postwatch: --selector {item!r} must be KEY=CSS", file=sys.stderr)
             return 2
         selectors[key.strip()] = css.strip()
-    parts = urlsplit(args.url)
+    try:
+        parts = urlsplit(args.url)
+    except ValueError:          # e.g. "http://[::1/"
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         print(f"postwatch: {args.url!r} is not an http(s) URL", file=sys.stderr)
         return 2
     name = args.name or parts.hostname.removeprefix("www.").split(".")[0]
+    for key, css in selectors.items():
+        problem = selector_problem(key, css)
+        if problem:
+            print(f"postwatch: source '{name}': --selector {problem}", file=sys.stderr)
+            return 2
     if app.store.get_source(name):
         print(f"postwatch: a source named '{name}' exists already (use --name)", file=sys.stderr)
         return 2
@@ -452,7 +657,7 @@ def _add_source(args, app) -> int:
 
 
 def cmd_history(args, config) -> int:
-    app = _app(config)
+    app = _app(config, args)
     try:
         events = app.store.history(args.source, limit=args.limit)
         for e in events:
@@ -466,7 +671,7 @@ def cmd_history(args, config) -> int:
 
 
 def cmd_status(args, config) -> int:
-    app = _app(config)
+    app = _app(config, args)
     try:
         def when(value):
             return value.strftime("%Y-%m-%d %H:%M") if value else "never"
@@ -477,6 +682,10 @@ def cmd_status(args, config) -> int:
                   f"{when(s.last_success_at)}, {flag}")
             if s.last_error:
                 print(f"  last error: {s.last_error} ({s.consecutive_failures} in a row)")
+            if s.volatile_posts:
+                print(f"  {s.volatile_posts} volatile post(s) (content changes on every fetch; edits not mailed):")
+                for _, url, since in app.store.volatile_posts(s.name):
+                    print(f"    {url} (since {when(since)})")
         outbox = app.store.outbox_stats()
         print(f"outbox: {outbox.get('pending', 0)} pending, {outbox.get('sent', 0)} sent, {outbox.get('failed', 0)} failed")
         return 0

@@ -5,11 +5,15 @@ source, SQLite state in ./postwatch.db and digests written as .eml files into ./
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import re
 import secrets
+import stat
+import tempfile
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
@@ -33,16 +37,40 @@ class ConfigError(ValueError):
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$")
 _UNIT_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+# No setting means more than this; it also keeps every duration far from timedelta's overflow.
+LONGEST_DURATION = timedelta(days=3650)
 
 
 def parse_duration(value: Any) -> timedelta:
-    """'90s', '15m', '1h', '2d', '1w' or a number of seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
-    if not match:
+    """'90s', '15m', '1h', '2d', '1w' or a number of seconds; finite, not negative, at most 10 years."""
+    if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration (examples: 90s, 15m, 1h, 2d)")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (examples: 90s, 15m, 1h, 2d)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{value!r} is not a duration (a finite number of seconds, 0 or more)")
+    if seconds > LONGEST_DURATION.total_seconds():
+        raise ValueError(f"{value!r} is longer than {format_duration(LONGEST_DURATION)}")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest exact spelling: 90s, 15m, 2h, 180d."""
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def between(default: Any, low: Any, high: Any) -> Any:
+    """A setting with its allowed range (inclusive), checked by `validate`."""
+    return field(default=default, metadata={"range": (low, high)})
 
 
 @dataclass
@@ -60,31 +88,32 @@ class SourceConfig:
 @dataclass
 class CrawlConfig:
     contact_url: str = "https://github.com/postwatch/postwatch"
-    interval: timedelta = timedelta(hours=1)
-    jitter: timedelta = timedelta(minutes=2)
-    full_sweep_every: timedelta = timedelta(days=1)
-    download_delay: float = 1.0
-    concurrency_per_host: int = 2
+    interval: timedelta = between(timedelta(hours=1), parse_duration("1s"), parse_duration("30d"))
+    jitter: timedelta = between(timedelta(minutes=2), parse_duration("0s"), parse_duration("1d"))
+    full_sweep_every: timedelta = between(timedelta(days=1), parse_duration("1s"), parse_duration("365d"))
+    download_delay: float = between(1.0, 0, 60)
+    concurrency_per_host: int = between(2, 1, 16)
     autothrottle: bool = True
-    timeout: float = 30.0
-    retries: int = 2
-    max_page_mb: float = 5.0
-    retry_after_max: timedelta = timedelta(minutes=5)
-    robots_ttl: timedelta = timedelta(hours=24)
-    removal_confirm_after: timedelta = timedelta(hours=1)
+    timeout: float = between(30.0, 1, 600)
+    retries: int = between(2, 0, 10)
+    max_page_mb: float = between(5.0, 0.1, 1024)
+    max_post_pages: int = between(50, 1, 100_000)
+    retry_after_max: timedelta = between(timedelta(minutes=5), parse_duration("0s"), parse_duration("1h"))
+    robots_ttl: timedelta = between(timedelta(hours=24), parse_duration("1m"), parse_duration("30d"))
+    removal_confirm_after: timedelta = between(timedelta(hours=1), parse_duration("0s"), parse_duration("30d"))
     flood_share: float = 0.30
-    parallel_sources: int = 8
+    parallel_sources: int = between(8, 1, 256)
 
 
 @dataclass
 class SmtpConfig:
     host: str | None = None
-    port: int | None = None
+    port: int | None = between(None, 1, 65535)
     security: str = "starttls"
     username: str | None = None
     password_env: str = "POSTWATCH_SMTP_PASSWORD"
-    timeout: float = 30.0
-    connections: int = 4
+    timeout: float = between(30.0, 1, 600)
+    connections: int = between(4, 1, 32)
 
     @property
     def effective_port(self) -> int:
@@ -103,9 +132,10 @@ class DigestConfig:
     default_cadence: str = "daily"
     default_time: str = "08:00"
     default_timezone: str = "UTC"
-    default_weekday: int = 0
-    max_attempts: int = 12
-    send_lease: timedelta = timedelta(minutes=5)
+    default_weekday: int = between(0, 0, 6)
+    max_attempts: int = between(12, 1, 1000)
+    send_lease: timedelta = between(timedelta(minutes=5), parse_duration("1s"), parse_duration("1d"))
+    retry_after: timedelta = between(timedelta(minutes=1), parse_duration("1s"), parse_duration("1h"))
 
 
 @dataclass
@@ -118,17 +148,19 @@ class UnsubscribeConfig:
 @dataclass
 class DaemonConfig:
     listen: str = "127.0.0.1:8780"
-    retention: timedelta = timedelta(days=180)
-    shutdown_grace: timedelta = timedelta(seconds=8)
+    max_connections: int = between(256, 1, 10_000)
+    retention: timedelta = between(timedelta(days=180), parse_duration("1h"), LONGEST_DURATION)
+    shutdown_grace: timedelta = between(timedelta(seconds=8), parse_duration("0s"), parse_duration("10m"))
     housekeeping: str = "30 3 * * *"
+    outbox_every: timedelta = between(timedelta(seconds=60), parse_duration("1s"), parse_duration("1d"))
 
 
 @dataclass
 class AlertConfig:
     operator: str | None = None
-    failures_before_alert: int = 3
-    undeliverable_after: timedelta = timedelta(hours=6)
-    every: timedelta = timedelta(days=1)
+    failures_before_alert: int = between(3, 1, 1000)
+    undeliverable_after: timedelta = between(timedelta(hours=6), parse_duration("1m"), parse_duration("30d"))
+    every: timedelta = between(timedelta(days=1), parse_duration("1m"), parse_duration("30d"))
 
 
 @dataclass
@@ -161,28 +193,69 @@ class Config:
     def smtp_password(self) -> str | None:
         return os.environ.get(self.smtp.password_env) if self.smtp.username else None
 
+    @property
+    def secret_path(self) -> Path:
+        if "://" in self.database and not self.database.startswith("sqlite"):
+            return self.base_dir / "postwatch.secret"
+        return Path(self.database_url.removeprefix("sqlite:///") + ".secret")
+
     def unsubscribe_secret(self) -> bytes:
         """From the environment, else a random secret kept beside the database (created once)."""
         from_env = os.environ.get(self.unsubscribe.secret_env)
         if from_env:
             return from_env.encode()
-        if "://" in self.database and not self.database.startswith("sqlite"):
-            secret_file = self.base_dir / "postwatch.secret"
-        else:
-            secret_file = Path(self.database_url.removeprefix("sqlite:///") + ".secret")
+        secret_file = self.secret_path
         try:
-            return secret_file.read_bytes().strip()
+            secret = secret_file.read_bytes().strip()
         except FileNotFoundError:
-            secret = secrets.token_urlsafe(32).encode()
-            secret_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(secret)
-            return secret
+            secret = _create_secret_file(secret_file, secrets.token_urlsafe(32).encode(), self.unsubscribe.secret_env)
+        except OSError as exc:
+            raise ConfigError([f"{secret_file}: cannot read the unsubscribe secret: {exc.strerror or exc}"]) from None
+        if len(secret) < MIN_SECRET_LENGTH:
+            what = "is empty" if not secret else f"holds only {len(secret)} characters (at least {MIN_SECRET_LENGTH} needed)"
+            raise ConfigError([f"{secret_file}: the unsubscribe secret {what}; delete the file to have a new one made "
+                               f"(unsubscribe links in digests already sent stop working) or set "
+                               f"${self.unsubscribe.secret_env}"])
+        return secret
 
     def listen_address(self) -> tuple[str, int]:
         host, _, port = self.daemon.listen.rpartition(":")
         return host.strip("[]") or "127.0.0.1", int(port)
+
+
+MIN_SECRET_LENGTH = 16
+
+
+def _create_secret_file(path: Path, secret: bytes, env_name: str) -> bytes:
+    """Write the secret under a temporary name, fsync it, then hard-link it into place: the link
+    fails if the file exists, so of processes starting at once exactly one creates it, and no
+    reader ever sees it empty or half-written (a full disk leaves no file at all)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot create the unsubscribe secret: {exc.strerror or exc}"]) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secret)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return path.read_bytes().strip()       # made by a process that started with us
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        return secret
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot create the unsubscribe secret: {exc.strerror or exc}; free the space or "
+                           "fix the folder's permissions, or set ${env_name}"]) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
 
 
 def default_sources() -> list[SourceConfig]:
@@ -219,12 +292,52 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
     if path is None:
         return Config(sources=default_sources())
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        check_config_file_owner(path)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError([f"{path}: config file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a folder, not a config file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror or exc}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"]) from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     return parse_config(raw, path)
+
+
+def check_config_file_owner(path: Path) -> None:
+    """Refuse a config file that someone else could have written, as ssh does: whoever can edit
+    it chooses the database, the mail server and the templates. Raises ConfigError."""
+    info = path.stat()
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(path)
+    if info.st_uid not in (os.geteuid(), 0):
+        raise ConfigError([f"{path}: owned by uid {info.st_uid}, not by you (uid {os.geteuid()}) or root; "
+                           f"refused because its owner controls postwatch"])
+    if info.st_mode & stat.S_IWOTH or (info.st_mode & stat.S_IWGRP and not _private_group(info)):
+        raise ConfigError([f"{path}: writable by {'others' if info.st_mode & stat.S_IWOTH else 'its group'} "
+                           f"(mode {stat.S_IMODE(info.st_mode):04o}); refused because whoever can edit it controls "
+                           f"postwatch: chmod go-w {path}"])
+
+
+def _private_group(info: os.stat_result) -> bool:
+    """The file's group is its owner's own user-private group (umask 002 systems such as Ubuntu
+    create files group-writable): nobody else can write through it. Debian's ssh allows the same."""
+    import grp
+    import pwd
+
+    try:
+        owner, group = pwd.getpwuid(info.st_uid), grp.getgrgid(info.st_gid)
+    except KeyError:
+        return False
+    return owner.pw_gid == info.st_gid and group.gr_name == owner.pw_name and set(group.gr_mem) <= {owner.pw_name}
 
 
 def parse_config(raw: dict[str, Any], path: Path | None = None) -> Config:
@@ -241,8 +354,9 @@ def parse_config(raw: dict[str, Any], path: Path | None = None) -> Config:
             problems.append(f"{where}: 'database' must be a file path or a database URL")
         else:
             config.database = raw["database"]
-            if "://" in config.database and not config.database.startswith(("sqlite", "postgresql")):
-                problems.append(f"{where}: database '{config.database}' must be a SQLite path or a postgresql:// URL")
+            problem = database_url_problem(config.database)
+            if problem:
+                problems.append(f"{where}: database {problem}")
 
     for section, (cls, renames) in _SECTIONS.items():
         table = raw.get(section, {})
@@ -265,6 +379,32 @@ def parse_config(raw: dict[str, Any], path: Path | None = None) -> Config:
     if problems:
         raise ConfigError(problems)
     return config
+
+
+# What the installed drivers serve: SQLite, and PostgreSQL through psycopg 3 (the Store reads
+# postgresql:// as postgresql+psycopg://).
+_DATABASE_DRIVERS = {"sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg"}
+
+
+def database_url_problem(database: str) -> str | None:
+    """Why `database` (a SQLite path or a URL) cannot be used, or None."""
+    if "://" not in database:
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(database)
+    except (ArgumentError, ValueError):
+        return "is neither a SQLite file path nor a database URL"
+    shown = url.render_as_string(hide_password=True)
+    if url.drivername in _DATABASE_DRIVERS:
+        return None
+    if url.get_backend_name() == "postgresql":
+        # Rewriting it would quietly swap the driver the operator named; saying so is one edit for them.
+        return (f"'{shown}' names the driver '{url.get_driver_name()}', which postwatch does not use: "
+                f"write postgresql:// or postgresql+psycopg:// (psycopg 3)")
+    return f"'{shown}' must be a SQLite file path, sqlite:///PATH or a postgresql:// URL"
 
 
 def _coerce(current: Any, annotation: Any, value: Any) -> Any:
@@ -325,9 +465,10 @@ def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceCo
         if not isinstance(selectors, dict):
             problems.append(f"{label}: selectors must be a table")
             selectors = {}
-        for key in selectors:
-            if key not in _SELECTOR_KEYS:
-                problems.append(f"{label}: unknown selector '{key}' (known: {', '.join(sorted(_SELECTOR_KEYS))})")
+        for key, css in selectors.items():
+            problem = selector_problem(key, css)
+            if problem:
+                problems.append(f"{label}: selectors.{problem}")
         interval = None
         if "interval" in item:
             try:
@@ -343,8 +484,30 @@ def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceCo
     return sources
 
 
+def selector_problem(key: str, css: Any) -> str | None:
+    """Why `key = css` is not a usable selector override (e.g. "body 'div[': ..."), or None."""
+    if key not in _SELECTOR_KEYS:
+        return f"{key}: unknown selector (known: {', '.join(sorted(_SELECTOR_KEYS))})"
+    if not isinstance(css, str) or not css.strip():
+        return f"{key}: must be a CSS selector string"
+    from cssselect import SelectorError
+    from parsel import Selector
+
+    try:
+        # parsel translates the selector (with its ::text and ::attr() extensions) exactly as
+        # the crawler will; an empty document is enough to run the XPath it produces.
+        Selector(text="<html></html>", type="html").css(css)
+    except (SelectorError, ValueError) as exc:
+        return f"{key} {css!r} is not a CSS selector: {exc}"
+    return None
+
+
 def _is_http_url(value: str) -> bool:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port        # raises for a port out of range
+    except ValueError:     # e.g. "http://[::1/"
+        return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
@@ -356,8 +519,17 @@ def _is_loopback(url: str) -> bool:
 def validate(config: Config, where: str = "config") -> list[str]:
     """Cross-field checks that need no network."""
     problems: list[str] = []
-    if not 1 <= config.smtp.connections <= 32:
-        problems.append(f"{where}: [smtp] connections must be between 1 and 32, not {config.smtp.connections}")
+    for section, (cls, renames) in _SECTIONS.items():
+        keys = {attr: key for key, attr in renames.items()}
+        for spec in fields(cls):
+            if "range" not in spec.metadata:
+                continue
+            value, (low, high) = getattr(getattr(config, section), spec.name), spec.metadata["range"]
+            if value is None or low <= value <= high:
+                continue
+            show = format_duration if isinstance(value, timedelta) else (lambda v: f"{v:g}" if isinstance(v, float) else str(v))
+            problems.append(f"{where}: [{section}] {keys.get(spec.name, spec.name)} must be between {show(low)} and "
+                            f"{show(high)}, not {show(value)}")
     if config.smtp.security not in ("starttls", "ssl", "none"):
         problems.append(f"{where}: [smtp] security must be starttls, ssl or none")
     if config.smtp.username and not os.environ.get(config.smtp.password_env):
@@ -379,6 +551,8 @@ def validate(config: Config, where: str = "config") -> list[str]:
         problems.append(f"{where}: [unsubscribe] public_url must be an http(s) URL")
     if not re.fullmatch(r"\[?[\w.:-]*\]?:\d{1,5}", config.daemon.listen):
         problems.append(f"{where}: [daemon] listen must be HOST:PORT")
+    elif not 1 <= config.listen_address()[1] <= 65535:
+        problems.append(f"{where}: [daemon] listen port must be between 1 and 65535, not {config.listen_address()[1]}")
     try:
         from apscheduler.triggers.cron import CronTrigger
 
@@ -389,7 +563,14 @@ def validate(config: Config, where: str = "config") -> list[str]:
         problems.append(f"{where}: [crawl] flood_share must be between 0 and 1")
     # Checking more often than once a minute is impolite to other people's sites; a site on
     # this machine (a replica, a test) is ours to hammer.
+    low, high = CrawlConfig.__dataclass_fields__["interval"].metadata["range"]
     for source in config.sources:
+        if source.interval is not None and not low <= source.interval <= high:
+            problems.append(f"{where}: source '{source.name}': interval must be between {format_duration(low)} and "
+                            f"{format_duration(high)}, not {format_duration(source.interval)}")
+            continue
+        if source.interval is None and not low <= config.crawl.interval <= high:
+            continue            # reported once, as [crawl] interval
         interval = source.interval or config.crawl.interval
         if interval < timedelta(minutes=1) and not _is_loopback(source.url):
             problems.append(f"{where}: source '{source.name}': interval below 1m is impolite to the watched site")
@@ -409,4 +590,5 @@ def scrapy_settings(config: Config) -> dict[str, Any]:
         "DOWNLOAD_MAXSIZE": int(crawl.max_page_mb * 1024 * 1024),
         "RETRY_AFTER_MAX": crawl.retry_after_max.total_seconds(),
         "ROBOTS_TTL": crawl.robots_ttl.total_seconds(),
+        "MAX_POST_PAGES": crawl.max_post_pages,
     }

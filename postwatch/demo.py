@@ -70,9 +70,17 @@ async def _loop(app, site, smtp, folder: Path) -> None:
     say(f"6. Check: {len(summary.events)} events in {summary.requests} requests:")
     for event in summary.events:
         say(f"     {event.kind:<8} {event.title}")
+    say(f"   {summary.pending_edits} edit seen once: not reported until a second fetch sees the same content "
+        "(a rotating ad or timestamp would differ).")
+
+    [summary] = await check("confirm")
+    _fail_if_not_ok(summary)
+    say(f"7. Next check looks at that post again: {len(summary.events)} event(s) in {summary.requests} requests:")
+    for event in summary.events:
+        say(f"     {event.kind:<8} {event.title}")
 
     queued, stats = app.send_digests()
-    say(f"7. Digest: {len(queued)} composed, {stats.sent} sent to the local SMTP server, {stats.retried} retrying.")
+    say(f"8. Digest: {len(queued)} composed, {stats.sent} sent to the local SMTP server, {stats.retried} retrying.")
     preview_path = preview(app.store, app.digest_settings(), None, folder / "digest-preview.html",
                            datetime.now(timezone.utc))
     say()
@@ -91,7 +99,7 @@ def run_demo(keep: bool = False) -> int:
     from crawler.runtime import run
     from postwatch.mailcatcher import MailCatcher
     from postwatch.replica import BlogReplica
-    from scheduler import App
+    from postwatch.app import App
 
     folder = Path(tempfile.mkdtemp(prefix="postwatch-demo-"))
     say(f"postwatch demo — everything happens in {folder} and on 127.0.0.1; your own config and state are not touched.")

@@ -23,7 +23,11 @@ class _KeepingHandler:
 
 
 class MailCatcher:
-    """`with MailCatcher(folder) as smtp:` — smtp.port, smtp.messages (parsed), smtp.files."""
+    """`with MailCatcher(folder) as smtp:` — smtp.port, smtp.messages (parsed), smtp.files.
+
+    stop() then start() again is a mail server that went down and came back on the same port."""
+
+    handler_class = _KeepingHandler
 
     def __init__(self, folder: Path | None = None, host: str = "127.0.0.1", port: int = 0, **controller_options):
         self.folder = Path(folder) if folder else None
@@ -33,8 +37,9 @@ class MailCatcher:
         # Answers to the next DATA commands, in order: None accepts, "451 4.3.0 try later" refuses.
         self.answers: list[str | None] = []
         self._lock = threading.Lock()
-        self._controller = Controller(_KeepingHandler(self), hostname=host, port=port or _free_port(host),
-                                      **controller_options)
+        self._controller_options = {"hostname": host, "port": port or _free_port(host), **controller_options}
+        self._controller = Controller(self.handler_class(self), **self._controller_options)
+        self._stopped = False
 
     @property
     def host(self) -> str:
@@ -65,11 +70,15 @@ class MailCatcher:
             return [str(m.get("Message-ID")) for m in self.messages]
 
     def start(self) -> "MailCatcher":
+        if self._stopped:   # an aiosmtpd Controller runs once: a restart needs a new one
+            self._controller = Controller(self.handler_class(self), **self._controller_options)
+            self._stopped = False
         self._controller.start()
         return self
 
     def stop(self) -> None:
         self._controller.stop()
+        self._stopped = True
 
     def __enter__(self) -> "MailCatcher":
         return self.start()

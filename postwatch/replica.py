@@ -195,6 +195,8 @@ class BaseReplica:
         self.sitemap, self.feed, self.feed_content = sitemap, feed, feed_content
         self.page_size, self.gone_status = page_size, gone_status
         self.chrome_version = 0
+        self.rotating_ads: set[str] = set()      # slugs whose article shows a different ad on every fetch
+        self._ad_counter = 0
         self.site_modified = _now()
         self.requests: list[LoggedRequest] = []
         self._faults: list[_Fault] = []
@@ -286,6 +288,18 @@ class BaseReplica:
         with self._lock:
             self.chrome_version += 1
             self._tick()
+
+    def rotate_ads_in(self, slugs) -> None:
+        """Put an ad that changes on every fetch inside the article body of these posts."""
+        with self._lock:
+            self.rotating_ads.update(slugs)
+            self._tick()
+
+    def _next_ad(self, post: ReplicaPost) -> str:
+        if post.slug not in self.rotating_ads:
+            return ""
+        self._ad_counter += 1
+        return f'<p class="inline-ad">Sponsored: offer #{self._ad_counter} of the day</p>'
 
     def set_robots(self, text: str) -> None:
         with self._lock:
@@ -567,6 +581,7 @@ class BlogReplica(BaseReplica):
                                   f'<img src="/img/{post.slug}.jpg" alt=""></div><figcaption>A photo for {html.escape(post.title)}</figcaption></figure>')
             if index == 1 and len(post.body_paragraphs) > 3:
                 paragraphs.append("<h2>Why it matters</h2>")
+        paragraphs.append(self._next_ad(post))
         form_done = "Awesome! You're subscribed!" if self.chrome_version % 2 == 0 else "Thank you! You're on the list."
         body = (self._head(f"{post.title} | Liberty in North Korea", canonical=self.post_url(post))
                 + '<div class="section blog-post"><div class="blog-label">blog</div>'

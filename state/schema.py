@@ -92,6 +92,8 @@ subscribers = Table(
     Column("cursor", Integer, nullable=False, default=0),
     Column("created_at", UTC, nullable=False),
     Column("unsubscribed_at", UTC),
+    # Added by revision 0004: when the current subscription began (NULL: before 0004).
+    Column("subscribed_at", UTC),
 )
 
 outbox = Table(
@@ -142,4 +144,32 @@ alerts = Table(
     Column("key", String(300), primary_key=True),
     Column("last_sent_at", UTC, nullable=False),
     Column("count", Integer, nullable=False, default=1),
+)
+
+# Added by revision 0003: one row per post and origin ("page", "feed") while new content awaits
+# its confirming fetch, or while the post changes on every fetch (volatile_since set).
+edit_candidates = Table(
+    "edit_candidates", metadata,
+    Column("post_id", Integer, ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True),
+    Column("origin", String(20), primary_key=True),
+    Column("content_hash", String(64)),
+    Column("title", Text),
+    Column("streak", Integer, nullable=False, default=0),
+    Column("first_seen_at", UTC),
+    Column("last_seen_at", UTC, nullable=False),
+    Column("volatile_since", UTC),
+)
+
+# Added by revision 0005. One row while a daemon runs on a PostgreSQL database: whoever holds an
+# unexpired lease (times from the database's clock) is the only daemon allowed to run jobs.
+daemon_lease = Table(
+    "daemon_lease", metadata,
+    Column("name", String(50), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("node", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("acquired_at", UTC, nullable=False),
+    Column("renewed_at", UTC, nullable=False),
+    Column("expires_at", UTC, nullable=False),
 )

@@ -3,22 +3,29 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
+import functools
 import json
+import inspect
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
+from urllib.parse import quote
 
 from sqlalchemy import and_, bindparam, create_engine, delete, event, func, insert, or_, select, text, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 
+from state.accepted import AcceptedJournal
+from state.changes import (FetchState, HeldOutcome, Outcome, Seen, Candidate, VOLATILE_AFTER, hold_reason,
+                           judge_fetch, judge_held_edit)
 from state.diff import paragraph_diff
 from state.normalize import normalize, split_text
-from state.schema import (alerts, counters, events, http_validators, outbox, post_versions, posts, robots_cache,
-                          sources, subscribers)
+from state.schema import (alerts, counters, daemon_lease, edit_candidates, events, http_validators, outbox, post_versions, posts,
+                          robots_cache, sources, subscribers)
 
 # ------------------------------------------------------------------------------------------
 # Records
@@ -61,6 +68,12 @@ class CrawlState:
     validators: dict[str, tuple[str | None, str | None]]
     robots: dict[str, tuple[bytes, datetime]]
     last_full_sweep_at: datetime | None
+    # URL -> origins ("page", "feed") whose next fetch must look again: an unconfirmed edit or a
+    # held "updated" event waits for it.
+    awaiting_confirmation: dict[str, set[str]] = field(default_factory=dict)
+    # Pages of volatile posts: a sweep re-reads them without validators (a 304 would hide
+    # whether the article has settled).
+    volatile_pages: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -98,6 +111,9 @@ class ApplyResult:
     held: bool
     hold_reason: str | None
     baseline: bool
+    became_volatile: list[str] = field(default_factory=list)     # URLs that change on every fetch
+    pending_edits: int = 0                                         # new content seen once, not yet an edit
+    published_held: int = 0                                        # held events this calm check confirmed
 
 
 @dataclass
@@ -112,6 +128,19 @@ class Subscriber:
     status: str
     cursor: int
     created_at: datetime
+    # When the current subscription began; unsubscribe tokens are signed for it. None for a
+    # subscription older than the column (migration 0004).
+    subscribed_at: datetime | None = None
+
+
+@dataclass
+class SubscriberImport:
+    """What `Store.import_subscribers` did (or would have done, when `committed` is False)."""
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0                                       # already subscribed with these settings
+    refused: dict[int, str] = field(default_factory=dict)   # index of the entry -> why
+    committed: bool = False
 
 
 @dataclass
@@ -131,6 +160,7 @@ class OutboxItem:
     raw: bytes
     attempts: int
     created_at: datetime
+    claimed_until: datetime | None = None   # the lease this caller holds, to hand back unsent
 
 
 @dataclass
@@ -145,10 +175,90 @@ class SourceStatus:
     degraded: bool
     degraded_reason: str | None
     held_events: int
+    volatile_posts: int = 0
 
 
 class AlreadyRunning(RuntimeError):
     """Another daemon holds the instance lock of this database."""
+
+
+class StorageError(RuntimeError):
+    """The database could not be opened, read or written. str() is one line: which database, why."""
+
+    def __init__(self, database: str, cause: BaseException | str):
+        self.database = database
+        self.cause = cause
+        super().__init__(self._line(database, cause))
+
+    @staticmethod
+    def _line(database: str, cause: BaseException | str) -> str:
+        return f"database {database}: {cause if isinstance(cause, str) else describe_error(cause)}"
+
+
+class NoDatabase(StorageError):
+    """A command that only reads found no database to read. `cause` is the whole line."""
+
+    @staticmethod
+    def _line(database: str, cause: BaseException | str) -> str:
+        return str(cause)
+
+
+class SchemaMismatch(NoDatabase):
+    """A command that only reads found a database at another schema revision than this code's."""
+
+
+# A PostgreSQL server that does not answer must not hang a command or a daemon job forever; and
+# the server must notice a client cut off by the network within a minute or so (its keepalives),
+# so that the session's locks do not block the daemon that takes over.
+PG_CONNECT_ARGS = {"connect_timeout": 10}
+PG_SESSION_OPTIONS = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3"
+
+
+def _pg_connect_args(extra: dict, *options: str) -> dict:
+    merged = " ".join(filter(None, [PG_SESSION_OPTIONS, extra.get("options"), *options]))
+    return {**PG_CONNECT_ARGS, **extra, "options": merged}
+
+
+def database_display_name(url: str) -> str:
+    """The database as the operator knows it: a file path, or the URL without its password."""
+    if url.startswith("sqlite"):
+        return url.removeprefix("sqlite:///") or url
+    parsed = make_url(url)
+    return parsed.set(drivername=parsed.get_backend_name()).render_as_string(hide_password=True)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a driver or OS error: the first line of the DBAPI's own message, without
+    SQLAlchemy's SQL echo and background link or the server's LINE/HINT lines."""
+    cause = getattr(exc, "orig", None) or exc
+    if isinstance(cause, OSError) and cause.strerror:
+        where = f" ({cause.filename})" if cause.filename else ""
+        return f"{cause.strerror}{where}"
+    text = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", str(cause))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(cause).__name__
+
+
+def _storage_errors(method):
+    """Turn SQLAlchemy and OS errors raised by a Store method into a StorageError naming the database."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except StorageError:
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            raise StorageError(self.display_name, exc) from exc
+
+    return wrapper
+
+
+def _wrap_storage_errors(cls):
+    """Every public Store method, also ones added later, raises StorageError for storage failures."""
+    for name, value in list(vars(cls).items()):
+        if inspect.isfunction(value) and not name.startswith("_"):
+            setattr(cls, name, _storage_errors(value))
+    return cls
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -175,22 +285,34 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@dataclass
+class _CheckPass:
+    """What one apply_check learns while it walks the observed posts."""
+    held_edits: dict[int, list]                                   # post id -> held "updated" events not yet judged
+    confirmed_held: set[int] = field(default_factory=set)         # held edits whose content was seen again
+    became_volatile: list[str] = field(default_factory=list)
+    pending: int = 0
+
+
 # ------------------------------------------------------------------------------------------
 # The store
 # ------------------------------------------------------------------------------------------
+@_wrap_storage_errors
 class Store:
     """State of every source, post, event, subscriber and queued message.
 
     `url`: a bare file path or `sqlite:///path` (WAL, foreign keys, 5 s busy timeout), or
     `postgresql+psycopg://...`. Opening runs the Alembic migrations to the newest revision.
+    `read_only=True` migrates nothing, writes nothing and creates no file: a missing database
+    raises NoDatabase, one at another schema revision SchemaMismatch.
     """
 
-    MIN_FLOOD_EVENTS = 4
     COMPOSE_BATCH = 200
 
     def __init__(self, url: str, *, removal_confirm_after: timedelta = timedelta(hours=1),
                  flood_share: float = 0.30, send_lease: timedelta = timedelta(minutes=5),
-                 migrate: bool = True, connect_args: dict | None = None):
+                 migrate: bool = True, connect_args: dict | None = None, read_only: bool = False,
+                 volatile_after: int = VOLATILE_AFTER):
         if "://" not in url:
             url = "sqlite:///" + str(Path(url).resolve())
         if url.startswith("postgresql://"):
@@ -199,18 +321,38 @@ class Store:
         self.removal_confirm_after = removal_confirm_after
         self.flood_share = flood_share
         self.send_lease = send_lease
+        self.volatile_after = volatile_after
         self.is_sqlite = url.startswith("sqlite")
-        self.engine = self._make_engine(url, connect_args or {})
-        if migrate:
-            self.migrate()
+        self.read_only = read_only
+        self.connect_args = connect_args or {}
+        self.display_name = database_display_name(url)
+        sqlite_path = url.removeprefix("sqlite:///") if self.is_sqlite else ""
+        # PostgreSQL marks a row without waiting behind other writers: no journal there.
+        self.accepted = AcceptedJournal(sqlite_path + ".accepted") if sqlite_path and sqlite_path != ":memory:" else None
+        try:
+            if read_only:
+                self.engine = self._make_read_only_engine(url, connect_args or {})
+                self._check_revision()
+            else:
+                self.engine = self._make_engine(url, connect_args or {})
+                if migrate:
+                    self.migrate()
+        except StorageError:
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            raise StorageError(self.display_name, exc) from exc
 
     # -- lifecycle -------------------------------------------------------------------------
     def _make_engine(self, url: str, connect_args: dict) -> Engine:
         if not self.is_sqlite:
-            return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+            return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args(connect_args))
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # Subscribers' addresses live here: a new database (and the -wal/-shm files SQLite
+            # gives the same mode) is readable by the account postwatch runs as only.
+            Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         engine = create_engine(url, connect_args={"timeout": 5, **connect_args})
 
         @event.listens_for(engine, "connect")
@@ -230,6 +372,48 @@ class Store:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+
+    def _make_read_only_engine(self, url: str, connect_args: dict) -> Engine:
+        if not self.is_sqlite:
+            return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args(
+                connect_args, "-c default_transaction_read_only=on"))
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_file() or path.stat().st_size == 0:
+            raise NoDatabase(str(path), f"no database at {path} yet; run `postwatch check` first")
+        # mode=ro alone still creates -wal and -shm beside a WAL database (and cannot create them
+        # in a read-only folder). With no -wal present no writer has uncheckpointed changes, so
+        # the file is read as immutable: no lock, no new file. A writer that checkpoints during
+        # these few milliseconds can at worst make this read fail; it cannot harm the database.
+        immutable = "" if Path(f"{path}-wal").exists() else "&immutable=1"
+        return create_engine(f"sqlite:///file:{quote(str(path))}?mode=ro{immutable}&uri=true",
+                             connect_args={"timeout": 5, **connect_args})
+
+    @staticmethod
+    def head_revision() -> str:
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory(str(resources.files("state") / "migrations")).get_current_head()
+
+    def _check_revision(self) -> None:
+        from alembic.script import ScriptDirectory
+
+        with self.engine.connect() as connection:
+            try:
+                current = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            except SQLAlchemyError:
+                current = None
+        if current is None:
+            raise NoDatabase(self.display_name, f"no postwatch database at {self.display_name} yet; run `postwatch check` first")
+        head = self.head_revision()
+        if current == head:
+            return
+        known = {script.revision for script in ScriptDirectory(str(resources.files("state") / "migrations")).walk_revisions()}
+        if current in known:
+            raise SchemaMismatch(self.display_name, f"database {self.display_name} is at schema revision {current}, this "
+                                                    f"postwatch needs {head}; run `postwatch check` (or any command that "
+                                                    "writes) once to upgrade it")
+        raise SchemaMismatch(self.display_name, f"database {self.display_name} is at schema revision {current}, written by "
+                                                "a newer postwatch; upgrade postwatch")
 
     def migrate(self, revision: str = "head") -> None:
         from alembic import command
@@ -252,42 +436,102 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._lease_engine is not None:
+            self._lease_engine.dispose()
+
+    def instance_lock(self, on_lost: Callable[[str], None] | None = None):
+        """Held by the daemon for its whole life: one daemon per database.
+
+        SQLite: an flock beside the database file (the kernel drops it when the process dies).
+        PostgreSQL: a lease row renewed every few seconds (state.lease.DaemonLease); `on_lost`
+        is called, from another thread, with one line when it can no longer be renewed."""
+        if self.is_sqlite:
+            return self._file_lock()
+        from state.lease import DaemonLease
+
+        return DaemonLease(self, on_lost=on_lost)
 
     @contextlib.contextmanager
-    def instance_lock(self):
-        """Held by the daemon for its whole life: one daemon per database."""
-        if self.is_sqlite:
-            lock_path = self.url.removeprefix("sqlite:///") + ".lock"
-            handle = open(lock_path, "a+")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                raise AlreadyRunning(f"another postwatch daemon is using {self.url.removeprefix('sqlite:///')}") from None
-            try:
-                handle.seek(0)
-                handle.truncate()
-                handle.write(f"{os.getpid()}\n")
-                handle.flush()
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-                handle.close()
-            return
-        key = int.from_bytes(hashlib.sha256(b"postwatch-daemon").digest()[:7], "big")
-        connection = self.engine.connect()
+    def _file_lock(self):
+        lock_path = self.url.removeprefix("sqlite:///") + ".lock"
         try:
-            got = connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
-            connection.commit()
-            if not got:
-                raise AlreadyRunning(f"another postwatch daemon is using {self.engine.url.render_as_string(hide_password=True)}")
-            try:
-                yield
-            finally:
-                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                connection.commit()
+            handle = open(lock_path, "a+", opener=lambda name, flags: os.open(name, flags, 0o600))
+        except OSError as exc:
+            raise StorageError(self.display_name, exc) from exc
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise AlreadyRunning(f"another postwatch daemon is using {self.display_name}") from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
         finally:
-            connection.close()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    # -- the daemon lease (PostgreSQL) -------------------------------------------------------
+    # Times come from the database's clock (now()), so hosts with skewed clocks agree on expiry.
+    # The lease has its own one-connection engine with short timeouts: a renewal must neither
+    # wait behind the jobs' connections nor hang on a dead network.
+    LEASE_NAME = "daemon"
+    LEASE_CALL_TIMEOUT = 3.0
+    _lease_engine: Engine | None = None
+
+    def _lease_connection(self) -> Connection:
+        if self._lease_engine is None:
+            millis = int(self.LEASE_CALL_TIMEOUT * 1000)
+            self._lease_engine = create_engine(
+                self.url, pool_size=1, max_overflow=0, pool_pre_ping=True, pool_timeout=self.LEASE_CALL_TIMEOUT,
+                connect_args={**_pg_connect_args(self.connect_args, f"-c statement_timeout={millis} -c lock_timeout={millis}"),
+                              "connect_timeout": max(2, int(self.LEASE_CALL_TIMEOUT)), "tcp_user_timeout": millis})
+        return self._lease_engine.connect()
+
+    def take_lease(self, holder: str, host: str, node: str, pid: int, ttl: timedelta,
+                   replacing: str | None = None) -> bool:
+        """One atomic statement: the lease becomes `holder`'s when there is none, when it has
+        expired, or when it is still `replacing`'s (a holder known to be dead)."""
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        now = func.now()
+        statement = pg_insert(daemon_lease).values(
+            name=self.LEASE_NAME, holder=holder, host=host, node=node, pid=pid,
+            acquired_at=now, renewed_at=now, expires_at=now + ttl,
+        )
+        condition = daemon_lease.c.expires_at <= now
+        if replacing:
+            condition = or_(condition, daemon_lease.c.holder == replacing)
+        statement = statement.on_conflict_do_update(
+            index_elements=[daemon_lease.c.name],
+            set_={c: statement.excluded[c] for c in ("holder", "host", "node", "pid", "acquired_at", "renewed_at",
+                                                     "expires_at")},
+            where=condition,
+        ).returning(daemon_lease.c.holder)
+        with self._lease_connection() as conn, conn.begin():
+            return conn.execute(statement).scalar() == holder
+
+    def lease_holder(self) -> dict | None:
+        """The current lease row with `remaining` (seconds until it expires, by the database's clock)."""
+        query = select(daemon_lease, func.extract("epoch", daemon_lease.c.expires_at - func.now()).label("remaining")) \
+            .where(daemon_lease.c.name == self.LEASE_NAME)
+        with self._lease_connection() as conn, conn.begin():
+            row = conn.execute(query).mappings().first()
+        return dict(row) if row else None
+
+    def renew_lease(self, holder: str, ttl: timedelta) -> bool:
+        """False when the lease is no longer `holder`'s."""
+        statement = update(daemon_lease).where(daemon_lease.c.name == self.LEASE_NAME, daemon_lease.c.holder == holder) \
+            .values(renewed_at=func.now(), expires_at=func.now() + ttl).returning(daemon_lease.c.holder)
+        with self._lease_connection() as conn, conn.begin():
+            return conn.execute(statement).scalar() == holder
+
+    def release_lease(self, holder: str) -> None:
+        with self._lease_connection() as conn, conn.begin():
+            conn.execute(delete(daemon_lease).where(daemon_lease.c.name == self.LEASE_NAME,
+                                                    daemon_lease.c.holder == holder))
 
     # -- sources ---------------------------------------------------------------------------
     def _source_row(self, conn: Connection, name: str):
@@ -352,7 +596,30 @@ class Store:
             validators = {r.url: (r.etag, r.last_modified) for r in conn.execute(
                 select(http_validators).where(http_validators.c.source_id == src["id"]))}
             robots = {r.origin: (bytes(r.body), _utc(r.fetched_at)) for r in conn.execute(select(robots_cache))}
-            return CrawlState(bool(src["baseline_done"]), known, validators, robots, _utc(src["last_full_sweep_at"]))
+            volatile_pages = set(conn.execute(
+                select(posts.c.url).select_from(edit_candidates.join(posts, posts.c.id == edit_candidates.c.post_id))
+                .where(posts.c.source_id == src["id"], posts.c.status != "removed", edit_candidates.c.origin == "page",
+                       edit_candidates.c.volatile_since.is_not(None))).scalars())
+            return CrawlState(bool(src["baseline_done"]), known, validators, robots, _utc(src["last_full_sweep_at"]),
+                              self._awaiting_confirmation(conn, src["id"]), volatile_pages)
+
+    def _awaiting_confirmation(self, conn, source_id: int) -> dict[str, set[str]]:
+        """Posts whose next fetch decides something: a pending edit (not of a volatile post,
+        which waits for the ordinary sweep) or a held "updated" event."""
+        awaiting: dict[str, set[str]] = {}
+        pending = (select(posts.c.url, edit_candidates.c.origin)
+                   .select_from(edit_candidates.join(posts, posts.c.id == edit_candidates.c.post_id))
+                   .where(posts.c.source_id == source_id, posts.c.status != "removed",
+                          edit_candidates.c.content_hash.is_not(None), edit_candidates.c.volatile_since.is_(None)))
+        held = (select(posts.c.url, post_versions.c.origin)
+                .select_from(events.join(posts, posts.c.id == events.c.post_id)
+                             .join(post_versions, and_(post_versions.c.post_id == events.c.post_id,
+                                                       post_versions.c.content_hash == events.c.version_hash)))
+                .where(events.c.source_id == source_id, events.c.status == "held", events.c.kind == "updated",
+                       posts.c.status != "removed"))
+        for url, origin in [*conn.execute(pending), *conn.execute(held)]:
+            awaiting.setdefault(url, set()).add(origin)
+        return awaiting
 
     def mark_full_sweep(self, source: str, now: datetime) -> None:
         with self.engine.begin() as conn:
@@ -377,11 +644,12 @@ class Store:
                 select(posts.c.id, posts.c.url, posts.c.title, posts.c.status, posts.c.gone_since, posts.c.content_hash,
                        posts.c.published_at).where(posts.c.source_id == source_id))}
             baseline = check.baseline or not src["baseline_done"]
+            pass_ = _CheckPass(held_edits=self._held_edits(conn, source_id))
             drafts: list[dict] = []
             observed: set[str] = set()
             for item in _richest_per_url(check.posts):
                 observed.add(item.url)
-                drafts += self._apply_post(conn, source_id, stored.get(item.url), item, now, baseline)
+                drafts += self._apply_post(conn, source_id, stored.get(item.url), item, now, baseline, pass_)
             for url in check.unchanged_urls:
                 row = stored.get(url)
                 if row is not None and row.status != "active":
@@ -403,21 +671,19 @@ class Store:
 
             known_count = sum(1 for r in stored.values() if r.status != "removed")
             drafts = self._cancel_reversals(conn, source_id, drafts)
-            hold_reason = None
-            if not check.posts and not check.not_modified and not check.unchanged_urls and not check.gone and known_count:
-                hold_reason = f"the check found no posts where {known_count} were known (redesign or broken page?)"
-            elif len(drafts) >= self.MIN_FLOOD_EVENTS and known_count and len(drafts) / known_count > self.flood_share:
-                hold_reason = (f"{len(drafts)} changes at once touch {len(drafts) / known_count:.0%} of {known_count} posts "
-                               f"(more than {self.flood_share:.0%})")
-            created = self._store_events(conn, source_id, source, drafts, now, held=hold_reason is not None)
-            if hold_reason:
-                source_values.update(degraded=True, degraded_reason=hold_reason)
-            else:
-                confirmed = self._confirm_held(conn, source_id)
+            reason = hold_reason(changes=len(drafts), known=known_count, flood_share=self.flood_share,
+                                 saw_anything=bool(check.posts or check.not_modified or check.unchanged_urls or check.gone))
+            created = self._store_events(conn, source_id, source, drafts, now, held=reason is not None)
+            if reason:
+                source_values.update(degraded=True, degraded_reason=reason)
+            confirmed = 0
+            if not reason:
+                confirmed = self._confirm_held(conn, source_id, pass_.confirmed_held)
                 if confirmed or not self._held_count(conn, source_id):
                     source_values.update(degraded=False, degraded_reason=None)
             conn.execute(update(sources).where(sources.c.id == source_id).values(**source_values))
-            return ApplyResult(created, hold_reason is not None, hold_reason, False)
+            return ApplyResult(created, reason is not None, reason, False, became_volatile=pass_.became_volatile,
+                               pending_edits=pass_.pending, published_held=confirmed)
 
     def _save_validators(self, conn, source_id: int, validators: dict, now: datetime) -> None:
         for url, (etag, last_modified) in validators.items():
@@ -441,7 +707,8 @@ class Store:
                             .where(post_versions.c.post_id == post_id, post_versions.c.origin == origin)
                             .order_by(post_versions.c.id.desc()).limit(1)).first()
 
-    def _apply_post(self, conn, source_id: int, row, item: ObservedPost, now: datetime, baseline: bool) -> list[dict]:
+    def _apply_post(self, conn, source_id: int, row, item: ObservedPost, now: datetime, baseline: bool,
+                    pass_: "_CheckPass") -> list[dict]:
         content = normalize(item.body_html) if item.body_html else None
         if content is not None and not content.paragraphs:
             content = None      # an empty body is an extraction miss, not an edit that deleted everything
@@ -465,26 +732,94 @@ class Store:
         if item.published and not row.published_at:
             values["published_at"] = item.published
         if content is not None:
+            seen = Seen(content.content_hash, title)
+            self._judge_held_edits(conn, row.id, item.origin, seen, pass_)
             previous = self._latest_version(conn, row.id, item.origin)
-            if previous is None:
+            if baseline:
+                verdict = None      # the baseline records what is there: no candidates, no events
+            else:
+                verdict = judge_fetch(self._fetch_state(conn, row.id, item.origin, previous), seen, now,
+                                      self.volatile_after)
+                self._save_fetch_state(conn, row.id, item.origin, verdict, now)
+                if verdict.became_volatile:
+                    pass_.became_volatile.append(row.url)
+                if verdict.outcome is Outcome.PENDING and not verdict.volatile:
+                    pass_.pending += 1
+            if previous is None or (verdict is None and Seen(previous.content_hash, previous.title) != seen):
                 # First body of this origin (baseline from a listing, or feed then page): no event.
                 self._insert_version(conn, row.id, item.origin, content, title, item.body_html, now)
-                values["content_hash"] = content.content_hash
-                values["title"] = title
-            elif previous.content_hash != content.content_hash or previous.title != title:
+                values.update(content_hash=content.content_hash, title=title)
+            elif verdict is not None and verdict.publish:
                 old_text = conn.execute(select(post_versions.c.text).where(post_versions.c.id == previous.id)).scalar()
                 self._insert_version(conn, row.id, item.origin, content, title, item.body_html, now)
                 values.update(content_hash=content.content_hash, title=title)
-                if not baseline:
-                    drafts.append(dict(post_id=row.id, kind="updated", url=row.url, title=title,
-                                       published_at=item.published or row.published_at, summary=summary,
-                                       body_html=item.body_html, version_hash=content.content_hash,
-                                       previous_hash=previous.content_hash,
-                                       diff=paragraph_diff(split_text(old_text or ""), content.paragraphs,
-                                                           previous.title, title)))
+                drafts.append(dict(post_id=row.id, kind="updated", url=row.url, title=title,
+                                   published_at=item.published or row.published_at, summary=summary,
+                                   body_html=item.body_html, version_hash=content.content_hash,
+                                   previous_hash=previous.content_hash,
+                                   diff=paragraph_diff(split_text(old_text or ""), content.paragraphs,
+                                                       previous.title, title)))
         if values:
             conn.execute(update(posts).where(posts.c.id == row.id).values(**values))
         return drafts
+
+    # -- edit candidates and held edits ------------------------------------------------------
+    def _fetch_state(self, conn, post_id: int, origin: str, previous) -> FetchState:
+        stored = Seen(previous.content_hash, previous.title) if previous is not None else None
+        row = conn.execute(select(edit_candidates).where(edit_candidates.c.post_id == post_id,
+                                                         edit_candidates.c.origin == origin)).mappings().first()
+        if row is None:
+            return FetchState(stored)
+        candidate = (Candidate(Seen(row["content_hash"], row["title"]), row["streak"], _utc(row["first_seen_at"]))
+                     if row["content_hash"] is not None else None)
+        return FetchState(stored, candidate, row["volatile_since"] is not None)
+
+    def _save_fetch_state(self, conn, post_id: int, origin: str, verdict, now: datetime) -> None:
+        where = and_(edit_candidates.c.post_id == post_id, edit_candidates.c.origin == origin)
+        if verdict.candidate is None and not verdict.volatile:
+            conn.execute(delete(edit_candidates).where(where))
+            return
+        candidate = verdict.candidate
+        values = dict(content_hash=candidate.seen.content_hash if candidate else None,
+                      title=candidate.seen.title if candidate else None, streak=candidate.streak if candidate else 0,
+                      first_seen_at=candidate.first_seen_at if candidate else None, last_seen_at=now)
+        if verdict.became_volatile:
+            values["volatile_since"] = now
+        if not conn.execute(update(edit_candidates).where(where).values(**values)).rowcount:
+            conn.execute(insert(edit_candidates).values(post_id=post_id, origin=origin, **values))
+
+    def _held_edits(self, conn, source_id: int) -> dict[int, list]:
+        held: dict[int, list] = {}
+        for r in conn.execute(select(events.c.id, events.c.post_id, events.c.title, events.c.version_hash,
+                                     events.c.previous_hash)
+                              .where(events.c.source_id == source_id, events.c.status == "held",
+                                     events.c.kind == "updated").order_by(events.c.id)):
+            held.setdefault(r.post_id, []).append(r)
+        return held
+
+    def _judge_held_edits(self, conn, post_id: int, origin: str, seen: Seen, pass_: "_CheckPass") -> None:
+        """Before a fetch is judged against the stored version: a held edit of this post is
+        confirmed by seeing its content again; anything else dismisses it and puts the stored
+        version back to what subscribers last heard of."""
+        for held in pass_.held_edits.pop(post_id, []):
+            version = conn.execute(select(post_versions.c.id, post_versions.c.origin)
+                                   .where(post_versions.c.post_id == post_id,
+                                          post_versions.c.content_hash == held.version_hash)
+                                   .order_by(post_versions.c.id.desc()).limit(1)).first()
+            if version is not None and version.origin != origin:
+                pass_.held_edits.setdefault(post_id, []).append(held)     # judged by a fetch of its own origin
+                continue
+            outcome = judge_held_edit(Seen(held.version_hash, held.title), seen)
+            if outcome is HeldOutcome.CONFIRM:
+                pass_.confirmed_held.add(held.id)
+            elif outcome is HeldOutcome.DISMISS:
+                conn.execute(update(events).where(events.c.id == held.id).values(status="dismissed"))
+                if version is not None:
+                    conn.execute(delete(post_versions).where(post_versions.c.id == version.id))
+                    restored = self._latest_version(conn, post_id, origin)
+                    if restored is not None:
+                        conn.execute(update(posts).where(posts.c.id == post_id).values(
+                            content_hash=restored.content_hash, title=restored.title))
 
     def _insert_version(self, conn, post_id, origin, content, title, body_html, now) -> None:
         conn.execute(insert(post_versions).values(post_id=post_id, origin=origin, content_hash=content.content_hash,
@@ -527,19 +862,17 @@ class Store:
         return created
 
     def _cancel_reversals(self, conn, source_id: int, drafts: list[dict]) -> list[dict]:
-        """A change that undoes a held one (a glitch, then the real page again) cancels both:
-        subscribers never hear of either."""
-        held = {r.post_id: r for r in conn.execute(select(events.c.id, events.c.post_id, events.c.kind, events.c.previous_hash)
-                                                   .where(events.c.source_id == source_id, events.c.status == "held"))}
+        """A restore that undoes a held removal (a glitch, then the real page again) cancels
+        both: subscribers never hear of either. (A held edit is judged by _judge_held_edits.)"""
+        held = {r.post_id: r for r in conn.execute(select(events.c.id, events.c.post_id, events.c.kind)
+                                                   .where(events.c.source_id == source_id, events.c.status == "held",
+                                                          events.c.kind == "removed"))}
         if not held:
             return drafts
         kept = []
         for draft in drafts:
             previous = held.get(draft.get("post_id"))
-            reverts = previous is not None and (
-                (previous.kind == "updated" and draft["kind"] == "updated" and draft.get("version_hash") == previous.previous_hash)
-                or (previous.kind == "removed" and draft["kind"] == "restored"))
-            if reverts:
+            if previous is not None and draft["kind"] == "restored":
                 conn.execute(update(events).where(events.c.id == previous.id).values(status="dismissed"))
             else:
                 kept.append(draft)
@@ -549,19 +882,38 @@ class Store:
         return conn.execute(select(func.count()).select_from(events).where(
             events.c.source_id == source_id, events.c.status == "held")).scalar()
 
-    def _confirm_held(self, conn, source_id: int) -> int:
-        """A calm check after a held one confirms held edits and removals. Held "new" posts wait
-        for the operator: a flood of new URLs is what a site redesign looks like."""
-        return self._publish_held(conn, source_id, kinds=("updated", "removed", "restored"))
+    def _confirm_held(self, conn, source_id: int, seen_again: set[int]) -> int:
+        """A calm check after a held one confirms held removals, and held edits whose content
+        this check's fetch saw again. Held "new" posts wait for the operator: a flood of new
+        URLs is what a site redesign looks like."""
+        count = self._publish_held(conn, source_id, kinds=("removed", "restored"))
+        if seen_again:
+            count += self._publish_held(conn, source_id, kinds=("updated",), ids=seen_again)
+        return count
 
-    def _publish_held(self, conn, source_id: int, kinds: tuple[str, ...] | None = None) -> int:
+    def _publish_held(self, conn, source_id: int, kinds: tuple[str, ...] | None = None,
+                      ids: set[int] | None = None) -> int:
         query = select(events.c.id).where(events.c.source_id == source_id, events.c.status == "held").order_by(events.c.id)
         if kinds:
             query = query.where(events.c.kind.in_(kinds))
+        if ids is not None:
+            query = query.where(events.c.id.in_(sorted(ids)))
         ids = list(conn.execute(query).scalars())
         for event_id, seq in zip(ids, self._next_seqs(conn, len(ids))):
             conn.execute(update(events).where(events.c.id == event_id).values(seq=seq, status="published"))
         return len(ids)
+
+    def volatile_posts(self, source: str | None = None) -> list[tuple[str, str, datetime]]:
+        """(source, URL, since) of the posts whose content changes on every fetch."""
+        query = (select(sources.c.name, posts.c.url, func.min(edit_candidates.c.volatile_since))
+                 .select_from(edit_candidates.join(posts, posts.c.id == edit_candidates.c.post_id)
+                              .join(sources, sources.c.id == posts.c.source_id))
+                 .where(edit_candidates.c.volatile_since.is_not(None))
+                 .group_by(sources.c.name, posts.c.url).order_by(sources.c.name, posts.c.url))
+        if source:
+            query = query.where(sources.c.name == source)
+        with self.engine.connect() as conn:
+            return [(name, url, _utc(since)) for name, url, since in conn.execute(query)]
 
     def release_source(self, name: str) -> int:
         with self.engine.begin() as conn:
@@ -592,12 +944,17 @@ class Store:
                                        .group_by(posts.c.source_id)).all())
             held = dict(conn.execute(select(events.c.source_id, func.count()).where(events.c.status == "held")
                                      .group_by(events.c.source_id)).all())
+            volatile = dict(conn.execute(
+                select(posts.c.source_id, func.count(func.distinct(posts.c.id)))
+                .select_from(edit_candidates.join(posts, posts.c.id == edit_candidates.c.post_id))
+                .where(edit_candidates.c.volatile_since.is_not(None)).group_by(posts.c.source_id)).all())
             rows = conn.execute(select(sources).where(sources.c.enabled.is_(True)).order_by(sources.c.id)).mappings()
             return [SourceStatus(name=r["name"], url=r["url"], posts=counts.get(r["id"], 0),
                                  last_check_at=_utc(r["last_check_at"]), last_success_at=_utc(r["last_success_at"]),
                                  last_error=r["last_error"], consecutive_failures=r["consecutive_failures"],
                                  degraded=bool(r["degraded"]), degraded_reason=r["degraded_reason"],
-                                 held_events=held.get(r["id"], 0)) for r in rows]
+                                 held_events=held.get(r["id"], 0), volatile_posts=volatile.get(r["id"], 0))
+                    for r in rows]
 
     # -- subscribers -----------------------------------------------------------------------
     @staticmethod
@@ -605,7 +962,8 @@ class Store:
         return Subscriber(id=row["id"], email=row["email"], cadence=row["cadence"], send_time=row["send_time"],
                           timezone=row["timezone"], weekday=row["weekday"],
                           sources=json.loads(row["sources"]) if row["sources"] else None, status=row["status"],
-                          cursor=row["cursor"], created_at=_utc(row["created_at"]))
+                          cursor=row["cursor"], created_at=_utc(row["created_at"]),
+                          subscribed_at=_utc(row["subscribed_at"]))
 
     def add_subscriber(self, email: str, *, cadence: str = "daily", send_time: str = "08:00", timezone: str = "UTC",
                        weekday: int | None = None, sources: list[str] | None = None,
@@ -617,15 +975,70 @@ class Store:
             current = conn.execute(select(counters.c.value).where(counters.c.name == "event_seq")).scalar()
             row = conn.execute(select(subscribers).where(func.lower(subscribers.c.email) == email.lower())).mappings().first()
             if row is None:
-                conn.execute(insert(subscribers).values(email=email, status="active", cursor=current, created_at=now, **values))
+                conn.execute(insert(subscribers).values(email=email, status="active", cursor=current, created_at=now,
+                                                        subscribed_at=now, **values))
             elif row["status"] != "active":
-                # Back after unsubscribing: from now on, not the changes they missed.
+                # Back after unsubscribing: from now on, not the changes they missed. A new
+                # subscription: links from the old one no longer unsubscribe them.
                 conn.execute(update(subscribers).where(subscribers.c.id == row["id"]).values(
-                    status="active", cursor=current, unsubscribed_at=None, **values))
+                    status="active", cursor=current, unsubscribed_at=None, subscribed_at=now, **values))
             else:
                 conn.execute(update(subscribers).where(subscribers.c.id == row["id"]).values(**values))
             row = conn.execute(select(subscribers).where(func.lower(subscribers.c.email) == email.lower())).mappings().first()
             return self._subscriber(row)
+
+    _SETTINGS = ("cadence", "send_time", "timezone", "weekday", "sources")
+
+    def import_subscribers(self, entries: list[dict], now: datetime | None = None, *, commit: bool = True,
+                           skip_refused: bool = False) -> SubscriberImport:
+        """Many subscribers in one transaction: one executemany for the new addresses, one for
+        the changed ones. Each entry has `email` (normalised, distinct) and the settings of
+        `add_subscriber`. An address that unsubscribed is refused, never re-activated: only
+        the person can subscribe again. Nothing is written when any entry is refused, unless
+        `skip_refused`; nothing at all when not `commit`."""
+        now = now or _now()
+        result = SubscriberImport()
+        additions, changes = [], []
+        with self.engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                current = conn.execute(select(counters.c.value).where(counters.c.name == "event_seq")).scalar()
+                existing = {row["email"].lower(): row for row in conn.execute(
+                    select(subscribers.c.id, subscribers.c.email, subscribers.c.status,
+                           *(subscribers.c[name] for name in self._SETTINGS))).mappings()}
+                for index, entry in enumerate(entries):
+                    values = {"cadence": entry["cadence"], "send_time": entry["send_time"], "timezone": entry["timezone"],
+                              "weekday": entry.get("weekday"),
+                              "sources": json.dumps(entry["sources"]) if entry.get("sources") else None}
+                    row = existing.get(entry["email"].lower())
+                    if row is None:
+                        additions.append({"email": entry["email"], "status": "active", "cursor": current,
+                                          "created_at": now, "subscribed_at": now, **values})
+                    elif row["status"] == "unsubscribed":
+                        result.refused[index] = "unsubscribed; not re-subscribed without their consent"
+                    elif row["status"] != "active":
+                        result.refused[index] = f"{row['status']}; not re-activated by an import"
+                    elif all(row[name] == values[name] for name in self._SETTINGS):
+                        result.unchanged += 1
+                    else:
+                        changes.append({"row_id": row["id"], **{f"new_{name}": values[name] for name in self._SETTINGS}})
+                result.added, result.updated = len(additions), len(changes)
+                if not commit or (result.refused and not skip_refused):
+                    transaction.rollback()
+                    return result
+                if additions:
+                    conn.execute(insert(subscribers), additions)
+                if changes:
+                    conn.execute(update(subscribers)
+                                 .where(subscribers.c.id == bindparam("row_id"), subscribers.c.status == "active")
+                                 .values(**{name: bindparam(f"new_{name}") for name in self._SETTINGS}), changes)
+                transaction.commit()
+                result.committed = True
+                return result
+            except BaseException:
+                if transaction.is_active:
+                    transaction.rollback()
+                raise
 
     def remove_subscriber(self, email: str) -> bool:
         with self.engine.begin() as conn:
@@ -720,23 +1133,58 @@ class Store:
                 subject=message.subject, raw=message.raw, status="pending", attempts=0, next_attempt_at=now,
                 created_at=now)).inserted_primary_key[0]
 
+    @staticmethod
+    def _due_clause(now: datetime):
+        return and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now,
+                    or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= now))
+
     def due_outbox(self, now: datetime, limit: int = 1000, *, claim: bool = True) -> list[OutboxItem]:
         """Pending messages whose next attempt is due, leased to the caller for `send_lease`
         so that a daemon and a CLI run never hand the same message to the server at once."""
+        lease = now + self.send_lease if claim else None
         with self.engine.begin() as conn:
             query = (select(outbox.c.id, outbox.c.subscriber_id, outbox.c.to_addr, outbox.c.message_id, outbox.c.raw,
                             outbox.c.attempts, outbox.c.created_at)
-                     .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now,
-                            or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= now))
+                     .where(self._due_clause(now))
                      .order_by(outbox.c.id).limit(limit))
             if not self.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             rows = conn.execute(query).all()
             if claim and rows:
                 conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
-                             .values(claimed_until=now + self.send_lease))
+                             .values(claimed_until=lease))
             return [OutboxItem(id=r.id, subscriber_id=r.subscriber_id, to_addr=r.to_addr, message_id=r.message_id,
-                               raw=bytes(r.raw), attempts=r.attempts, created_at=_utc(r.created_at)) for r in rows]
+                               raw=bytes(r.raw), attempts=r.attempts, created_at=_utc(r.created_at),
+                               claimed_until=lease) for r in rows]
+
+    def outbox_due(self, now: datetime) -> bool:
+        """Whether any message is due. Only looks: a lease taken here would hide the message
+        from the flush that follows for the whole lease."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(outbox.c.id).where(self._due_clause(now)).limit(1)).first() is not None
+
+    def release_claims(self, items: Iterable[OutboxItem]) -> int:
+        """Hand leased messages that never reached the server back to the queue at once (a
+        stopping sender), so a restart need not wait for the lease to run out. A lease that ran
+        out and was taken by another sender is not ours to clear."""
+        params = [{"outbox_id": i.id, "lease": i.claimed_until} for i in items if i.claimed_until is not None]
+        if not params:
+            return 0
+        with self.engine.begin() as conn:
+            return conn.execute(update(outbox).where(outbox.c.id == bindparam("outbox_id"), outbox.c.status == "pending",
+                                                     outbox.c.claimed_until == bindparam("lease"))
+                                .values(claimed_until=None), params).rowcount
+
+    def immediate_subscribers_behind(self) -> list[int]:
+        """Active immediate subscribers whose cursor is before the newest published event,
+        wherever it was published from (a CLI check, a release, a confirmed held edit)."""
+        with self.engine.connect() as conn:
+            newest = conn.execute(select(func.max(events.c.seq)).where(events.c.status == "published")).scalar()
+            if newest is None:
+                return []
+            return list(conn.execute(select(subscribers.c.id).where(
+                subscribers.c.status == "active", subscribers.c.cadence == "immediate", subscribers.c.cursor < newest)
+                .order_by(subscribers.c.id)).scalars())
 
     # Built once: marking is the one statement run per message sent, 10,000 times a digest.
     _MARK = update(outbox).where(outbox.c.id == bindparam("outbox_id"))
@@ -746,6 +1194,30 @@ class Store:
                                last_error=bindparam("error"))
     _MARK_FAILED = _MARK.values(status="failed", attempts=outbox.c.attempts + 1, claimed_until=None,
                                 last_error=bindparam("error"))
+
+    def note_accepted(self, message_id: str) -> None:
+        """Written down the moment the server accepted it, before `mark_sent` commits."""
+        if self.accepted is not None:
+            try:
+                self.accepted.record(message_id)
+            except OSError as exc:
+                raise StorageError(self.display_name, exc) from exc
+
+    def reconcile_accepted(self, now: datetime) -> int:
+        """Mark sent what a killed sender had written down as accepted but not yet committed."""
+        if self.accepted is None:
+            return 0
+        ids, files = self.accepted.take()
+        marked = 0
+        if ids:
+            with self.engine.begin() as conn:
+                for start in range(0, len(ids), 500):
+                    marked += conn.execute(update(outbox).where(
+                        outbox.c.message_id.in_(ids[start:start + 500]), outbox.c.status == "pending").values(
+                        status="sent", sent_at=now, claimed_until=None, attempts=outbox.c.attempts + 1,
+                        last_error=None)).rowcount
+        self.accepted.done(files)
+        return marked
 
     def mark_sent(self, outbox_id: int, now: datetime) -> None:
         with self.engine.begin() as conn:

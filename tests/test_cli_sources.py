@@ -42,8 +42,11 @@ def test_subscribers_import_validates_every_row(cli, tmp_path):
                         "lee@example.org,daily,25:00,UTC,\n", encoding="utf-8")
     result = cli("subscribers", "import", str(csv_file))
     assert result.returncode == 1
-    assert "imported 2 subscribers" in result.stdout and "2 rows refused" in result.stdout
+    assert "nothing imported: 2 rows refused" in result.stderr
     assert "people.csv:3" in result.stderr and "people.csv:5" in result.stderr
+    assert "0 subscribers" in cli("subscribers", "list", check=True).stdout
+    result = cli("subscribers", "import", str(csv_file), "--skip-invalid")
+    assert "2 new, 0 updated, 0 duplicates, 2 refused" in result.stdout
     listed = cli("subscribers", "list", check=True).stdout
     assert "daily 07:30 Europe/London" in listed and "weekly, fri 09:00 Asia/Seoul" in listed
 

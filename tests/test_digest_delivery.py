@@ -243,7 +243,7 @@ def test_headers_one_click_unsubscribe_and_no_header_injection(store):
     assert message["List-Id"] == "postwatch <postwatch.postwatch.test>"
     assert message["Message-ID"].endswith("@postwatch.test>") and message["Date"]
     token = urllib.parse.unquote(https.split("token=")[1])
-    assert verify_token(token, SETTINGS.secret, lambda i: subscriber.email) == subscriber.id
+    assert verify_token(token, SETTINGS.secret, lambda i: subscriber) == subscriber.id
     assert message.get_content_type() == "multipart/alternative"
 
 
@@ -310,18 +310,20 @@ def test_a_twenty_post_digest_stays_under_gmails_clipping_size(store):
 
 def test_unsubscribe_over_real_http_and_forged_tokens_refused(store, tmp_path):
     from postwatch.config import Config
-    from scheduler import App, HttpEndpoint, make_wsgi_app
+    from crawler.runtime import run
+    from postwatch.web import WebEndpoint
+    from postwatch.app import App
 
     config = Config(path=tmp_path / "postwatch.toml", database=str(tmp_path / "state.db"))
     app = App(config, store=store)
     settings = app.digest_settings()
     ada = store.add_subscriber("ada@example.org")
     bo = store.add_subscriber("bo@example.org")
-    endpoint = HttpEndpoint(make_wsgi_app(app), "127.0.0.1", 0)
-    endpoint.start()
+    endpoint = WebEndpoint(app, "127.0.0.1", 0)
+    run(endpoint.start)
     base = f"http://{endpoint.address}/unsubscribe"
     try:
-        token = make_token(ada.id, ada.email, settings.secret)
+        token = make_token(ada, settings.secret)
         with urllib.request.urlopen(f"{base}?token={urllib.parse.quote(token)}") as page:   # a mail scanner's GET
             assert page.status == 200 and b"<form" in page.read()
         assert store.get_subscriber(ada.id).status == "active"
@@ -340,7 +342,7 @@ def test_unsubscribe_over_real_http_and_forged_tokens_refused(store, tmp_path):
             assert done.status == 200
         assert store.get_subscriber(ada.id).status == "unsubscribed"
     finally:
-        endpoint.stop()
+        run(endpoint.stop)
     publish(store, item(1))
     queued = compose_and_queue(store, settings, NOW)
     assert [store.due_outbox(NOW)[0].to_addr] == ["bo@example.org"] and len(queued) == 1
@@ -359,3 +361,20 @@ def test_templates_can_be_overridden_from_a_folder(store, tmp_path):
     text = parsed.get_body(("plain",)).get_content()
     assert text.startswith("Custom digest for ada@example.org:\n* Rescue story 1\nLeave: https://watch.example.org/unsubscribe?token=")
     assert "Rescue story 1" in parsed.get_body(("html",)).get_content()     # the built-in HTML template still serves
+
+
+@pytest.mark.parametrize("sender", [
+    "Liberty in North Korea — Blog Watch (Seoul and Los Angeles offices) <digest@postwatch.test>",
+    "Liberty in North Korea Blog Watch for the Seoul and Los Angeles offices and friends <digest@postwatch.test>",
+    "리버티 인 노스코리아 <digest@postwatch.test>",
+    '"Watch, LiNK" <digest@postwatch.test>',
+])
+def test_the_envelope_sender_is_the_from_address_however_the_display_name_is_folded_or_encoded(store, sender):
+    """MAIL FROM must be the plain address: a strict relay refuses anything else."""
+    store.add_subscriber("reader@example.org")
+    publish(store, item(1))
+    compose_and_queue(store, DigestSettings(**{**SETTINGS.__dict__, "from_addr": sender}), NOW)
+    with MailCatcher() as smtp:
+        stats = deliver(store, smtp.port)
+        assert stats.sent == 1
+        assert [mail_from for mail_from, _ in smtp.envelopes] == ["digest@postwatch.test"]

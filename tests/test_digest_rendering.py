@@ -48,6 +48,7 @@ def digest_html(tmp_path) -> str:
                          body_html="<p>Original paragraph of post 2 about refugees reaching safety and freedom.</p><p>Second.</p>",
                          summary=None, origin="page")
     store.apply_check("link", CheckInput(posts=fresh + edited), NOW)
+    store.apply_check("link", CheckInput(posts=edited), NOW)      # the edit is published when seen again
     store.release_source("link")
     events = store.pending_events(subscriber)
     assert {e.kind for e in events} == {"new", "updated"}

@@ -36,7 +36,7 @@ def test_parsers_never_raise_on_the_malformed_corpus(path):
 
 
 def app_for(tmp_path, url: str, kind: str = "link", feed_url: str | None = None, **crawl):
-    from scheduler import App
+    from postwatch.app import App
 
     config = Config(path=tmp_path / "postwatch.toml", database="state.db",
                     sources=[SourceConfig(name="src", url=url, kind=kind, feed_url=feed_url)])

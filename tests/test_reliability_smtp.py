@@ -89,3 +89,52 @@ def test_a_stall_in_data_is_retried_and_delivered_once(tmp_path):
     with MailCatcher() as smtp:
         assert flush(store, smtp.port, NOW + timedelta(hours=2)).sent == 2
         assert len(smtp.message_ids()) == 2 == len(set(smtp.message_ids()))
+
+
+_SENDER_KILLED_BEFORE_ITS_COMMIT = """
+import sys, time
+from datetime import datetime, timezone
+from digest.delivery import make_channel
+from digest.sender import flush_outbox
+from digest.settings import SmtpSettings
+from state import Store
+
+store = Store(sys.argv[1])
+store.mark_sent = lambda *args: time.sleep(60)    # the commit waits for a lock, as under a busy daemon
+channel = make_channel("smtp", settings=SmtpSettings(host="127.0.0.1", port=int(sys.argv[2]), security="none",
+                                                     connections=1))
+with channel:
+    flush_outbox(store, channel, datetime.now(timezone.utc))
+"""
+
+
+def test_a_sender_killed_between_the_servers_250_and_its_commit_sends_nothing_twice(tmp_path):
+    """The window SMTP leaves open: the server has the message, the outbox row is still pending."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    store = queued_store(tmp_path)
+    with MailCatcher() as smtp:
+        sender = subprocess.Popen([sys.executable, "-c", _SENDER_KILLED_BEFORE_ITS_COMMIT, str(tmp_path / "state.db"),
+                                   str(smtp.port)], env={**os.environ})
+        # Kill once the sender has read the server's 250 (and written it down). Killing as soon as
+        # the server holds the bytes would also hit RFC 1047's window, before the client has seen
+        # the 250, where no client can know the message arrived: a copy then is SMTP's, not ours.
+        journal = tmp_path / "state.db.accepted"
+        deadline = time.monotonic() + 30
+        while not (journal.exists() and journal.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert smtp.messages, "the sender never reached the server"
+        sender.send_signal(signal.SIGKILL)
+        sender.wait()
+        accepted = smtp.message_ids()
+        # Well past the killed sender's lease: everything pending is due again.
+        stats = flush(store, smtp.port, datetime.now(timezone.utc) + timedelta(hours=1))
+        ids = smtp.message_ids()
+    assert len(ids) == len(set(ids)) == 2, ids               # two subscribers, each message once
+    assert set(accepted) <= set(ids)
+    assert stats.sent == 2 - len(accepted)
+    assert store.outbox_stats()["pending"] == 0

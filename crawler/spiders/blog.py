@@ -23,6 +23,9 @@ class BlogSpider(Spider):
     - Only posts not yet known get their page fetched; pagination stops at the first listing
       page that holds no unknown post. The baseline walks every listing page and fetches no post.
     - A full sweep re-requests the known post pages conditionally: 304 unchanged, 404/410 gone.
+    - Posts in `plan.recheck_urls` are re-read without validators (an edit seen once is
+      confirmed only by a fetch that sees the same content); `plan.recheck_feed` does the same
+      for the feed (and the listing that leads to it).
     """
 
     name = "blog"
@@ -44,6 +47,8 @@ class BlogSpider(Spider):
         self.requested_posts: set[str] = set()
         self.complete_in_feed: set[str] = set()
         self.listing_pages = 0
+        self.post_pages = 0
+        self.posts_not_fetched: set[str] = set()
 
     async def start(self):
         source = self.source
@@ -52,6 +57,10 @@ class BlogSpider(Spider):
             yield self._feed_request(source.feed_url)
         else:
             yield self._listing_request(source.url, first=True)
+        for url in self.plan.recheck_urls:
+            request = self._post_request(url, sweep=True, conditional=False)
+            if request:
+                yield request
         for url in self.plan.sweep_urls:
             request = self._post_request(url, sweep=True)
             if request:
@@ -60,22 +69,38 @@ class BlogSpider(Spider):
     # -- requests ------------------------------------------------------------------------
     def _feed_request(self, url: str) -> Request:
         return Request(url, callback=self.parse_feed, errback=self.on_listing_error, dont_filter=True,
-                       meta={"conditional": True, "handle_httpstatus_list": [304], "role": "feed"})
+                       meta={"conditional": not self.plan.recheck_feed, "handle_httpstatus_list": [304], "role": "feed"})
 
     def _listing_request(self, url: str, first: bool = False) -> Request:
         return Request(url, callback=self.parse_listing, errback=self.on_listing_error, dont_filter=True,
-                       meta={"conditional": True, "handle_httpstatus_list": [304], "role": "listing", "first": first})
+                       meta={"conditional": not (first and self.plan.recheck_feed), "handle_httpstatus_list": [304],
+                             "role": "listing", "first": first})
 
-    def _post_request(self, url: str, sweep: bool = False, link: str | None = None) -> Request | None:
+    def _post_request(self, url: str, sweep: bool = False, link: str | None = None,
+                      conditional: bool = True) -> Request | None:
         if url in self.requested_posts:
             return None
+        if not sweep:
+            # The post is reported from its listing/feed line anyway; beyond the cap its page
+            # waits, so that a flood of links is judged by the flood guard before it costs hours.
+            if self.post_pages >= self.settings.getint("MAX_POST_PAGES", 50):
+                self.posts_not_fetched.add(url)
+                return None
+            self.post_pages += 1
         self.requested_posts.add(url)
         # Fetch the address the site itself links to (a canonical form without the trailing
         # slash would cost a redirect on WordPress); the post's identity stays `url`.
         fetch = link if link and canonicalize(link, site=self.site) == url else url
         return Request(fetch, callback=self.parse_post, errback=self.on_post_error, dont_filter=True,
-                       meta={"conditional": True, "handle_httpstatus_list": POST_STATUSES, "post_url": url, "sweep": sweep,
+                       meta={"conditional": conditional, "handle_httpstatus_list": POST_STATUSES, "post_url": url, "sweep": sweep,
                              "validator_key": url})
+
+    def closed(self, reason):
+        if self.posts_not_fetched:
+            self.report.warnings.append(
+                f"{self.source.name}: {len(self.posts_not_fetched)} new posts beyond max_post_pages = "
+                f"{self.settings.getint('MAX_POST_PAGES', 50)} were taken from the listing/feed without "
+                "fetching their pages in this check")
 
     # -- feed ----------------------------------------------------------------------------
     def parse_feed(self, response):

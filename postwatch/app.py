@@ -1,0 +1,325 @@
+"""The application context shared by the CLI and the daemon: config, store, metrics and mail
+settings, and the work both do (check sources, compose and send digests, alerts, housekeeping)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from postwatch.config import Config, scrapy_settings
+from postwatch.metrics import Metrics
+from state.store import StorageError
+
+log = logging.getLogger("postwatch")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --------------------------------------------------------------------------------------------
+# The application context every job works in
+# --------------------------------------------------------------------------------------------
+@dataclass
+class CheckSummary:
+    source: str
+    ok: bool
+    error: str | None = None
+    baseline: bool = False
+    held: bool = False
+    hold_reason: str | None = None
+    full_sweep: bool = False
+    not_modified: bool = False
+    posts_seen: int = 0
+    requests: int = 0
+    response_bytes: int = 0
+    events: list[Any] = field(default_factory=list)
+    seconds: float = 0.0
+    pending_edits: int = 0            # new content seen once: an edit if the next check sees it again
+    published_held: int = 0           # held changes this check confirmed (they go out like new events)
+    became_volatile: list[str] = field(default_factory=list)
+
+
+class App:
+    """Config, store, metrics and mail settings shared by the CLI and the daemon's jobs."""
+
+    def __init__(self, config: Config, store=None, metrics: Metrics | None = None, *, read_only: bool = False):
+        """`read_only`: the store is opened without migrating and the config's sources are not
+        synced into it, so commands that only read write nothing."""
+        from state import Store
+
+        self.config = config
+        self.store = store or Store(
+            config.database_url,
+            removal_confirm_after=config.crawl.removal_confirm_after,
+            flood_share=config.crawl.flood_share,
+            send_lease=config.digest.send_lease,
+            read_only=read_only,
+        )
+        self.metrics = metrics or Metrics()
+        self.crawl_settings = scrapy_settings(config)
+        self.last_cycle_end: float | None = None
+        self.alerts_queued = 0
+        self.log_failures = True      # the CLI prints its own one line per failed source
+        if not read_only:
+            try:
+                self.store.sync_sources(self.source_records_from_config())
+            except BaseException:
+                self.store.close()
+                raise
+
+    # -- configuration views -------------------------------------------------------------
+    def source_records_from_config(self):
+        from state import SourceRecord
+
+        return [
+            SourceRecord(name=s.name, url=s.url, kind=s.kind, feed_url=s.feed_url, sitemap_url=s.sitemap_url,
+                         selectors=dict(s.selectors), title=s.title, origin="config")
+            for s in self.config.sources
+        ]
+
+    def source_interval(self, name: str) -> timedelta:
+        for source in self.config.sources:
+            if source.name == name and source.interval:
+                return source.interval
+        return self.config.crawl.interval
+
+    def digest_settings(self):
+        from digest.settings import DigestSettings
+
+        cfg = self.config
+        public = cfg.unsubscribe.public_url or f"http://{cfg.daemon.listen}/unsubscribe"
+        from_domain = cfg.digest.from_addr.rpartition("@")[2].strip(">") or "localhost"
+        return DigestSettings(
+            from_addr=cfg.digest.from_addr,
+            reply_to=cfg.digest.reply_to,
+            list_id=f"postwatch.{from_domain}",
+            site_name=cfg.digest.site_name,
+            unsubscribe_base_url=public,
+            unsubscribe_mailto=cfg.unsubscribe.mailto or f"unsubscribe@{from_domain}",
+            secret=cfg.unsubscribe_secret(),
+            templates_dir=cfg.digest.templates_dir and (cfg.base_dir / cfg.digest.templates_dir),
+            timezone=cfg.digest.default_timezone,
+            source_titles={s.name: (s.title or s.name) for s in self.store.list_sources()},
+        )
+
+    def delivery_channel(self):
+        """SMTP when a host is configured, else .eml files in the outbox folder."""
+        from digest.delivery import make_channel
+        from digest.settings import SmtpSettings
+
+        smtp = self.config.smtp
+        if smtp.host:
+            return make_channel("smtp", settings=SmtpSettings(
+                host=smtp.host, port=smtp.effective_port, security=smtp.security,
+                username=smtp.username, password=self.config.smtp_password, timeout=smtp.timeout,
+                connections=smtp.connections,
+            ))
+        return make_channel("folder", path=self.config.outbox_path)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- jobs ------------------------------------------------------------------------------
+    async def check_source(self, name: str, *, full: bool | None = None) -> CheckSummary:
+        """Crawl one source and apply what it saw to the stored state (one transaction)."""
+        from crawler.run import CrawlPlan, SourceSpec, crawl
+        from state import CheckInput
+
+        started = time.monotonic()
+        record = self.store.get_source(name)
+        if record is None:
+            return CheckSummary(source=name, ok=False, error=f"{name}: no such source")
+        crawl_state = self.store.crawl_state(name)
+        baseline = not crawl_state.baseline_done
+        now = utcnow()
+        if baseline:
+            sweep = False
+        elif full is not None:
+            sweep = full
+        else:
+            last = crawl_state.last_full_sweep_at
+            sweep = last is not None and now - last >= self.config.crawl.full_sweep_every
+        sweep_urls = [url for url, post in crawl_state.known.items()] if sweep else []
+        # An edit seen once (or held as suspect) is looked at again at this very check, and a
+        # sweep re-reads volatile posts in full to see whether they settled.
+        awaiting = {} if baseline else crawl_state.awaiting_confirmation
+        recheck_urls = {url for url, origins in awaiting.items() if "page" in origins}
+        if sweep:
+            recheck_urls |= crawl_state.volatile_pages
+        plan = CrawlPlan(
+            source=SourceSpec(name=record.name, url=record.url, kind=record.kind, feed_url=record.feed_url,
+                              sitemap_url=record.sitemap_url, selectors=dict(record.selectors or {})),
+            known_urls={url for url, post in crawl_state.known.items() if post.status != "removed"},
+            validators=crawl_state.validators,
+            robots=crawl_state.robots,
+            baseline=baseline,
+            sweep_urls=sweep_urls,
+            recheck_urls=sorted(recheck_urls),
+            recheck_feed=any("feed" in origins for origins in awaiting.values()),
+        )
+        report = await crawl(plan, self.crawl_settings)
+        summary = CheckSummary(source=name, ok=report.ok, error=report.error, baseline=baseline, full_sweep=sweep,
+                               not_modified=report.not_modified, posts_seen=len(report.posts),
+                               requests=report.requests, response_bytes=report.response_bytes)
+        self.metrics.requests.labels(name).inc(report.requests)
+        self.metrics.not_modified.labels(name).inc(report.not_modified_count)
+        self.metrics.response_bytes.labels(name).inc(report.response_bytes)
+        now = utcnow()
+        if not report.ok:
+            failures = self.store.record_check_failure(name, report.error or f"{name}: check failed", now)
+            self.metrics.checks.labels(name, "error").inc()
+            if self.log_failures:
+                log.error("%s", report.error, extra={"source": name})
+            if failures >= self.config.alerts.failures_before_alert:
+                self.alert(f"source-failing:{name}", f"postwatch: source '{name}' failed {failures} checks in a row",
+                           [report.error or "", f"URL: {record.url}", "Nothing was changed in the stored posts."])
+        else:
+            result = self.store.apply_check(name, CheckInput(
+                posts=report.posts, not_modified=report.not_modified, unchanged_urls=report.unchanged_urls,
+                gone=report.gone, failed=report.failed, validators=report.validators, robots=report.robots,
+                full_sweep=sweep, baseline=baseline,
+            ), now)
+            if sweep or baseline:
+                self.store.mark_full_sweep(name, now)
+            summary.events, summary.held, summary.hold_reason = result.events, result.held, result.hold_reason
+            summary.baseline = result.baseline
+            summary.pending_edits, summary.became_volatile = result.pending_edits, result.became_volatile
+            summary.published_held = result.published_held
+            self.metrics.checks.labels(name, "ok").inc()
+            self.metrics.last_success.labels(name).set(now.timestamp())
+            for event in result.events:
+                self.metrics.events.labels(name, event.kind).inc()
+            if result.held:
+                log.warning("%s: %d changes held as suspect: %s", name, len(result.events), result.hold_reason,
+                            extra={"source": name})
+                self.alert(f"source-suspect:{name}", f"postwatch: changes of source '{name}' held as suspect",
+                           [f"{name}: {result.hold_reason}", f"{len(result.events)} events held.",
+                            f"Release them with: postwatch sources release {name}"])
+            if result.became_volatile:
+                self.alert_volatile(name, result.became_volatile)
+            for url, error in report.failed.items():
+                log.warning("%s: %s: %s", name, url, error, extra={"source": name})
+        summary.seconds = time.monotonic() - started
+        self.last_cycle_end = time.time()
+        self.metrics.check_cycle_end.set(self.last_cycle_end)
+        return summary
+
+    async def check_many(self, names: Iterable[str], *, full: bool | None = None, progress=None) -> list[CheckSummary]:
+        limit = asyncio.Semaphore(self.config.crawl.parallel_sources)
+
+        async def one(name: str) -> CheckSummary:
+            async with limit:
+                if progress:
+                    progress(f"checking {name} …")
+                try:
+                    return await self.check_source(name, full=full)
+                except StorageError as exc:     # the database may come back: one line, no traceback
+                    log.error("%s: %s", name, exc, extra={"source": name})
+                    return CheckSummary(source=name, ok=False, error=f"{name}: {exc}")
+                except Exception as exc:  # a bug in one source must not stop the others
+                    log.exception("%s: check crashed", name, extra={"source": name})
+                    return CheckSummary(source=name, ok=False, error=f"{name}: internal error: {exc}")
+
+        return list(await asyncio.gather(*(one(n) for n in names)))
+
+    def compose_digests(self, subscriber_ids: Iterable[int] | None = None) -> list[int]:
+        from digest.sender import compose_and_queue
+
+        return compose_and_queue(self.store, self.digest_settings(), utcnow(), subscriber_ids=subscriber_ids)
+
+    def flush_outbox(self, stop: threading.Event | None = None):
+        from digest.sender import flush_outbox
+
+        with self.delivery_channel() as channel:
+            stats = flush_outbox(self.store, channel, utcnow(), max_attempts=self.config.digest.max_attempts,
+                                 retry_after=self.config.digest.retry_after, stop=stop)
+        self.metrics.digests_sent.inc(stats.sent)
+        self.metrics.digests_failed.inc(stats.failed)
+        self.metrics.digests_retried.inc(stats.retried)
+        self.metrics.outbox_depth.set(self.store.outbox_stats().get("pending", 0))
+        if stats.retried:
+            log.warning("mail: %d messages put off for a retry", stats.retried)
+        return stats
+
+    def send_digests(self, subscriber_ids: Iterable[int] | None = None):
+        queued = self.compose_digests(subscriber_ids)
+        return queued, self.flush_outbox()
+
+    def alert(self, key: str, subject: str, lines: list[str]) -> bool:
+        """One email to the operator per problem per day, through the same outbox."""
+        operator = self.config.alerts.operator
+        if not operator:
+            return False
+        now = utcnow()
+        if not self.store.alert_due(key, now, self.config.alerts.every):
+            return False
+        from digest.compose import build_alert
+
+        self.store.enqueue_message(build_alert(operator, subject, lines, self.digest_settings(), now), now)
+        self.alerts_queued += 1
+        log.warning("alert queued for %s: %s", operator, subject)
+        return True
+
+    def alert_volatile(self, source: str, urls: list[str]) -> None:
+        """Once per post that starts changing on every fetch (the key names the posts, so the
+        daily limit does not swallow other posts that turn volatile later)."""
+        import hashlib
+
+        log.warning("%s: %d posts change on every fetch; their edits are not mailed: %s", source, len(urls),
+                    ", ".join(urls), extra={"source": source})
+        key = hashlib.sha256("\n".join(sorted(urls)).encode()).hexdigest()[:16]
+        self.alert(f"post-volatile:{source}:{key}",
+                   f"postwatch: {len(urls)} post(s) of '{source}' change on every fetch",
+                   [f"{source}: these posts show different content every time they are fetched (a rotating ad, "
+                    "a counter or a timestamp inside the article?):", *(f"  {url}" for url in urls),
+                    "Their edits are not mailed while this lasts. Add an `exclude` selector for the changing "
+                    f"part to source '{source}' in the config, or ignore this if it stops by itself."])
+
+    def check_outbox_health(self) -> None:
+        stats = self.store.outbox_stats()
+        oldest = stats.get("oldest_pending_age_s", 0) or 0
+        if oldest >= self.config.alerts.undeliverable_after.total_seconds():
+            self.alert("outbox-stuck", "postwatch: digests undeliverable",
+                       [f"{stats.get('pending', 0)} messages waiting; the oldest for {oldest / 3600:.1f} h.",
+                        "Check the [smtp] settings and the mail server."])
+
+    def housekeeping(self) -> dict[str, int]:
+        pruned = self.store.prune(utcnow(), self.config.daemon.retention)
+        if any(pruned.values()):
+            log.info("pruned %s", ", ".join(f"{v} {k}" for k, v in pruned.items()))
+        return pruned
+
+    def healthy(self) -> tuple[bool, str]:
+        if self.last_cycle_end is None:
+            return True, "starting"
+        intervals = [self.source_interval(s.name) for s in self.store.list_sources()] or [self.config.crawl.interval]
+        allowed = 2 * max(intervals).total_seconds() + self.config.crawl.jitter.total_seconds()
+        age = time.time() - self.last_cycle_end
+        if age > allowed:
+            return False, f"last check ended {age:.0f}s ago (limit {allowed:.0f}s)"
+        return True, f"last check ended {age:.0f}s ago"
+
+
+def describe_summary(summary: CheckSummary) -> str:
+    if not summary.ok:
+        return summary.error or f"{summary.source}: check failed"
+    if summary.baseline:
+        return f"{summary.source}: baseline recorded, {summary.posts_seen} posts ({summary.requests} requests)"
+    counts: dict[str, int] = {}
+    for event in summary.events:
+        counts[event.kind] = counts.get(event.kind, 0) + 1
+    changes = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "no changes"
+    held = f" — HELD as suspect: {summary.hold_reason}" if summary.held else ""
+    if summary.published_held:
+        held += f"; {summary.published_held} held change(s) confirmed and published"
+    if summary.pending_edits:
+        held += f"; {summary.pending_edits} edit(s) seen once, to be confirmed by the next check"
+    if summary.became_volatile:
+        held += f"; {len(summary.became_volatile)} post(s) change on every fetch (volatile, not mailed)"
+    sweep = ", full sweep" if summary.full_sweep else ""
+    return f"{summary.source}: {changes}{held} ({summary.requests} requests, {summary.response_bytes} bytes{sweep})"
