@@ -1,4 +1,11 @@
-"""The change rules, as pure functions over small records (no database).
+"""The change rules, as pure functions over small records (no database): the store loads the
+records, asks these functions what changed, and saves the answer.
+
+- One observation per URL: the richest (a page beats a feed beats a listing).
+- A post missing once is only pending; removed once it has stayed missing for a while. A page
+  that answers again brings it back, and a restore that undoes a held removal cancels both.
+- A check that changes too much at once, or sees nothing where posts were known, is held.
+- Edits need two fetches (below); a held edit is confirmed only by seeing it again.
 
 Why an edit needs two fetches: a page with a rotating ad or a timestamp inside the article
 hashes differently on every fetch, and each of those differences used to be mailed as an edit.
@@ -11,8 +18,13 @@ changes on every fetch is *volatile*: its edits are not mailed and the operator 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
+from typing import Iterable, TypeVar
+
+from state.diff import paragraph_diff
+from state.normalize import NormalizedContent, normalize, split_text
+from state.records import ORIGIN_RANK, ObservedPost
 
 # Three different contents in three fetches in a row: no real edit behaves like that.
 VOLATILE_AFTER = 3
@@ -84,9 +96,11 @@ class HeldOutcome(Enum):
     DISMISS = "dismiss"        # something else seen: the held edit never happened
 
 
-def judge_held_edit(held: Seen, seen: Seen | None) -> HeldOutcome:
-    """A held "updated" event is confirmed only by a fetch that sees its content again."""
-    if seen is None:
+def judge_held_edit(held: Seen, seen: Seen | None, *, held_origin: str | None = None,
+                    origin: str | None = None) -> HeldOutcome:
+    """A held "updated" event is confirmed only by a fetch that sees its content again, and
+    judged only by a fetch of the origin ("page", "feed") its version came from, when known."""
+    if seen is None or (held_origin is not None and held_origin != origin):
         return HeldOutcome.WAIT
     return HeldOutcome.CONFIRM if seen == held else HeldOutcome.DISMISS
 
@@ -99,4 +113,172 @@ def hold_reason(*, changes: int, known: int, saw_anything: bool, flood_share: fl
     if changes >= min_flood and known and changes / known > flood_share:
         return (f"{changes} changes at once touch {changes / known:.0%} of {known} posts "
                 f"(more than {flood_share:.0%})")
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# What a check observed
+# ------------------------------------------------------------------------------------------
+Post = TypeVar("Post", bound=ObservedPost)
+
+
+def richest_per_url(observed: Iterable[Post]) -> list[Post]:
+    """One observation per URL: a page's body beats a feed's copy beats a listing line (the
+    first seen of equal rank)."""
+    best: dict[str, Post] = {}
+    for item in observed:
+        current = best.get(item.url)
+        if current is None or ORIGIN_RANK.get(item.origin, 0) > ORIGIN_RANK.get(current.origin, 0):
+            best[item.url] = item
+    return list(best.values())
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One observed post as the rules read it."""
+    item: ObservedPost
+    title: str
+    summary: str | None
+    content: NormalizedContent | None    # None: no body, or one with no text (an extraction miss)
+
+    @property
+    def seen(self) -> Seen | None:
+        return Seen(self.content.content_hash, self.title) if self.content else None
+
+
+def observe(item: ObservedPost) -> Observation:
+    content = normalize(item.body_html) if item.body_html else None
+    if content is not None and not content.paragraphs:
+        content = None      # an empty body is an extraction miss, not an edit that deleted everything
+    summary = item.summary or (content.paragraphs[0][:300] if content else None)
+    return Observation(item, (item.title or item.url)[:1000], summary, content)
+
+
+# ------------------------------------------------------------------------------------------
+# Events
+# ------------------------------------------------------------------------------------------
+@dataclass
+class EventDraft:
+    """An event this check is about to record (held or published, as the check decides)."""
+    kind: str                               # "new" | "updated" | "removed" | "restored"
+    post_id: int
+    url: str
+    title: str
+    published_at: datetime | None = None
+    summary: str | None = None
+    body_html: str | None = None
+    version_hash: str | None = None
+    previous_hash: str | None = None
+    diff: dict | None = None
+
+
+def new_post_event(post_id: int, observation: Observation, now: datetime) -> EventDraft:
+    """An undated post is dated by when it was first seen."""
+    item, seen = observation.item, observation.seen
+    return EventDraft("new", post_id, item.url, observation.title, item.published or now, observation.summary,
+                      item.body_html, version_hash=seen.content_hash if seen else None)
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """The latest kept version of a post for one origin."""
+    content_hash: str
+    title: str
+    text: str
+
+
+def edit_event(post_id: int, url: str, published_at: datetime | None, before: StoredVersion,
+               observation: Observation) -> EventDraft:
+    """A confirmed edit, with the paragraphs that changed since `before`."""
+    item, content = observation.item, observation.content
+    assert content is not None, "an edit is judged on a body"
+    diff = paragraph_diff(split_text(before.text), content.paragraphs, before.title, observation.title)
+    return EventDraft("updated", post_id, url, observation.title, item.published or published_at, observation.summary,
+                      item.body_html, version_hash=content.content_hash, previous_hash=before.content_hash, diff=diff)
+
+
+class BodyOutcome(Enum):
+    KEEP = "keep"              # the stored versions stay as they are
+    REFERENCE = "reference"    # kept as the new reference version, no event
+    EDIT = "edit"              # kept, and published as an edit
+
+
+def judge_body(previous: Seen | None, seen: Seen, verdict: Verdict | None) -> BodyOutcome:
+    """What a fetched body does to the kept versions. `verdict` is None on a baseline, which
+    records what is there: no candidates, no events."""
+    if previous is None or (verdict is None and previous != seen):
+        return BodyOutcome.REFERENCE    # first body of this origin (a listing's baseline, or feed then page)
+    if verdict is not None and verdict.publish:
+        return BodyOutcome.EDIT
+    return BodyOutcome.KEEP
+
+
+# ------------------------------------------------------------------------------------------
+# Posts that go missing and come back
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PostMove:
+    """A post's presence changing: its new status, since when it is missing, the event it makes."""
+    status: str                            # "active" | "gone_pending" | "removed"
+    gone_since: datetime | None = None
+    event: str | None = None               # "removed" | "restored"
+
+
+def back_online(status: str, origin: str = "page") -> PostMove | None:
+    """A post whose own page answered (with a body or a 304) is there; a removed one is restored.
+    A listing or feed line proves nothing: it can outlive the page."""
+    if origin != "page" or status == "active":
+        return None
+    return PostMove("active", None, "restored" if status == "removed" else None)
+
+
+def gone(status: str, gone_since: datetime | None, now: datetime, confirm_after: timedelta) -> PostMove | None:
+    """A post whose page answered 404 or 410: missing at first; removed (one event) once it has
+    stayed missing for `confirm_after`, so one bad answer never removes anything."""
+    if status == "active":
+        return PostMove("gone_pending", now)
+    if status == "gone_pending" and gone_since is not None and now - gone_since >= confirm_after:
+        return PostMove("removed", gone_since, "removed")
+    return None
+
+
+def cancel_reversals(drafts: list[EventDraft], held_removals: dict[int, int]) -> tuple[list[EventDraft], list[int]]:
+    """A restore that undoes a held removal (a glitch, then the real page again) cancels both:
+    subscribers never hear of either. `held_removals`: post id -> its held "removed" event.
+    Returns the drafts to keep and the held events to dismiss."""
+    kept, dismissed = [], []
+    for draft in drafts:
+        removal = held_removals.get(draft.post_id)
+        if removal is not None and draft.kind == "restored":
+            dismissed.append(removal)
+        else:
+            kept.append(draft)
+    return kept, dismissed
+
+
+# ------------------------------------------------------------------------------------------
+# Held checks
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HeldEvent:
+    id: int
+    kind: str
+
+
+def held_to_publish(held: Iterable[HeldEvent], seen_again: set[int]) -> list[int]:
+    """What a calm check after a held one publishes, in this order: held removals and restores,
+    then the held edits whose content this check saw again. Held "new" posts wait for the
+    operator: a flood of new URLs is what a site redesign looks like."""
+    held = sorted(held, key=lambda e: e.id)
+    return ([e.id for e in held if e.kind in ("removed", "restored")]
+            + [e.id for e in held if e.kind == "updated" and e.id in seen_again])
+
+
+def source_health(reason: str | None, published_held: int, still_held: int) -> tuple[bool, str | None] | None:
+    """(degraded, why) of a source after a check, or None when it stays as it was: a held check
+    degrades it; a calm one clears that once it published held events or none are left."""
+    if reason:
+        return True, reason
+    if published_held or not still_held:
+        return False, None
     return None

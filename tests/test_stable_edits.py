@@ -3,11 +3,12 @@
 An edit is published only when two fetches in a row see the same new content; a post whose
 article differs on every fetch (a rotating ad inside it) is volatile: nothing is mailed for it
 and the operator is told once. Held edits are confirmed only by a fetch that sees them again.
+The rules themselves are tested without a database in test_change_rules.py.
 """
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from conftest import Cli, write_config
 from crawler.runtime import run
@@ -15,90 +16,6 @@ from postwatch.config import Config, SourceConfig
 from postwatch.replica import WordPressReplica
 from state import CheckInput
 from test_state_changes import NOW, listing, pages, seeded, store  # noqa: F401 - `store`: SQLite and PostgreSQL
-from state.changes import (Candidate, FetchState, HeldOutcome, Outcome, Seen, hold_reason, judge_fetch,
-                           judge_held_edit)
-
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
-STORED, EDIT, OTHER, THIRD = Seen("s", "Title"), Seen("e", "Title"), Seen("o", "Title"), Seen("t", "Title")
-
-
-# ------------------------------------------------------------------------------------------
-# The rules, without a database
-# ------------------------------------------------------------------------------------------
-def fetches(*seen: Seen, state: FetchState | None = None):
-    """Feed a sequence of fetches through judge_fetch the way the store does; the verdicts."""
-    state = state or FetchState(STORED)
-    verdicts = []
-    for n, s in enumerate(seen):
-        verdict = judge_fetch(state, s, T0 + timedelta(hours=n))
-        verdicts.append(verdict)
-        stored = s if verdict.publish else state.stored
-        state = FetchState(stored, verdict.candidate, verdict.volatile)
-    return verdicts
-
-
-def test_new_content_seen_once_is_pending_and_the_same_content_again_is_the_edit():
-    first, second, third = fetches(EDIT, EDIT, EDIT)
-    assert first.outcome is Outcome.PENDING and first.candidate.seen == EDIT and not first.publish
-    assert second.outcome is Outcome.CONFIRMED and second.publish and second.candidate is None
-    assert third.outcome is Outcome.UNCHANGED            # published once, not again
-
-
-def test_a_title_change_is_an_edit_too_and_needs_the_same_confirmation():
-    retitled = Seen("s", "New title")
-    assert [v.outcome for v in fetches(retitled, retitled)] == [Outcome.PENDING, Outcome.CONFIRMED]
-
-
-def test_content_back_to_the_stored_version_was_a_glitch():
-    glitch, back, again = fetches(EDIT, STORED, EDIT)
-    assert back.outcome is Outcome.UNCHANGED and back.candidate is None
-    assert again.outcome is Outcome.PENDING and again.candidate.streak == 1     # counting starts over
-
-
-def test_content_different_on_every_fetch_makes_the_post_volatile_once_and_never_publishes():
-    rotating = [Seen(f"ad-{n}", "Title") for n in range(8)]
-    verdicts = fetches(*rotating)
-    assert not any(v.publish for v in verdicts)
-    assert [v.became_volatile for v in verdicts] == [False, False, True, False, False, False, False, False]
-    assert all(v.volatile for v in verdicts[2:]) and not any(v.volatile for v in verdicts[:2])
-
-
-def test_two_flipping_versions_never_publish_nor_become_volatile():
-    verdicts = fetches(EDIT, STORED, EDIT, STORED, EDIT, STORED)
-    assert not any(v.publish or v.volatile for v in verdicts)
-
-
-def test_a_volatile_post_that_settles_on_new_content_publishes_that_edit():
-    volatile = FetchState(STORED, Candidate(OTHER, 5, T0), volatile=True)
-    settle, confirm = fetches(EDIT, EDIT, state=volatile)
-    assert settle.outcome is Outcome.PENDING and settle.volatile and not settle.became_volatile
-    assert confirm.publish and not confirm.volatile
-
-
-def test_a_volatile_post_back_on_its_stored_content_twice_is_stable_again():
-    volatile = FetchState(STORED, Candidate(OTHER, 5, T0), volatile=True)
-    once, twice = fetches(STORED, STORED, state=volatile)
-    assert once.volatile and not twice.volatile
-    assert not once.publish and not twice.publish
-
-
-def test_the_first_body_of_an_origin_is_the_reference_not_an_edit():
-    verdict = judge_fetch(FetchState(None), EDIT, T0)
-    assert verdict.outcome is Outcome.FIRST and not verdict.publish and verdict.candidate is None
-
-
-def test_a_held_edit_is_confirmed_only_by_seeing_its_content_again():
-    assert judge_held_edit(EDIT, EDIT) is HeldOutcome.CONFIRM
-    assert judge_held_edit(EDIT, STORED) is HeldOutcome.DISMISS        # reverted
-    assert judge_held_edit(EDIT, THIRD) is HeldOutcome.DISMISS         # yet another content
-    assert judge_held_edit(EDIT, None) is HeldOutcome.WAIT             # not fetched this check
-
-
-def test_hold_reason_for_floods_and_empty_checks():
-    assert hold_reason(changes=8, known=20, saw_anything=True, flood_share=0.3).startswith("8 changes at once")
-    assert hold_reason(changes=3, known=4, saw_anything=True, flood_share=0.3) is None      # under the minimum
-    assert hold_reason(changes=5, known=20, saw_anything=True, flood_share=0.3) is None
-    assert "found no posts" in hold_reason(changes=0, known=20, saw_anything=False, flood_share=0.3)
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,0 +1,156 @@
+"""The records the store hands out and takes in: what callers (the crawl, the digest, the CLI)
+see of the stored state. Plain dataclasses; no SQL."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+# Where a post was seen: a page's own body beats a feed's copy, which beats the line in a listing.
+ORIGIN_RANK = {"listing": 0, "feed": 1, "page": 2}
+
+
+class ObservedPost(Protocol):          # crawler.items.PostItem satisfies this
+    url: str
+    title: str
+    published: datetime | None
+    body_html: str | None
+    summary: str | None
+    origin: str
+
+
+@dataclass
+class SourceRecord:
+    name: str
+    url: str
+    kind: str = "auto"
+    feed_url: str | None = None
+    sitemap_url: str | None = None
+    selectors: dict[str, str] = field(default_factory=dict)
+    title: str | None = None
+    origin: str = "config"
+
+
+@dataclass
+class KnownPost:
+    url: str
+    title: str
+    content_hash: str | None
+    status: str
+
+
+@dataclass
+class CrawlState:
+    baseline_done: bool
+    known: dict[str, KnownPost]
+    validators: dict[str, tuple[str | None, str | None]]
+    robots: dict[str, tuple[bytes, datetime]]
+    last_full_sweep_at: datetime | None
+    # URL -> origins ("page", "feed") whose next fetch must look again: an unconfirmed edit or a
+    # held "updated" event waits for it.
+    awaiting_confirmation: dict[str, set[str]] = field(default_factory=dict)
+    # Pages of volatile posts: a sweep re-reads them without validators (a 304 would hide
+    # whether the article has settled).
+    volatile_pages: set[str] = field(default_factory=set)
+
+
+@dataclass
+class CheckInput:
+    posts: list[ObservedPost]
+    not_modified: bool = False
+    unchanged_urls: set[str] = field(default_factory=set)
+    gone: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    validators: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    robots: dict[str, tuple[bytes, datetime]] = field(default_factory=dict)
+    full_sweep: bool = False
+    baseline: bool = False
+
+
+@dataclass
+class EventRecord:
+    id: int
+    seq: int | None
+    source: str
+    kind: str
+    url: str
+    title: str
+    published: datetime | None
+    summary: str | None
+    body_html: str | None
+    diff: dict | None
+    created_at: datetime
+    status: str
+
+
+@dataclass
+class ApplyResult:
+    events: list[EventRecord]
+    held: bool
+    hold_reason: str | None
+    baseline: bool
+    became_volatile: list[str] = field(default_factory=list)     # URLs that change on every fetch
+    pending_edits: int = 0                                         # new content seen once, not yet an edit
+    published_held: int = 0                                        # held events this calm check confirmed
+
+
+@dataclass
+class Subscriber:
+    id: int
+    email: str
+    cadence: str
+    send_time: str
+    timezone: str
+    weekday: int | None
+    sources: list[str] | None
+    status: str
+    cursor: int
+    created_at: datetime
+    # When the current subscription began; unsubscribe tokens are signed for it. None for a
+    # subscription older than the column (migration 0004).
+    subscribed_at: datetime | None = None
+
+
+@dataclass
+class SubscriberImport:
+    """What `Store.import_subscribers` did (or would have done, when `committed` is False)."""
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0                                       # already subscribed with these settings
+    refused: dict[int, str] = field(default_factory=dict)   # index of the entry -> why
+    committed: bool = False
+
+
+@dataclass
+class ComposedMessage:
+    message_id: str
+    subject: str
+    to_addr: str
+    raw: bytes
+
+
+@dataclass
+class OutboxItem:
+    id: int
+    subscriber_id: int | None
+    to_addr: str
+    message_id: str
+    raw: bytes
+    attempts: int
+    created_at: datetime
+    claimed_until: datetime | None = None   # the lease this caller holds, to hand back unsent
+
+
+@dataclass
+class SourceStatus:
+    name: str
+    url: str
+    posts: int
+    last_check_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str | None
+    consecutive_failures: int
+    degraded: bool
+    degraded_reason: str | None
+    held_events: int
+    volatile_posts: int = 0

@@ -1,0 +1,114 @@
+"""Sources: the sites postwatch watches, as configured or added by hand, and how each is doing."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Iterable
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from state.database import Database, as_utc, utc_now
+from state.events import held_events, publish_held
+from state.records import SourceRecord, SourceStatus
+from state.schema import edit_candidates, events, posts, sources
+
+
+def source_row(conn: Connection, name: str):
+    row = conn.execute(select(sources).where(sources.c.name == name)).mappings().first()
+    if row is None:
+        raise KeyError(f"no such source: {name}")
+    return row
+
+
+def update_source(conn: Connection, source_id: int, **values) -> None:
+    conn.execute(update(sources).where(sources.c.id == source_id).values(**values))
+
+
+def _source_values(record: SourceRecord) -> dict:
+    return {"url": record.url, "kind": record.kind, "feed_url": record.feed_url, "sitemap_url": record.sitemap_url,
+            "selectors": json.dumps(record.selectors or {}, sort_keys=True), "title": record.title,
+            "origin": record.origin}
+
+
+def _record(row) -> SourceRecord:
+    return SourceRecord(name=row["name"], url=row["url"], kind=row["kind"], feed_url=row["feed_url"],
+                        sitemap_url=row["sitemap_url"], selectors=json.loads(row["selectors"] or "{}"),
+                        title=row["title"], origin=row["origin"])
+
+
+class SourceStorage(Database):
+    def sync_sources(self, records: Iterable[SourceRecord]) -> None:
+        """The configured sources become these: new ones added, changed ones updated, ones no
+        longer configured disabled (their history is kept). Sources added by hand stay."""
+        records = list(records)
+        names = {r.name for r in records}
+        with self.engine.begin() as conn:
+            existing = {row.name: row for row in conn.execute(select(sources.c.name, sources.c.origin))}
+            for record in records:
+                values = {**_source_values(record), "origin": "config", "enabled": True}
+                if record.name in existing:
+                    conn.execute(update(sources).where(sources.c.name == record.name).values(**values))
+                else:
+                    conn.execute(insert(sources).values(name=record.name, created_at=utc_now(), baseline_done=False,
+                                                        consecutive_failures=0, degraded=False, **values))
+            for name, row in existing.items():
+                if row.origin == "config" and name not in names:
+                    conn.execute(update(sources).where(sources.c.name == name).values(enabled=False))
+
+    def add_source(self, record: SourceRecord) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(sources).values(name=record.name, created_at=utc_now(), baseline_done=False, enabled=True,
+                                                consecutive_failures=0, degraded=False, **_source_values(record)))
+
+    def remove_source(self, name: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(delete(sources).where(sources.c.name == name)).rowcount > 0
+
+    def list_sources(self) -> list[SourceRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(sources).where(sources.c.enabled.is_(True)).order_by(sources.c.id)).mappings()
+            return [_record(r) for r in rows]
+
+    def get_source(self, name: str) -> SourceRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sources).where(sources.c.name == name, sources.c.enabled.is_(True))).mappings().first()
+            return _record(row) if row else None
+
+    def mark_full_sweep(self, source: str, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(sources).where(sources.c.name == source).values(last_full_sweep_at=now))
+
+    def record_check_failure(self, source: str, error: str, now: datetime) -> int:
+        """One more failed check in a row; how many there have been."""
+        with self.engine.begin() as conn:
+            src = source_row(conn, source)
+            failures = (src["consecutive_failures"] or 0) + 1
+            update_source(conn, src["id"], last_check_at=now, last_error=error[:1000], consecutive_failures=failures)
+            return failures
+
+    def release_source(self, name: str) -> int:
+        """The operator's word that a held check was real: its events go out."""
+        with self.engine.begin() as conn:
+            src = source_row(conn, name)
+            count = publish_held(conn, [e.id for e in held_events(conn, src["id"])])
+            update_source(conn, src["id"], degraded=False, degraded_reason=None)
+            return count
+
+    def source_status(self) -> list[SourceStatus]:
+        with self.engine.connect() as conn:
+            counts = dict(conn.execute(select(posts.c.source_id, func.count()).where(posts.c.status != "removed")
+                                       .group_by(posts.c.source_id)).all())
+            held = dict(conn.execute(select(events.c.source_id, func.count()).where(events.c.status == "held")
+                                     .group_by(events.c.source_id)).all())
+            volatile = dict(conn.execute(
+                select(posts.c.source_id, func.count(func.distinct(posts.c.id)))
+                .select_from(edit_candidates.join(posts, posts.c.id == edit_candidates.c.post_id))
+                .where(edit_candidates.c.volatile_since.is_not(None)).group_by(posts.c.source_id)).all())
+            rows = conn.execute(select(sources).where(sources.c.enabled.is_(True)).order_by(sources.c.id)).mappings()
+            return [SourceStatus(name=r["name"], url=r["url"], posts=counts.get(r["id"], 0),
+                                 last_check_at=as_utc(r["last_check_at"]), last_success_at=as_utc(r["last_success_at"]),
+                                 last_error=r["last_error"], consecutive_failures=r["consecutive_failures"],
+                                 degraded=bool(r["degraded"]), degraded_reason=r["degraded_reason"],
+                                 held_events=held.get(r["id"], 0), volatile_posts=volatile.get(r["id"], 0))
+                    for r in rows]

@@ -1,0 +1,136 @@
+"""Subscribers: who gets digests, how often, of which sources, and where each one's digests
+have got to (`cursor`, the last event number delivered)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy import bindparam, delete, func, insert, select, update
+
+from state.database import Database, as_utc, utc_now
+from state.events import last_seq
+from state.records import Subscriber, SubscriberImport
+from state.schema import events, outbox, subscribers
+
+SETTINGS = ("cadence", "send_time", "timezone", "weekday", "sources")
+
+
+def subscriber_from_row(row) -> Subscriber:
+    return Subscriber(id=row["id"], email=row["email"], cadence=row["cadence"], send_time=row["send_time"],
+                      timezone=row["timezone"], weekday=row["weekday"],
+                      sources=json.loads(row["sources"]) if row["sources"] else None, status=row["status"],
+                      cursor=row["cursor"], created_at=as_utc(row["created_at"]),
+                      subscribed_at=as_utc(row["subscribed_at"]))
+
+
+class SubscriberStorage(Database):
+    def add_subscriber(self, email: str, *, cadence: str = "daily", send_time: str = "08:00", timezone: str = "UTC",
+                       weekday: int | None = None, sources: list[str] | None = None,
+                       now: datetime | None = None) -> Subscriber:
+        now = now or utc_now()
+        values = dict(cadence=cadence, send_time=send_time, timezone=timezone, weekday=weekday,
+                      sources=json.dumps(sources) if sources else None)
+        with self.engine.begin() as conn:
+            current = last_seq(conn)
+            row = conn.execute(select(subscribers).where(func.lower(subscribers.c.email) == email.lower())).mappings().first()
+            if row is None:
+                conn.execute(insert(subscribers).values(email=email, status="active", cursor=current, created_at=now,
+                                                        subscribed_at=now, **values))
+            elif row["status"] != "active":
+                # Back after unsubscribing: from now on, not the changes they missed. A new
+                # subscription: links from the old one no longer unsubscribe them.
+                conn.execute(update(subscribers).where(subscribers.c.id == row["id"]).values(
+                    status="active", cursor=current, unsubscribed_at=None, subscribed_at=now, **values))
+            else:
+                conn.execute(update(subscribers).where(subscribers.c.id == row["id"]).values(**values))
+            row = conn.execute(select(subscribers).where(func.lower(subscribers.c.email) == email.lower())).mappings().first()
+            return subscriber_from_row(row)
+
+    def import_subscribers(self, entries: list[dict], now: datetime | None = None, *, commit: bool = True,
+                           skip_refused: bool = False) -> SubscriberImport:
+        """Many subscribers in one transaction: one executemany for the new addresses, one for
+        the changed ones. Each entry has `email` (normalised, distinct) and the settings of
+        `add_subscriber`. An address that unsubscribed is refused, never re-activated: only
+        the person can subscribe again. Nothing is written when any entry is refused, unless
+        `skip_refused`; nothing at all when not `commit`."""
+        now = now or utc_now()
+        result = SubscriberImport()
+        additions, changes = [], []
+        with self.engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                current = last_seq(conn)
+                existing = {row["email"].lower(): row for row in conn.execute(
+                    select(subscribers.c.id, subscribers.c.email, subscribers.c.status,
+                           *(subscribers.c[name] for name in SETTINGS))).mappings()}
+                for index, entry in enumerate(entries):
+                    values = {"cadence": entry["cadence"], "send_time": entry["send_time"], "timezone": entry["timezone"],
+                              "weekday": entry.get("weekday"),
+                              "sources": json.dumps(entry["sources"]) if entry.get("sources") else None}
+                    row = existing.get(entry["email"].lower())
+                    if row is None:
+                        additions.append({"email": entry["email"], "status": "active", "cursor": current,
+                                          "created_at": now, "subscribed_at": now, **values})
+                    elif row["status"] == "unsubscribed":
+                        result.refused[index] = "unsubscribed; not re-subscribed without their consent"
+                    elif row["status"] != "active":
+                        result.refused[index] = f"{row['status']}; not re-activated by an import"
+                    elif all(row[name] == values[name] for name in SETTINGS):
+                        result.unchanged += 1
+                    else:
+                        changes.append({"row_id": row["id"], **{f"new_{name}": values[name] for name in SETTINGS}})
+                result.added, result.updated = len(additions), len(changes)
+                if not commit or (result.refused and not skip_refused):
+                    transaction.rollback()
+                    return result
+                if additions:
+                    conn.execute(insert(subscribers), additions)
+                if changes:
+                    conn.execute(update(subscribers)
+                                 .where(subscribers.c.id == bindparam("row_id"), subscribers.c.status == "active")
+                                 .values(**{name: bindparam(f"new_{name}") for name in SETTINGS}), changes)
+                transaction.commit()
+                result.committed = True
+                return result
+            except BaseException:
+                if transaction.is_active:
+                    transaction.rollback()
+                raise
+
+    def remove_subscriber(self, email: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(delete(subscribers).where(func.lower(subscribers.c.email) == email.lower())).rowcount > 0
+
+    def unsubscribe(self, subscriber_id: int) -> bool:
+        with self.engine.begin() as conn:
+            changed = conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id, subscribers.c.status == "active")
+                                   .values(status="unsubscribed", unsubscribed_at=utc_now())).rowcount
+            # Nothing queued for them goes out any more.
+            conn.execute(update(outbox).where(outbox.c.subscriber_id == subscriber_id, outbox.c.status == "pending")
+                         .values(status="cancelled", last_error="unsubscribed"))
+            return changed > 0
+
+    def list_subscribers(self, active_only: bool = False) -> list[Subscriber]:
+        query = select(subscribers).order_by(subscribers.c.id)
+        if active_only:
+            query = query.where(subscribers.c.status == "active")
+        with self.engine.connect() as conn:
+            return [subscriber_from_row(r) for r in conn.execute(query).mappings()]
+
+    def get_subscriber(self, key: int | str) -> Subscriber | None:
+        query = select(subscribers).where(subscribers.c.id == key if isinstance(key, int)
+                                          else func.lower(subscribers.c.email) == key.lower())
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+            return subscriber_from_row(row) if row else None
+
+    def immediate_subscribers_behind(self) -> list[int]:
+        """Active immediate subscribers whose cursor is before the newest published event,
+        wherever it was published from (a CLI check, a release, a confirmed held edit)."""
+        with self.engine.connect() as conn:
+            newest = conn.execute(select(func.max(events.c.seq)).where(events.c.status == "published")).scalar()
+            if newest is None:
+                return []
+            return list(conn.execute(select(subscribers.c.id).where(
+                subscribers.c.status == "active", subscribers.c.cadence == "immediate", subscribers.c.cursor < newest)
+                .order_by(subscribers.c.id)).scalars())
