@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from crawler.items import PostItem
+from postwatch.config import Config
 from state import AlreadyRunning, CheckInput, ComposedMessage, SourceRecord, Store
 
 PG_URL = os.environ.get("POSTWATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -282,3 +283,31 @@ def test_an_undated_post_is_dated_by_when_it_was_first_seen(store):
                        body_html="<p>x</p>", summary=None, origin="page")
     [event] = store.apply_check("blog", CheckInput(posts=[undated] + listing(20)), NOW + timedelta(hours=5)).events
     assert event.published == NOW + timedelta(hours=5)
+
+
+def test_a_configured_postgresql_url_is_opened_with_psycopg_3_and_its_secret_kept_beside_the_config(tmp_path):
+    """The driver postwatch installs is psycopg 3; SQLAlchemy would read postgresql:// as psycopg2."""
+    if not _pg_available():
+        pytest.fail(f"PostgreSQL is not reachable at {PG_URL} (set POSTWATCH_TEST_PG to another server)")
+    config = Config(path=tmp_path / "postwatch.toml", database=PG_URL.replace("postgresql+psycopg://", "postgresql://", 1))
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        store = Store(config.database_url, connect_args={"options": f"-csearch_path={schema}"})
+        assert store.schema_revision() == Store.head_revision() and not store.is_sqlite
+        store.close()
+        assert config.secret_path == tmp_path / "postwatch.secret"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_a_configured_file_path_is_a_sqlite_database_beside_the_config_with_its_secret(tmp_path):
+    config = Config(path=tmp_path / "conf" / "postwatch.toml", database="data/watch.db")
+    store = Store(config.database_url)
+    assert store.is_sqlite and (tmp_path / "conf" / "data" / "watch.db").is_file()
+    store.close()
+    assert config.secret_path == tmp_path / "conf" / "data" / "watch.db.secret"
