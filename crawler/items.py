@@ -4,9 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-# A page's own body beats a feed's copy, which beats the line in a listing.
-ORIGIN_RANK = {"listing": 0, "feed": 1, "page": 2}
-
 
 @dataclass
 class PostItem:

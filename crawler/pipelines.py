@@ -1,8 +1,9 @@
 """Item pipeline: the crawl's posts, one per canonical URL, into the crawl report."""
 from __future__ import annotations
 
-from crawler.items import ORIGIN_RANK, PostItem
+from crawler.items import PostItem
 from crawler.middlewares import CrawlerBound
+from state.records import ORIGIN_RANK
 
 
 class CollectPostsPipeline(CrawlerBound):
