@@ -1,5 +1,6 @@
 """Table definitions (SQLAlchemy Core). The migrations in state/migrations create them; this
-module is what the queries in state/store.py are written against."""
+module is what the queries of the storage modules (state/sources.py, posts.py, events.py,
+subscribers.py, outbox.py, lease.py) are written against."""
 from __future__ import annotations
 
 from sqlalchemy import (Boolean, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String,
