@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from crawler.run import CrawlPlan, SourceSpec, crawl
+from crawler.plan import CrawlPlan, SourceSpec
+from crawler.run import crawl
 from crawler.runtime import run
 from crawler.urls import canonicalize
 from postwatch.replica import BlogReplica, StructuredDataReplica, WordPressReplica, generate_posts
