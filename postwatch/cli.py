@@ -573,7 +573,7 @@ def cmd_sources(args, config) -> int:
         if action == "list":
             for s in store.list_sources():
                 extra = f" feed={s.feed_url}" if s.feed_url else ""
-                print(f"{s.name:<20} {s.kind:<5} {s.url}{extra}  ({s.origin})")
+                print(f"{s.name:<20} {s.kind:<9} {s.url}{extra}  ({s.origin})")
             return 0
         if action == "test":
             from crawler.run import test_source
