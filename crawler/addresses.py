@@ -209,7 +209,7 @@ class PublicAddressResolver:
 
 def install_resolver() -> None:
     """Make the reactor connect only to approved or public addresses (once per process)."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor   # the installed one: importing it at the top would install the default
 
     if not isinstance(reactor.nameResolver, PublicAddressResolver):
         PublicAddressResolver(reactor).install_on_reactor()

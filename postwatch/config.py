@@ -432,8 +432,8 @@ def _coerce(current: Any, annotation: Any, value: Any) -> Any:
 
 
 def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceConfig]:
-    # crawler.kinds loads parsel and lxml (45 ms measured), which commands given no config file
-    # (and `--help`) do not need.
+    # crawler.kinds loads parsel and lxml (45 ms measured): `--help` and a run on the built-in
+    # default source do not read [[sources]] and need not pay it.
     from crawler.kinds import SourceKind, UnknownSourceKind
 
     if items is None:
