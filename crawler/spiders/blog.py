@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scrapy import Request, Spider
 from scrapy.exceptions import IgnoreRequest
-from scrapy.http import TextResponse
+from scrapy.http import Response, TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet.error import DNSLookupError, TCPTimedOutError, TimeoutError as TwistedTimeout
 
@@ -33,10 +33,13 @@ class SourceCrawl:
         self.post_pages = 0
         self.posts_not_fetched: set[str] = set()
 
-    def meta(self, **meta) -> dict:
-        """A request's meta: every request names its source, so that middlewares, signals and
-        the report collector can tell sources apart in a crawl that carries several."""
-        return {"source": self.source.name, "source_url": self.source.url, **meta}
+    def meta(self, url: str, *, conditional: bool = True, **meta) -> dict:
+        """The meta of a request for `url`: its source, so that middlewares, signals and the
+        report collector tell sources apart in a crawl that carries several, and for a
+        conditional GET the validators kept for `url`."""
+        validators = {"validators": self.plan.validators.get(url)} if conditional else {}
+        return {"source": self.source.name, "source_url": self.source.url, "conditional": conditional,
+                **validators, **meta}
 
 
 class BlogSpider(Spider):
@@ -76,7 +79,7 @@ class BlogSpider(Spider):
                 continue
             self.sources[plan.source.name] = SourceCrawl(plan, report, kind)
 
-    def _crawl_of(self, request_or_response) -> SourceCrawl:
+    def _crawl_of(self, request_or_response: Request | Response) -> SourceCrawl:
         return self.sources[request_or_response.meta["source"]]
 
     async def start(self):
@@ -101,20 +104,14 @@ class BlogSpider(Spider):
                 yield request
 
     # -- requests ------------------------------------------------------------------------
-    def _conditional(self, crawl: SourceCrawl, url: str, conditional: bool = True) -> dict:
-        if not conditional:
-            return {"conditional": False}
-        return {"conditional": True, "validators": crawl.plan.validators.get(url)}
-
     def _feed_request(self, crawl: SourceCrawl, url: str, discovered: bool = False) -> Request:
         return Request(url, callback=self.parse_feed, errback=self.on_listing_error, dont_filter=True,
-                       meta=crawl.meta(**self._conditional(crawl, url, not crawl.plan.recheck_feed),
-                                       handle_httpstatus_list=[304], role="feed", discovered=discovered))
+                       meta=crawl.meta(url, conditional=not crawl.plan.recheck_feed, handle_httpstatus_list=[304],
+                                       role="feed", discovered=discovered))
 
     def _listing_request(self, crawl: SourceCrawl, url: str, first: bool = False) -> Request:
-        conditional = not (first and crawl.plan.recheck_feed)
         return Request(url, callback=self.parse_listing, errback=self.on_listing_error, dont_filter=True,
-                       meta=crawl.meta(**self._conditional(crawl, url, conditional),
+                       meta=crawl.meta(url, conditional=not (first and crawl.plan.recheck_feed),
                                        handle_httpstatus_list=[304], role="listing", first=first))
 
     def _post_request(self, crawl: SourceCrawl, url: str, sweep: bool = False, link: str | None = None,
@@ -133,7 +130,7 @@ class BlogSpider(Spider):
         # slash would cost a redirect on WordPress); the post's identity stays `url`.
         fetch = link if link and canonicalize(link, site=crawl.site) == url else url
         return Request(fetch, callback=self.parse_post, errback=self.on_post_error, dont_filter=True,
-                       meta=crawl.meta(**self._conditional(crawl, url, conditional), validator_key=url,
+                       meta=crawl.meta(url, conditional=conditional, validator_key=url,
                                        handle_httpstatus_list=POST_STATUSES, post_url=url, sweep=sweep))
 
     def closed(self, reason):
