@@ -21,8 +21,8 @@ from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.httpobj import urlparse_cached
 
 from crawler import signals
+from crawler.signals import source_stat
 from crawler.plan import CachedRobotsTxt
-from crawler.reports import source_stat
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,9 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.http import Response
 
-from crawler import signals as postwatch_signals
+from crawler.signals import robots_txt_fetched, source_stat, validators_received
 from crawler.items import ORIGIN_RANK, PostItem
 from crawler.plan import CrawlReport, Validators
-
-
-def source_stat(source: str, name: str) -> str:
-    """The stats key of one source's count (e.g. source/link/request_count)."""
-    return f"source/{source}/{name}"
 
 
 class ReportCollector:
@@ -32,8 +27,8 @@ class ReportCollector:
         self.crawler = crawler
         self.reports = {name: CrawlReport(source_name=name) for name in sources}
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
-        crawler.signals.connect(self.validators_received, signal=postwatch_signals.validators_received)
-        crawler.signals.connect(self.robots_txt_fetched, signal=postwatch_signals.robots_txt_fetched)
+        crawler.signals.connect(self.validators_received, signal=validators_received)
+        crawler.signals.connect(self.robots_txt_fetched, signal=robots_txt_fetched)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
     def item_scraped(self, item: PostItem, response: Response) -> None:
