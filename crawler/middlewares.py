@@ -18,6 +18,8 @@ from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Request, Response
 from scrapy.http.request import NO_CALLBACK
+from scrapy.signalmanager import SignalManager
+from scrapy.statscollectors import StatsCollector
 from scrapy.utils.httpobj import urlparse_cached
 
 from crawler import signals
@@ -216,12 +218,12 @@ class ConditionalRequestMiddleware:
     ["validator_key"]`) or the URL first asked for, so a redirected or variant URL is
     revalidated next time. Only requests with `meta["conditional"]` take part."""
 
-    def __init__(self, crawler: Crawler):
-        self.crawler = crawler
+    def __init__(self, signal_manager: SignalManager):
+        self.signals = signal_manager
 
     @classmethod
     def from_crawler(cls, crawler: Crawler):
-        return cls(crawler)
+        return cls(crawler.signals)
 
     def process_request(self, request: Request):
         if not request.meta.get("conditional"):
@@ -241,8 +243,8 @@ class ConditionalRequestMiddleware:
                 key = request.meta.get("validator_key") or (request.meta.get("redirect_urls") or [request.url])[0]
                 validators = (etag.decode("latin-1") if etag else None,
                               last_modified.decode("latin-1") if last_modified else None)
-                self.crawler.signals.send_catch_log(signals.validators_received, source=request.meta.get("source"),
-                                                    url=key, validators=validators)
+                self.signals.send_catch_log(signals.validators_received, source=request.meta.get("source"),
+                                            url=key, validators=validators)
         return response
 
 
@@ -251,23 +253,23 @@ class ExchangeCounterMiddleware:
     `source/<name>/request_count`, `.../response_bytes` and `.../status_count/304` in
     crawler.stats (Scrapy's DownloaderStats counts the same for the whole crawl)."""
 
-    def __init__(self, crawler: Crawler):
-        self.crawler = crawler
+    def __init__(self, stats: StatsCollector):
+        self.stats = stats
 
     @classmethod
     def from_crawler(cls, crawler: Crawler):
-        return cls(crawler)
+        return cls(crawler.stats)
 
     def process_request(self, request: Request):
         source = request.meta.get("source")
         if source is not None:
-            self.crawler.stats.inc_value(source_stat(source, "request_count"))
+            self.stats.inc_value(source_stat(source, "request_count"))
         return None
 
     def process_response(self, request: Request, response: Response):
         source = request.meta.get("source")
         if source is not None:
-            self.crawler.stats.inc_value(source_stat(source, "response_bytes"), len(response.body))
+            self.stats.inc_value(source_stat(source, "response_bytes"), len(response.body))
             if response.status == 304:
-                self.crawler.stats.inc_value(source_stat(source, "status_count/304"))
+                self.stats.inc_value(source_stat(source, "status_count/304"))
         return response
