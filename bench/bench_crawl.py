@@ -11,7 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crawler.run import CrawlPlan, SourceSpec, crawl  # noqa: E402
+from crawler.plan import CrawlPlan, SourceSpec  # noqa: E402
+from crawler.run import crawl  # noqa: E402
 from crawler.runtime import run  # noqa: E402
 from postwatch.replica import BlogReplica, WordPressReplica, generate_posts  # noqa: E402
 

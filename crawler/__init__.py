@@ -1,1 +1,2 @@
-"""postwatch's Scrapy project: the spider, its middlewares and pipeline, and the extraction code."""
+"""postwatch's Scrapy project: the spider, its middlewares, the report collector, the kinds of
+source and the extraction code."""

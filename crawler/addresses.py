@@ -24,8 +24,8 @@ Scrapy's `AsyncCrawlerRunner` installs no `TWISTED_DNS_RESOLVER`, so the middlew
 resolver on the reactor itself (once, wrapping the resolver that was there); `scrapy crawl`
 (CrawlerProcess) installs it from the `TWISTED_DNS_RESOLVER` setting.
 
-Whether the source's own URL is on a non-public address is decided once per crawl, from the
-first resolution of its host: a public blog whose name starts resolving to 10.0.0.5 in the
+Whether the source's own URL is on a non-public address is decided once per source and crawl,
+from the first resolution of its host: a public blog whose name starts resolving to 10.0.0.5 in the
 middle of a check is refused. A name that resolves privately from the start of a check (an
 intranet blog) cannot be told apart from an operator's intent; its requests stay on its origin.
 """
@@ -209,7 +209,7 @@ class PublicAddressResolver:
 
 def install_resolver() -> None:
     """Make the reactor connect only to approved or public addresses (once per process)."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor   # the installed one: importing it at the top would install the default
 
     if not isinstance(reactor.nameResolver, PublicAddressResolver):
         PublicAddressResolver(reactor).install_on_reactor()
@@ -232,16 +232,16 @@ async def resolve(host: str, port: int | None) -> list[str]:
 
 
 class PublicAddressMiddleware:
-    """Refuses every request that would reach a non-public address outside the source's origin.
+    """Refuses every request that would reach a non-public address outside its source's origin.
 
-    Settings: `POSTWATCH_PUBLIC_ONLY` (default True) and `POSTWATCH_SOURCE_URL` (the crawl's
-    source URL; without it the spider's `site` attribute)."""
+    Setting: `POSTWATCH_PUBLIC_ONLY` (default True). The source's URL comes with each request
+    (`request.meta["source_url"]`, set by the spider and copied onto redirects and robots.txt
+    requests); a request without one gets no exception for a private origin."""
 
     def __init__(self, crawler):
         self.crawler = crawler
         self.enabled = crawler.settings.getbool("POSTWATCH_PUBLIC_ONLY", True)
-        self._source_url = crawler.settings.get("POSTWATCH_SOURCE_URL")
-        self._private_origin: asyncio.Future | None = None
+        self._private_origins: dict[str, asyncio.Future] = {}
         if self.enabled:
             install_resolver()
 
@@ -249,31 +249,32 @@ class PublicAddressMiddleware:
     def from_crawler(cls, crawler):
         return cls(crawler)
 
-    async def _private_source_origin(self) -> str | None:
-        """The source's URL if it is on a non-public address, decided once per crawl."""
-        if self._private_origin is None:
-            self._private_origin = decision = asyncio.get_running_loop().create_future()
-            source = self._source_url or getattr(self.crawler.spider, "site", None)
+    async def _private_source_origin(self, source_url: str | None) -> str | None:
+        """The source's URL if it is on a non-public address, decided once per source and crawl."""
+        if not source_url:
+            return None
+        decision = self._private_origins.get(source_url)
+        if decision is None:
+            self._private_origins[source_url] = decision = asyncio.get_running_loop().create_future()
             decided = None
             try:
-                if source:
-                    _, host, port = origin(source)
-                    try:
-                        addresses = await resolve(host, port)
-                    except DNSLookupError:
-                        addresses = []
-                    if any(address_kind(address) for address in addresses):
-                        decided = source
+                _, host, port = origin(source_url)
+                try:
+                    addresses = await resolve(host, port)
+                except DNSLookupError:
+                    addresses = []
+                if any(address_kind(address) for address in addresses):
+                    decided = source_url
             finally:   # a cancelled first request must not leave the others waiting
                 decision.set_result(decided)
-        return await asyncio.shield(self._private_origin)
+        return await asyncio.shield(decision)
 
     async def process_request(self, request):
         if not self.enabled:
             return None
         parsed = urlparse_cached(request)
         scheme, host, port = origin(request.url)
-        private_origin = await self._private_source_origin()
+        private_origin = await self._private_source_origin(request.meta.get("source_url"))
         if scheme not in DEFAULT_PORTS or not host:
             addresses = []
         else:

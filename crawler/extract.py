@@ -1,7 +1,6 @@
-"""Pure extraction from HTML: listing entries, post pages, feed and sitemap discovery.
+"""Pure extraction from HTML: the pieces each kind of source (crawler.kinds) is read with —
+listing entries, a post page's fields and body — and feed and sitemap discovery.
 
-Order of trust for a post page: the source's own CSS selectors, then structured data (JSON-LD,
-OpenGraph, `<time datetime>`), then the page's markup (`h1`, `article`, `main`), then heuristics.
 Nothing here raises on broken HTML: a page it cannot read yields empty results.
 """
 from __future__ import annotations
@@ -26,7 +25,6 @@ BOILERPLATE = (
     ".sharedaddy, .share, .social-share, .newsletter, .subscribe, .sidebar, .widget, .navbar, .w-nav"
 )
 FEED_TYPES = ("application/rss+xml", "application/atom+xml", "application/feed+json", "application/json", "application/rdf+xml")
-COMMON_FEED_PATHS = ("/feed/", "/rss.xml", "/atom.xml", "/feed.xml", "/index.xml", "/blog/rss.xml", "/blog/feed/", "/rss/")
 
 
 @dataclass
@@ -56,7 +54,7 @@ def selector_for(html: str | bytes, url: str = "") -> Selector:
         return Selector(text="<html></html>", type="html")
 
 
-def _text(node) -> str:
+def text_of(node) -> str:
     return " ".join(" ".join(node.css("::text").getall()).split()) if node else ""
 
 
@@ -65,31 +63,17 @@ def clean_title(value: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------
-# Listings
+# Listings (crawler.kinds composes these per kind of source)
 # ------------------------------------------------------------------------------------------
-def extract_listing(sel: Selector, page_url: str, site: str, *, kind: str = "auto",
-                    selectors: dict[str, str] | None = None) -> tuple[list[ListingEntry], str | None]:
-    """Entries of a listing page (in page order, de-duplicated) and the next page's URL."""
-    selectors = selectors or {}
-    try:
-        if selectors.get("listing_item") or selectors.get("post_link"):
-            entries = _listing_from_selectors(sel, page_url, site, selectors)
-        elif kind == "link" or sel.css("div.w-dyn-item"):
-            entries = _listing_webflow(sel, page_url, site)
-        else:
-            entries = []
-        if not entries and kind != "link":
-            entries = _listing_generic(sel, page_url, site)
-        next_url = _next_page(sel, page_url, selectors.get("next_page"))
-    except Exception:
-        return [], None
+def unique_entries(entries: list[ListingEntry], page_url: str, site: str) -> list[ListingEntry]:
+    """In page order, each post once, the listing page itself left out."""
     seen: set[str] = set()
     unique = []
     for entry in entries:
         if entry.url not in seen and entry.url != canonicalize(page_url, site=site):
             seen.add(entry.url)
             unique.append(entry)
-    return unique, next_url
+    return unique
 
 
 def _entry(node, link: str | None, page_url: str, site: str, title: str | None = None) -> ListingEntry | None:
@@ -98,24 +82,25 @@ def _entry(node, link: str | None, page_url: str, site: str, title: str | None =
     url = canonicalize(link, base=page_url, site=site)
     if not is_http_url(url) or not same_site(url, site):
         return None
-    title = clean_title(title or _text(node.css("h1, h2, h3, h4")[:1]) or _text(node.css("a")[:1]))
+    title = clean_title(title or text_of(node.css("h1, h2, h3, h4")[:1]) or text_of(node.css("a")[:1]))
     if not title:
         return None
     date_node = node.css("time::attr(datetime)").get()
-    published = parse_date(date_node) if date_node else find_date_in_text(_text(node))
-    summary = _text(node.css("p")[:1]) or None
+    published = parse_date(date_node) if date_node else find_date_in_text(text_of(node))
+    summary = text_of(node.css("p")[:1]) or None
     return ListingEntry(url=url, title=title, published=published, summary=summary[:400] if summary else None,
                         link=urljoin(page_url, link).split("#", 1)[0])
 
 
-def _listing_webflow(sel: Selector, page_url: str, site: str) -> list[ListingEntry]:
+def webflow_collection(sel: Selector, page_url: str, site: str) -> list[ListingEntry]:
+    """The entries of a Webflow collection list (`div.w-dyn-items`)."""
     # The page's main collection list is the first one whose items link into the site; post
     # pages carry more lists (related posts) further down, listing pages do not need them.
     for collection in sel.css("div.w-dyn-items, [role=list]"):
         entries = []
         for item in collection.css("div.w-dyn-item, [role=listitem]"):
             href = item.css("a::attr(href)").get()
-            title = _text(item.css("h1, h2, h3, h4, .blog-title")[:1])
+            title = text_of(item.css("h1, h2, h3, h4, .blog-title")[:1])
             entry = _entry(item, href, page_url, site, title)
             if entry:
                 entries.append(entry)
@@ -124,31 +109,38 @@ def _listing_webflow(sel: Selector, page_url: str, site: str) -> list[ListingEnt
     return []
 
 
-def _listing_from_selectors(sel: Selector, page_url: str, site: str, selectors: dict[str, str]) -> list[ListingEntry]:
+def has_webflow_collection(sel: Selector) -> bool:
+    return bool(sel.css("div.w-dyn-item"))
+
+
+def listing_from_selectors(sel: Selector, page_url: str, site: str, selectors: dict[str, str]) -> list[ListingEntry]:
+    """The entries the operator's `listing_item` / `post_link` selectors find."""
     items = sel.css(selectors["listing_item"]) if selectors.get("listing_item") else [sel]
     entries = []
     for item in items:
         links = item.css(selectors["post_link"]) if selectors.get("post_link") else item.css("a")
         for link in links[:1] if selectors.get("listing_item") else links:
             href = link.attrib.get("href")
-            entry = _entry(item if selectors.get("listing_item") else link, href, page_url, site, _text(link) or None)
+            entry = _entry(item if selectors.get("listing_item") else link, href, page_url, site, text_of(link) or None)
             if entry:
                 entries.append(entry)
     return entries
 
 
-def _listing_generic(sel: Selector, page_url: str, site: str) -> list[ListingEntry]:
+def generic_listing(sel: Selector, page_url: str, site: str) -> list[ListingEntry]:
+    """Entries of any blog's listing: `<article>`s, else headline links, else links below the
+    listing's own path outside the page chrome."""
     entries = []
     for article in sel.css("article"):
         link = article.css("h1 a, h2 a, h3 a, .entry-title a, a[rel=bookmark]")[:1] or article.css("a")[:1]
         if link:
-            entry = _entry(article, link.attrib.get("href"), page_url, site, _text(link))
+            entry = _entry(article, link.attrib.get("href"), page_url, site, text_of(link))
             if entry:
                 entries.append(entry)
     if entries:
         return entries
     for link in sel.css("main h2 a, main h3 a, h2 a, h3 a"):
-        entry = _entry(link, link.attrib.get("href"), page_url, site, _text(link))
+        entry = _entry(link, link.attrib.get("href"), page_url, site, text_of(link))
         if entry:
             entries.append(entry)
     if entries:
@@ -161,14 +153,15 @@ def _listing_generic(sel: Selector, page_url: str, site: str) -> list[ListingEnt
             continue
         url = canonicalize(href, base=page_url, site=site)
         path = urlsplit(url).path
-        if path.startswith(base_path) and path != base_path.rstrip("/") and "/page/" not in path and len(_text(link)) >= 8:
-            entry = _entry(link, href, page_url, site, _text(link))
+        if path.startswith(base_path) and path != base_path.rstrip("/") and "/page/" not in path and len(text_of(link)) >= 8:
+            entry = _entry(link, href, page_url, site, text_of(link))
             if entry:
                 entries.append(entry)
     return entries
 
 
-def _next_page(sel: Selector, page_url: str, custom: str | None) -> str | None:
+def next_page(sel: Selector, page_url: str, custom: str | None) -> str | None:
+    """The next listing page: the operator's `next_page` selector, else the usual pagination links."""
     candidates = []
     if custom:
         candidates += sel.css(custom).css("::attr(href)").getall() or sel.css(f"{custom}::attr(href)").getall()
@@ -183,60 +176,49 @@ def _next_page(sel: Selector, page_url: str, custom: str | None) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------
-# Post pages
+# Post pages (crawler.kinds composes these per kind of source)
 # ------------------------------------------------------------------------------------------
-def extract_post(sel: Selector, url: str, site: str, *, kind: str = "auto",
-                 selectors: dict[str, str] | None = None) -> PostPage:
-    selectors = selectors or {}
-    structured = _structured_data(sel)
+GENERIC_BODY = ("[itemprop=articleBody]", "article .entry-content", ".entry-content", ".post-content",
+                ".article-body", "div.w-richtext", "article", "main", "[role=main]")
+
+
+def canonical_post_url(sel: Selector, url: str, site: str) -> str:
+    """The page's rel=canonical when it points into the same site, else the URL made canonical."""
     canonical = sel.css("link[rel=canonical]::attr(href)").get()
-    post_url = canonicalize(url, site=site)
     if canonical:
         candidate = canonicalize(canonical, base=url, site=site)
         if is_http_url(candidate) and same_site(candidate, site):
-            post_url = candidate
-
-    title = ""
-    if selectors.get("title"):
-        title = _text(sel.css(selectors["title"])[:1])
-    if not title and kind == "link":
-        title = _text(sel.css(".blog-post-title, h1")[:1])
-    title = clean_title(title or structured.get("headline") or sel.css("meta[property='og:title']::attr(content)").get()
-                        or _text(sel.css("h1")[:1]) or _text(sel.css("title")[:1]))
-
-    published = None
-    if selectors.get("date"):
-        node = sel.css(selectors["date"])[:1]
-        published = parse_date(node.attrib.get("datetime") if node else None) or find_date_in_text(_text(node))
-    if published is None and kind == "link":
-        published = find_date_in_text(_text(sel.css(".blog-post-date")[:1]))
-    published = (published or parse_date(structured.get("datePublished"))
-                 or parse_date(sel.css("meta[property='article:published_time']::attr(content)").get())
-                 or parse_date(sel.css("article time::attr(datetime), main time::attr(datetime), time::attr(datetime)").get()))
-    if published is None and kind == "link":
-        # Webflow templates often show the date as a plain div right after the title.
-        published = find_date_in_text(" ".join(sel.xpath("//h1/following::*[position()<=3]//text()").getall())[:200])
-
-    return PostPage(url=post_url, title=title, published=published,
-                    body_html=_body(sel, kind, selectors, structured))
+            return candidate
+    return canonicalize(url, site=site)
 
 
-def _body(sel: Selector, kind: str, selectors: dict[str, str], structured: dict) -> str | None:
-    queries = []
-    if selectors.get("body"):
-        queries.append(selectors["body"])
-    if kind == "link":
-        queries.append("div.w-richtext")
-    queries += ["[itemprop=articleBody]", "article .entry-content", ".entry-content", ".post-content",
-                ".article-body", "div.w-richtext", "article", "main", "[role=main]"]
+def generic_title(sel: Selector, structured: dict) -> str:
+    return (structured.get("headline") or sel.css("meta[property='og:title']::attr(content)").get()
+            or text_of(sel.css("h1")[:1]) or text_of(sel.css("title")[:1]))
+
+
+def generic_published(sel: Selector, structured: dict) -> datetime | None:
+    return (parse_date(structured.get("datePublished"))
+            or parse_date(sel.css("meta[property='article:published_time']::attr(content)").get())
+            or parse_date(sel.css("article time::attr(datetime), main time::attr(datetime), time::attr(datetime)").get()))
+
+
+def date_in(sel: Selector, query: str) -> datetime | None:
+    """The date in the first node `query` finds: its `datetime` attribute, else its text."""
+    node = sel.css(query)[:1]
+    return parse_date(node.attrib.get("datetime") if node else None) or find_date_in_text(text_of(node))
+
+
+def post_body(sel: Selector, queries: list[str], exclude: str | None, structured: dict) -> str | None:
+    """The first of `queries` that holds text, without page chrome; else JSON-LD's articleBody."""
     for query in queries:
         try:
             nodes = sel.css(query)
         except Exception:  # a bad operator selector must not end the crawl
             continue
         if nodes:
-            cleaned = _without_boilerplate(nodes[0], selectors.get("exclude"))
-            if cleaned and _text(Selector(text=cleaned, type="html")):
+            cleaned = _without_boilerplate(nodes[0], exclude)
+            if cleaned and text_of(Selector(text=cleaned, type="html")):
                 return cleaned
     if structured.get("articleBody"):
         return "".join(f"<p>{_escape(p)}</p>" for p in str(structured["articleBody"]).split("\n") if p.strip())
@@ -268,7 +250,7 @@ def _escape(text: str) -> str:
 _ARTICLE_TYPES = {"article", "blogposting", "newsarticle", "report", "posting", "socialmediaposting", "webpage"}
 
 
-def _structured_data(sel: Selector) -> dict:
+def structured_data(sel: Selector) -> dict:
     """The first Article-like object in the page's JSON-LD (also inside @graph)."""
     for raw in sel.css("script[type='application/ld+json']::text").getall():
         try:
@@ -316,16 +298,8 @@ def sitemaps_from_robots(robots_txt: str, base: str) -> list[str]:
             if line.lower().startswith("sitemap:")]
 
 
-def looks_like_webflow(sel: Selector) -> bool:
-    return bool(sel.css("html[data-wf-site], meta[name=generator][content*=Webflow], meta[content=Webflow]"))
-
-
-def title_of_site(sel: Selector) -> str | None:
-    return clean_title(sel.css("meta[property='og:site_name']::attr(content)").get() or _text(sel.css("title")[:1])) or None
-
-
 def html_to_summary(body_html: str | None, limit: int = 300) -> str | None:
     if not body_html:
         return None
-    text = _text(selector_for(body_html))
+    text = text_of(selector_for(body_html))
     return (text[: limit - 1].rsplit(" ", 1)[0] + "…") if len(text) > limit else (text or None)

@@ -1,33 +1,32 @@
 """Downloader middlewares: robots.txt for every request, retries that back off and honour
-Retry-After, conditional requests, and counting what a check cost the site."""
+Retry-After, conditional requests, and counting what a check cost the site.
+
+They know nothing of the spider: what a request needs comes in its `meta` (`source`, the name
+of the source it belongs to; `conditional` and `validators` for a conditional GET), counts go
+to `crawler.stats` and what the report needs goes out as signals (crawler.signals)."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
-import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 from protego import Protego
+from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Request, Response
 from scrapy.http.request import NO_CALLBACK
+from scrapy.signalmanager import SignalManager
+from scrapy.statscollectors import StatsCollector
 from scrapy.utils.httpobj import urlparse_cached
 
+from crawler import signals
+from crawler.signals import source_stat
+from crawler.plan import CachedRobotsTxt
+
 log = logging.getLogger(__name__)
-
-
-class CrawlerBound:
-    """A component that only needs the crawler (and through it the spider's plan and report)."""
-
-    def __init__(self, crawler):
-        self.crawler = crawler
-
-    @classmethod
-    def from_crawler(cls, crawler):
-        return cls(crawler)
 
 
 class ForbiddenByRobots(IgnoreRequest):
@@ -43,14 +42,16 @@ class RobotsTxtGateMiddleware:
 
     Scrapy's RobotsTxtMiddleware (2.14-2.19) lets requests that were scheduled before robots.txt
     arrived through (the shared Deferred's result is consumed by the first waiter). Here each
-    waiter awaits its own `asyncio.Event.wait()`. robots.txt is cached in the state database via
-    the crawl plan, so a check within ROBOTS_TTL costs no robots.txt request at all.
+    waiter awaits its own `asyncio.Event.wait()`. robots.txt is cached in the state database and
+    handed in as the `POSTWATCH_ROBOTS_CACHE` setting, so a check within ROBOTS_TTL costs no
+    robots.txt request at all; what is fetched goes out as `signals.robots_txt_fetched`.
     """
 
-    def __init__(self, crawler):
+    def __init__(self, crawler: Crawler):
         if not crawler.settings.getbool("POSTWATCH_OBEY_ROBOTS", True):
             raise NotConfigured
         self.crawler = crawler
+        self.cache: dict[str, CachedRobotsTxt] = crawler.settings.get("POSTWATCH_ROBOTS_CACHE") or {}
         self.ttl = crawler.settings.getfloat("ROBOTS_TTL", 86400)
         self.user_agent = crawler.settings.get("USER_AGENT", "postwatch")
         self._parsers: dict[str, Protego | Exception | None] = {}
@@ -65,7 +66,7 @@ class RobotsTxtGateMiddleware:
             return None
         parsed = urlparse_cached(request)
         origin = f"{parsed.scheme}://{parsed.netloc}"
-        rules = await self._rules_for(origin)
+        rules = await self._rules_for(origin, request)
         if isinstance(rules, Exception):
             self.crawler.stats.inc_value("robotstxt/unavailable")
             raise RobotsUnavailable(f"{origin} {rules}" if str(rules).startswith("could not") else
@@ -78,7 +79,7 @@ class RobotsTxtGateMiddleware:
     def _agent_token(self) -> str:
         return self.user_agent.split("/")[0].split()[0] or "postwatch"
 
-    async def _rules_for(self, origin: str):
+    async def _rules_for(self, origin: str, request: Request):
         if origin in self._parsers:
             return self._parsers[origin]
         event = self._ready.get(origin)
@@ -87,22 +88,26 @@ class RobotsTxtGateMiddleware:
             return self._parsers[origin]
         event = self._ready[origin] = asyncio.Event()
         try:
-            self._parsers[origin] = await self._load(origin)
+            self._parsers[origin] = await self._load(origin, request)
         except Exception as exc:  # never leave waiters hanging
             self._parsers[origin] = exc
         finally:
             event.set()
         return self._parsers[origin]
 
-    async def _load(self, origin: str):
-        spider = self.crawler.spider
-        cached = spider.plan.robots.get(origin)
+    async def _load(self, origin: str, first: Request):
+        """The rules of `origin`, fetched for `first` (the request that met the origin first,
+        whose source the robots.txt request belongs to)."""
+        cached = self.cache.get(origin)
         now = datetime.now(timezone.utc)
-        if cached and (now - cached[1]).total_seconds() < self.ttl:
-            return _parse_robots(cached[0])
+        if cached and (now - cached.fetched_at).total_seconds() < self.ttl:
+            return _parse_robots(cached.body)
+        source = first.meta.get("source")
         request = Request(f"{origin}/robots.txt", callback=NO_CALLBACK, priority=1000, dont_filter=True,
-                          meta={"dont_obey_robotstxt": True, "handle_httpstatus_all": True, "conditional": bool(cached),
-                                "dont_redirect": False, "max_retry_times": 1})
+                          meta={"dont_obey_robotstxt": True, "handle_httpstatus_all": True, "dont_redirect": False,
+                                "max_retry_times": 1, "conditional": bool(cached),
+                                "validators": cached.validators if cached else None,
+                                "source": source, "source_url": first.meta.get("source_url")})
         self.crawler.stats.inc_value("robotstxt/request_count")
         try:
             response = await self.crawler.engine.download_async(request)
@@ -111,15 +116,16 @@ class RobotsTxtGateMiddleware:
         except Exception as exc:
             return RuntimeError(f"could not be reached: {short_reason(exc)}")
         if response.status == 304 and cached:
-            spider.report.robots[origin] = (cached[0], now)
-            return _parse_robots(cached[0])
-        if 200 <= response.status < 300:
-            spider.report.robots[origin] = (response.body, now)
-            return _parse_robots(response.body)
-        if 400 <= response.status < 500:
-            spider.report.robots[origin] = (b"", now)   # no robots.txt: everything allowed
-            return None
-        return RuntimeError(f"HTTP {response.status}")
+            body = cached.body
+        elif 200 <= response.status < 300:
+            body = response.body
+        elif 400 <= response.status < 500:
+            body = b""      # no robots.txt: everything allowed
+        else:
+            return RuntimeError(f"HTTP {response.status}")
+        self.crawler.signals.send_catch_log(signals.robots_txt_fetched, source=source, origin=origin, body=body,
+                                            fetched_at=now)
+        return _parse_robots(body)
 
 
 def short_reason(exc: BaseException) -> str:
@@ -205,16 +211,24 @@ class PoliteRetryMiddleware(RetryMiddleware):
             await asyncio.sleep(seconds)
 
 
-class ConditionalRequestMiddleware(CrawlerBound):
-    """If-None-Match / If-Modified-Since from validators kept in the state database, and the
-    new validators of every 200 answer back into the crawl report, keyed by the post's canonical
-    URL (or the URL first asked for), so a redirected or variant URL is revalidated next time."""
+class ConditionalRequestMiddleware:
+    """If-None-Match / If-Modified-Since from the validators the request carries (`meta
+    ["validators"]`, kept in the state database), and the new validators of every 200 answer
+    sent out as `signals.validators_received`, keyed by the post's canonical URL (`meta
+    ["validator_key"]`) or the URL first asked for, so a redirected or variant URL is
+    revalidated next time. Only requests with `meta["conditional"]` take part."""
+
+    def __init__(self, signal_manager: SignalManager):
+        self.signals = signal_manager
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler):
+        return cls(crawler.signals)
 
     def process_request(self, request: Request):
         if not request.meta.get("conditional"):
             return None
-        key = request.meta.get("validator_key", request.url)
-        etag, last_modified = self.crawler.spider.plan.validators.get(key, (None, None))
+        etag, last_modified = request.meta.get("validators") or (None, None)
         if etag and b"If-None-Match" not in request.headers:
             request.headers[b"If-None-Match"] = etag
         if last_modified and b"If-Modified-Since" not in request.headers:
@@ -227,24 +241,35 @@ class ConditionalRequestMiddleware(CrawlerBound):
             last_modified = response.headers.get(b"Last-Modified")
             if etag or last_modified:
                 key = request.meta.get("validator_key") or (request.meta.get("redirect_urls") or [request.url])[0]
-                self.crawler.spider.report.validators[key] = (
-                    etag.decode("latin-1") if etag else None,
-                    last_modified.decode("latin-1") if last_modified else None,
-                )
+                validators = (etag.decode("latin-1") if etag else None,
+                              last_modified.decode("latin-1") if last_modified else None)
+                self.signals.send_catch_log(signals.validators_received, source=request.meta.get("source"),
+                                            url=key, validators=validators)
         return response
 
 
-class ExchangeCounterMiddleware(CrawlerBound):
-    """What the watched site served us: requests, body bytes on the wire, 304s."""
+class ExchangeCounterMiddleware:
+    """What the watched site served each source: requests, body bytes on the wire and 304s, as
+    `source/<name>/request_count`, `.../response_bytes` and `.../status_count/304` in
+    crawler.stats (Scrapy's DownloaderStats counts the same for the whole crawl)."""
+
+    def __init__(self, stats: StatsCollector):
+        self.stats = stats
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler):
+        return cls(crawler.stats)
 
     def process_request(self, request: Request):
-        self.crawler.spider.report.requests += 1
-        request.meta.setdefault("started_at", time.monotonic())
+        source = request.meta.get("source")
+        if source is not None:
+            self.stats.inc_value(source_stat(source, "request_count"))
         return None
 
     def process_response(self, request: Request, response: Response):
-        report = self.crawler.spider.report
-        report.response_bytes += len(response.body)
-        if response.status == 304:
-            report.not_modified_count += 1
+        source = request.meta.get("source")
+        if source is not None:
+            self.stats.inc_value(source_stat(source, "response_bytes"), len(response.body))
+            if response.status == 304:
+                self.stats.inc_value(source_stat(source, "status_count/304"))
         return response

@@ -11,6 +11,7 @@ USER_AGENT = "postwatch/0.1 (+https://github.com/postwatch/postwatch)"
 ROBOTSTXT_OBEY = False
 POSTWATCH_OBEY_ROBOTS = True
 ROBOTS_TTL = 24 * 3600            # cached robots.txt (kept in the state database) is trusted this long
+POSTWATCH_ROBOTS_CACHE = {}       # origin -> crawler.plan.CachedRobotsTxt, handed in per crawl by crawler.run
 
 # Politeness: few parallel requests per host, a delay, AutoThrottle on top.
 CONCURRENT_REQUESTS = 16
@@ -42,8 +43,8 @@ LOG_LEVEL = "WARNING"
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 
 # Public addresses only (crawler/addresses.py): a watched site's feed entries and redirects must
-# not make postwatch fetch internal pages. The source's own origin may be non-public (set per
-# crawl by crawler.run as POSTWATCH_SOURCE_URL).
+# not make postwatch fetch internal pages. The source's own origin may be non-public (each
+# request carries its source's URL in request.meta["source_url"]).
 POSTWATCH_PUBLIC_ONLY = True
 TWISTED_DNS_RESOLVER = "crawler.addresses.PublicAddressResolver"
 
@@ -59,7 +60,4 @@ DOWNLOADER_MIDDLEWARES = {
     "crawler.middlewares.PoliteRetryMiddleware": 550,
     "crawler.middlewares.ConditionalRequestMiddleware": 580,
     "crawler.middlewares.ExchangeCounterMiddleware": 950,
-}
-ITEM_PIPELINES = {
-    "crawler.pipelines.CollectPostsPipeline": 300,
 }

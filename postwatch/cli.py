@@ -573,14 +573,14 @@ def cmd_sources(args, config) -> int:
         if action == "list":
             for s in store.list_sources():
                 extra = f" feed={s.feed_url}" if s.feed_url else ""
-                print(f"{s.name:<20} {s.kind:<5} {s.url}{extra}  ({s.origin})")
+                print(f"{s.name:<20} {s.kind:<9} {s.url}{extra}  ({s.origin})")
             return 0
         if action == "test":
             from crawler.run import test_source
 
             report = _run_async(test_source, args.url, app.crawl_settings)
-            print(report.describe() if hasattr(report, "describe") else report)
-            return 0 if getattr(report, "ok", True) else 1
+            print(report.describe())
+            return 0 if report.ok else 1
         if action == "add":
             return _add_source(args, app)
         if action == "release":
@@ -640,17 +640,14 @@ def _add_source(args, app) -> int:
         from crawler.run import test_source
 
         report = _run_async(test_source, args.url, app.crawl_settings)
-        print(report.describe() if hasattr(report, "describe") else report)
-        if not getattr(report, "ok", True):
+        print(report.describe())
+        if not report.ok:
             print(f"postwatch: {name}: nothing added (use --no-test to add it anyway)", file=sys.stderr)
             return 1
-        spec = getattr(report, "spec", None)
-        if spec is not None:
-            record.kind = spec.kind
-            record.feed_url = args.feed_url or spec.feed_url
-            record.sitemap_url = spec.sitemap_url
-            record.selectors = selectors or dict(spec.selectors or {})
-        record.title = args.title or getattr(report, "title", None)
+        record.kind = report.spec.kind
+        record.feed_url = args.feed_url or report.spec.feed_url
+        record.sitemap_url = report.spec.sitemap_url
+        record.selectors = selectors or dict(report.spec.selectors)
     app.store.add_source(record)
     print(f"added source {name}: {args.url}; the first check records a baseline")
     return 0

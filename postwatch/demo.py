@@ -19,7 +19,7 @@ def say(line: str = "") -> None:
 
 def demo_config(folder: Path, blog_url: str, smtp_port: int) -> Config:
     config = Config(path=folder / "postwatch.toml", database="postwatch.db",
-                    sources=[SourceConfig(name="link", url=blog_url, kind="link", title="Liberty in North Korea (local replica)")])
+                    sources=[SourceConfig(name="link", url=blog_url, kind="webflow", title="Liberty in North Korea (local replica)")])
     config.crawl.download_delay = 0          # the replica is ours: no politeness delay needed
     config.crawl.autothrottle = False
     config.crawl.removal_confirm_after = timedelta(0)

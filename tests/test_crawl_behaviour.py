@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from crawler.run import CrawlPlan, SourceSpec, crawl
+from crawler.plan import CrawlPlan, SourceSpec
+from crawler.run import crawl, crawl_sources
 from crawler.runtime import run
 from crawler.urls import canonicalize
 from postwatch.replica import BlogReplica, StructuredDataReplica, WordPressReplica, generate_posts
@@ -313,3 +314,31 @@ def test_a_feed_that_lies_about_its_encoding_is_still_read():
         assert len(report.posts) == len(site.posts)
         media = next(p for p in report.posts if "Foreign Media" in p.title)
         assert "They\u2019re" in media.body_html        # cp1252 0x92 read as the right quote, not mojibake
+
+
+def test_one_crawl_of_two_sources_keeps_their_reports_apart():
+    # What one crawl per sweep builds on: the middlewares, their signals and the report
+    # collector know each request's source from its meta, never from the spider.
+    with BlogReplica() as link, WordPressReplica() as wp:
+        plans = [CrawlPlan(source=SourceSpec(name="link", url=link.blog_url, kind="webflow"), baseline=True),
+                 CrawlPlan(source=SourceSpec(name="wp", url=wp.blog_url, kind="feed", feed_url=f"{wp.base_url}/feed/"),
+                           baseline=True)]
+        first = run(lambda: crawl_sources(plans, FAST))
+        for name, site in (("link", link), ("wp", wp)):
+            report = first[name]
+            assert report.ok, report.error
+            assert report.requests == len(site.requests) > 1
+            assert set(report.robots) == {site.base_url}
+            assert report.validators and all(url.startswith(site.base_url) for url in report.validators)
+        assert {p.url for p in first["link"].posts} == {link.post_url(p) for p in link.posts}
+        assert len(first["wp"].posts) == len(wp.posts)
+        assert all(p.url.startswith(wp.base_url) for p in first["wp"].posts)
+
+        link.clear_log()
+        wp.clear_log()
+        again = run(lambda: crawl_sources([follow_up(plan.source, first[plan.source.name]) for plan in plans], FAST))
+        assert [(r.path, r.status) for r in link.requests] == [("/blog", 304)]
+        assert [(r.path, r.status) for r in wp.requests] == [("/feed/", 304)]
+        for name in ("link", "wp"):
+            assert again[name].ok and again[name].not_modified
+            assert (again[name].requests, again[name].response_bytes, again[name].not_modified_count) == (1, 0, 1)

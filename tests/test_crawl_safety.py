@@ -15,7 +15,8 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from conftest import Cli, write_config
 from crawler import addresses
 from crawler.addresses import AddressNotAllowed, PublicAddressMiddleware, PublicAddressResolver, refusal
-from crawler.run import CrawlPlan, SourceSpec, crawl
+from crawler.plan import CrawlPlan, SourceSpec
+from crawler.run import crawl
 from crawler.runtime import run
 from crawler.urls import canonicalize
 from postwatch.replica import BlogReplica, ReplicaPost, WordPressReplica, generate_posts
@@ -140,25 +141,29 @@ def test_a_private_source_may_use_its_own_origin_only():
     assert "a loopback address" in refusal("http://localhost:8080/x", ["127.0.0.1"], source)
 
 
-def _middleware(source_url: str, table: dict[str, list[str]], monkeypatch) -> PublicAddressMiddleware:
+def _middleware(table: dict[str, list[str]], monkeypatch) -> PublicAddressMiddleware:
     async def fake_resolve(host, port):
         return list(table[host])
 
     monkeypatch.setattr(addresses, "resolve", fake_resolve)
     monkeypatch.setattr(addresses, "install_resolver", lambda: None)
     stats = SimpleNamespace(inc_value=lambda *a, **k: None)
-    settings = SimpleNamespace(getbool=lambda name, default=None: True,
-                               get=lambda name, default=None: source_url if name == "POSTWATCH_SOURCE_URL" else default)
-    return PublicAddressMiddleware(SimpleNamespace(settings=settings, stats=stats, spider=None))
+    settings = SimpleNamespace(getbool=lambda name, default=None: True)
+    return PublicAddressMiddleware(SimpleNamespace(settings=settings, stats=stats))
+
+
+def _request(url: str, source_url: str, **meta) -> Request:
+    return Request(url, meta={"source": "blog", "source_url": source_url, **meta})
 
 
 def test_a_public_source_whose_redirect_goes_to_loopback_is_refused(monkeypatch):
     table = {"blog.example": ["93.184.216.34"], "127.0.0.1": ["127.0.0.1"]}
-    middleware = _middleware("https://blog.example/", table, monkeypatch)
+    middleware = _middleware(table, monkeypatch)
+    source = "https://blog.example/"
 
     async def go():
-        assert await middleware.process_request(Request("https://blog.example/post")) is None
-        redirected = Request("http://127.0.0.1/latest/meta-data/", meta={"redirect_urls": ["https://blog.example/post"]})
+        assert await middleware.process_request(_request("https://blog.example/post", source)) is None
+        redirected = _request("http://127.0.0.1/latest/meta-data/", source, redirect_urls=["https://blog.example/post"])
         with pytest.raises(AddressNotAllowed, match=r"^http://127\.0\.0\.1/latest/meta-data/ is on 127\.0\.0\.1, "
                                                     r"a loopback address; postwatch fetches only public addresses$"):
             await middleware.process_request(redirected)
@@ -168,13 +173,30 @@ def test_a_public_source_whose_redirect_goes_to_loopback_is_refused(monkeypatch)
 
 def test_a_public_source_whose_own_name_turns_private_mid_check_is_refused(monkeypatch):
     table = {"blog.example": ["93.184.216.34"]}
-    middleware = _middleware("https://blog.example/", table, monkeypatch)
+    middleware = _middleware(table, monkeypatch)
+    source = "https://blog.example/"
 
     async def go():
-        assert await middleware.process_request(Request("https://blog.example/")) is None
+        assert await middleware.process_request(_request("https://blog.example/", source)) is None
         table["blog.example"] = ["169.254.169.254"]                   # DNS rebinding
         with pytest.raises(AddressNotAllowed, match="169.254.169.254, a link-local address"):
-            await middleware.process_request(Request("https://blog.example/latest/meta-data/"))
+            await middleware.process_request(_request("https://blog.example/latest/meta-data/", source))
+
+    asyncio.run(go())
+
+
+def test_each_source_in_one_crawl_may_use_only_its_own_private_origin(monkeypatch):
+    table = {"127.0.0.1": ["127.0.0.1"], "blog.example": ["93.184.216.34"]}
+    middleware = _middleware(table, monkeypatch)
+    replica, public = "http://127.0.0.1:8080/blog", "https://blog.example/"
+
+    async def go():
+        assert await middleware.process_request(_request("http://127.0.0.1:8080/blog/post", replica)) is None
+        # The public source's feed links to the other source's private origin: refused for it.
+        with pytest.raises(AddressNotAllowed, match="a loopback address"):
+            await middleware.process_request(_request("http://127.0.0.1:8080/blog/post", public))
+        with pytest.raises(AddressNotAllowed, match="a loopback address"):
+            await middleware.process_request(Request("http://127.0.0.1:8080/blog/post"))   # no source at all
 
     asyncio.run(go())
 
@@ -257,7 +279,7 @@ def test_a_listing_with_ten_thousand_new_links_is_held_after_a_capped_number_of_
 
 
 def test_max_post_pages_must_be_at_least_one(tmp_path):
-    from postwatch.config import load_config, scrapy_settings
+    from postwatch.config import load_config, scrapy_overrides
 
     path = write_config(tmp_path, "http://127.0.0.1:9/blog", None, extra="")
     path.write_text(path.read_text().replace("[crawl]\n", "[crawl]\nmax_post_pages = 0\n"))
@@ -265,7 +287,7 @@ def test_max_post_pages_must_be_at_least_one(tmp_path):
     assert result.returncode != 0
     assert "[crawl] max_post_pages must be between 1 and 100000, not 0" in result.stdout + result.stderr
     path.write_text(path.read_text().replace("max_post_pages = 0", "max_post_pages = 7"))
-    assert scrapy_settings(load_config(path))["MAX_POST_PAGES"] == 7
+    assert scrapy_overrides(load_config(path))["MAX_POST_PAGES"] == 7
 
 
 # -- item 12: another port is another origin ----------------------------------------------

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from crawler.extract import extract_listing, extract_post, selector_for
+from crawler.extract import selector_for
 from crawler.feeds import parse_feed
+from crawler.kinds import SourceKind
 from crawler.runtime import run
 from postwatch.config import Config, SourceConfig
 from postwatch.replica import BlogReplica, WordPressReplica
@@ -30,9 +31,10 @@ def test_parsers_never_raise_on_the_malformed_corpus(path):
     result = parse_feed(data, "https://broken.example/feed", {"content-type": "application/rss+xml"})
     assert (result.error is None) or ("\n" not in result.error and result.entries == [])
     sel = selector_for(data, "https://broken.example/blog")
-    for kind in ("link", "auto"):
-        extract_listing(sel, "https://broken.example/blog", "https://broken.example/blog", kind=kind)
-        extract_post(sel, "https://broken.example/blog/x", "https://broken.example/blog", kind=kind)
+    for name in SourceKind.names():
+        kind = SourceKind.named(name)()
+        kind.listing(sel, "https://broken.example/blog", "https://broken.example/blog")
+        kind.post(sel, "https://broken.example/blog/x", "https://broken.example/blog")
 
 
 def app_for(tmp_path, url: str, kind: str = "link", feed_url: str | None = None, **crawl):

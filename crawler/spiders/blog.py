@@ -1,23 +1,51 @@
-"""The one spider: reads a blog's feed and/or listing pages incrementally and its post pages
+"""The one spider: reads blogs' feeds and/or listing pages incrementally and their post pages
 only when needed."""
 from __future__ import annotations
 
 from scrapy import Request, Spider
 from scrapy.exceptions import IgnoreRequest
+from scrapy.http import Response, TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet.error import DNSLookupError, TCPTimedOutError, TimeoutError as TwistedTimeout
 
-from crawler.extract import discover_feeds, extract_listing, extract_post, html_to_summary, selector_for
+from crawler.extract import discover_feeds, html_to_summary, selector_for
 from crawler.feeds import parse_feed
 from crawler.items import PostItem
+from crawler.kinds import SourceKind, UnknownSourceKind
+from crawler.plan import CrawlPlan, CrawlReport, SourceSpec
 from crawler.urls import canonicalize
 
 POST_STATUSES = [304, 404, 410]
 LINK_BLOG_URL = "https://libertyinnorthkorea.org/blog"
 
 
+class SourceCrawl:
+    """One source's part of a crawl: its plan, the kind that reads its pages, its report, and
+    what has been asked of its site so far."""
+
+    def __init__(self, plan: CrawlPlan, report: CrawlReport, kind: SourceKind):
+        self.plan, self.report, self.kind = plan, report, kind
+        self.source: SourceSpec = plan.source
+        self.site = plan.source.url
+        self.requested_posts: set[str] = set()
+        self.complete_in_feed: set[str] = set()
+        self.listing_pages = 0
+        self.post_pages = 0
+        self.posts_not_fetched: set[str] = set()
+
+    def meta(self, url: str, *, conditional: bool = True, **meta) -> dict:
+        """The meta of a request for `url`: its source, so that middlewares, signals and the
+        report collector tell sources apart in a crawl that carries several, and for a
+        conditional GET the validators kept for `url`."""
+        validators = {"validators": self.plan.validators.get(url)} if conditional else {}
+        return {"source": self.source.name, "source_url": self.source.url, "conditional": conditional,
+                **validators, **meta}
+
+
 class BlogSpider(Spider):
-    """Arguments: `plan` (crawler.run.CrawlPlan) and `report` (crawler.run.CrawlReport).
+    """Arguments: `plans` (crawler.plan.CrawlPlan, one per source) and `reports` (source name ->
+    crawler.plan.CrawlReport), into which it writes what it concludes about each source; posts,
+    validators, robots.txt and counts reach the reports through crawler.reports.ReportCollector.
 
     - Every request is conditional; a 304 on the listing (or feed) ends a normal check.
     - Only posts not yet known get their page fetched; pagination stops at the first listing
@@ -26,180 +54,188 @@ class BlogSpider(Spider):
     - Posts in `plan.recheck_urls` are re-read without validators (an edit seen once is
       confirmed only by a fetch that sees the same content); `plan.recheck_feed` does the same
       for the feed (and the listing that leads to it).
+    - The source's kind (crawler.kinds) reads its listing and post pages.
     """
 
     name = "blog"
 
-    def __init__(self, plan=None, report=None, **kwargs):
-        if plan is None:
+    def __init__(self, plans: list[CrawlPlan] | None = None, reports: dict[str, CrawlReport] | None = None, **kwargs):
+        if plans is None:
             # From the command line, like any Scrapy spider:
-            #   scrapy crawl blog -a url=https://libertyinnorthkorea.org/blog -a kind=link -O posts.jsonl
-            from crawler.run import CrawlPlan, CrawlReport, SourceSpec
-
+            #   scrapy crawl blog -a url=https://libertyinnorthkorea.org/blog -a kind=webflow -O posts.jsonl
             source = SourceSpec(name=kwargs.pop("source", "blog"), url=kwargs.pop("url", LINK_BLOG_URL),
                                 kind=kwargs.pop("kind", "auto"), feed_url=kwargs.pop("feed_url", None))
-            plan = CrawlPlan(source=source, baseline=kwargs.pop("baseline", "yes").lower() not in ("0", "no", "false"))
-            report = CrawlReport(source_name=source.name)
+            plans = [CrawlPlan(source=source,
+                               baseline=kwargs.pop("baseline", "yes").lower() not in ("0", "no", "false"))]
         super().__init__(**kwargs)
-        self.plan, self.report = plan, report
-        self.source = plan.source
-        self.site = plan.source.url
-        self.requested_posts: set[str] = set()
-        self.complete_in_feed: set[str] = set()
-        self.listing_pages = 0
-        self.post_pages = 0
-        self.posts_not_fetched: set[str] = set()
+        reports = reports if reports is not None else {}
+        self.sources: dict[str, SourceCrawl] = {}
+        for plan in plans:
+            report = reports.setdefault(plan.source.name, CrawlReport(source_name=plan.source.name))
+            try:
+                kind = SourceKind.named(plan.source.kind)(plan.source.selectors)
+            except UnknownSourceKind as exc:
+                report.fail(f"{plan.source.name}: {exc}")
+                continue
+            self.sources[plan.source.name] = SourceCrawl(plan, report, kind)
+
+    def _crawl_of(self, request_or_response: Request | Response) -> SourceCrawl:
+        return self.sources[request_or_response.meta["source"]]
 
     async def start(self):
-        source = self.source
+        for crawl in self.sources.values():
+            for request in self._start_requests(crawl):
+                yield request
+
+    def _start_requests(self, crawl: SourceCrawl):
+        source, plan = crawl.source, crawl.plan
         if source.feed_url:
             # The listing is read after the feed, so posts the feed carried in full need no page.
-            yield self._feed_request(source.feed_url)
+            yield self._feed_request(crawl, source.feed_url)
         else:
-            yield self._listing_request(source.url, first=True)
-        for url in self.plan.recheck_urls:
-            request = self._post_request(url, sweep=True, conditional=False)
+            yield self._listing_request(crawl, source.url, first=True)
+        for url in plan.recheck_urls:
+            request = self._post_request(crawl, url, sweep=True, conditional=False)
             if request:
                 yield request
-        for url in self.plan.sweep_urls:
-            request = self._post_request(url, sweep=True)
+        for url in plan.sweep_urls:
+            request = self._post_request(crawl, url, sweep=True)
             if request:
                 yield request
 
     # -- requests ------------------------------------------------------------------------
-    def _feed_request(self, url: str) -> Request:
+    def _feed_request(self, crawl: SourceCrawl, url: str, discovered: bool = False) -> Request:
         return Request(url, callback=self.parse_feed, errback=self.on_listing_error, dont_filter=True,
-                       meta={"conditional": not self.plan.recheck_feed, "handle_httpstatus_list": [304], "role": "feed"})
+                       meta=crawl.meta(url, conditional=not crawl.plan.recheck_feed, handle_httpstatus_list=[304],
+                                       role="feed", discovered=discovered))
 
-    def _listing_request(self, url: str, first: bool = False) -> Request:
+    def _listing_request(self, crawl: SourceCrawl, url: str, first: bool = False) -> Request:
         return Request(url, callback=self.parse_listing, errback=self.on_listing_error, dont_filter=True,
-                       meta={"conditional": not (first and self.plan.recheck_feed), "handle_httpstatus_list": [304],
-                             "role": "listing", "first": first})
+                       meta=crawl.meta(url, conditional=not (first and crawl.plan.recheck_feed),
+                                       handle_httpstatus_list=[304], role="listing", first=first))
 
-    def _post_request(self, url: str, sweep: bool = False, link: str | None = None,
+    def _post_request(self, crawl: SourceCrawl, url: str, sweep: bool = False, link: str | None = None,
                       conditional: bool = True) -> Request | None:
-        if url in self.requested_posts:
+        if url in crawl.requested_posts:
             return None
         if not sweep:
             # The post is reported from its listing/feed line anyway; beyond the cap its page
             # waits, so that a flood of links is judged by the flood guard before it costs hours.
-            if self.post_pages >= self.settings.getint("MAX_POST_PAGES", 50):
-                self.posts_not_fetched.add(url)
+            if crawl.post_pages >= self.settings.getint("MAX_POST_PAGES", 50):
+                crawl.posts_not_fetched.add(url)
                 return None
-            self.post_pages += 1
-        self.requested_posts.add(url)
+            crawl.post_pages += 1
+        crawl.requested_posts.add(url)
         # Fetch the address the site itself links to (a canonical form without the trailing
         # slash would cost a redirect on WordPress); the post's identity stays `url`.
-        fetch = link if link and canonicalize(link, site=self.site) == url else url
+        fetch = link if link and canonicalize(link, site=crawl.site) == url else url
         return Request(fetch, callback=self.parse_post, errback=self.on_post_error, dont_filter=True,
-                       meta={"conditional": conditional, "handle_httpstatus_list": POST_STATUSES, "post_url": url, "sweep": sweep,
-                             "validator_key": url})
+                       meta=crawl.meta(url, conditional=conditional, validator_key=url,
+                                       handle_httpstatus_list=POST_STATUSES, post_url=url, sweep=sweep))
 
     def closed(self, reason):
-        if self.posts_not_fetched:
-            self.report.warnings.append(
-                f"{self.source.name}: {len(self.posts_not_fetched)} new posts beyond max_post_pages = "
-                f"{self.settings.getint('MAX_POST_PAGES', 50)} were taken from the listing/feed without "
-                "fetching their pages in this check")
+        cap = self.settings.getint("MAX_POST_PAGES", 50)
+        for crawl in self.sources.values():
+            if crawl.posts_not_fetched:
+                crawl.report.warnings.append(
+                    f"{crawl.source.name}: {len(crawl.posts_not_fetched)} new posts beyond max_post_pages = "
+                    f"{cap} were taken from the listing/feed without fetching their pages in this check")
 
     # -- feed ----------------------------------------------------------------------------
     def parse_feed(self, response):
-        self.report.feed_read = True
+        crawl = self._crawl_of(response)
+        source, plan, report = crawl.source, crawl.plan, crawl.report
+        reads_listing = not crawl.kind.feed_only and not response.meta.get("discovered")
         if response.status == 304:
-            if self.source.kind != "feed" and not response.meta.get("discovered"):
-                yield self._listing_request(self.source.url, first=True)   # the listing decides
+            if reads_listing:
+                yield self._listing_request(crawl, source.url, first=True)   # the listing decides
             else:
-                self.report.not_modified = True
+                report.not_modified = True
             return
-        result = parse_feed(response.body, response.url, _headers(response), site=self.site)
+        result = parse_feed(response.body, response.url, _headers(response), site=crawl.site)
         if result.error:
-            self.report.fail(f"{self.source.name}: {result.error}")
+            report.fail(f"{source.name}: {result.error}")
             return
         if result.warning:
-            self.report.warnings.append(f"{self.source.name}: {result.warning}")
-        self.complete_in_feed = {item.url for item in result.entries if item.body_html}
-        if self.source.kind != "feed" and not response.meta.get("discovered"):
-            yield self._listing_request(self.source.url, first=True)
+            report.warnings.append(f"{source.name}: {result.warning}")
+        crawl.complete_in_feed = {item.url for item in result.entries if item.body_html}
+        if reads_listing:
+            yield self._listing_request(crawl, source.url, first=True)
         for item in result.entries:
-            if item.body_html or self.plan.baseline or item.url in self.plan.known_urls:
-                yield item
-            else:
+            yield item
+            if not (item.body_html or plan.baseline or item.url in plan.known_urls):
                 # A summary-only feed: the page has the body, but only for posts not seen before.
-                yield item
-                request = self._post_request(item.url, link=item.link)
+                request = self._post_request(crawl, item.url, link=item.link)
                 if request:
                     yield request
 
     # -- listing -------------------------------------------------------------------------
     def parse_listing(self, response):
+        crawl = self._crawl_of(response)
+        source, plan, report = crawl.source, crawl.plan, crawl.report
         first = response.meta.get("first")
         if response.status == 304:
             if first:
-                self.report.not_modified = True
+                report.not_modified = True
             return
-        self.listing_pages += 1
-        if not hasattr(response, "text"):
-            self.report.fail(f"{self.source.name}: listing {response.url} is not an HTML page")
+        crawl.listing_pages += 1
+        if not isinstance(response, TextResponse):
+            report.fail(f"{source.name}: listing {response.url} is not an HTML page")
             return
         sel = selector_for(response.text, response.url)
-        if first and self.source.kind == "auto" and not self.source.feed_url:
+        if first and crawl.kind.discovers_feeds and not source.feed_url:
             feeds = discover_feeds(sel, response.url)
             if feeds:
-                self.report.discovered_feed = feeds[0]
-                request = self._feed_request(feeds[0])
-                request.meta["discovered"] = True
-                yield request
-        entries, next_url = extract_listing(sel, response.url, self.site, kind=self.source.kind,
-                                            selectors=self.source.selectors)
-        self.report.listing_entries += len(entries)
-        if first and not entries and not self.report.discovered_feed:
-            self.report.empty_listing = True
+                report.discovered_feed = feeds[0]
+                yield self._feed_request(crawl, feeds[0], discovered=True)
+        entries, next_url = crawl.kind.listing(sel, response.url, crawl.site)
         for entry in entries:
-            known = entry.url in self.plan.known_urls or entry.url in self.complete_in_feed
+            known = entry.url in plan.known_urls or entry.url in crawl.complete_in_feed
             yield PostItem(url=entry.url, title=entry.title, published=entry.published, body_html=None,
                            summary=entry.summary, origin="listing")
-            if not known and not self.plan.baseline:
-                request = self._post_request(entry.url, link=entry.link)
+            if not known and not plan.baseline:
+                request = self._post_request(crawl, entry.url, link=entry.link)
                 if request:
                     yield request
         # Listings are newest first: once the page ends on a known post, older pages hold only
         # known posts (a pinned post at the top does not end the walk early).
-        ends_unknown = bool(entries) and entries[-1].url not in self.plan.known_urls
-        if next_url and (self.plan.baseline or ends_unknown) and self.listing_pages < self.settings.getint("MAX_LISTING_PAGES", 500):
-            yield self._listing_request(next_url)
-        elif self.plan.baseline and not next_url:
-            self.report.listing_complete = True
+        ends_unknown = bool(entries) and entries[-1].url not in plan.known_urls
+        more_pages = crawl.listing_pages < self.settings.getint("MAX_LISTING_PAGES", 500)
+        if next_url and (plan.baseline or ends_unknown) and more_pages:
+            yield self._listing_request(crawl, next_url)
+        elif plan.baseline and not next_url:
+            report.listing_complete = True
 
     # -- post pages ----------------------------------------------------------------------
     def parse_post(self, response):
+        crawl = self._crawl_of(response)
+        report = crawl.report
         url = response.meta["post_url"]
         if response.status == 304:
-            self.report.unchanged_urls.add(url)
+            report.unchanged_urls.add(url)
             return
         if response.status in (404, 410):
-            self.report.gone[url] = response.status
+            report.gone[url] = response.status
             return
-        if not hasattr(response, "text"):
-            self.report.failed[url] = f"{url} is not an HTML page"
+        if not isinstance(response, TextResponse):
+            report.failed[url] = f"{url} is not an HTML page"
             return
-        page = extract_post(selector_for(response.text, response.url), response.url, self.site,
-                            kind=self.source.kind, selectors=self.source.selectors)
+        page = crawl.kind.post(selector_for(response.text, response.url), response.url, crawl.site)
         # A known post keeps the identity it was stored under; a new one takes rel=canonical.
-        identity = url if response.meta.get("sweep") or url in self.plan.known_urls else page.url
-        if identity != url:
-            self.report.aliases[url] = identity
+        identity = url if response.meta.get("sweep") or url in crawl.plan.known_urls else page.url
         yield PostItem(url=identity, title=page.title, published=page.published, body_html=page.body_html,
                        summary=html_to_summary(page.body_html), origin="page")
 
     # -- errors --------------------------------------------------------------------------
     def on_listing_error(self, failure):
         request = failure.request
+        crawl = self._crawl_of(request)
         what = request.meta.get("role", "listing")
-        self.report.fail(f"{self.source.name}: {what} {request.url} {describe_failure(failure, request)}")
+        crawl.report.fail(f"{crawl.source.name}: {what} {request.url} {describe_failure(failure, request)}")
 
     def on_post_error(self, failure):
         request = failure.request
-        self.report.failed[request.meta["post_url"]] = describe_failure(failure, request)
+        self._crawl_of(request).report.failed[request.meta["post_url"]] = describe_failure(failure, request)
 
 
 def _headers(response) -> dict[str, str]:

@@ -1,0 +1,119 @@
+"""What a crawl is asked to do and what it reports, per source: plain data, no Scrapy.
+
+The caller builds one `CrawlPlan` per source and gets one `CrawlReport` per source back. Inside
+the crawl every request carries its source's name in `request.meta["source"]`, so the
+middlewares, the signals and the report collector keep sources apart even when one crawl
+carries many of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from crawler.items import PostItem
+
+# ETag and Last-Modified of one URL, as the site sent them.
+Validators = tuple[str | None, str | None]
+# A robots.txt body and when it was fetched, per origin ("https://host[:port]").
+RobotsCache = dict[str, tuple[bytes, datetime]]
+
+
+@dataclass(frozen=True)
+class CachedRobotsTxt:
+    """A stored robots.txt as the crawl's robots.txt gate gets it (setting
+    `POSTWATCH_ROBOTS_CACHE`: origin -> CachedRobotsTxt), with the validators to revalidate it."""
+    body: bytes
+    fetched_at: datetime
+    validators: Validators = (None, None)
+
+
+@dataclass
+class SourceSpec:
+    name: str
+    url: str                          # listing / home page URL
+    kind: str = "auto"                # a registered crawler.kinds.SourceKind name
+    feed_url: str | None = None
+    sitemap_url: str | None = None
+    selectors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CrawlPlan:
+    source: SourceSpec
+    known_urls: set[str] = field(default_factory=set)
+    validators: dict[str, Validators] = field(default_factory=dict)
+    robots: RobotsCache = field(default_factory=dict)
+    baseline: bool = False
+    sweep_urls: list[str] = field(default_factory=list)
+    # Known posts whose page must be looked at again now (an edit seen once waits for this
+    # fetch to confirm it): requested without validators, so the answer is the content itself.
+    recheck_urls: list[str] = field(default_factory=list)
+    recheck_feed: bool = False        # the same for edits seen once in a feed entry
+
+
+def robots_cache(plans: list[CrawlPlan]) -> dict[str, CachedRobotsTxt]:
+    """The robots.txt cache of the plans' sources, for one crawl of all of them: the newest copy
+    of each origin's robots.txt, with the validators any of the sources kept for it."""
+    newest: dict[str, tuple[bytes, datetime]] = {}
+    validators: dict[str, Validators] = {}
+    for plan in plans:
+        for origin, (body, fetched_at) in plan.robots.items():
+            if origin not in newest or newest[origin][1] < fetched_at:
+                newest[origin] = (body, fetched_at)
+            kept = plan.validators.get(f"{origin}/robots.txt")
+            if kept and any(kept):
+                validators.setdefault(origin, kept)
+    return {origin: CachedRobotsTxt(body, fetched_at, validators.get(origin, (None, None)))
+            for origin, (body, fetched_at) in newest.items()}
+
+
+@dataclass
+class CrawlReport:
+    source_name: str
+    ok: bool = True
+    error: str | None = None
+    not_modified: bool = False
+    listing_complete: bool = False
+    posts_by_url: dict[str, PostItem] = field(default_factory=dict)
+    unchanged_urls: set[str] = field(default_factory=set)
+    gone: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    validators: dict[str, Validators] = field(default_factory=dict)
+    robots: RobotsCache = field(default_factory=dict)
+    requests: int = 0
+    response_bytes: int = 0
+    not_modified_count: int = 0
+    warnings: list[str] = field(default_factory=list)
+    discovered_feed: str | None = None
+
+    @property
+    def posts(self) -> list[PostItem]:
+        return list(self.posts_by_url.values())
+
+    def fail(self, error: str) -> None:
+        if self.ok:
+            self.ok, self.error = False, " ".join(error.split())
+
+
+@dataclass
+class DiscoveryReport:
+    """What `postwatch sources test URL` shows: what postwatch would extract, nothing stored."""
+    url: str
+    ok: bool
+    error: str | None
+    spec: SourceSpec
+    posts: list[PostItem]
+    requests: int
+
+    def describe(self, shown: int = 5) -> str:
+        if not self.ok:
+            return f"{self.url}: {self.error}"
+        lines = [f"{self.url}",
+                 f"  feed:    {self.spec.feed_url or 'none found'}",
+                 f"  sitemap: {self.spec.sitemap_url or 'none found'}",
+                 f"  posts:   {len(self.posts)} found on the first listing pages ({self.requests} requests)"]
+        dated = sorted(self.posts, key=lambda p: p.published.timestamp() if p.published else 0, reverse=True)
+        for post in dated[:shown]:
+            when = post.published.strftime("%Y-%m-%d") if post.published else "undated   "
+            lines.append(f"    {when}  {post.title}")
+        return "\n".join(lines)
