@@ -938,6 +938,15 @@ class Store:
         with self.engine.connect() as conn:
             return self._events(conn, query)
 
+    def feed_events(self, source: str | None, limit: int) -> list[EventRecord]:
+        """The newest `limit` published events (of one source, or of all), last published first:
+        what subscribers were told, never a held or dismissed change."""
+        query = select(*events.c).where(events.c.status == "published").order_by(events.c.seq.desc()).limit(limit)
+        if source:
+            query = query.where(sources.c.name == source)
+        with self.engine.connect() as conn:
+            return self._events(conn, query)
+
     def source_status(self) -> list[SourceStatus]:
         with self.engine.connect() as conn:
             counts = dict(conn.execute(select(posts.c.source_id, func.count()).where(posts.c.status != "removed")
