@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 from urllib.parse import quote
 
 from digest.render import render_change
+from state import EventRecord, SourceRecord
 
 ATOM = "http://www.w3.org/2005/Atom"
 CONTENT_TYPE = "application/atom+xml; charset=utf-8"
@@ -67,7 +68,7 @@ class AtomFeed:
         return self.updated.replace(microsecond=0) if self.updated else None
 
 
-def entry_id(event) -> str:
+def entry_id(event: EventRecord) -> str:
     """Stable across runs and renderings (stored values only), and different for the same event
     number in another postwatch's database: the detection time, to the microsecond, is in it."""
     name = f"{event.url}#postwatch:{event.source}:{event.id}:{event.kind}:{_timestamp(event.created_at, precise=True)}"
@@ -79,10 +80,10 @@ def source_feed_id(name: str, url: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"{url}#postwatch-feed:{name}").urn
 
 
-def render_feed(events: Sequence, settings: FeedSettings, *, self_url: str, source=None,
-                sources: Mapping[str, object] = {}) -> AtomFeed:
-    """The feed of `events` (newest first): of `source` (a state.SourceRecord), or of every source
-    when it is None, with `sources` (name -> SourceRecord) naming each entry's source."""
+def render_feed(events: Sequence[EventRecord], settings: FeedSettings, *, self_url: str,
+                source: SourceRecord | None = None, sources: Mapping[str, SourceRecord] | None = None) -> AtomFeed:
+    """The feed of `events` (newest first): of `source`, or of every source when it is None, with
+    `sources` (by name) naming each entry's source."""
     updated = max((e.created_at for e in events), default=None)
     feed = ET.Element(_atom("feed"))
     if source is not None:
@@ -94,7 +95,7 @@ def render_feed(events: Sequence, settings: FeedSettings, *, self_url: str, sour
         _link(feed, source.url, "alternate", "text/html")
         _author(feed, title, source.url)
     else:
-        _text(feed, "id", uuid.uuid5(uuid.NAMESPACE_URL, self_url).urn)
+        _text(feed, "id", uuid.uuid5(uuid.NAMESPACE_URL, self_url).urn)    # no one source to name it by
         _text(feed, "title", f"{settings.site_name}: new, edited and removed posts")
         _text(feed, "subtitle", f"Changes to every blog {settings.site_name} watches")
         _link(feed, self_url, "self", "application/atom+xml")
@@ -107,7 +108,7 @@ def render_feed(events: Sequence, settings: FeedSettings, *, self_url: str, sour
     for event in events:
         author = None
         if source is None:          # the all-sources feed says whose post each entry is about
-            origin = sources.get(event.source)
+            origin = (sources or {}).get(event.source)
             author = (origin.title or origin.name, origin.url) if origin is not None else (event.source, None)
         feed.append(_entry(event, settings, author))
     ET.indent(feed)
@@ -115,7 +116,7 @@ def render_feed(events: Sequence, settings: FeedSettings, *, self_url: str, sour
     return AtomFeed(body=body, entries=len(events), updated=updated, etag=hashlib.sha256(body).hexdigest()[:32])
 
 
-def _entry(event, settings: FeedSettings, author: tuple[str, str | None] | None) -> ET.Element:
+def _entry(event: EventRecord, settings: FeedSettings, author: tuple[str, str | None] | None) -> ET.Element:
     entry = ET.Element(_atom("entry"))
     _text(entry, "id", entry_id(event))
     _text(entry, "title", f"{ENTRY_TITLES.get(event.kind, event.kind.capitalize())}: {' '.join(_xml(event.title).split())}")
