@@ -688,9 +688,12 @@ def cmd_feed(args, config) -> int:
     app = _app(config, args)
     try:
         atom = app.feed(args.source)
-    except (UnknownFeed, TemplateProblem) as exc:
+    except UnknownFeed as exc:
         print(f"postwatch: {exc}", file=sys.stderr)
         return 1
+    except TemplateProblem as exc:
+        print(f"postwatch: {exc}", file=sys.stderr)
+        return 2
     finally:
         app.close()
     if not args.output:

@@ -319,6 +319,16 @@ def test_postwatch_feed_without_a_database_is_one_line_and_creates_nothing(tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["postwatch.toml"]
 
 
+def test_the_feeds_settings_are_validated():
+    from postwatch.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"feeds": {"entries": 0, "public_url": "ftp://feeds.example.org/"}})
+    assert refused.value.problems == ["config: [feeds] entries must be between 1 and 10000, not 0",
+                                      "config: [feeds] public_url must be an http(s) URL"]
+    assert parse_config({"feeds": {"entries": 200}}).feeds.entries == 200
+
+
 def test_a_source_cannot_be_named_all(tmp_path):
     from postwatch.config import ConfigError, parse_config
 
