@@ -9,6 +9,10 @@ from pathlib import Path
 from postwatch.config import LINK_BLOG_URL, load_config, parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
+# What a real relay needs besides its host: a From domain it accepts and a public https unsubscribe link.
+RELAY = ('[digest]\nfrom = "LiNK watch <digest@watch.example.org>"\n'
+         '[unsubscribe]\npublic_url = "https://watch.example.org/unsubscribe"\n'
+         '[smtp]\nhost = "smtp.example.org"\n')
 
 
 def run_cli(*args, cwd, env=None):
@@ -73,7 +77,7 @@ def test_config_check_accepts_the_shipped_example(tmp_path):
 
 
 def test_smtp_password_comes_from_the_environment(tmp_path):
-    (tmp_path / "postwatch.toml").write_text('[smtp]\nhost = "smtp.example.org"\nusername = "me"\n', encoding="utf-8")
+    (tmp_path / "postwatch.toml").write_text(RELAY + 'username = "me"\n', encoding="utf-8")
     assert run_cli("config", "check", cwd=tmp_path).returncode != 0
     ok = run_cli("config", "check", cwd=tmp_path, env={"POSTWATCH_SMTP_PASSWORD": "s3cret"})
     assert ok.returncode == 0, ok.stderr
