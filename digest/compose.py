@@ -85,8 +85,6 @@ class DigestComposer:
         raw = shape.fill({"To": to_addr, "Message-ID": message_id,
                           "List-Unsubscribe": f"<{link}>, <mailto:{wire_address(settings.unsubscribe_mailto)}"
                                               f"?subject=unsubscribe-{token}>"}, text, html)
-        if settings.dkim is not None:
-            raw = settings.dkim.sign(raw)
         return ComposedMessage(message_id=message_id, subject=_one_line(rendered.subject), to_addr=to_addr, raw=raw)
 
 
@@ -168,7 +166,4 @@ def build_alert(operator_addr: str, subject: str, lines: list[str], settings: Di
     message["Message-ID"] = message_id
     message["Auto-Submitted"] = "auto-generated"
     message.set_content("\n".join(lines) + f"\n\n-- \npostwatch, {format_datetime(now)}\n")
-    raw = message.as_bytes()
-    if settings.dkim is not None:
-        raw = settings.dkim.sign(raw)
-    return ComposedMessage(message_id=message_id, subject=message["Subject"], to_addr=operator_addr, raw=raw)
+    return ComposedMessage(message_id=message_id, subject=message["Subject"], to_addr=operator_addr, raw=message.as_bytes())

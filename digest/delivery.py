@@ -219,6 +219,7 @@ class SmtpSession:
         return DeliveryResult("retry", reason)
 
     def send(self, item) -> DeliveryResult:
+        raw = self.settings.dkim.sign(item.raw) if self.settings.dkim is not None else item.raw
         for attempt in (1, 2):
             if self.channel.unavailable:
                 return DeliveryResult("retry", self.channel.unavailable)
@@ -235,7 +236,7 @@ class SmtpSession:
                     if not self.connection.has_extn("smtputf8"):
                         return DeliveryResult("failed", f"{self.settings.host} does not offer SMTPUTF8, which the "
                                                         f"address {item.to_addr} needs (RFC 6531)")
-                refused = self.connection.sendmail(sender, [item.to_addr], item.raw, mail_options=options)
+                refused = self.connection.sendmail(sender, [item.to_addr], raw, mail_options=options)
                 if refused:
                     code, text = refused[item.to_addr]
                     return DeliveryResult("failed" if code >= 500 else "retry", f"{code} {text.decode(errors='replace')}")

@@ -28,7 +28,6 @@ class DigestSettings:
     organization: str = ""           # the footer's sender and postal address (CAN-SPAM)
     postal_address: str = ""
     max_posts: int = 60              # posts shown in full per digest; the size budget may show fewer
-    dkim: "DkimSigner | None" = None   # signs every digest and alert when set
 
     @property
     def domain(self) -> str:
@@ -46,6 +45,9 @@ class SmtpSettings:
     connections: int = 4             # parallel SMTP sessions; 1 sends strictly one after another
     ssl_context: object | None = None  # tests pass one that trusts their own certificate
     envelope_from: str | None = None   # MAIL FROM; else the address part of each message's From
+    # Signs each message as it is handed to the server, as an outgoing MTA's milter would: the
+    # signature's time is the sending time, and the outbox keeps what was composed.
+    dkim: "DkimSigner | None" = None
 
 
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")

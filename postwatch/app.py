@@ -68,6 +68,8 @@ class App:
         self.log_failures = True      # the CLI prints its own one line per failed source
         if not read_only:
             try:
+                if config.smtp.host:
+                    self.dkim_signer        # a DKIM key that cannot be used stops the command at once, not each send
                 self.store.sync_sources(self.source_records_from_config())
             except BaseException:
                 self.store.close()
@@ -110,12 +112,11 @@ class App:
             organization=cfg.digest.organization or "",
             postal_address=cfg.digest.postal_address or "",
             max_posts=cfg.digest.max_posts,
-            dkim=self.dkim_signer,
         )
 
     @functools.cached_property
     def dkim_signer(self):
-        """Loaded once: the web endpoint asks for the digest settings on every request."""
+        """Loaded once, not for every batch of mail."""
         return self.config.dkim_signer()
 
     def delivery_channel(self):
@@ -128,7 +129,7 @@ class App:
             return make_channel("smtp", settings=SmtpSettings(
                 host=smtp.host, port=smtp.effective_port, security=smtp.security,
                 username=smtp.username, password=self.config.smtp_password, timeout=smtp.timeout,
-                connections=smtp.connections, envelope_from=self.config.envelope_sender or None,
+                connections=smtp.connections, envelope_from=self.config.envelope_sender or None, dkim=self.dkim_signer,
             ))
         return make_channel("folder", path=self.config.outbox_path)
 
