@@ -113,7 +113,9 @@ def clean_text(value: str | None, limit: int | None = None) -> str:
 
 
 def _host(value: str) -> str:
-    host = urlsplit(value if "://" in value else f"//{value}").hostname or ""
+    if value.lower().startswith("mailto:"):
+        value = "//" + value[7:].split("?", 1)[0]
+    host = urlsplit(value if "://" in value or value.startswith("//") else f"//{value}").hostname or ""
     return host.lower().rstrip(".").removeprefix("www.")
 
 

@@ -192,3 +192,15 @@ def test_the_text_part_carries_what_the_html_carries():
     assert lead in html and lead in " ".join(text.split())               # the lead, not a shorter excerpt
     for line in text.splitlines():
         assert len(line) <= 78 or "://" in line or line.startswith("[NEW]") or line.startswith("[UPDATED]"), line
+
+
+def test_a_link_loses_its_target_only_when_its_text_names_another_host():
+    body = ('<p>Write to <a href="mailto:info@libertyinnorthkorea.org">info@libertyinnorthkorea.org</a>, read '
+            '<a href="https://www.libertyinnorthkorea.org/blog">libertyinnorthkorea.org/blog</a> or '
+            '<a href="https://libertyinnorthkorea.org/donate">our donation page</a>; not '
+            '<a href="https://evil.example/login">https://bank.example/login</a> or '
+            '<a href="mailto:harvest@evil.example">help@libertyinnorthkorea.org</a>.</p>')
+    _, html, _, _ = parts([event(1, body=body)])
+    lead = html.split('<div class="lead">', 1)[1].split("</div>", 1)[0]
+    assert lead.count("<a ") == 3 and "evil.example" not in html
+    assert "https://bank.example/login" in lead and "help@libertyinnorthkorea.org" in lead      # the words stay
