@@ -227,7 +227,8 @@ class SmtpSession:
                 if self.connection is None:
                     self.connection = self._connect()
                 try:
-                    sender = wire_address(self.settings.envelope_from) if self.settings.envelope_from else envelope_sender(item.raw)
+                    sender = (wire_address(self.settings.envelope_from) if self.settings.envelope_from
+                              else envelope_sender(item.raw))
                 except ValueError as exc:
                     return DeliveryResult("failed", str(exc))
                 options = [] if item.to_addr.isascii() else ["SMTPUTF8"]

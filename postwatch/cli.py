@@ -744,14 +744,17 @@ def _dkim_command(args, config) -> int:
             raise ConfigError([f"dkim keygen: {problem}" for problem in problems])
         key_path = Path(args.key) if args.key else (config.base_dir / (config.dkim.key_file or f"dkim-{args.selector}.pem"))
         signer = DkimSigner(domain, args.selector, generate_key(key_path), key_path)
-    except (DkimProblem, ConfigError) as exc:
-        for line in getattr(exc, "problems", [str(exc)]):
+    except ConfigError as exc:
+        for line in exc.problems:
             print(f"postwatch: {line}", file=sys.stderr)
+        return 1
+    except DkimProblem as exc:
+        print(f"postwatch: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {key_path} (mode 0600: only this account may read it)\n"
           f"Publish this TXT record in the DNS of {signer.domain}:\n{signer.zone_line()}\n"
           f"then add to {config.path or 'the config file'}:\n[dkim]\nselector = \"{signer.selector}\"\n"
-          f"domain = \"{signer.domain}\"\nkey_file = \"{key_path}\"")
+          f"domain = \"{signer.domain}\"\nkey_file = \"{key_path.resolve()}\"")
     return 0
 
 
