@@ -17,11 +17,10 @@ from email.utils import format_datetime, formataddr, parseaddr
 from io import BytesIO
 from urllib.parse import quote
 
-import idna
 from markupsafe import escape
 
 from digest.render import render_digest
-from digest.settings import DigestSettings
+from digest.settings import DigestSettings, wire_address
 from digest.tokens import make_token
 from state import ComposedMessage
 
@@ -29,18 +28,6 @@ from state import ComposedMessage
 def _one_line(value: str) -> str:
     """Header values never carry CR/LF: a title cannot inject a header."""
     return " ".join(str(value).split())
-
-
-def wire_address(address: str) -> str:
-    """The address as it travels: an internationalised domain in its ASCII (IDNA) form, which
-    every server accepts. A non-ASCII local part stays UTF-8 and needs SMTPUTF8 (RFC 6531)."""
-    local, _, domain = address.rpartition("@")
-    if domain.isascii():
-        return address
-    try:
-        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
-    except idna.IDNAError:
-        return address
 
 
 def unsubscribe_url(subscriber, settings: DigestSettings) -> str:

@@ -16,7 +16,7 @@ from functools import lru_cache
 from email.utils import parseaddr
 from pathlib import Path
 
-from digest.settings import SmtpSettings
+from digest.settings import SmtpSettings, wire_address
 
 CHANNELS: dict[str, type["Channel"]] = {}
 
@@ -219,20 +219,25 @@ class SmtpSession:
         return DeliveryResult("retry", reason)
 
     def send(self, item) -> DeliveryResult:
+        raw = self.settings.dkim.sign(item.raw) if self.settings.dkim is not None else item.raw
         for attempt in (1, 2):
             if self.channel.unavailable:
                 return DeliveryResult("retry", self.channel.unavailable)
             try:
                 if self.connection is None:
                     self.connection = self._connect()
-                sender = envelope_sender(item.raw)
+                try:
+                    sender = (wire_address(self.settings.envelope_from) if self.settings.envelope_from
+                              else envelope_sender(item.raw))
+                except ValueError as exc:
+                    return DeliveryResult("failed", str(exc))
                 options = [] if item.to_addr.isascii() else ["SMTPUTF8"]
                 if options:
                     self.connection.ehlo_or_helo_if_needed()
                     if not self.connection.has_extn("smtputf8"):
                         return DeliveryResult("failed", f"{self.settings.host} does not offer SMTPUTF8, which the "
                                                         f"address {item.to_addr} needs (RFC 6531)")
-                refused = self.connection.sendmail(sender, [item.to_addr], item.raw, mail_options=options)
+                refused = self.connection.sendmail(sender, [item.to_addr], raw, mail_options=options)
                 if refused:
                     code, text = refused[item.to_addr]
                     return DeliveryResult("failed" if code >= 500 else "retry", f"{code} {text.decode(errors='replace')}")
@@ -271,10 +276,16 @@ class SmtpSession:
 def envelope_sender(raw: bytes) -> str:
     """The address in the message's From header, for MAIL FROM: the whole header, unfolded,
     then its address part alone (a long or non-ASCII display name is folded or RFC 2047-encoded,
-    so the header's first line need not hold the address)."""
+    so the header's first line need not hold the address), its domain as IDNA. Raises ValueError
+    when From holds no usable address: a made-up sender would only be refused further on."""
     header = re.search(rb"^from:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", raw.split(b"\r\n\r\n", 1)[0],
                        re.IGNORECASE | re.MULTILINE)
-    return _address(header.group(1)) if header else "postwatch@localhost"
+    address = _address(header.group(1)) if header else ""
+    if not _ADDRESS.fullmatch(address):
+        shown = header.group(1).decode("utf-8", "replace").strip()[:80] if header else "none"
+        raise ValueError(f"no plain sender address for MAIL FROM in the message's From header ({shown}); "
+                         "set [smtp] envelope_from")
+    return address
 
 
 @lru_cache(maxsize=64)
@@ -283,4 +294,10 @@ def _address(header_value: bytes) -> str:
     # Encoded words (RFC 2047) stay as they are: they are atoms of the display name, and only the
     # address part is wanted.
     unfolded = re.sub(rb"\r\n(?=[ \t])", b"", header_value).decode("utf-8", "replace")
-    return parseaddr(unfolded.strip())[1] or "postwatch@localhost"
+    address = parseaddr(unfolded.strip())[1]
+    return wire_address(address) if address else ""
+
+
+# What MAIL FROM can carry without SMTPUTF8. `config check` asks more of a relay's sender
+# (digest.settings.plain_address).
+_ADDRESS = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]+@[A-Za-z0-9.-]+")

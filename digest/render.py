@@ -1,16 +1,21 @@
-"""Rendering a digest: Jinja2 templates (overridable), nh3-sanitised source HTML, inlined CSS."""
+"""Rendering a digest: Jinja2 templates (overridable), nh3-sanitised source HTML, a size budget,
+CSS inlined where it must be and kept in a <style> block where a client can use it."""
 from __future__ import annotations
 
+import re
+import textwrap
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import css_inline
+import lxml.html
 import nh3
 from jinja2 import ChoiceLoader, FileSystemLoader, PackageLoader, StrictUndefined, TemplateError, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from digest.settings import DigestSettings
 
@@ -20,7 +25,33 @@ ALLOWED_TAGS = {"p", "a", "em", "strong", "b", "i", "br", "ul", "ol", "li", "blo
 ALLOWED_ATTRIBUTES = {"a": {"href"}}
 # A feed entry also marks an edit's changed words.
 FEED_TAGS = ALLOWED_TAGS | {"ins", "del"}
-LEAD_CHARS = 600
+BLOCK_TAGS = ("p", "ul", "ol", "blockquote", "h3", "h4")
+# Each text block sets its own direction from its first strong character: a right-to-left
+# paragraph reads right to left, a left-to-right one next to it does not.
+_DIRECTION = {tag: {"dir": "auto"} for tag in ("p", "li", "blockquote", "h3", "h4")}
+
+# Gmail clips an HTML part over about 102 KB, and what it clips is the end: the footer with the
+# unsubscribe link. Every digest's HTML part stays under HTML_BUDGET, whatever the sources send.
+HTML_BUDGET = 90 * 1024
+# The rendering holds short stand-ins for each recipient's address and links (digest.compose).
+SLOT_RESERVE = 2 * 1024
+MAX_POSTS = 60               # posts shown in one digest; the rest are counted and linked
+LEAD_CHARS = 600             # text of a new post's first paragraphs
+TITLE_CHARS = 200
+WORD_CHARS = 80              # longer "words" (a 10,000-character string) are cut
+DIFF_CHARS = 1500            # text of an edit's changed paragraphs
+DIFF_ENTRIES = 8
+TOP_LINKS_AFTER = 5          # a digest with more posts also has its unsubscribe link at the top
+TEXT_WIDTH = 78
+
+# Embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069): "Refund\u202efdp.exe"
+# would display as "Refundexe.pdf".
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_OTHER_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_URL_LIKE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^\s/@]+@)?((?:[a-z0-9-]+\.)+[a-z]{2,}|\[[0-9a-f:.]+\])"
+                       r"(?::\d+)?(?:[/?#]\S*)?$", re.IGNORECASE)
+_KEPT_STYLE = re.compile(r'<style data-css-inline="ignore">.*?</style>', re.DOTALL)
+_INLINER = css_inline.CSSInliner(keep_style_tags=False)
 
 
 class TemplateProblem(ValueError):
@@ -33,6 +64,21 @@ class RenderedDigest:
     subject: str
     html: str
     text: str
+    shown: int = 0           # posts shown in full; the others are counted with a link to their site
+    total: int = 0
+
+
+@dataclass
+class Block:
+    """One paragraph (or list, quote, heading) of a post: sanitised HTML and its plain text."""
+    html: Markup
+    text: str
+
+
+def wrap(text: str, indent: str = "", width: int = TEXT_WIDTH) -> str:
+    """Plain text wrapped at `width`; URLs and long words are never broken."""
+    return textwrap.fill(" ".join(str(text).split()), width=width, initial_indent=indent, subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False)
 
 
 @lru_cache(maxsize=8)
@@ -44,6 +90,7 @@ def environment(templates_dir: str | None) -> SandboxedEnvironment:
         loaders.insert(0, FileSystemLoader(templates_dir))
     env = SandboxedEnvironment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(["html", "j2.html", "html.j2"]),
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["wrap"] = wrap
     return env
 
 
@@ -53,36 +100,131 @@ def sanitize(html: str | None, tags: set[str] = ALLOWED_TAGS) -> str:
     if not html:
         return ""
     return nh3.clean(html, tags=tags, attributes=ALLOWED_ATTRIBUTES, url_schemes={"http", "https", "mailto"},
-                     link_rel="noopener noreferrer", strip_comments=True)
+                     link_rel="noopener noreferrer", strip_comments=True, set_tag_attribute_values=_DIRECTION)
 
 
-def lead_html(body_html: str | None, limit: int = LEAD_CHARS) -> str:
-    """The first paragraphs of a post, sanitised, about `limit` characters of text."""
+def clean_text(value: str | None, limit: int | None = None) -> str:
+    """Text from a watched site as it may be shown: no bidi or other control characters, one line,
+    no word longer than WORD_CHARS, at most `limit` characters (cut at a word, with "…")."""
+    text = _OTHER_CONTROLS.sub("", _BIDI_CONTROLS.sub("", value or ""))
+    words = [word if len(word) <= WORD_CHARS else word[:WORD_CHARS] + "…" for word in text.split()]
+    text = " ".join(words)
+    if limit is not None and len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:.") + "…"
+    return text
+
+
+def _host(value: str) -> str:
+    if value.lower().startswith("mailto:"):
+        value = "//" + value[7:].split("?", 1)[0]
+    host = urlsplit(value if "://" in value or value.startswith("//") else f"//{value}").hostname or ""
+    return host.lower().rstrip(".").removeprefix("www.")
+
+
+def _disguised(link) -> bool:
+    """A link whose text looks like an address on another host than the one it opens
+    (text "https://www.paypal.com/signin", target elsewhere)."""
+    text = "".join(link.itertext()).strip()
+    match = _URL_LIKE.match(text)
+    return bool(match) and _host(text) != _host(link.get("href") or "")
+
+
+def _unlink(link) -> None:
+    """Replace a link by its text: the words stay, the deceptive target goes."""
+    text = "".join(link.itertext()) + (link.tail or "")
+    parent, previous = link.getparent(), link.getprevious()
+    if previous is not None:
+        previous.tail = (previous.tail or "") + text
+    else:
+        parent.text = (parent.text or "") + text
+    parent.remove(link)
+
+
+def lead_of(body_html: str | None, limit: int = LEAD_CHARS) -> list[Block]:
+    """The first paragraphs of a post, sanitised, at most `limit` characters of text. A paragraph
+    too long to fit (or holding an overlong word) is shown as its text, cut at a word."""
     clean = sanitize(body_html)
     if not clean:
-        return ""
-    from parsel import Selector
-
-    parts, size = [], 0
-    for node in Selector(text=f"<div>{clean}</div>", type="html").css("div > p, div > ul, div > ol, div > blockquote, div > h3, div > h4"):
-        text = " ".join(node.css("::text").getall())
-        if not text.strip():
+        return []
+    root = lxml.html.fragment_fromstring(clean, create_parent="div")
+    blocks: list[Block] = []
+    size = 0
+    for node in root:
+        if not isinstance(node.tag, str) or node.tag not in BLOCK_TAGS:
             continue
-        parts.append(node.get())
+        for element in node.iter():
+            element.text = element.text and _BIDI_CONTROLS.sub("", element.text)
+            element.tail = element.tail and _BIDI_CONTROLS.sub("", element.tail)
+        for link in list(node.iter("a")):
+            if _disguised(link):
+                _unlink(link)
+        raw_text = " ".join(node.text_content().split())
+        if not raw_text:
+            continue
+        room = limit - size
+        text = clean_text(raw_text)
+        if len(text) <= room and text == raw_text:
+            node.tail = None
+            html = nh3.clean(lxml.html.tostring(node, encoding="unicode"), tags=ALLOWED_TAGS,
+                             attributes=ALLOWED_ATTRIBUTES, link_rel="noopener noreferrer",
+                             set_tag_attribute_values=_DIRECTION)
+            blocks.append(Block(Markup(html), text))
+        else:
+            if blocks and room < 80:
+                break
+            text = clean_text(raw_text, max(room, 80))
+            blocks.append(Block(Markup(f'<p dir="auto">{escape(text)}</p>'), text))
         size += len(text)
         if size >= limit:
             break
-    return sanitize("".join(parts)) if parts else ""
+    return blocks
 
 
 def excerpt_of(event, limit: int = 300) -> str:
     text = event.summary or ""
     if not text and event.body_html:
-        from parsel import Selector
+        text = lxml.html.fragment_fromstring(sanitize(event.body_html), create_parent="div").text_content()
+    return clean_text(text, limit)
 
-        text = " ".join(" ".join(Selector(text=sanitize(event.body_html), type="html").css("::text").getall()).split())
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+def diff_for_digest(diff: dict | None) -> dict | None:
+    """An edit's diff as the digest shows it: at most DIFF_ENTRIES paragraphs and DIFF_CHARS
+    characters of text, each cleaned like any text from the site; `truncated` when anything of it
+    is left out (the page has the rest)."""
+    if not diff:
+        return None
+    entries, size, cut = [], 0, False
+    for entry in diff.get("paragraphs") or []:
+        room = DIFF_CHARS - size
+        if len(entries) >= DIFF_ENTRIES or room < 40:
+            cut = True
+            break
+        if entry.get("op") == "changed":
+            words, used = [], 0
+            for op, piece in entry.get("words") or []:
+                piece = " ".join(w if len(w) <= WORD_CHARS else w[:WORD_CHARS] + "…"
+                                 for w in _OTHER_CONTROLS.sub("", _BIDI_CONTROLS.sub("", piece)).split(" "))
+                if used + len(piece) > room:
+                    words.append((op, piece[:room - used] + "…"))
+                    cut = True
+                    break
+                words.append((op, piece))
+                used += len(piece)
+            marked = "".join(f"[+{w}+]" if op == "insert" else f"[-{w}-]" if op == "delete" else w for op, w in words)
+            entries.append({"op": "changed", "words": words, "text": marked})
+            size += used
+        else:
+            whole = clean_text(entry.get("text"))
+            text = clean_text(whole, room)
+            cut = text != whole
+            entries.append({"op": entry.get("op"), "text": text})
+            size += len(text)
+        if cut:
+            break
+    title = diff.get("title")
+    if title:
+        title = {"old": clean_text(title.get("old"), TITLE_CHARS), "new": clean_text(title.get("new"), TITLE_CHARS)}
+    return {"title": title, "paragraphs": entries, "truncated": cut or bool(diff.get("truncated"))}
 
 
 def _date(value: datetime | None, zone: ZoneInfo) -> str:
@@ -97,7 +239,7 @@ def subject_for(events, settings: DigestSettings) -> str:
     parts = [f"{n} {kind}" for kind, n in counts.items() if n]
     names = []
     for event in events:
-        title = settings.source_titles.get(event.source, event.source)
+        title = clean_text(settings.source_titles.get(event.source, event.source))
         if title not in names:
             names.append(title)
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
@@ -109,32 +251,85 @@ def _cadence_text(subscriber) -> str:
     return {"immediate": "after each check", "weekly": "weekly"}.get(getattr(subscriber, "cadence", "daily"), "daily")
 
 
+def _site_of(source: str, events, settings: DigestSettings) -> str:
+    if settings.source_urls.get(source):
+        return settings.source_urls[source]
+    parts = urlsplit(events[0].url)
+    return f"{parts.scheme}://{parts.netloc}/"
+
+
+def _post(event, zone: ZoneInfo) -> dict:
+    lead = lead_of(event.body_html) if event.kind in ("new", "restored") else []
+    return {
+        "kind": event.kind, "title": clean_text(event.title, TITLE_CHARS) or event.url, "url": event.url,
+        "date": _date(event.published, zone), "excerpt": excerpt_of(event),
+        "lead": lead, "lead_html": Markup("".join(block.html for block in lead)),
+        "diff": diff_for_digest(event.diff) if event.kind == "updated" else None,
+    }
+
+
+def _take(by_source: dict[str, list], limit: int) -> dict[str, int]:
+    """How many posts of each source to show: in turns, one per source, up to `limit` in all."""
+    taken = {source: 0 for source in by_source}
+    left = limit
+    while left > 0 and any(taken[s] < len(items) for s, items in by_source.items()):
+        for source, items in by_source.items():
+            if left and taken[source] < len(items):
+                taken[source] += 1
+                left -= 1
+    return taken
+
+
 def render_digest(subscriber, events, settings: DigestSettings, now: datetime, unsubscribe_url: str) -> RenderedDigest:
+    """The digest's subject, HTML and text. Shows at most `settings.max_posts` posts, fewer if the
+    HTML part would pass HTML_BUDGET; the others are counted per source with a link to it."""
     zone = ZoneInfo(getattr(subscriber, "timezone", None) or settings.timezone)
     by_source: dict[str, list] = {}
     for event in events:
         by_source.setdefault(event.source, []).append(event)
-    groups = []
-    for source, items in by_source.items():
-        items = sorted(items, key=lambda e: (e.published or e.created_at), reverse=True)
-        groups.append({
-            "title": settings.source_titles.get(source, source),
-            "posts": [{
-                "kind": e.kind, "title": " ".join(e.title.split()), "url": e.url,
-                "date": _date(e.published, zone), "excerpt": excerpt_of(e),
-                "lead_html": Markup(lead_html(e.body_html)) if e.kind in ("new", "restored") else "",
-                "diff": e.diff if e.kind == "updated" else None,
-            } for e in items],
-        })
-    subject = subject_for(events, settings)
-    context = {
-        "subject": subject, "headline": subject.split(" — ")[0].capitalize() if events else subject,
-        "groups": groups, "site_name": settings.site_name, "generated": f"{now.astimezone(zone):%-d %B %Y}",
-        "email": subscriber.email, "unsubscribe_url": unsubscribe_url, "cadence_text": _cadence_text(subscriber),
-    }
-    html = css_inline.inline(_render(settings, "digest.html.j2", context))
+    for items in by_source.values():
+        items.sort(key=lambda e: (e.published or e.created_at), reverse=True)
+    posts: dict[int, dict] = {}
+    subject = clean_text(subject_for(events, settings))
+    limit = min(len(events), max(0, settings.max_posts))
+    while True:
+        taken = _take(by_source, limit)
+        groups = []
+        for source, items in by_source.items():
+            shown = items[:taken[source]]
+            for event in shown:
+                if event.id not in posts:
+                    posts[event.id] = _post(event, zone)
+            groups.append({
+                "title": clean_text(settings.source_titles.get(source, source)),
+                "posts": [posts[e.id] for e in shown],
+                "more": len(items) - len(shown), "site_url": _site_of(source, items, settings),
+            })
+        context = {
+            "subject": subject, "headline": subject.split(" — ")[0].capitalize() if events else subject,
+            "groups": groups, "site_name": clean_text(settings.site_name), "generated": f"{now.astimezone(zone):%-d %B %Y}",
+            "email": subscriber.email, "unsubscribe_url": unsubscribe_url, "cadence_text": _cadence_text(subscriber),
+            "organization": clean_text(settings.organization), "postal_address": clean_text(settings.postal_address),
+            "top_links": limit > TOP_LINKS_AFTER, "shown": limit, "total": len(events),
+        }
+        html = _inline(_render(settings, "digest.html.j2", context))
+        size = len(html.encode("utf-8"))
+        if size <= HTML_BUDGET - SLOT_RESERVE or limit == 0:
+            break
+        limit = max(0, min(limit - 1, limit * (HTML_BUDGET - SLOT_RESERVE) // size))
     text = _render(settings, "digest.txt.j2", context)
-    return RenderedDigest(subject=subject, html=html, text=text)
+    return RenderedDigest(subject=subject, html=html, text=text, shown=limit, total=len(events))
+
+
+def _inline(page: str) -> str:
+    """Inline the template's <style> (clients that drop <style> blocks still get the layout), and
+    keep each <style data-css-inline="ignore"> block as it is: per-post classes and the dark-mode
+    rules, for the clients that honour them, without repeating them on every post."""
+    kept = _KEPT_STYLE.findall(page)
+    html = _INLINER.inline(_KEPT_STYLE.sub("", page))
+    if kept:
+        html = html.replace("</head>", "".join(kept) + "</head>", 1)
+    return html
 
 
 def render_change(event, settings) -> str:

@@ -1,8 +1,15 @@
 """What the digest needs to know about the sender, the list and the mail server."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import idna
+
+if TYPE_CHECKING:
+    from digest.signing import DkimSigner
 
 
 @dataclass
@@ -17,6 +24,10 @@ class DigestSettings:
     templates_dir: Path | None = None
     timezone: str = "UTC"
     source_titles: dict[str, str] = field(default_factory=dict)
+    source_urls: dict[str, str] = field(default_factory=dict)     # "and N more posts" links there
+    organization: str = ""           # the footer's sender and postal address (CAN-SPAM)
+    postal_address: str = ""
+    max_posts: int = 60              # posts shown in full per digest; the size budget may show fewer
 
     @property
     def domain(self) -> str:
@@ -33,3 +44,28 @@ class SmtpSettings:
     timeout: float = 30.0
     connections: int = 4             # parallel SMTP sessions; 1 sends strictly one after another
     ssl_context: object | None = None  # tests pass one that trusts their own certificate
+    envelope_from: str | None = None   # MAIL FROM; else the address part of each message's From
+    # Signs each message as it is handed to the server, as an outgoing MTA's milter would: the
+    # signature's time is the sending time, and the outbox keeps what was composed.
+    dkim: "DkimSigner | None" = None
+
+
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+
+
+def plain_address(address: str | None) -> bool:
+    """An address a strict relay takes in MAIL FROM without SMTPUTF8: ASCII local part, '@', a
+    domain of at least two labels (IDNA for an internationalised one); no display name, no <>."""
+    return bool(address) and _PLAIN_ADDRESS.fullmatch(address) is not None
+
+
+def wire_address(address: str) -> str:
+    """The address as it travels: an internationalised domain in its ASCII (IDNA) form, which
+    every server accepts. A non-ASCII local part stays UTF-8 and needs SMTPUTF8 (RFC 6531)."""
+    local, _, domain = address.rpartition("@")
+    if domain.isascii():
+        return address
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError:
+        return address

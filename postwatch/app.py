@@ -3,6 +3,7 @@ settings, and the work both do (check sources, compose and send digests, alerts,
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -68,6 +69,8 @@ class App:
         self.log_failures = True      # the CLI prints its own one line per failed source
         if not read_only:
             try:
+                if config.smtp.host:
+                    self.dkim_signer        # a DKIM key that cannot be used stops the command at once, not each send
                 self.store.sync_sources(self.source_records_from_config())
             except BaseException:
                 self.store.close()
@@ -93,20 +96,29 @@ class App:
         from digest.settings import DigestSettings
 
         cfg = self.config
-        public = cfg.unsubscribe.public_url or f"http://{cfg.daemon.listen}/unsubscribe"
-        from_domain = cfg.digest.from_addr.rpartition("@")[2].strip(">") or "localhost"
+        from_domain = cfg.from_domain or "localhost"
+        sources = self.store.list_sources()
         return DigestSettings(
             from_addr=cfg.digest.from_addr,
             reply_to=cfg.digest.reply_to,
             list_id=f"postwatch.{from_domain}",
             site_name=cfg.digest.site_name,
-            unsubscribe_base_url=public,
+            unsubscribe_base_url=cfg.unsubscribe_url,
             unsubscribe_mailto=cfg.unsubscribe.mailto or f"unsubscribe@{from_domain}",
             secret=cfg.unsubscribe_secret(),
             templates_dir=cfg.digest.templates_dir and (cfg.base_dir / cfg.digest.templates_dir),
             timezone=cfg.digest.default_timezone,
-            source_titles={s.name: (s.title or s.name) for s in self.store.list_sources()},
+            source_titles={s.name: (s.title or s.name) for s in sources},
+            source_urls={s.name: s.url for s in sources},
+            organization=cfg.digest.organization or "",
+            postal_address=cfg.digest.postal_address or "",
+            max_posts=cfg.digest.max_posts,
         )
+
+    @functools.cached_property
+    def dkim_signer(self):
+        """Loaded once, not for every batch of mail."""
+        return self.config.dkim_signer()
 
     def delivery_channel(self):
         """SMTP when a host is configured, else .eml files in the outbox folder."""
@@ -118,7 +130,7 @@ class App:
             return make_channel("smtp", settings=SmtpSettings(
                 host=smtp.host, port=smtp.effective_port, security=smtp.security,
                 username=smtp.username, password=self.config.smtp_password, timeout=smtp.timeout,
-                connections=smtp.connections,
+                connections=smtp.connections, envelope_from=self.config.envelope_sender or None, dkim=self.dkim_signer,
             ))
         return make_channel("folder", path=self.config.outbox_path)
 

@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from postwatch import __version__
-from postwatch.config import ALL_SOURCES, CONFIG_ENV, ConfigError, load_config, selector_problem
+from postwatch.config import (ALL_SOURCES, CONFIG_ENV, ConfigError, dkim_name_problems, dkim_report, load_config,
+                              relay_problems, selector_problem)
 
 DESCRIPTION = """\
 postwatch watches blogs for new, edited and removed posts and emails subscribers a digest.
@@ -193,6 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands.add_parser("check", help="validate the config file; one line per problem, exit status 2 on any")
     config_commands.add_parser("example", help="print a commented example config")
 
+    dkim = commands.add_parser("dkim", help="make a DKIM signing key and print the DNS record for it",
+                               description="postwatch signs every digest with DKIM when [dkim] selector and key_file are "
+                                           "set; the public half is published as a TXT record at "
+                                           "SELECTOR._domainkey.DOMAIN.")
+    dkim_commands = dkim.add_subparsers(dest="dkim_command", metavar="ACTION", required=True)
+    keygen = dkim_commands.add_parser("keygen", help="write a new 2048-bit RSA key (mode 0600) and print its TXT record")
+    keygen.add_argument("--selector", required=True, help="the DKIM selector, e.g. pw2026")
+    keygen.add_argument("--domain", help="the signing domain (default: the domain of [digest] from)")
+    keygen.add_argument("--key", metavar="FILE", help="where to write the key (default: [dkim] key_file, else "
+                                                      "dkim-SELECTOR.pem beside the config file); never overwritten")
+    dkim_commands.add_parser("record", help="print the DNS TXT record for the configured [dkim] key")
+
     demo = commands.add_parser("demo", help="the whole loop offline in one command, against a local replica",
                                description="Starts a local replica of the LiNK blog and a local SMTP server on free loopback "
                                            "ports, runs a baseline check, adds and edits posts, checks again and sends the "
@@ -231,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "config":
         return _config_command(args, config)
+    if args.command == "dkim":
+        return _dkim_command(args, config)
     handler = {
         "check": cmd_check, "digest": cmd_digest, "run": cmd_run, "subscribers": cmd_subscribers,
         "sources": cmd_sources, "history": cmd_history, "status": cmd_status, "feed": cmd_feed,
@@ -735,8 +750,48 @@ def _config_command(args, config) -> int:
         print((Path(__file__).parent / "examples" / "postwatch.toml").read_text(encoding="utf-8"), end="")
         return 0
     where = config.path or "built-in defaults (no config file)"
+    dkim_line, problems = dkim_report(config, str(where))
+    problems = relay_problems(config, str(where)) + problems
+    for line in problems:
+        print(f"postwatch: {line}", file=sys.stderr)
+    if problems:
+        return 2
     print(f"{where}: ok — {len(config.sources)} sources, database {config.database}, "
-          + (f"SMTP {config.smtp.host}:{config.smtp.effective_port}" if config.smtp.host else f"outbox folder {config.outbox_path}"))
+          + (f"SMTP {config.smtp.host}:{config.smtp.effective_port}, MAIL FROM {config.envelope_sender}, "
+             f"unsubscribe {config.unsubscribe_url}, {dkim_line}" if config.smtp.host
+             else f"outbox folder {config.outbox_path}"))
+    return 0
+
+
+def _dkim_command(args, config) -> int:
+    from digest.signing import DkimProblem, DkimSigner, generate_key
+
+    try:
+        if args.dkim_command == "record":
+            signer = config.dkim_signer()
+            if signer is None:
+                print("postwatch: [dkim] selector and key_file are not set; make a key with: postwatch dkim keygen "
+                      "--selector NAME", file=sys.stderr)
+                return 2
+            print(signer.zone_line())
+            return 0
+        domain = args.domain or config.from_domain
+        problems = dkim_name_problems(args.selector, domain)
+        if problems:
+            raise ConfigError([f"dkim keygen: {problem}" for problem in problems])
+        key_path = Path(args.key) if args.key else (config.base_dir / (config.dkim.key_file or f"dkim-{args.selector}.pem"))
+        signer = DkimSigner(domain, args.selector, generate_key(key_path), key_path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"postwatch: {line}", file=sys.stderr)
+        return 1
+    except DkimProblem as exc:
+        print(f"postwatch: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {key_path} (mode 0600: only this account may read it)\n"
+          f"Publish this TXT record in the DNS of {signer.domain}:\n{signer.zone_line()}\n"
+          f"then add to {config.path or 'the config file'}:\n[dkim]\nselector = \"{signer.selector}\"\n"
+          f"domain = \"{signer.domain}\"\nkey_file = \"{key_path.resolve()}\"")
     return 0
 
 

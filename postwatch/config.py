@@ -21,6 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from digest.settings import plain_address, wire_address
+
 CONFIG_ENV = "POSTWATCH_CONFIG"
 DEFAULT_CONFIG_NAME = "postwatch.toml"
 
@@ -116,6 +118,7 @@ class SmtpConfig:
     password_env: str = "POSTWATCH_SMTP_PASSWORD"
     timeout: float = between(30.0, 1, 600)
     connections: int = between(4, 1, 32)
+    envelope_from: str | None = None      # MAIL FROM; default: the address part of [digest] from
 
     @property
     def effective_port(self) -> int:
@@ -138,6 +141,16 @@ class DigestConfig:
     max_attempts: int = between(12, 1, 1000)
     send_lease: timedelta = between(timedelta(minutes=5), parse_duration("1s"), parse_duration("1d"))
     retry_after: timedelta = between(timedelta(minutes=1), parse_duration("1s"), parse_duration("1h"))
+    organization: str | None = None       # the footer names the sender and its postal address (CAN-SPAM)
+    postal_address: str | None = None
+    max_posts: int = between(60, 1, 1000)  # posts shown per digest; the rest are counted, linked to their site
+
+
+@dataclass
+class DkimConfig:
+    selector: str | None = None
+    domain: str | None = None              # default: the domain of [digest] from
+    key_file: Path | None = None           # relative to the config file
 
 
 @dataclass
@@ -184,6 +197,7 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -235,6 +249,33 @@ class Config:
         host, _, port = self.daemon.listen.rpartition(":")
         return host.strip("[]") or "127.0.0.1", int(port)
 
+    @property
+    def unsubscribe_url(self) -> str:
+        """Where the links in digests point: [unsubscribe] public_url, else the listen address
+        (fine for the outbox folder and a local test; `config check` refuses it with a relay)."""
+        return self.unsubscribe.public_url or f"http://{self.daemon.listen}/unsubscribe"
+
+    @property
+    def from_domain(self) -> str:
+        return parseaddr(self.digest.from_addr)[1].rpartition("@")[2].strip().lower()
+
+    @property
+    def envelope_sender(self) -> str:
+        """MAIL FROM: [smtp] envelope_from, else the address part of [digest] from (never a header line)."""
+        return self.smtp.envelope_from or parseaddr(self.digest.from_addr)[1]
+
+    def dkim_signer(self):
+        """The DKIM signer [dkim] describes, or None; raises ConfigError naming the key file."""
+        if not self.dkim.selector or not self.dkim.key_file:
+            return None
+        from digest.signing import DkimProblem, DkimSigner
+
+        try:
+            return DkimSigner.from_file(self.base_dir / self.dkim.key_file, self.dkim.domain or self.from_domain,
+                                        self.dkim.selector)
+        except DkimProblem as exc:
+            raise ConfigError([f"[dkim] key_file {exc}"]) from None
+
 
 MIN_SECRET_LENGTH = 16
 
@@ -284,6 +325,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, str]]] = {
     "daemon": (DaemonConfig, {}),
     "alerts": (AlertConfig, {}),
     "feeds": (FeedsConfig, {}),
+    "dkim": (DkimConfig, {}),
 }
 _SOURCE_KEYS = {"name", "url", "kind", "preset", "title", "feed_url", "sitemap_url", "interval", "selectors"}
 _SELECTOR_KEYS = {"listing_item", "post_link", "next_page", "title", "date", "body", "exclude"}
@@ -541,6 +583,19 @@ def _is_loopback(url: str) -> bool:
     return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
+_DNS_LABELS = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?)*")
+
+
+def dkim_name_problems(selector: str | None, domain: str | None) -> list[str]:
+    """What is wrong with a DKIM selector and signing domain as names in DNS."""
+    problems = []
+    if selector and not _DNS_LABELS.fullmatch(selector):
+        problems.append(f"selector {selector!r} must be DNS labels (letters, digits, - and _)")
+    if domain is not None and ("." not in domain.strip(".") or re.search(r"[\s@/:]", domain)):
+        problems.append(f"domain {domain!r} is not a domain name with a dot")
+    return problems
+
+
 def validate(config: Config, where: str = "config") -> list[str]:
     """Cross-field checks that need no network."""
     problems: list[str] = []
@@ -572,6 +627,14 @@ def validate(config: Config, where: str = "config") -> list[str]:
         ZoneInfo(config.digest.default_timezone)
     except (ZoneInfoNotFoundError, ValueError):
         problems.append(f"{where}: [digest] default_timezone '{config.digest.default_timezone}' is not an IANA time zone")
+    if config.smtp.envelope_from is not None and not plain_address(wire_address(config.smtp.envelope_from)):
+        problems.append(f"{where}: [smtp] envelope_from {config.smtp.envelope_from!r} must be a plain address "
+                        "(name@example.org: ASCII, no display name, no <>)")
+    dkim = config.dkim
+    if bool(dkim.selector) != bool(dkim.key_file) or (dkim.domain and not dkim.selector):
+        problems.append(f"{where}: [dkim] needs both selector and key_file (domain defaults to the domain of [digest] from)")
+    for problem in dkim_name_problems(dkim.selector, dkim.domain):
+        problems.append(f"{where}: [dkim] {problem}")
     if config.unsubscribe.public_url and not _is_http_url(config.unsubscribe.public_url):
         problems.append(f"{where}: [unsubscribe] public_url must be an http(s) URL")
     if config.feeds.public_url and not _is_http_url(config.feeds.public_url):
@@ -602,6 +665,90 @@ def validate(config: Config, where: str = "config") -> list[str]:
         if interval < timedelta(minutes=1) and not _is_loopback(source.url):
             problems.append(f"{where}: source '{source.name}': interval below 1m is impolite to the watched site")
     return problems
+
+
+# RFC 2606 / 6761 names: no relay delivers from them and no DNS publishes their records.
+_SPECIAL_USE_TLDS = {"localhost", "local", "localdomain", "invalid", "test", "example", "internal", "lan", "home", "arpa"}
+
+
+def _unreachable_host(host: str) -> str | None:
+    """Why a reader's phone could not reach `host`, or None."""
+    import ipaddress
+
+    host = host.strip("[]").rstrip(".").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if "." not in host or host.rpartition(".")[2] in _SPECIAL_USE_TLDS:
+            return f"'{host}' is not a public host name"
+        return None
+    if address.is_unspecified:
+        return f"{host} is the unspecified address (a listen address, not one a reader can open)"
+    if address.is_loopback:
+        return f"{host} is a loopback address: only this machine can open it"
+    if not address.is_global:
+        return f"{host} is a private address: readers outside your network cannot open it"
+    return None
+
+
+def relay_problems(config: Config, where: str = "config") -> list[str]:
+    """What a real mail relay, and readers' mail clients, need from the config: checked by
+    `config check` when [smtp] host is set (the outbox folder needs none of it)."""
+    if not config.smtp.host:
+        return []
+    problems: list[str] = []
+    url = config.unsubscribe_url
+    if not config.unsubscribe.public_url:
+        problems.append(f"{where}: [unsubscribe] public_url is not set, so unsubscribe links would point at the listen "
+                        f"address ({url}); set it to the https:// address where [daemon] listen is reachable")
+    elif urlsplit(url).scheme != "https":
+        problems.append(f"{where}: [unsubscribe] public_url {url!r} must be https: mail clients make one-click "
+                        "unsubscribe requests (RFC 8058) to https URLs only")
+    if config.unsubscribe.public_url:
+        reason = _unreachable_host(urlsplit(url).hostname or "")
+        if reason:
+            problems.append(f"{where}: [unsubscribe] public_url {url!r}: {reason}")
+    domain = config.from_domain
+    reason = _unreachable_host(domain) if domain else "it has no address"
+    if reason:
+        problems.append(f"{where}: [digest] from {config.digest.from_addr!r}: a relay refuses mail from this domain "
+                        f"({reason})")
+    sender = wire_address(config.envelope_sender)
+    if not config.smtp.envelope_from and reason:
+        pass                      # the sender is From's address: its domain is reported above
+    elif not plain_address(sender):
+        problems.append(f"{where}: the envelope sender {sender!r} is not a plain address (name@example.org); "
+                        "set [smtp] envelope_from")
+    elif config.smtp.envelope_from and _unreachable_host(sender.rpartition("@")[2]):
+        problems.append(f"{where}: [smtp] envelope_from {sender!r}: bounces cannot reach this domain")
+    return problems
+
+
+def dkim_report(config: Config, where: str = "config") -> tuple[str, list[str]]:
+    """One line on DKIM for `config check`, and its problems: the key loads and is private, a
+    digest signed with it verifies against its public half (offline: the TXT record DNS should
+    publish is made from the key), and the signing domain is aligned with From (DMARC)."""
+    if not config.dkim.selector or not config.dkim.key_file:
+        return "DKIM not signed by postwatch (the relay may sign)", []
+    from digest.signing import key_file_problem
+
+    try:
+        signer = config.dkim_signer()
+    except ConfigError as exc:
+        return "", [f"{where}: {line}" for line in exc.problems]
+    problems = []
+    mode_problem = key_file_problem(signer.key_file)
+    if mode_problem:
+        problems.append(f"{where}: [dkim] key_file {mode_problem}")
+    sample = (f"From: {config.envelope_sender}\r\nTo: reader@example.org\r\nSubject: postwatch config check\r\n"
+              "List-Unsubscribe: <https://example.org/u>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+              "\r\nA signed test message.\r\n").encode()
+    if not signer.verifies(signer.sign(sample)):
+        problems.append(f"{where}: [dkim] a message signed with {signer.key_file} does not verify against its own public key")
+    if config.from_domain and not signer.aligned_with(config.from_domain):
+        problems.append(f"{where}: [dkim] domain {signer.domain!r} is not the domain of [digest] from ({config.from_domain}) "
+                        "or a parent of it: DMARC would not count the signature")
+    return f"DKIM {signer.dns_name} (publish: postwatch dkim record)", problems
 
 
 def scrapy_overrides(config: Config) -> dict[str, Any]:

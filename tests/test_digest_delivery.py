@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import ssl
 import urllib.error
 import urllib.parse
@@ -14,7 +15,7 @@ from markupsafe import escape
 
 from conftest import free_port
 from crawler.items import PostItem
-from digest.compose import build_message
+from digest.compose import build_alert, build_message
 from digest.delivery import make_channel
 from digest.sender import compose_and_queue, flush_outbox
 from digest.settings import DigestSettings, SmtpSettings
@@ -378,3 +379,132 @@ def test_the_envelope_sender_is_the_from_address_however_the_display_name_is_fol
         stats = deliver(store, smtp.port)
         assert stats.sent == 1
         assert [mail_from for mail_from, _ in smtp.envelopes] == ["digest@postwatch.test"]
+
+
+# -- sender identity: DKIM and the envelope ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dkim_key(tmp_path_factory):
+    from digest.signing import generate_key
+
+    path = tmp_path_factory.mktemp("dkim") / "pw2026.pem"
+    generate_key(path)
+    return path
+
+
+def published(record: str, name: bytes = b"pw2026._domainkey.postwatch.test."):
+    """A DNS stub: the TXT record the operator published, for that name only."""
+    def lookup(queried: bytes, timeout: float = 5):
+        return record.encode() if queried.lower() == name else None
+    return lookup
+
+
+def test_every_digest_is_dkim_signed_over_the_unsubscribe_headers_and_verifies(store, dkim_key, tmp_path):
+    import dkim
+    from digest.signing import DkimSigner, generate_key
+
+    signer = DkimSigner.from_file(dkim_key, "postwatch.test", "pw2026")
+    for address in ("ada@example.org", "ada@bücher.example", "jörg@example.org"):
+        store.add_subscriber(address)
+    publish(store, item(1, title="Défense des réfugiés — 北朝鮮 " + "long title " * 12), item(2))
+    compose_and_queue(store, SETTINGS, NOW)
+    store.enqueue_message(build_alert("ops@example.org", "source link failing", ["3 checks failed"], SETTINGS, NOW), NOW)
+    with MailCatcher(tmp_path / "received") as smtp:
+        assert deliver(store, smtp.port, dkim=signer).sent == 4
+        received = [path.read_bytes() for path in smtp.files]
+    assert [b"alert." in raw.split(b"Message-ID:")[1][:30] for raw in received].count(True) == 1     # operator alerts too
+    dns = published(signer.dns_record())
+    for raw in received:
+        assert dkim.verify(raw, dnsfunc=dns), raw[:600]
+        fields = dkim.util.parse_tag_value(raw.split(b"DKIM-Signature:", 1)[1].split(b"\r\n\r\n")[0].split(b"\r\nContent-Type")[0])
+        signed = {name.strip().lower() for name in fields[b"h"].split(b":")}
+        assert {b"from", b"to", b"subject", b"date", b"message-id"} <= signed
+        if b"List-Unsubscribe:" in raw:                 # a digest, not the alert
+            assert {b"list-id", b"list-unsubscribe", b"list-unsubscribe-post"} <= signed
+        assert fields[b"c"] == b"relaxed/relaxed" and fields[b"d"] == b"postwatch.test" and fields[b"s"] == b"pw2026"
+    raw = next(raw for raw in received if b"List-Unsubscribe:" in raw)
+    head, body = raw.split(b"\r\n\r\n", 1)
+    index = body.index(b"Content-Type: text/html")
+    index = body.index(b"\r\n\r\n", index) + 10
+    flipped = body[:index] + (b"B" if body[index:index + 1] != b"B" else b"C") + body[index + 1:]
+    assert not dkim.verify(head + b"\r\n\r\n" + flipped, dnsfunc=dns)                  # a tampered body
+    other = head.replace(b"https://watch.example.org/unsubscribe?token=", b"https://evil.example/unsubscribe?token=")
+    assert other != head and not dkim.verify(other + b"\r\n\r\n" + body, dnsfunc=dns)   # a rewritten List-Unsubscribe
+    stranger = DkimSigner("postwatch.test", "pw2026", generate_key(tmp_path / "other.pem"))
+    assert not dkim.verify(raw, dnsfunc=published(stranger.dns_record()))           # someone else's key
+
+
+def test_relaxed_body_canonicalisation_shortcut_matches_dkimpy():
+    from digest.signing import RELAXED, _relaxed_body
+
+    for body in (b"", b"\r\n", b"abc\r\n\r\n\r\n", b"abc", b"a  b\r\n", b"a\tb \r\n", b"line \r\nnext\r\n\r\n",
+                 b"QUJD\r\nREVG\r\n--boundary--\r\n", b"x ", b"Content-Type: text/plain; charset=\"utf-8\"\r\n\r\nQUJD\r\n"):
+        assert _relaxed_body(body) == RELAXED.canonicalize_body(body), body
+
+
+def test_mail_from_is_the_configured_envelope_sender_or_the_from_address(store, tmp_path):
+    """The envelope comes from the config (parsed once), not from a header line; a message whose From
+    holds no address is marked failed with the reason instead of going out as postwatch@localhost."""
+    from postwatch.app import App
+    from postwatch.config import Config
+
+    config = Config(path=tmp_path / "postwatch.toml", database=str(tmp_path / "state.db"))
+    config.digest.from_addr = "리버티 인 노스코리아 — Blog Watch (Seoul and Los Angeles offices) <digest@bücher.example>"
+    config.smtp.security = "none"
+    store.add_subscriber("reader@example.org")
+    publish(store, item(1))
+    app = App(config, store=store)
+    compose_and_queue(store, app.digest_settings(), NOW)
+    with MailCatcher() as smtp:
+        config.smtp.host, config.smtp.port = "127.0.0.1", smtp.port
+        with app.delivery_channel() as channel:
+            assert flush_outbox(store, channel, NOW).sent == 1
+        config.smtp.envelope_from = "bounces@postwatch.test"
+        bo = store.add_subscriber("bo@example.org")
+        publish(store, item(2))
+        compose_and_queue(store, app.digest_settings(), NOW, subscriber_ids=[bo.id])
+        with app.delivery_channel() as channel:
+            assert flush_outbox(store, channel, NOW).sent == 1
+        assert [mail_from for mail_from, _ in smtp.envelopes] == ["digest@xn--bcher-kva.example", "bounces@postwatch.test"]
+        assert "리버티 인 노스코리아" in str(smtp.messages[0]["From"])
+
+        no_sender = DigestSettings(**{**SETTINGS.__dict__, "from_addr": "Undisclosed sender"})
+        cy = store.add_subscriber("cy@example.org")
+        publish(store, item(3))
+        compose_and_queue(store, no_sender, NOW, subscriber_ids=[cy.id])
+        stats = deliver(store, smtp.port)
+        assert (stats.sent, stats.failed) == (0, 1) and len(smtp.envelopes) == 2
+    assert "no plain sender address for MAIL FROM" in store.outbox_errors(limit=1)[0][1]
+
+
+# -- SpamAssassin (Debian's package and rules, local tests only) --------------------------
+
+def _demo_like_events():
+    from digests import event
+
+    diff = {"title": None, "truncated": False, "paragraphs": [
+        {"op": "changed", "words": [["delete", "At"], ["insert", "Now at"], ["equal", " the forefront of North Korean human rights work."]]},
+        {"op": "added", "text": "An update on the year's rescues and what comes next."}]}
+    return [event(1), event(2), event(3, kind="updated", diff=diff)]
+
+
+@pytest.mark.parametrize("which", ["demo", "hundred", "hostile"])
+def test_spamassassin_scores_each_digest_as_wanted_mail(which, dkim_key):
+    import shutil
+    import subprocess
+
+    from digests import NOW as AT, Reader, SETTINGS as FULL, event, hostile_events
+    from digest.signing import DkimSigner
+
+    if shutil.which("spamassassin") is None:
+        pytest.fail("Debian's spamassassin is needed for this test (.ci/run installs it: apt-get install spamassassin)")
+    events = {"demo": _demo_like_events, "hundred": lambda: [event(n) for n in range(1, 101)], "hostile": hostile_events}[which]()
+    signer = DkimSigner.from_file(dkim_key, "postwatch.test", "pw2026")
+    settings = DigestSettings(**{**FULL.__dict__, "from_addr": "Liberty in North Korea blog watch <digest@postwatch.test>"})
+    raw = signer.sign(build_message(Reader(), events, settings, AT).raw)
+    result = subprocess.run(["spamassassin", "-L", "-t"], input=raw, capture_output=True, timeout=120, check=True)
+    report = result.stdout.decode("utf-8", "replace")
+    score = float(re.search(r"X-Spam-Status: \w+, score=(-?[\d.]+)", report).group(1))
+    rules = report.split("Content analysis details:", 1)[1]
+    print(f"{which}: SpamAssassin score {score}{rules}")
+    assert score <= -1.0, rules

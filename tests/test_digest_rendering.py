@@ -4,18 +4,20 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 
 from crawler.items import PostItem
 from digest.compose import build_message
+from digest.render import HTML_BUDGET
 from digest.settings import DigestSettings
+from digests import NOW, SEEDS, SETTINGS, event, hostile_events, parts
 from state import CheckInput, SourceRecord, Store
+from state.diff import paragraph_diff
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-NOW = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Headless Chromium will not make a window narrower than 500 px, so the digest is laid out in an
 # iframe of the width under test (srcdoc keeps it same-origin, so the page can measure it).
@@ -70,7 +72,7 @@ def render(html: str, width: int, folder: Path, name: str) -> dict:
              "--disable-sync", "--no-first-run", "--hide-scrollbars", f"--user-data-dir={folder / ('profile-' + name)}",
              f"--window-size={max(width, 500)},1400", "--virtual-time-budget=3000"]
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / f"digest-{width}px.png"
+    shot = ARTIFACTS / f"digest-{name}.png"
     subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=60, check=True)
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, timeout=60, check=True,
                          text=True).stdout
@@ -80,11 +82,125 @@ def render(html: str, width: int, folder: Path, name: str) -> dict:
     return {**json.loads(html_lib.unescape(title)), "screenshot": shot}
 
 
+def hostile_html(tmp_path) -> str:
+    return parts(hostile_events())[1]
+
+
 @pytest.mark.parametrize("width", [375, 1024])
-def test_the_digest_has_no_horizontal_overflow(tmp_path, width):
+@pytest.mark.parametrize("digest", [digest_html, hostile_html], ids=["ordinary", "hostile"])
+def test_the_digest_has_no_horizontal_overflow(tmp_path, width, digest):
     if CHROMIUM is None:
         pytest.fail("Debian's chromium is needed for this test (.ci/run installs it: apt-get install chromium)")
-    measured = render(digest_html(tmp_path), width, tmp_path, f"w{width}")
+    measured = render(digest(tmp_path), width, tmp_path, f"{digest.__name__.split('_')[0]}-{width}px")
     assert measured["view"] == width
     assert measured["scroll"] <= measured["view"], measured
     assert measured["screenshot"].stat().st_size > 5000
+
+
+# ------------------------------------------------------------------------------------------
+# What a reader's mail client gets: never clipped, hostile text defused, a text part that
+# says what the HTML says.
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("count", [100, 200, 1000])
+def test_a_big_digest_stays_under_the_size_budget_with_its_unsubscribe_links(count):
+    message, html, text, link = parts([event(n) for n in range(1, count + 1)])
+    assert len(html.encode()) < HTML_BUDGET <= 90 * 1024
+    footer = html.rsplit('class="footer"', 1)[1]
+    assert str(escape(link)) in footer and str(escape(link)) in html.split("<h2", 1)[0]      # footer and top
+    shown = html.count('class="post"')
+    assert 40 <= shown <= SETTINGS.max_posts
+    more = f"And {count - shown} more posts on Liberty in North Korea"
+    assert f'<a href="https://libertyinnorthkorea.org/blog">{more}</a>' in html
+    assert f"{more}: https://libertyinnorthkorea.org/blog" in text and link in text
+    assert message["Subject"].startswith(f"{count} new")
+
+
+def test_a_hostile_digest_stays_under_the_budget_and_is_defused():
+    message, html, text, link = parts(hostile_events())
+    assert len(html.encode()) < HTML_BUDGET and str(escape(link)) in html.rsplit('class="footer"', 1)[1]
+    for hidden in ("\u202e", "\u2067", "\u2069"):
+        assert hidden not in html + text + message["Subject"]
+    assert "Refundfdp.exe" in html and "Refundfdp.exe" in text
+    # A link whose text names another host than its target loses its target; an honest one keeps it.
+    assert "evil.example" not in html and "https://www.paypal.com/signin" in html
+    assert '<a href="https://libertyinnorthkorea.org/donate"' in html
+    assert "T" * 201 not in html and "W" * 81 not in html and "W" * 80 + "…" in html
+    lead = html.split("A long paragraph.", 1)[1].split("</p>", 1)[0]
+    assert len(lead) < 700                                   # 108 KB of paragraph, cut near LEAD_CHARS
+    assert '<h3 dir="auto">' in html and '<p dir="auto">هذه فقرة' in html
+
+
+def test_repeated_styles_are_not_repeated_per_post():
+    small, large = (parts([event(n) for n in range(1, count + 1)])[1] for count in (10, 40))
+    assert small.count("style=") == large.count("style=")     # inline styles only on the once-per-digest frame
+    assert "<style" in large and "prefers-color-scheme: dark" in large and 'name="color-scheme"' in large
+    per_post = (len(large.encode()) - len(small.encode())) / 30
+    assert per_post < 1100, per_post                       # 1,825 bytes before the <style> block
+
+
+def _luminance(colour: str) -> float:
+    channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _contrast(a: str, b: str) -> float:
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_text_colours_have_enough_contrast_and_changes_read_without_colour():
+    diff = paragraph_diff(["Twelve refugees reached safety.", "Kept.", "Gone."], ["Fifteen refugees reached safety.", "Kept.", "New."])
+    _, html, _, _ = parts([event(1), event(2, kind="updated", diff=diff), event(3, kind="removed")])
+    styles = " ".join(re.findall(r"<style[^>]*>(.*?)</style>", html, re.S))
+    light = styles.split("@media (prefers-color-scheme: dark)")[0]
+    rules = re.findall(r"([^{}]+)\{([^{}]*)\}", light)
+    checked = 0
+    for selector, body in rules:
+        colour = re.search(r"(?<![-\w])color:\s*(#[0-9a-f]{6})", body)
+        if colour:
+            background = re.search(r"background:\s*(#[0-9a-f]{6})", body)
+            against = background.group(1) if background else "#ffffff"
+            assert _contrast(colour.group(1), against) >= 4.5, (selector.strip(), colour.group(1), against)
+            checked += 1
+    for selector, body in re.findall(r"([^{}]+)\{([^{}]*)\}", styles.split("prefers-color-scheme: dark)", 1)[1]):
+        colour = re.search(r"(?<![-\w])color:\s*(#[0-9a-f]{6})", body)
+        if colour:
+            assert _contrast(colour.group(1), "#1c1c1a") >= 4.5, (selector.strip(), colour.group(1))
+            checked += 1
+    assert checked >= 10
+    assert re.search(r"ins \{[^}]*text-decoration: underline", styles) and re.search(r"del \{[^}]*line-through", styles)
+    assert "<b>Added:</b> New." in html and "<b>Removed:</b> <del>Gone.</del>" in html and "<b>Changed:</b>" in html
+    assert re.search(r'<span class="badge b-new"[^>]*>new</span> · \d', html)      # "new · 2 November", not "new2 November"
+
+
+def test_the_text_part_carries_what_the_html_carries():
+    diff = paragraph_diff(["Old first paragraph about the journey.", "Kept."],
+                          ["New first paragraph about the long journey.", "Kept."] + [f"Added paragraph {n}. " * 30 for n in range(20)],
+                          "Old title", "New title")
+    _, html, text, link = parts([event(1), event(2, kind="updated", title="New title", diff=diff)])
+    assert "… more changes on the page." in html
+    assert "… more changes on the page: https://libertyinnorthkorea.org/blog/" in text
+    # Each changed paragraph on lines of its own, a blank line before what follows.
+    assert "\n\n  ~ Changed: [-Old-][+New+] first paragraph about the [+long +]journey.\n\n  + Added: Added paragraph 0." in text
+    assert "\n\n  Title was: Old title\n" in text
+    assert "\n-- \n" in text and text.index("\n-- \n") < text.index(link)
+    assert "PO Box 8028, Long Beach, CA 90808, USA" in text and "PO Box 8028, Long Beach, CA 90808, USA" in html
+    assert "You get this digest daily because reader@example.org subscribed" in " ".join(text.split())
+    lead = SEEDS[1].body_paragraphs[0][:60]
+    assert lead in html and lead in " ".join(text.split())               # the lead, not a shorter excerpt
+    for line in text.splitlines():
+        assert len(line) <= 78 or "://" in line or line.startswith("[NEW]") or line.startswith("[UPDATED]"), line
+
+
+def test_a_link_loses_its_target_only_when_its_text_names_another_host():
+    body = ('<p>Write to <a href="mailto:info@libertyinnorthkorea.org">info@libertyinnorthkorea.org</a>, read '
+            '<a href="https://www.libertyinnorthkorea.org/blog">libertyinnorthkorea.org/blog</a> or '
+            '<a href="https://libertyinnorthkorea.org/donate">our donation page</a>; not '
+            '<a href="https://evil.example/login">https://bank.example/login</a> or '
+            '<a href="mailto:harvest@evil.example">help@libertyinnorthkorea.org</a>.</p>')
+    _, html, _, _ = parts([event(1, body=body)])
+    lead = html.split('<div class="lead">', 1)[1].split("</div>", 1)[0]
+    assert lead.count("<a ") == 3 and "evil.example" not in html
+    assert "https://bank.example/login" in lead and "help@libertyinnorthkorea.org" in lead      # the words stay
