@@ -23,7 +23,7 @@ GMAIL_CLIPS_AT = 102 * 1024
 
 def events(count: int, kind: str = "new") -> list:
     from postwatch.replica import _seed_posts
-    from state.store import EventRecord
+    from state import EventRecord
 
     seeds = _seed_posts()
     made = []

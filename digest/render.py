@@ -335,7 +335,7 @@ def _inline(page: str) -> str:
 def render_change(event, settings) -> str:
     """One event as the HTML of a feed entry, sanitised like the digest's: an edit's diff, the
     lead of a new or restored post, else its excerpt. `settings` needs only `templates_dir`."""
-    lead = Markup(lead_html(event.body_html)) if event.kind in ("new", "restored") else ""
+    lead = Markup("".join(block.html for block in lead_of(event.body_html))) if event.kind in ("new", "restored") else ""
     diff = event.diff if event.kind == "updated" else None
     html = _render(settings, "feed_entry.html.j2", {
         "kind": event.kind, "diff": diff, "lead_html": lead,

@@ -393,9 +393,9 @@ def test_hostile_titles_and_bodies_cannot_break_the_feed_or_reach_the_reader():
         assert forbidden not in html
     assert "Hello" in html
     assert parsed.entries[1].link == "https://blog.example/p/1?a=1&b=%3C2%3E"
-    assert parsed.entries[0].content[0].value == ("<p>Title was: <del>&lt;b&gt;Old&lt;/b&gt;</del></p>\n"
-                                                  "<p><del>&lt;i&gt;a&lt;/i&gt;</del><ins>b &amp; c</ins></p>\n"
-                                                  "<p>… more changes on the page.</p>")
+    assert parsed.entries[0].content[0].value == ('<p dir="auto">Title was: <del>&lt;b&gt;Old&lt;/b&gt;</del></p>\n'
+                                                  '<p dir="auto"><del>&lt;i&gt;a&lt;/i&gt;</del><ins>b &amp; c</ins></p>\n'
+                                                  '<p dir="auto">… more changes on the page.</p>')
     assert parsed.feed.title == "A <blog> & co: new, edited and removed posts"
     assert atom.updated == NOW + timedelta(hours=1)
     # The same events give the same document: readers see no phantom change.
