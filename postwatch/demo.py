@@ -97,8 +97,8 @@ def _fail_if_not_ok(summary) -> None:
 
 def run_demo(keep: bool = False) -> int:
     from crawler.runtime import run
-    from postwatch.mailcatcher import MailCatcher
-    from postwatch.replica import BlogReplica
+    from postwatch.testing.mailcatcher import MailCatcher
+    from postwatch.testing.replica import BlogReplica
     from postwatch.app import App
 
     folder = Path(tempfile.mkdtemp(prefix="postwatch-demo-"))

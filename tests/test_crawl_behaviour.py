@@ -11,7 +11,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 from crawler.run import CrawlPlan, SourceSpec, crawl
 from crawler.runtime import run
 from crawler.urls import canonicalize
-from postwatch.replica import BlogReplica, StructuredDataReplica, WordPressReplica, generate_posts
+from postwatch.testing.replica import BlogReplica, StructuredDataReplica, WordPressReplica, generate_posts
 
 FAST = {"DOWNLOAD_DELAY": 0, "AUTOTHROTTLE_ENABLED": False, "RETRY_BACKOFF_BASE": 0.05, "DOWNLOAD_TIMEOUT": 5,
         "RETRY_TIMES": 2}

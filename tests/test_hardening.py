@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cli, write_config
+from postwatch.testing.harness import Cli, write_config
 
 SECRET = b"test-secret"                 # what conftest's Cli puts in $POSTWATCH_SECRET
 

@@ -15,7 +15,7 @@ from crawler.extract import extract_listing, extract_post, selector_for
 from crawler.feeds import parse_feed
 from crawler.runtime import run
 from postwatch.config import Config, SourceConfig
-from postwatch.replica import BlogReplica, WordPressReplica
+from postwatch.testing.replica import BlogReplica, WordPressReplica
 
 CORPUS = sorted((Path(__file__).parent / "data" / "malformed").iterdir())
 

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
-from test_daemon import wait_for
-from test_daemon_lease import PG_SERVER, checks_done, daemon_config, kill_backends, pg_database, sql  # noqa: F401
+from postwatch.testing.harness import PG_SERVER, Cli, checks_done, free_port, kill_backends, sql, wait_for, write_config
 
 READING_COMMANDS = [("status",), ("history",), ("subscribers", "list"), ("sources", "list")]
 # Without CAP_DAC_OVERRIDE root obeys file modes like anyone else, so the folder is read-only to it.
@@ -121,7 +119,8 @@ def test_postgresql_unreachable_is_one_line_naming_the_database_without_its_pass
 
 def test_daemon_jobs_log_one_line_per_storage_failure_and_run_on_when_the_database_returns(tmp_path, site, pg_database):
     port = free_port()
-    cli = daemon_config(tmp_path / "a", site, f"{PG_SERVER}/{pg_database}", port)
+    cli = Cli(write_config(tmp_path, site.blog_url, None, listen_port=port, database=f"{PG_SERVER}/{pg_database}",
+                           interval="2s"))
     process = cli.popen("run")
     try:
         wait_for(lambda: _checks(port) >= 1, timeout=60, what="the first check")
