@@ -10,10 +10,9 @@ from twisted.internet.error import DNSLookupError, TCPTimedOutError, TimeoutErro
 from crawler.extract import discover_feeds, extract_listing, extract_post, html_to_summary, selector_for
 from crawler.feeds import parse_feed
 from crawler.items import PostItem
-from crawler.urls import canonicalize
+from crawler.urls import LINK_BLOG_URL, canonicalize
 
 POST_STATUSES = [304, 404, 410]
-LINK_BLOG_URL = "https://libertyinnorthkorea.org/blog"
 
 
 class BlogSpider(Spider):
