@@ -14,7 +14,7 @@ from postwatch.config import Config, SourceConfig
 from postwatch.testing.harness import Cli, Daemon, free_port, wait_for, write_config
 from postwatch.testing.replica import WordPressReplica
 from state import CheckInput
-from test_state_changes import NOW, listing, pages, seeded, store  # noqa: F401 - `store`: SQLite and PostgreSQL
+from test_state_changes import NOW, listing, pages, seeded
 from state.changes import (Candidate, FetchState, HeldOutcome, Outcome, Seen, hold_reason, judge_fetch,
                            judge_held_edit)
 
@@ -264,7 +264,7 @@ def test_an_edit_seen_in_a_full_content_feed_is_confirmed_by_the_next_feed_read(
                         sources=[SourceConfig(name="wp", url=site.blog_url, kind="feed",
                                               feed_url=f"{site.base_url}/feed/")])
         config.crawl.download_delay, config.crawl.autothrottle = 0, False
-        app = App(config)
+        app = App.open(config)
         try:
             def check():
                 return run(lambda: app.check_source("wp"))

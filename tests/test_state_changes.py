@@ -1,49 +1,15 @@
 """The stored state on SQLite and on PostgreSQL: the same suite, both backends."""
 from __future__ import annotations
 
-import os
 import sqlite3
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from crawler.items import PostItem
 from state import AlreadyRunning, CheckInput, ComposedMessage, SourceRecord, Store
 
-PG_URL = os.environ.get("POSTWATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
-
-
-def _pg_available() -> bool:
-    try:
-        with create_engine(PG_URL).connect() as conn:
-            conn.execute(text("SELECT 1"))
-        return True
-    except Exception:
-        return False
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = Store(str(tmp_path / "state.db"), removal_confirm_after=timedelta(hours=1))
-        yield s
-        s.close()
-        return
-    if not _pg_available():
-        pytest.fail(f"PostgreSQL is not reachable at {PG_URL} (set POSTWATCH_TEST_PG to another server)")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    s = Store(PG_URL, removal_confirm_after=timedelta(hours=1), connect_args={"options": f"-csearch_path={schema}"})
-    yield s
-    s.close()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
 
 
 def post(n: int, body: str | None = None, origin: str = "page", title: str | None = None) -> PostItem:
