@@ -68,7 +68,7 @@ def sweep_of_sources(count: int) -> None:
             config = Config(path=Path(folder) / "postwatch.toml", database="state.db",
                             sources=[SourceConfig(name=f"s{i}", url=s.blog_url, kind="link") for i, s in enumerate(sites)])
             config.crawl.download_delay, config.crawl.autothrottle = 0, False
-            app = App(config)
+            app = App.open(config)
             names = [f"s{i}" for i in range(count)]
             run(lambda: app.check_many(names))
             for s in sites:

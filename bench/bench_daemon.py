@@ -35,7 +35,7 @@ def bench_rss(checks: int = 200) -> None:
     from postwatch.app import App
 
     with tempfile.TemporaryDirectory() as folder, BlogReplica() as site:
-        app = App(load_config(write_config(Path(folder), site.blog_url, None)))
+        app = App.open(load_config(write_config(Path(folder), site.blog_url, None)))
 
         async def loop():
             samples = {}

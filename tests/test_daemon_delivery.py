@@ -56,7 +56,7 @@ def compose_without_sending(config_path) -> list[int]:
     from postwatch.app import App
 
     os.environ.setdefault("POSTWATCH_SECRET", "test-secret")
-    app = App(load_config(config_path))
+    app = App.open(load_config(config_path))
     try:
         return app.compose_digests()
     finally:

@@ -315,7 +315,7 @@ def test_unsubscribe_over_real_http_and_forged_tokens_refused(store, tmp_path):
     from postwatch.app import App
 
     config = Config(path=tmp_path / "postwatch.toml", database=str(tmp_path / "state.db"))
-    app = App(config, store=store)
+    app = App(config, store)
     settings = app.digest_settings()
     ada = store.add_subscriber("ada@example.org")
     bo = store.add_subscriber("bo@example.org")

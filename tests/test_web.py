@@ -232,7 +232,7 @@ def test_health_metrics_and_unsubscribe_answer_503_naming_the_database_while_it_
 
     monkeypatch.setenv("POSTWATCH_SECRET", "test-secret")
     url = f"{PG_SERVER}/{pg_database}"
-    app = App(Config(path=tmp_path / "postwatch.toml", database=url))
+    app = App.open(Config(path=tmp_path / "postwatch.toml", database=url))
     endpoint = WebEndpoint(app, "127.0.0.1", 0)
     run(endpoint.start)
     base = f"http://{endpoint.address}"
