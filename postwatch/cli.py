@@ -7,9 +7,7 @@ errors from the layers below are turned into one line here and nowhere else.
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
-import io
 import json
 import logging
 import os
@@ -19,9 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import SQLAlchemyError
 
 from crawler.runtime import run
@@ -30,10 +26,11 @@ from digest.render import TemplateProblem
 from digest.sender import preview
 from postwatch import __version__
 from postwatch.app import App, describe_summary
-from postwatch.config import (CADENCES, CONFIG_ENV, TIME_OF_DAY, WEEKDAYS, Config, ConfigError, load_config,
-                              scrapy_settings, selector_problem)
+from postwatch.config import CADENCES, CONFIG_ENV, Config, ConfigError, load_config, scrapy_settings, selector_problem
 from postwatch.demo import run_demo
-from state import SourceRecord, StorageError, Subscriber
+from postwatch.subscribers import (ImportFileError, Record, check_rows, describe_cadence, normalized_email,
+                                   read_subscriber_rows, schedule_options)
+from state import SourceRecord, StorageError
 from state.store import database_display_name, describe_error
 
 # Not imported here: crawler.run (Scrapy and Twisted, 0.5-1.2 s measured on this 2-core machine)
@@ -413,15 +410,15 @@ def demo_command(args: argparse.Namespace, config: Config) -> int:
 def add_subscriber(args: argparse.Namespace, config: Config) -> int:
     with App.open(config) as app:
         try:
-            email = _validate_email(args.email)
-            options = _subscriber_options(config, args.cadence, args.at, args.tz, args.day, args.sources)
+            email = normalized_email(args.email)
+            options = schedule_options(config, args.cadence, args.at, args.tz, args.day, args.sources)
             unknown = [name for name in options["sources"] or () if app.store.get_source(name) is None]
             if unknown:
                 raise ValueError(f"no such source: {', '.join(unknown)}")
         except ValueError as exc:
             return _fail(str(exc))
         subscriber = app.store.add_subscriber(email, **options)
-        print(f"subscribed {subscriber.email} ({_describe_cadence(subscriber)}); they get changes from now on")
+        print(f"subscribed {subscriber.email} ({describe_cadence(subscriber)}); they get changes from now on")
         return 0
 
 
@@ -438,73 +435,11 @@ def list_subscribers(args: argparse.Namespace, config: Config) -> int:
         rows = app.store.list_subscribers()
         for s in rows:
             sources = ",".join(s.sources) if s.sources else "all sources"
-            print(f"{s.email:<40} {s.status:<13} {_describe_cadence(s):<32} {sources}")
+            print(f"{s.email:<40} {s.status:<13} {describe_cadence(s):<32} {sources}")
         print(f"{len(rows)} subscribers ({sum(1 for s in rows if s.status == 'active')} active)")
         return 0
 
 
-def _subscriber_options(config: Config, cadence: str | None, at: str | None, tz: str | None, day: str | None,
-                        sources: list[str] | None) -> dict:
-    """Keyword arguments of Store.add_subscriber, the [digest] defaults filling what is not given.
-    Raises ValueError naming the value that is wrong."""
-    options = {
-        "cadence": cadence or config.digest.default_cadence,
-        "send_time": at or config.digest.default_time,
-        "timezone": tz or config.digest.default_timezone,
-        "sources": sources or None,
-    }
-    if options["cadence"] not in CADENCES:
-        raise ValueError(f"cadence {options['cadence']!r} must be one of {', '.join(CADENCES)}")
-    try:
-        ZoneInfo(options["timezone"])
-    except (ValueError, KeyError):          # ZoneInfoNotFoundError is a KeyError
-        raise ValueError(f"time zone {options['timezone']!r} is not an IANA time zone (e.g. Europe/London)") from None
-    if not TIME_OF_DAY.fullmatch(options["send_time"]):
-        raise ValueError(f"time {options['send_time']!r} must be HH:MM")
-    if options["cadence"] == "weekly":
-        day = (day or WEEKDAYS[config.digest.default_weekday]).lower()[:3]
-        if day not in WEEKDAYS:
-            raise ValueError(f"day {day!r} must be one of {', '.join(WEEKDAYS)}")
-        options["weekday"] = WEEKDAYS.index(day)
-    return options
-
-
-def _describe_cadence(s: Subscriber) -> str:
-    if s.cadence == "immediate":
-        return "after each check"
-    if s.cadence == "weekly":
-        return f"weekly, {WEEKDAYS[s.weekday or 0]} {s.send_time} {s.timezone}"
-    return f"daily {s.send_time} {s.timezone}"
-
-
-# email_validator spends most of its time on the domain (UTS-46, IDNA), and a list of 20,000
-# subscribers has a few hundred domains: each is validated once, and the part before the @ is
-# validated beside a short domain known to be good. Long addresses take the whole check, so the
-# length limits stay the library's.
-_PROBE_DOMAIN = "a.co"
-
-
-@functools.lru_cache(maxsize=8192)
-def _checked_domain(domain: str) -> tuple[str, str]:
-    checked = validate_email(f"postmaster@{domain}", check_deliverability=False)
-    return checked.domain, checked.ascii_domain
-
-
-def _validate_email(address: str) -> str:
-    """The address normalised; ValueError saying why it is not one."""
-    try:
-        local, at, domain = address.rpartition("@")
-        if at and local and len(local) <= 64:
-            domain, ascii_domain = _checked_domain(domain)
-            if len(local.encode()) + 1 + len(ascii_domain) <= 200:
-                local = validate_email(f"{local}@{_PROBE_DOMAIN}", check_deliverability=False).local_part
-                return f"{local}@{domain}"
-        return validate_email(address, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise ValueError(f"{address!r} is not a valid email address: {exc}") from None
-
-
-IMPORT_COLUMNS = ("email", "cadence", "at", "tz", "day", "sources")
 IMPORT_HELP = """\
 Import subscribers from a UTF-8 CSV file with the columns email[,cadence,at,tz,day,sources]:
 either a header row naming them (any order), or no header and that order. Empty cells take
@@ -521,92 +456,22 @@ exit status: 0 every row imported or already there; 1 rows refused (nothing impo
 """
 
 
-class ImportFileError(ValueError):
-    """The file as a whole cannot be read as a subscriber list; str() is one line."""
-
-
-def _read_subscriber_rows(path: Path) -> list[tuple[int, dict[str, str] | None]]:
-    """(line number, {column: cell}) for every non-empty record; None for a record with more
-    cells than columns. Raises ImportFileError."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImportFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImportFileError(f"{path}: is a folder, not a CSV file") from None
-    except OSError as exc:
-        raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ImportFileError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    records, columns, line = [], None, 1
-    try:
-        for cells in reader:
-            if any(cell.strip() for cell in cells):
-                if not records and columns is None and any(cell.strip().lower() == "email" for cell in cells):
-                    columns = [cell.strip().lower() for cell in cells]
-                    unknown = [c for c in columns if c not in IMPORT_COLUMNS]
-                    if unknown:
-                        raise ImportFileError(f"{path}:{line}: unknown column {unknown[0]!r} "
-                                              f"(columns: {', '.join(IMPORT_COLUMNS)})")
-                else:
-                    names = columns or IMPORT_COLUMNS
-                    records.append((line, dict(zip(names, cells)) if len(cells) <= len(names) else None))
-            line = reader.line_num + 1
-    except csv.Error as exc:
-        reason = (f"a field is longer than {csv.field_size_limit() // 1024} KiB" if "field larger" in str(exc)
-                  else f"not readable as CSV: {exc}")
-        raise ImportFileError(f"{path}:{line}: {reason}") from None
-    return records
-
-
 def import_subscribers(args: argparse.Namespace, config: Config) -> int:
     path = Path(args.file)
     try:
-        records = _read_subscriber_rows(path)
+        records = read_subscriber_rows(path)
     except ImportFileError as exc:
         return _fail(f"{exc}; nothing imported")
     with App.open(config) as app:
         return _import_rows(app, path, records, args.skip_invalid)
 
 
-def _import_rows(app: App, path: Path, records: list[tuple[int, dict[str, str] | None]], skip_invalid: bool) -> int:
-    known_sources = {s.name for s in app.store.list_sources()}
-    entries, lines, refused, duplicates = [], [], {}, 0
-    first_seen: dict[str, int] = {}          # address -> index into entries
-    for line, row in records:
-        try:
-            if row is None:
-                raise ValueError(f"more cells than columns ({', '.join(IMPORT_COLUMNS)})")
-            address = (row.get("email") or "").strip()
-            if not address:
-                raise ValueError("no email address")
-            email = _validate_email(address)
-            sources = [s.strip() for s in (row.get("sources") or "").replace(";", ",").split(",") if s.strip()] or None
-            options = _subscriber_options(app.config, *((row.get(key) or "").strip() or None
-                                                        for key in ("cadence", "at", "tz", "day")), sources)
-            unknown = [name for name in sources or () if name not in known_sources]
-            if unknown:
-                raise ValueError(f"no such source: {', '.join(unknown)}")
-        except ValueError as exc:
-            refused[line] = str(exc)
-            continue
-        earlier = first_seen.get(email.lower())
-        if earlier is not None:
-            if {k: v for k, v in entries[earlier].items() if k != "email"} == options:
-                duplicates += 1
-            else:
-                refused[line] = f"{email} is also on line {lines[earlier]} with other settings"
-            continue
-        first_seen[email.lower()] = len(entries)
-        entries.append({"email": email, **options})
-        lines.append(line)
-    result = app.store.import_subscribers(entries, commit=skip_invalid or not refused, skip_refused=skip_invalid)
-    refused.update({lines[index]: reason for index, reason in result.refused.items()})
-    duplicates += result.unchanged
+def _import_rows(app: App, path: Path, records: list[Record], skip_invalid: bool) -> int:
+    checked = check_rows(app.config, records, {s.name for s in app.store.list_sources()})
+    result = app.store.import_subscribers(checked.entries, commit=skip_invalid or not checked.refused,
+                                          skip_refused=skip_invalid)
+    refused = {**checked.refused, **{checked.lines[index]: reason for index, reason in result.refused.items()}}
+    duplicates = checked.duplicates + result.unchanged
     for line in sorted(refused):
         print(f"postwatch: {path}:{line}: {refused[line]}", file=sys.stderr)
     counts = (f"{result.added} new, {result.updated} updated, {duplicates} duplicate{'s' * (duplicates != 1)}, "
