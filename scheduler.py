@@ -121,7 +121,7 @@ class Daemon:
 
     def __init__(self, config: Config):
         self.config = config
-        self.app = App(config)
+        self.app = App.open(config)
         self.scheduler = None
         self.http = None     # postwatch.web.WebEndpoint while serving
         self.stopping: asyncio.Event | None = None

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from crawler.plan import CrawlPlan, SourceSpec  # noqa: E402
 from crawler.run import crawl  # noqa: E402
 from crawler.runtime import run  # noqa: E402
-from postwatch.replica import BlogReplica, WordPressReplica, generate_posts  # noqa: E402
+from postwatch.testing.replica import BlogReplica, WordPressReplica, generate_posts  # noqa: E402
 
 FAST = {"DOWNLOAD_DELAY": 0, "AUTOTHROTTLE_ENABLED": False}
 
@@ -69,7 +69,7 @@ def sweep_of_sources(count: int) -> None:
             config = Config(path=Path(folder) / "postwatch.toml", database="state.db",
                             sources=[SourceConfig(name=f"s{i}", url=s.blog_url, kind="link") for i, s in enumerate(sites)])
             config.crawl.download_delay, config.crawl.autothrottle = 0, False
-            app = App(config)
+            app = App.open(config)
             names = [f"s{i}" for i in range(count)]
             run(lambda: app.check_many(names))
             for s in sites:

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -29,14 +28,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def bench_rss(checks: int = 200) -> None:
-    from conftest import write_config
+    from postwatch.testing.harness import write_config
     from crawler.runtime import run
     from postwatch.config import load_config
-    from postwatch.replica import BlogReplica
+    from postwatch.testing.replica import BlogReplica
     from postwatch.app import App
 
     with tempfile.TemporaryDirectory() as folder, BlogReplica() as site:
-        app = App(load_config(write_config(Path(folder), site.blog_url, None)))
+        app = App.open(load_config(write_config(Path(folder), site.blog_url, None)))
 
         async def loop():
             samples = {}
@@ -58,8 +57,8 @@ def bench_rss(checks: int = 200) -> None:
 
 
 def bench_idle_cpu(seconds: float = 30.0) -> None:
-    from conftest import free_port, write_config
-    from postwatch.replica import BlogReplica
+    from postwatch.testing.harness import free_port, write_config
+    from postwatch.testing.replica import BlogReplica
 
     with tempfile.TemporaryDirectory() as folder, BlogReplica() as site:
         port = free_port()

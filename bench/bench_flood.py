@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from crawler.plan import CrawlPlan, SourceSpec  # noqa: E402
 from crawler.run import crawl  # noqa: E402
 from crawler.runtime import run  # noqa: E402
-from postwatch.replica import BlogReplica, ReplicaPost, generate_posts  # noqa: E402
+from postwatch.testing.replica import BlogReplica, ReplicaPost, generate_posts  # noqa: E402
 
 FAST = {"DOWNLOAD_DELAY": 0, "AUTOTHROTTLE_ENABLED": False}
 

@@ -43,9 +43,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from postwatch.mailcatcher import MailCatcher, _KeepingHandler  # noqa: E402
+from postwatch.testing.mailcatcher import MailCatcher, _KeepingHandler  # noqa: E402
 
 SUBSCRIBERS = ["ada@example.org", "kim@example.org", "lee@example.org"]
 
@@ -161,8 +160,8 @@ def show(figures: dict) -> None:
 # Mode cli: `postwatch check --digest` killed and restarted
 # ---------------------------------------------------------------------------------------------
 def run_trials(trials: int, seed: int, folder: Path, verbose: bool = True) -> dict:
-    from conftest import write_config
-    from postwatch.replica import BlogReplica
+    from postwatch.testing.harness import write_config
+    from postwatch.testing.replica import BlogReplica
 
     rng = random.Random(seed)
     added_titles: list[str] = []
@@ -321,7 +320,7 @@ class DaemonLab:
         self._stack = ExitStack()
 
     def __enter__(self) -> "DaemonLab":
-        from postwatch.replica import BlogReplica, WordPressReplica
+        from postwatch.testing.replica import BlogReplica, WordPressReplica
 
         try:
             self.sites = {"link": BlogReplica(), "link2": BlogReplica(), "wp": WordPressReplica()}
@@ -335,7 +334,7 @@ class DaemonLab:
         return self
 
     def _prepare(self) -> None:
-        from conftest import free_port
+        from postwatch.testing.harness import free_port
 
         self.log = self.folder / "daemon.log"
         self.outbox_settings = knows_outbox_settings()

@@ -10,6 +10,8 @@ TRACKING_PARAMS = re.compile(
 # Webflow paginates the collection lists on a page with ?<8 hex>_page=N; the article is the same.
 WEBFLOW_PAGE_PARAM = re.compile(r"^[0-9a-f]{8}_page$", re.I)
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# The blog postwatch watches when no source is configured (a Webflow site without a feed).
+LINK_BLOG_URL = "https://libertyinnorthkorea.org/blog"
 _SAFE_PATH = "/:@!$&'()*+,;=-._~%"
 
 
@@ -67,7 +69,12 @@ def canonicalize(url: str, base: str | None = None, site: str | None = None, *, 
 
 
 def is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
+    """An http(s) URL with a host name and, if it names one, a valid port."""
+    try:
+        parts = urlsplit(url)
+        parts.port        # raises for a port out of range
+    except ValueError:     # e.g. "http://[::1/"
+        return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 

@@ -106,7 +106,7 @@ def preview(store, settings: DigestSettings, subscriber_email: str | None, path:
     active subscriber when none is named; the most recent events when nothing is pending)."""
     subscriber = store.get_subscriber(subscriber_email) if subscriber_email else None
     if subscriber_email and subscriber is None:
-        raise SystemExit(f"postwatch: no subscriber {subscriber_email}")
+        raise LookupError(f"no subscriber {subscriber_email}")
     if subscriber is None:
         active = store.list_subscribers(active_only=True)
         subscriber = active[0] if active else None

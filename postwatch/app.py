@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import threading
 import time
@@ -12,9 +13,16 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from crawler.plan import CrawlPlan, SourceSpec
+from digest.delivery import Channel, make_channel
+from digest.settings import DigestSettings, SmtpSettings
 from postwatch.config import Config, scrapy_overrides
 from postwatch.metrics import Metrics
-from state.store import StorageError
+from state import CheckInput, SourceRecord, Store, StorageError
+
+# Imported where they are used, not here: Scrapy and Twisted (crawler.run, 0.5-1.2 s measured on
+# this 2-core machine) and the digest's rendering stack (digest.sender / digest.compose: Jinja2,
+# css-inline, nh3, 0.1-0.25 s) would slow every command that neither crawls nor mails
+# (status, history, subscribers list...).
 
 log = logging.getLogger("postwatch")
 
@@ -49,37 +57,54 @@ class CheckSummary:
 class App:
     """Config, store, metrics and mail settings shared by the CLI and the daemon's jobs."""
 
-    def __init__(self, config: Config, store=None, metrics: Metrics | None = None, *, read_only: bool = False):
-        """`read_only`: the store is opened without migrating and the config's sources are not
-        synced into it, so commands that only read write nothing."""
-        from state import Store
-
+    def __init__(self, config: Config, store: Store, metrics: Metrics | None = None):
+        """The application around an open store. Building it reads and writes nothing; see
+        `App.open` for the config's own database."""
         self.config = config
-        self.store = store or Store(
+        self.store = store
+        self.metrics = metrics or Metrics()
+        self.crawl_settings = scrapy_overrides(config)
+        self.last_cycle_end: float | None = None
+        self.alerts_queued = 0
+        self.log_failures = True      # the CLI prints its own one line per failed source
+
+    @classmethod
+    def open(cls, config: Config, *, read_only: bool = False) -> "App":
+        """The application on the config's database. `read_only`: the database is opened as it
+        is (no migration, no file created) and the config's sources are not synced into it, so a
+        command that only reads writes nothing. Otherwise the database is created or migrated
+        as needed and the config's sources are synced into it."""
+        store = Store(
             config.database_url,
             removal_confirm_after=config.crawl.removal_confirm_after,
             flood_share=config.crawl.flood_share,
             send_lease=config.digest.send_lease,
             read_only=read_only,
         )
-        self.metrics = metrics or Metrics()
-        self.crawl_settings = scrapy_overrides(config)
-        self.last_cycle_end: float | None = None
-        self.alerts_queued = 0
-        self.log_failures = True      # the CLI prints its own one line per failed source
+        app = cls(config, store)
         if not read_only:
             try:
                 if config.smtp.host:
-                    self.dkim_signer        # a DKIM key that cannot be used stops the command at once, not each send
-                self.store.sync_sources(self.source_records_from_config())
+                    app.dkim_signer         # a DKIM key that cannot be used stops the command at once, not each send
+                app.sync_sources()
             except BaseException:
-                self.store.close()
+                store.close()
                 raise
+        return app
+
+    def __enter__(self) -> "App":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def sync_sources(self) -> None:
+        """The config's [[sources]] into the store: added or updated, and those no longer in the
+        config disabled; sources added with `postwatch sources add` stay as they are."""
+        self.store.sync_sources(self.source_records_from_config())
 
     # -- configuration views -------------------------------------------------------------
-    def source_records_from_config(self):
-        from state import SourceRecord
-
+    def source_records_from_config(self) -> list[SourceRecord]:
         return [
             SourceRecord(name=s.name, url=s.url, kind=s.kind, feed_url=s.feed_url, sitemap_url=s.sitemap_url,
                          selectors=dict(s.selectors), title=s.title, origin="config")
@@ -93,8 +118,6 @@ class App:
         return self.config.crawl.interval
 
     def digest_settings(self):
-        from digest.settings import DigestSettings
-
         cfg = self.config
         from_domain = cfg.from_domain or "localhost"
         sources = self.store.list_sources()
@@ -120,19 +143,20 @@ class App:
         """Loaded once, not for every batch of mail."""
         return self.config.dkim_signer()
 
-    def delivery_channel(self):
-        """SMTP when a host is configured, else .eml files in the outbox folder."""
-        from digest.delivery import make_channel
-        from digest.settings import SmtpSettings
-
-        smtp = self.config.smtp
-        if smtp.host:
+    def delivery_channel(self) -> Channel:
+        """The channel of [delivery] channel: SMTP when a host is configured, else .eml files in
+        the outbox folder, or any other registered channel with its [delivery] options."""
+        channel = self.config.delivery_channel
+        if channel == "smtp":
+            smtp = self.config.smtp
             return make_channel("smtp", settings=SmtpSettings(
                 host=smtp.host, port=smtp.effective_port, security=smtp.security,
                 username=smtp.username, password=self.config.smtp_password, timeout=smtp.timeout,
                 connections=smtp.connections, envelope_from=self.config.envelope_sender or None, dkim=self.dkim_signer,
             ))
-        return make_channel("folder", path=self.config.outbox_path)
+        if channel == "folder":
+            return make_channel("folder", path=self.config.outbox_path)
+        return make_channel(channel, **self.config.delivery.options)
 
     def feed_settings(self):
         from digest.feed import FeedSettings
@@ -168,7 +192,6 @@ class App:
         """Crawl one source and apply what it saw to the stored state (one transaction)."""
         # crawler.run loads Scrapy and Twisted (0.6 s measured): only commands that crawl pay it.
         from crawler.run import crawl
-        from state import CheckInput
 
         started = time.monotonic()
         record = self.store.get_source(name)
@@ -308,8 +331,6 @@ class App:
     def alert_volatile(self, source: str, urls: list[str]) -> None:
         """Once per post that starts changing on every fetch (the key names the posts, so the
         daily limit does not swallow other posts that turn volatile later)."""
-        import hashlib
-
         log.warning("%s: %d posts change on every fetch; their edits are not mailed: %s", source, len(urls),
                     ", ".join(urls), extra={"source": source})
         key = hashlib.sha256("\n".join(sorted(urls)).encode()).hexdigest()[:16]

@@ -6,6 +6,7 @@ source, SQLite state in ./postwatch.db and digests written as .eml files into ./
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
 import re
@@ -21,14 +22,19 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from crawler.urls import LINK_BLOG_URL, is_http_url
+from digest.delivery import CHANNELS
 from digest.settings import plain_address, wire_address
 
 CONFIG_ENV = "POSTWATCH_CONFIG"
 DEFAULT_CONFIG_NAME = "postwatch.toml"
 
-LINK_BLOG_URL = "https://libertyinnorthkorea.org/blog"
 # Not a source name: /feeds/all.atom and `postwatch feed all` are every source's changes.
 ALL_SOURCES = "all"
+# How often a subscriber gets a digest: after each check, daily, or weekly.
+CADENCES = ("immediate", "daily", "weekly")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")       # index = the stored weekday
+TIME_OF_DAY = re.compile(r"([01]\d|2[0-3]):[0-5]\d")              # HH:MM, 24-hour clock
 
 
 class ConfigError(ValueError):
@@ -154,6 +160,14 @@ class DkimConfig:
 
 
 @dataclass
+class DeliveryConfig:
+    # A channel registered in digest.delivery; unset: "smtp" when [smtp] host is set, else "folder".
+    channel: str | None = None
+    # Keyword arguments of any other channel's class ("smtp" and "folder" take [smtp] and [digest] outbox).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class UnsubscribeConfig:
     public_url: str | None = None
     mailto: str | None = None
@@ -193,6 +207,7 @@ class Config:
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     digest: DigestConfig = field(default_factory=DigestConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     unsubscribe: UnsubscribeConfig = field(default_factory=UnsubscribeConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
@@ -214,6 +229,20 @@ class Config:
     @property
     def outbox_path(self) -> Path:
         return (self.base_dir / self.digest.outbox_dir).resolve()
+
+    @property
+    def delivery_channel(self) -> str:
+        """The name of the channel digests leave through."""
+        return self.delivery.channel or ("smtp" if self.smtp.host else "folder")
+
+    def describe_delivery(self) -> str:
+        """Where digests go, for people: "SMTP host:port", "outbox folder PATH" or "channel NAME"."""
+        channel = self.delivery_channel
+        if channel == "smtp":
+            return f"SMTP {self.smtp.host}:{self.smtp.effective_port}"
+        if channel == "folder":
+            return f"outbox folder {self.outbox_path}"
+        return f"channel '{channel}'"
 
     @property
     def smtp_password(self) -> str | None:
@@ -321,6 +350,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, str]]] = {
     "crawl": (CrawlConfig, {}),
     "smtp": (SmtpConfig, {}),
     "digest": (DigestConfig, {"from": "from_addr", "outbox": "outbox_dir"}),
+    "delivery": (DeliveryConfig, {}),
     "unsubscribe": (UnsubscribeConfig, {}),
     "daemon": (DaemonConfig, {}),
     "alerts": (AlertConfig, {}),
@@ -329,7 +359,6 @@ _SECTIONS: dict[str, tuple[type, dict[str, str]]] = {
 }
 _SOURCE_KEYS = {"name", "url", "kind", "preset", "title", "feed_url", "sitemap_url", "interval", "selectors"}
 _SELECTOR_KEYS = {"listing_item", "post_link", "next_page", "title", "date", "body", "exclude"}
-_CADENCES = {"immediate", "daily", "weekly"}
 
 
 def find_config_path(explicit: str | os.PathLike | None) -> Path | None:
@@ -482,6 +511,10 @@ def _coerce(current: Any, annotation: Any, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError("must be a number")
         return float(value)
+    if text.startswith("dict"):
+        if not isinstance(value, dict):
+            raise TypeError("must be a table")
+        return value
     if value is not None and not isinstance(value, str):
         raise TypeError("must be a string")
     return value
@@ -514,11 +547,11 @@ def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceCo
         if name == ALL_SOURCES:
             problems.append(f"{label}: the name '{ALL_SOURCES}' is reserved for the feed of all sources; choose another")
             continue
-        if not isinstance(url, str) or not _is_http_url(url):
+        if not isinstance(url, str) or not is_http_url(url):
             problems.append(f"{label}: url {url!r} is not an http(s) URL")
             continue
         for key in ("feed_url", "sitemap_url"):
-            if item.get(key) is not None and not _is_http_url(str(item[key])):
+            if item.get(key) is not None and not is_http_url(str(item[key])):
                 problems.append(f"{label}: {key} {item[key]!r} is not an http(s) URL")
         selectors = item.get("selectors", {})
         if not isinstance(selectors, dict):
@@ -569,15 +602,6 @@ def selector_problem(key: str, css: Any) -> str | None:
     return None
 
 
-def _is_http_url(value: str) -> bool:
-    try:
-        parts = urlsplit(value)
-        parts.port        # raises for a port out of range
-    except ValueError:     # e.g. "http://[::1/"
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
 def _is_loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
     return host == "localhost" or host.startswith("127.") or host == "::1"
@@ -619,9 +643,10 @@ def validate(config: Config, where: str = "config") -> list[str]:
         address = parseaddr(value or "")[1]
         if value and ("@" not in address or not address.rpartition("@")[0].isascii()):
             problems.append(f"{where}: {label} {value!r} is not an email address with an ASCII local part")
-    if config.digest.default_cadence not in _CADENCES:
-        problems.append(f"{where}: [digest] default_cadence must be one of {', '.join(sorted(_CADENCES))}")
-    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", config.digest.default_time):
+    problems.extend(f"{where}: [delivery] {problem}" for problem in _delivery_problems(config))
+    if config.digest.default_cadence not in CADENCES:
+        problems.append(f"{where}: [digest] default_cadence must be one of {', '.join(CADENCES)}")
+    if not TIME_OF_DAY.fullmatch(config.digest.default_time):
         problems.append(f"{where}: [digest] default_time must be HH:MM")
     try:
         ZoneInfo(config.digest.default_timezone)
@@ -635,9 +660,9 @@ def validate(config: Config, where: str = "config") -> list[str]:
         problems.append(f"{where}: [dkim] needs both selector and key_file (domain defaults to the domain of [digest] from)")
     for problem in dkim_name_problems(dkim.selector, dkim.domain):
         problems.append(f"{where}: [dkim] {problem}")
-    if config.unsubscribe.public_url and not _is_http_url(config.unsubscribe.public_url):
+    if config.unsubscribe.public_url and not is_http_url(config.unsubscribe.public_url):
         problems.append(f"{where}: [unsubscribe] public_url must be an http(s) URL")
-    if config.feeds.public_url and not _is_http_url(config.feeds.public_url):
+    if config.feeds.public_url and not is_http_url(config.feeds.public_url):
         problems.append(f"{where}: [feeds] public_url must be an http(s) URL")
     if not re.fullmatch(r"\[?[\w.:-]*\]?:\d{1,5}", config.daemon.listen):
         problems.append(f"{where}: [daemon] listen must be HOST:PORT")
@@ -665,6 +690,25 @@ def validate(config: Config, where: str = "config") -> list[str]:
         if interval < timedelta(minutes=1) and not _is_loopback(source.url):
             problems.append(f"{where}: source '{source.name}': interval below 1m is impolite to the watched site")
     return problems
+
+
+def _delivery_problems(config: Config) -> list[str]:
+    channel = config.delivery_channel
+    if channel not in CHANNELS:
+        return [f"channel '{channel}' is not a delivery channel (known: {', '.join(sorted(CHANNELS))})"]
+    if channel in ("smtp", "folder"):
+        if config.delivery.options:
+            return [f"options: channel '{channel}' takes its settings from "
+                    + ("[smtp]" if channel == "smtp" else "[digest] outbox")]
+        if channel == "smtp" and not config.smtp.host:
+            return ["channel 'smtp' needs [smtp] host"]
+        return []
+    try:
+        inspect.signature(CHANNELS[channel]).bind(**config.delivery.options)
+    except TypeError as exc:
+        return [f"options do not fit channel '{channel}': {exc}"]
+    return []
+
 
 
 # RFC 2606 / 6761 names: no relay delivers from them and no DNS publishes their records.

@@ -7,8 +7,16 @@ import sys
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from crawler.runtime import run
+from digest.sender import preview
+from postwatch.app import App, CheckSummary
 from postwatch.config import Config, SourceConfig
+
+if TYPE_CHECKING:
+    from postwatch.testing.mailcatcher import MailCatcher
+    from postwatch.testing.replica import BlogReplica
 
 SUBSCRIBER = "reader@example.org"
 
@@ -29,9 +37,7 @@ def demo_config(folder: Path, blog_url: str, smtp_port: int) -> Config:
     return config
 
 
-async def _loop(app, site, smtp, folder: Path) -> None:
-    from digest.sender import preview
-
+async def _loop(app: App, site: BlogReplica, smtp: MailCatcher, folder: Path) -> None:
     def check(label: str, full: bool | None = None):
         return app.check_many(["link"], full=full)
 
@@ -61,8 +67,8 @@ async def _loop(app, site, smtp, folder: Path) -> None:
                                        "Our partners report growing demand for news from the outside world."]),
     ]
     edited = site.posts[len(added)]
-    site.edit_post(edited.slug, body_paragraphs=list(getattr(edited, "body_paragraphs", []) or ["Intro."])
-                   + ["Update: this post was edited after publication to add this paragraph."])
+    site.edit_post(edited.slug, body_paragraphs=[*edited.body_paragraphs,
+                                                 "Update: this post was edited after publication to add this paragraph."])
     say(f"5. On the replica: added {len(added)} posts and edited \"{edited.title}\".")
 
     [summary] = await check("changes", full=True)
@@ -90,16 +96,16 @@ async def _loop(app, site, smtp, folder: Path) -> None:
     say(f"HTML preview of the digest: {preview_path}")
 
 
-def _fail_if_not_ok(summary) -> None:
+def _fail_if_not_ok(summary: CheckSummary) -> None:
     if not summary.ok:
         raise RuntimeError(summary.error)
 
 
 def run_demo(keep: bool = False) -> int:
-    from crawler.runtime import run
-    from postwatch.mailcatcher import MailCatcher
-    from postwatch.replica import BlogReplica
-    from postwatch.app import App
+    # Here, not at the top: every command imports this module through the CLI, and aiosmtpd
+    # alone takes 0.2 s to import.
+    from postwatch.testing.mailcatcher import MailCatcher
+    from postwatch.testing.replica import BlogReplica
 
     folder = Path(tempfile.mkdtemp(prefix="postwatch-demo-"))
     say(f"postwatch demo — everything happens in {folder} and on 127.0.0.1; your own config and state are not touched.")
@@ -107,7 +113,7 @@ def run_demo(keep: bool = False) -> int:
     try:
         with BlogReplica() as site, MailCatcher(folder / "received") as smtp:
             say(f"Started a replica of the LiNK blog at {site.blog_url} and an SMTP server at 127.0.0.1:{smtp.port}.")
-            app = App(demo_config(folder, site.blog_url, smtp.port))
+            app = App.open(demo_config(folder, site.blog_url, smtp.port))
             try:
                 run(lambda: _loop(app, site, smtp, folder))
             finally:

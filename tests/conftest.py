@@ -1,89 +1,76 @@
-"""Fixtures shared by the end-to-end tests: the LiNK replica, a real SMTP server, a config file
-and a way to drive the real `postwatch` CLI."""
+"""Fixtures shared by the tests: the LiNK replica, a real SMTP server, the real `postwatch` CLI
+against them, a PostgreSQL database of one's own, and the Store on SQLite and on PostgreSQL.
+Plain helpers (a free port, a config file, the daemon as a subprocess) live in
+postwatch.testing.harness."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
+import uuid
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import create_engine, text
 
-ROOT = Path(__file__).resolve().parent.parent
+from postwatch.testing.harness import PG_SERVER, Cli, write_config
+from postwatch.testing.mailcatcher import MailCatcher
+from postwatch.testing.replica import BlogReplica
+from state import Store
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+PG_URL = os.environ.get("POSTWATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture
 def site():
-    from postwatch.replica import BlogReplica
-
     with BlogReplica() as replica:
         yield replica
 
 
 @pytest.fixture
 def smtp(tmp_path):
-    from postwatch.mailcatcher import MailCatcher
-
     with MailCatcher(tmp_path / "received") as catcher:
         yield catcher
-
-
-def write_config(folder: Path, blog_url: str, smtp_port: int | None, *, listen_port: int | None = None,
-                 extra: str = "") -> Path:
-    smtp_block = f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\n' if smtp_port else ""
-    text = f'''database = "state.db"
-
-[crawl]
-download_delay = 0
-autothrottle = false
-timeout = 5
-retries = 1
-removal_confirm_after = "0s"
-
-[[sources]]
-name = "link"
-url = "{blog_url}"
-kind = "link"
-title = "Liberty in North Korea"
-
-[digest]
-from = "postwatch <digest@postwatch.test>"
-
-{smtp_block}
-[daemon]
-listen = "127.0.0.1:{listen_port or free_port()}"
-{extra}
-'''
-    path = folder / "postwatch.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-class Cli:
-    def __init__(self, config: Path):
-        self.config = config
-
-    def __call__(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
-        env = {**os.environ, "POSTWATCH_SECRET": "test-secret"}
-        result = subprocess.run([sys.executable, "-m", "postwatch", "--config", str(self.config), *args],
-                                capture_output=True, text=True, timeout=timeout, env=env, cwd=self.config.parent)
-        if check and result.returncode != 0:
-            raise AssertionError(f"postwatch {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
-        return result
-
-    def popen(self, *args: str) -> subprocess.Popen:
-        env = {**os.environ, "POSTWATCH_SECRET": "test-secret"}
-        return subprocess.Popen([sys.executable, "-m", "postwatch", "--config", str(self.config), *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=self.config.parent)
 
 
 @pytest.fixture
 def cli(tmp_path, site, smtp) -> Cli:
     return Cli(write_config(tmp_path, site.blog_url, smtp.port))
+
+
+@pytest.fixture
+def pg_database():
+    """The name of a PostgreSQL database of this test's own on PG_SERVER, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"pw_lock_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} (set POSTWATCH_TEST_PG_SERVER to another server): {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """A new Store, once on SQLite and once on PostgreSQL (a schema of its own in PG_URL's database)."""
+    if request.param == "sqlite":
+        s = Store(str(tmp_path / "state.db"), removal_confirm_after=timedelta(hours=1))
+        yield s
+        s.close()
+        return
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_URL} (set POSTWATCH_TEST_PG to another server): {exc}")
+    s = Store(PG_URL, removal_confirm_after=timedelta(hours=1), connect_args={"options": f"-csearch_path={schema}"})
+    yield s
+    s.close()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()

@@ -1,7 +1,7 @@
 """Onboarding a blog and managing subscribers through the real CLI."""
 from __future__ import annotations
 
-from postwatch.replica import StructuredDataReplica, WordPressReplica
+from postwatch.testing.replica import StructuredDataReplica, WordPressReplica
 
 
 def test_sources_test_add_list_and_check_a_wordpress_blog(cli):

@@ -70,6 +70,11 @@ BAD_VALUES = [
     ("alerts every zero", '[alerts]\nevery = "0s"\n', ["[alerts] every"]),
     ("bad CSS selector", SOURCE + '[sources.selectors]\nbody = "div["\n', ["source 'blog'", "body", "div["]),
     ("unknown CSS pseudo-element", SOURCE + '[sources.selectors]\ntitle = "h1::shadow"\n', ["source 'blog'", "title"]),
+    ("unknown delivery channel", '[delivery]\nchannel = "pigeon"\n',
+     ["[delivery] channel 'pigeon' is not a delivery channel", "known: folder, smtp"]),
+    ("smtp channel without a host", '[delivery]\nchannel = "smtp"\n', ["[delivery] channel 'smtp'", "[smtp] host"]),
+    ("options for the folder channel", '[delivery]\noptions = { path = "mail" }\n', ["[delivery] options", "[digest] outbox"]),
+    ("delivery options not a table", '[delivery]\noptions = "path=mail"\n', ["[delivery] options", "must be a table"]),
 ]
 
 

@@ -12,7 +12,7 @@ from crawler.plan import CrawlPlan, SourceSpec
 from crawler.run import crawl, crawl_sources
 from crawler.runtime import run
 from crawler.urls import canonicalize
-from postwatch.replica import BlogReplica, StructuredDataReplica, WordPressReplica, generate_posts
+from postwatch.testing.replica import BlogReplica, StructuredDataReplica, WordPressReplica, generate_posts
 
 FAST = {"DOWNLOAD_DELAY": 0, "AUTOTHROTTLE_ENABLED": False, "RETRY_BACKOFF_BASE": 0.05, "DOWNLOAD_TIMEOUT": 5,
         "RETRY_TIMES": 2}

@@ -12,14 +12,14 @@ import pytest
 from scrapy.http import Request
 from twisted.internet.address import IPv4Address, IPv6Address
 
-from conftest import Cli, write_config
 from crawler import addresses
 from crawler.addresses import AddressNotAllowed, PublicAddressMiddleware, PublicAddressResolver, refusal
 from crawler.plan import CrawlPlan, SourceSpec
 from crawler.run import crawl
 from crawler.runtime import run
 from crawler.urls import canonicalize
-from postwatch.replica import BlogReplica, ReplicaPost, WordPressReplica, generate_posts
+from postwatch.testing.harness import Cli, write_config
+from postwatch.testing.replica import BlogReplica, ReplicaPost, WordPressReplica, generate_posts
 
 FAST = {"DOWNLOAD_DELAY": 0, "AUTOTHROTTLE_ENABLED": False, "RETRY_BACKOFF_BASE": 0.05, "DOWNLOAD_TIMEOUT": 5,
         "RETRY_TIMES": 1}

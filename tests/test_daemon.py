@@ -3,70 +3,20 @@ from __future__ import annotations
 
 import json
 import pickle
-import signal
 import sqlite3
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import Cli, free_port, write_config
-
-
-def wait_for(predicate, timeout=30.0, every=0.2, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-class Daemon:
-    def __init__(self, cli: Cli, port: int):
-        self.cli, self.port, self.process = cli, port, None
-
-    def __enter__(self):
-        self.process = self.cli.popen("run")
-        wait_for(lambda: self._health() is not None or self.process.poll() is not None, what="the daemon's /healthz")
-        assert self.process.poll() is None, self.process.communicate()[1]
-        return self
-
-    def _health(self):
-        try:
-            return get(f"http://127.0.0.1:{self.port}/healthz")
-        except OSError:
-            return None
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=10)
-
-    def __exit__(self, *exc):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+from postwatch.testing.harness import Cli, Daemon, free_port, get, wait_for, write_config
 
 
 @pytest.fixture
 def daemon_cli(tmp_path, site, smtp):
     port = free_port()
     extra = '[alerts]\noperator = "ops@example.org"\nfailures_before_alert = 2\n'
-    config = write_config(tmp_path, site.blog_url, smtp.port, listen_port=port, extra=extra)
-    text = config.read_text().replace('title = "Liberty in North Korea"', 'title = "Liberty in North Korea"\ninterval = "2s"')
-    config.write_text(text.replace("[crawl]\n", '[crawl]\njitter = "0s"\n'))
-    return Cli(config), port
+    return Cli(write_config(tmp_path, site.blog_url, smtp.port, listen_port=port, interval="2s", extra=extra)), port
 
 
 def test_daemon_checks_on_schedule_mails_immediate_subscribers_and_serves_health_and_metrics(daemon_cli, site, smtp):

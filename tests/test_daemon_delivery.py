@@ -10,8 +10,7 @@ import threading
 import time
 from email import message_from_bytes, policy
 
-from conftest import Cli, free_port, write_config
-from test_daemon import Daemon, get, wait_for
+from postwatch.testing.harness import Cli, Daemon, free_port, get, wait_for, write_config
 
 DAEMON_PERIODS = '[daemon]\nlisten = "127.0.0.1:{port}"\noutbox_every = "1s"\nshutdown_grace = "{grace}"\n'
 
@@ -57,7 +56,7 @@ def compose_without_sending(config_path) -> list[int]:
     from postwatch.app import App
 
     os.environ.setdefault("POSTWATCH_SECRET", "test-secret")
-    app = App(load_config(config_path))
+    app = App.open(load_config(config_path))
     try:
         return app.compose_digests()
     finally:

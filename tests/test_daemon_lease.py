@@ -2,52 +2,15 @@
 drops: `postwatch run` subprocesses on a throwaway database of the real server."""
 from __future__ import annotations
 
-import os
 import re
 import select
 import signal
 import socket
 import threading
 import time
-import uuid
 
-import pytest
-
-from conftest import Cli, free_port, write_config
-from test_daemon import Daemon, get, wait_for
-
-PG_SERVER = os.environ.get("POSTWATCH_TEST_PG_SERVER", "postgresql://postgres@127.0.0.1:5432")
-
-
-@pytest.fixture
-def pg_database():
-    psycopg = pytest.importorskip("psycopg")
-    name = f"pw_lock_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} (set POSTWATCH_TEST_PG_SERVER to another server): {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-def sql(database: str, query: str, *params):
-    import psycopg
-
-    with psycopg.connect(f"{PG_SERVER}/{database}", autocommit=True, connect_timeout=5) as conn:
-        cursor = conn.execute(query, params)
-        return cursor.fetchall() if cursor.description else None
-
-
-def kill_backends(database: str) -> int:
-    """pg_terminate_backend on every connection to `database` but this one."""
-    rows = sql("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                           "WHERE datname = %s AND pid <> pg_backend_pid()", database)
-    return len(rows)
+from postwatch.testing.harness import (PG_SERVER, Cli, Daemon, checks_done, free_port, kill_backends, sql,
+                                      wait_for, write_config)
 
 
 def lease(database: str):
@@ -57,17 +20,7 @@ def lease(database: str):
 
 def daemon_config(folder, site, database_url: str, port: int) -> Cli:
     folder.mkdir(exist_ok=True)
-    config = write_config(folder, site.blog_url, None, listen_port=port)
-    text = config.read_text().replace('database = "state.db"', f'database = "{database_url}"')
-    text = text.replace('title = "Liberty in North Korea"', 'title = "Liberty in North Korea"\ninterval = "2s"')
-    config.write_text(text.replace("[crawl]\n", '[crawl]\njitter = "0s"\n'))
-    return Cli(config)
-
-
-def checks_done(port: int) -> float:
-    status, metrics = get(f"http://127.0.0.1:{port}/metrics")
-    match = re.search(r'postwatch_checks_total\{result="ok",source="link"\} (\S+)', metrics)
-    return float(match.group(1)) if match else 0.0
+    return Cli(write_config(folder, site.blog_url, None, listen_port=port, database=database_url, interval="2s"))
 
 
 def stop(daemon: Daemon) -> int:

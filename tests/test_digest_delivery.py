@@ -13,14 +13,14 @@ from email import message_from_bytes, policy
 import pytest
 from markupsafe import escape
 
-from conftest import free_port
 from crawler.items import PostItem
 from digest.compose import build_alert, build_message
 from digest.delivery import make_channel
 from digest.sender import compose_and_queue, flush_outbox
 from digest.settings import DigestSettings, SmtpSettings
 from digest.tokens import make_token, verify_token
-from postwatch.mailcatcher import MailCatcher
+from postwatch.testing.harness import free_port
+from postwatch.testing.mailcatcher import MailCatcher
 from state import CheckInput, SourceRecord, Store
 
 NOW = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
@@ -316,7 +316,7 @@ def test_unsubscribe_over_real_http_and_forged_tokens_refused(store, tmp_path):
     from postwatch.app import App
 
     config = Config(path=tmp_path / "postwatch.toml", database=str(tmp_path / "state.db"))
-    app = App(config, store=store)
+    app = App(config, store)
     settings = app.digest_settings()
     ada = store.add_subscriber("ada@example.org")
     bo = store.add_subscriber("bo@example.org")

@@ -7,7 +7,7 @@ import sqlite3
 import time
 import urllib.request
 
-from conftest import Cli, free_port, write_config
+from postwatch.testing.harness import Cli, free_port, write_config
 
 
 def _body(message) -> str:
@@ -144,7 +144,22 @@ def test_digest_preview_writes_the_subscribers_html_and_sends_nothing(cli, site,
     html = out.read_text(encoding="utf-8")
     assert post.title in html and "Shown in the preview." in html and "ada@example.org" in html
     assert smtp.messages == []
-    cli("digest", "--preview", str(tmp_path / "again.html"), "--subscriber", "ada@example.org", check=True)
+    cli("digest", "--subscriber", "ada@example.org", "preview", str(tmp_path / "again.html"), check=True)
     assert post.title in (tmp_path / "again.html").read_text(encoding="utf-8")
+    assert smtp.messages == []
     cli("digest", check=True)
     assert len(smtp.messages) == 1
+
+
+def test_the_old_preview_option_is_one_line_naming_the_preview_command_and_sends_nothing(cli, site, smtp, tmp_path):
+    cli("check", check=True)
+    cli("subscribers", "add", "ada@example.org", "--cadence", "immediate", check=True)
+    site.add_post("Not to be sent by a mistyped preview", body_paragraphs=["Body."])
+    cli("check", check=True)
+    result = cli("digest", "--preview", str(tmp_path / "old.html"))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "postwatch digest: --preview is gone; use: postwatch digest preview FILE [--subscriber ADDRESS] "
+        "(see postwatch digest --help)"]
+    assert not (tmp_path / "old.html").exists() and smtp.messages == []
+    assert "outbox: 0 pending, 0 sent, 0 failed" in cli("status", check=True).stdout    # nothing composed either

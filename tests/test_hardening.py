@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cli, write_config
+from postwatch.testing.harness import ENVIRONMENT, Cli, write_config
 
-SECRET = b"test-secret"                 # what conftest's Cli puts in $POSTWATCH_SECRET
+SECRET = ENVIRONMENT["POSTWATCH_SECRET"].encode()     # what the harness's Cli puts in the environment
 
 
 def mode(path: Path) -> int:

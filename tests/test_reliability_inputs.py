@@ -16,7 +16,7 @@ from crawler.feeds import parse_feed
 from crawler.kinds import SourceKind
 from crawler.runtime import run
 from postwatch.config import Config, SourceConfig
-from postwatch.replica import BlogReplica, WordPressReplica
+from postwatch.testing.replica import BlogReplica, WordPressReplica
 
 CORPUS = sorted((Path(__file__).parent / "data" / "malformed").iterdir())
 
@@ -46,7 +46,7 @@ def app_for(tmp_path, url: str, kind: str = "link", feed_url: str | None = None,
     config.crawl.timeout, config.crawl.retries = 2, 1
     for key, value in crawl.items():
         setattr(config.crawl, key, value)
-    app = App(config)
+    app = App.open(config)
     app.crawl_settings["RETRY_BACKOFF_BASE"] = 0.05
     app.log_failures = False
     return app

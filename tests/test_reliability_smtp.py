@@ -6,12 +6,12 @@ import socket
 import threading
 from datetime import datetime, timedelta, timezone
 
-from conftest import free_port
 from crawler.items import PostItem
 from digest.delivery import make_channel
 from digest.sender import compose_and_queue, flush_outbox
 from digest.settings import DigestSettings, SmtpSettings
-from postwatch.mailcatcher import MailCatcher
+from postwatch.testing.harness import free_port
+from postwatch.testing.mailcatcher import MailCatcher
 from state import CheckInput, SourceRecord, Store
 
 NOW = datetime(2026, 11, 3, 8, tzinfo=timezone.utc)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from conftest import Cli, write_config
 from crawler.runtime import run
 from postwatch.config import Config, SourceConfig
-from postwatch.replica import WordPressReplica
+from postwatch.testing.harness import Cli, Daemon, free_port, wait_for, write_config
+from postwatch.testing.replica import WordPressReplica
 from state import CheckInput
-from test_state_changes import NOW, listing, pages, seeded, store  # noqa: F401 - `store`: SQLite and PostgreSQL
+from test_state_changes import NOW, listing, pages, seeded
 
 
 # ------------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def test_an_edit_seen_in_a_full_content_feed_is_confirmed_by_the_next_feed_read(
                         sources=[SourceConfig(name="wp", url=site.blog_url, kind="feed",
                                               feed_url=f"{site.base_url}/feed/")])
         config.crawl.download_delay, config.crawl.autothrottle = 0, False
-        app = App(config)
+        app = App.open(config)
         try:
             def check():
                 return run(lambda: app.check_source("wp"))
@@ -205,14 +205,10 @@ def test_an_edit_seen_in_a_full_content_feed_is_confirmed_by_the_next_feed_read(
 def test_the_daemon_mails_a_real_edit_once_and_no_rotating_ad_noise(tmp_path, site, smtp):
     import time
 
-    from conftest import free_port
-    from test_daemon import Daemon, wait_for
-
     port = free_port()
-    config = write_config(tmp_path, site.blog_url, smtp.port, listen_port=port,
+    config = write_config(tmp_path, site.blog_url, smtp.port, listen_port=port, interval="2s",
                           extra='[alerts]\noperator = "ops@example.org"\n')
-    text = config.read_text().replace('title = "Liberty in North Korea"', 'title = "Liberty in North Korea"\ninterval = "2s"')
-    config.write_text(text.replace("[crawl]\n", '[crawl]\njitter = "0s"\nfull_sweep_every = "1s"\n'))
+    config.write_text(config.read_text().replace("[crawl]\n", '[crawl]\nfull_sweep_every = "1s"\n'))
     cli = Cli(config)
     cli("check", check=True)
     cli("check", "--full", check=True)

@@ -1,50 +1,17 @@
 """The stored state on SQLite and on PostgreSQL: the same suite, both backends."""
 from __future__ import annotations
 
-import os
 import sqlite3
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from crawler.items import PostItem
 from postwatch.config import Config
+from postwatch.testing.harness import PG_SERVER
 from state import AlreadyRunning, CheckInput, ComposedMessage, SourceRecord, Store
 
-PG_URL = os.environ.get("POSTWATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
-
-
-def _pg_available() -> bool:
-    try:
-        with create_engine(PG_URL).connect() as conn:
-            conn.execute(text("SELECT 1"))
-        return True
-    except Exception:
-        return False
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = Store(str(tmp_path / "state.db"), removal_confirm_after=timedelta(hours=1))
-        yield s
-        s.close()
-        return
-    if not _pg_available():
-        pytest.fail(f"PostgreSQL is not reachable at {PG_URL} (set POSTWATCH_TEST_PG to another server)")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    s = Store(PG_URL, removal_confirm_after=timedelta(hours=1), connect_args={"options": f"-csearch_path={schema}"})
-    yield s
-    s.close()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
 
 
 def post(n: int, body: str | None = None, origin: str = "page", title: str | None = None) -> PostItem:
@@ -285,24 +252,16 @@ def test_an_undated_post_is_dated_by_when_it_was_first_seen(store):
     assert event.published == NOW + timedelta(hours=5)
 
 
-def test_a_configured_postgresql_url_is_opened_with_psycopg_3_and_its_secret_kept_beside_the_config(tmp_path):
+def test_a_configured_postgresql_url_is_opened_with_psycopg_3_and_its_secret_kept_beside_the_config(tmp_path, pg_database):
     """The driver postwatch installs is psycopg 3; SQLAlchemy would read postgresql:// as psycopg2."""
-    if not _pg_available():
-        pytest.fail(f"PostgreSQL is not reachable at {PG_URL} (set POSTWATCH_TEST_PG to another server)")
-    config = Config(path=tmp_path / "postwatch.toml", database=PG_URL.replace("postgresql+psycopg://", "postgresql://", 1))
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    config = Config(path=tmp_path / "postwatch.toml", database=f"{PG_SERVER}/{pg_database}")
+    assert config.database.startswith("postgresql://")
+    store = Store(config.database_url)
     try:
-        store = Store(config.database_url, connect_args={"options": f"-csearch_path={schema}"})
         assert store.schema_revision() == Store.head_revision() and not store.is_sqlite
-        store.close()
-        assert config.secret_path == tmp_path / "postwatch.secret"
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        store.close()
+    assert config.secret_path == tmp_path / "postwatch.secret"
 
 
 def test_a_configured_file_path_is_a_sqlite_database_beside_the_config_with_its_secret(tmp_path):

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
-from test_daemon import wait_for
-from test_daemon_lease import PG_SERVER, checks_done, daemon_config, kill_backends, pg_database, sql  # noqa: F401
+from postwatch.testing.harness import PG_SERVER, Cli, checks_done, free_port, kill_backends, sql, wait_for, write_config
 
 READING_COMMANDS = [("status",), ("history",), ("subscribers", "list"), ("sources", "list"), ("feed", "link")]
 # Without CAP_DAC_OVERRIDE root obeys file modes like anyone else, so the folder is read-only to it.
@@ -77,6 +75,35 @@ def test_reading_commands_in_a_writable_folder_create_no_file_and_change_nothing
     assert snapshot(folder) == before
 
 
+def test_reading_commands_leave_a_source_new_to_the_config_out_of_the_database(folder_with_state):
+    """Opening the application for a command that only reads syncs no sources: a source added to
+    the config reaches the database with the first command that writes."""
+    folder = folder_with_state
+    (folder / "postwatch.toml").write_text(
+        'database = "state.db"\n'
+        '[[sources]]\nname = "link"\nurl = "https://libertyinnorthkorea.org/blog"\nkind = "link"\n'
+        '[[sources]]\nname = "dailynk"\nurl = "https://www.dailynk.com/english/"\n', encoding="utf-8")
+    before = snapshot(folder)
+    results = {args: postwatch(folder, *args) for args in READING_COMMANDS}
+    assert all(result.returncode == 0 for result in results.values()), results
+    assert "dailynk" not in results[("status",)].stdout + results[("sources", "list")].stdout
+    assert snapshot(folder) == before
+
+    assert postwatch(folder, "subscribers", "add", "bob@example.org").returncode == 0
+    assert "dailynk" in postwatch(folder, "sources", "list").stdout
+
+
+def test_sources_test_stores_nothing_and_creates_no_file(tmp_path, site):
+    """With no config, as a newcomer tries a blog: what would be extracted, and no ./postwatch.db."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTWATCH_")}
+    result = subprocess.run([sys.executable, "-m", "postwatch", "sources", "test", site.blog_url],
+                            capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{site.blog_url}\n")
+    assert int(re.search(r"posts: +(\d+) found on the first listing pages", result.stdout).group(1)) > 0
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_writing_command_in_a_read_only_folder_is_one_line_naming_the_database(folder_with_state):
     folder = folder_with_state
     folder.chmod(0o555)
@@ -121,7 +148,8 @@ def test_postgresql_unreachable_is_one_line_naming_the_database_without_its_pass
 
 def test_daemon_jobs_log_one_line_per_storage_failure_and_run_on_when_the_database_returns(tmp_path, site, pg_database):
     port = free_port()
-    cli = daemon_config(tmp_path / "a", site, f"{PG_SERVER}/{pg_database}", port)
+    cli = Cli(write_config(tmp_path, site.blog_url, None, listen_port=port, database=f"{PG_SERVER}/{pg_database}",
+                           interval="2s"))
     process = cli.popen("run")
     try:
         wait_for(lambda: _checks(port) >= 1, timeout=60, what="the first check")

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from test_state_changes import store  # noqa: F401  (the Store on SQLite and on PostgreSQL)
-
 
 class Postwatch:
     def __init__(self, folder: Path):

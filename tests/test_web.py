@@ -10,17 +10,14 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import Cli, free_port, write_config
-from test_daemon import Daemon, get, wait_for
+from postwatch.testing.harness import PG_SERVER, Cli, Daemon, free_port, get, kill_backends, sql, wait_for, write_config
 
 IDLE_CONNECTIONS = 2000
 DAEMON_FILE_LIMIT = 1024        # the usual soft limit, and here the hard one too: the daemon cannot raise it
-PG_URL = os.environ.get("POSTWATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 class LoggingCli(Cli):
@@ -220,32 +217,10 @@ def test_max_connections_is_validated():
 # PostgreSQL away: the endpoint in-process on the reactor's loop, against a database of its own
 # that then refuses connections.
 # --------------------------------------------------------------------------------------------
-@pytest.fixture
-def pg_database():
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    name = f"pw_web_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_URL} (set POSTWATCH_TEST_PG to another server): {exc}")
-
-    def allow(on: bool) -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if on else "false"}'))
-            if not on:
-                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"), {"d": name})
-
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False), allow
-    finally:
-        allow(True)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def refuse_connections(database: str, refused: bool) -> None:
+    sql("postgres", f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {"false" if refused else "true"}')
+    if refused:
+        kill_backends(database)
 
 
 def test_health_metrics_and_unsubscribe_answer_503_naming_the_database_while_it_is_away(tmp_path, pg_database, caplog,
@@ -256,22 +231,21 @@ def test_health_metrics_and_unsubscribe_answer_503_naming_the_database_while_it_
     from postwatch.app import App
 
     monkeypatch.setenv("POSTWATCH_SECRET", "test-secret")
-    url, allow = pg_database
-    app = App(Config(path=tmp_path / "postwatch.toml", database=url))
+    url = f"{PG_SERVER}/{pg_database}"
+    app = App.open(Config(path=tmp_path / "postwatch.toml", database=url))
     endpoint = WebEndpoint(app, "127.0.0.1", 0)
     run(endpoint.start)
     base = f"http://{endpoint.address}"
     try:
         assert get(f"{base}/healthz")[0] == 200
-        allow(False)
+        refuse_connections(pg_database, True)
         caplog.clear()
         with caplog.at_level(logging.DEBUG):
             status, body = get(f"{base}/healthz")
             assert status == 503, body
             answer = json.loads(body)
             assert answer["status"] == "unhealthy"
-            database = url.rpartition("/")[2]
-            assert answer["detail"].startswith("database postgresql://postgres@127.0.0.1:5432/" + database + ": ")
+            assert answer["detail"].startswith(f"database {PG_SERVER}/{pg_database}: ")
             assert "not currently accepting connections" in answer["detail"] and "\n" not in answer["detail"]
 
             status, body = get(f"{base}/metrics")
@@ -285,9 +259,9 @@ def test_health_metrics_and_unsubscribe_answer_503_naming_the_database_while_it_
         records = [r for r in caplog.records if r.levelno >= logging.INFO]
         assert [r.getMessage().split(":")[0] for r in records] == ["http /healthz", "http /metrics", "http /unsubscribe",
                                                                    "http /feeds"]
-        assert all(r.exc_info is None and "\n" not in r.getMessage() and database in r.getMessage() for r in records)
+        assert all(r.exc_info is None and "\n" not in r.getMessage() and pg_database in r.getMessage() for r in records)
 
-        allow(True)
+        refuse_connections(pg_database, False)
         wait_for(lambda: get(f"{base}/healthz")[0] == 200, timeout=20, what="/healthz after the database is back")
     finally:
         run(endpoint.stop)

@@ -13,10 +13,9 @@ from crawler.feeds import parse_feed
 from crawler.items import PostItem
 from crawler.kinds import SourceKind, UnknownSourceKind
 from crawler.plan import CrawlPlan, CrawlReport, SourceSpec
-from crawler.urls import canonicalize
+from crawler.urls import LINK_BLOG_URL, canonicalize
 
 POST_STATUSES = [304, 404, 410]
-LINK_BLOG_URL = "https://libertyinnorthkorea.org/blog"
 
 
 class SourceCrawl:

@@ -1,0 +1,167 @@
+"""What people give postwatch about subscribers — an address, a schedule, a CSV list of them —
+checked before anything is stored. Every function raises ValueError (or ImportFileError) whose
+str() is the one line to show; the CLI shows it."""
+from __future__ import annotations
+
+import csv
+import functools
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from email_validator import EmailNotValidError, validate_email
+
+from postwatch.config import CADENCES, TIME_OF_DAY, WEEKDAYS, Config
+from state import Subscriber
+
+IMPORT_COLUMNS = ("email", "cadence", "at", "tz", "day", "sources")
+
+# email_validator spends most of its time on the domain (UTS-46, IDNA), and a list of 20,000
+# subscribers has a few hundred domains: each is validated once, and the part before the @ is
+# validated beside a short domain known to be good. Long addresses take the whole check, so the
+# length limits stay the library's.
+_PROBE_DOMAIN = "a.co"
+
+
+@functools.lru_cache(maxsize=8192)
+def _checked_domain(domain: str) -> tuple[str, str]:
+    checked = validate_email(f"postmaster@{domain}", check_deliverability=False)
+    return checked.domain, checked.ascii_domain
+
+
+def normalized_email(address: str) -> str:
+    """The address normalised; ValueError saying why it is not one."""
+    try:
+        local, at, domain = address.rpartition("@")
+        if at and local and len(local) <= 64:
+            domain, ascii_domain = _checked_domain(domain)
+            if len(local.encode()) + 1 + len(ascii_domain) <= 200:
+                local = validate_email(f"{local}@{_PROBE_DOMAIN}", check_deliverability=False).local_part
+                return f"{local}@{domain}"
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(f"{address!r} is not a valid email address: {exc}") from None
+
+
+def schedule_options(config: Config, cadence: str | None, at: str | None, tz: str | None, day: str | None,
+                     sources: list[str] | None) -> dict:
+    """Keyword arguments of Store.add_subscriber, the [digest] defaults filling what is not given.
+    ValueError naming the value that is wrong."""
+    options = {
+        "cadence": cadence or config.digest.default_cadence,
+        "send_time": at or config.digest.default_time,
+        "timezone": tz or config.digest.default_timezone,
+        "sources": sources or None,
+    }
+    if options["cadence"] not in CADENCES:
+        raise ValueError(f"cadence {options['cadence']!r} must be one of {', '.join(CADENCES)}")
+    try:
+        ZoneInfo(options["timezone"])
+    except (ValueError, KeyError):          # ZoneInfoNotFoundError is a KeyError
+        raise ValueError(f"time zone {options['timezone']!r} is not an IANA time zone (e.g. Europe/London)") from None
+    if not TIME_OF_DAY.fullmatch(options["send_time"]):
+        raise ValueError(f"time {options['send_time']!r} must be HH:MM")
+    if options["cadence"] == "weekly":
+        day = (day or WEEKDAYS[config.digest.default_weekday]).lower()[:3]
+        if day not in WEEKDAYS:
+            raise ValueError(f"day {day!r} must be one of {', '.join(WEEKDAYS)}")
+        options["weekday"] = WEEKDAYS.index(day)
+    return options
+
+
+def describe_cadence(subscriber: Subscriber) -> str:
+    if subscriber.cadence == "immediate":
+        return "after each check"
+    if subscriber.cadence == "weekly":
+        return f"weekly, {WEEKDAYS[subscriber.weekday or 0]} {subscriber.send_time} {subscriber.timezone}"
+    return f"daily {subscriber.send_time} {subscriber.timezone}"
+
+
+# --------------------------------------------------------------------------------------------
+# A CSV list of subscribers
+# --------------------------------------------------------------------------------------------
+class ImportFileError(ValueError):
+    """The file as a whole cannot be read as a subscriber list; str() is one line."""
+
+
+Record = tuple[int, dict[str, str] | None]     # (line number, {column: cell}); None: more cells than columns
+
+
+def read_subscriber_rows(path: Path) -> list[Record]:
+    """Every non-empty record of the CSV file with its line number. Raises ImportFileError."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImportFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImportFileError(f"{path}: is a folder, not a CSV file") from None
+    except OSError as exc:
+        raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ImportFileError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records, columns, line = [], None, 1
+    try:
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                if not records and columns is None and any(cell.strip().lower() == "email" for cell in cells):
+                    columns = [cell.strip().lower() for cell in cells]
+                    unknown = [c for c in columns if c not in IMPORT_COLUMNS]
+                    if unknown:
+                        raise ImportFileError(f"{path}:{line}: unknown column {unknown[0]!r} "
+                                              f"(columns: {', '.join(IMPORT_COLUMNS)})")
+                else:
+                    names = columns or IMPORT_COLUMNS
+                    records.append((line, dict(zip(names, cells)) if len(cells) <= len(names) else None))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        reason = (f"a field is longer than {csv.field_size_limit() // 1024} KiB" if "field larger" in str(exc)
+                  else f"not readable as CSV: {exc}")
+        raise ImportFileError(f"{path}:{line}: {reason}") from None
+    return records
+
+
+@dataclass
+class CheckedRows:
+    """The rows of a subscriber list after every check that needs no database."""
+    entries: list[dict] = field(default_factory=list)     # keyword arguments of Store.import_subscribers' entries
+    lines: list[int] = field(default_factory=list)        # the line of each entry
+    refused: dict[int, str] = field(default_factory=dict)  # line -> why
+    duplicates: int = 0                                    # an address listed again with the same settings
+
+
+def check_rows(config: Config, records: list[Record], known_sources: set[str]) -> CheckedRows:
+    checked = CheckedRows()
+    first_seen: dict[str, int] = {}          # address -> index into entries
+    for line, row in records:
+        try:
+            if row is None:
+                raise ValueError(f"more cells than columns ({', '.join(IMPORT_COLUMNS)})")
+            address = (row.get("email") or "").strip()
+            if not address:
+                raise ValueError("no email address")
+            email = normalized_email(address)
+            sources = [s.strip() for s in (row.get("sources") or "").replace(";", ",").split(",") if s.strip()] or None
+            options = schedule_options(config, *((row.get(key) or "").strip() or None
+                                                 for key in ("cadence", "at", "tz", "day")), sources)
+            unknown = [name for name in sources or () if name not in known_sources]
+            if unknown:
+                raise ValueError(f"no such source: {', '.join(unknown)}")
+        except ValueError as exc:
+            checked.refused[line] = str(exc)
+            continue
+        earlier = first_seen.get(email.lower())
+        if earlier is not None:
+            if {k: v for k, v in checked.entries[earlier].items() if k != "email"} == options:
+                checked.duplicates += 1
+            else:
+                checked.refused[line] = f"{email} is also on line {checked.lines[earlier]} with other settings"
+            continue
+        first_seen[email.lower()] = len(checked.entries)
+        checked.entries.append({"email": email, **options})
+        checked.lines.append(line)
+    return checked
