@@ -22,7 +22,7 @@ GMAIL_CLIPS_AT = 102 * 1024
 
 
 def events(count: int, kind: str = "new") -> list:
-    from postwatch.replica import _seed_posts
+    from postwatch.testing.replica import _seed_posts
     from state import EventRecord
 
     seeds = _seed_posts()

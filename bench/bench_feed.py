@@ -68,7 +68,7 @@ def main() -> None:
         config = Config(path=Path(folder) / "postwatch.toml", database="bench.db",
                         sources=[SourceConfig(name="link", url=BLOG, kind="link", title="Liberty in North Korea")])
         config.crawl.removal_confirm_after = timedelta(0)
-        app = App(config)
+        app = App.open(config)
         started = time.perf_counter()
         seed(app.store, args.events)
         seeded = time.perf_counter() - started

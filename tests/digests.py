@@ -7,7 +7,7 @@ from email import message_from_bytes, policy
 
 from digest.compose import build_message
 from digest.settings import DigestSettings
-from postwatch.replica import _seed_posts
+from postwatch.testing.replica import _seed_posts
 from state import EventRecord
 
 NOW = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)

@@ -16,14 +16,11 @@ import pytest
 from rfc3339_validator import validate_rfc3339
 from rfc3987_syntax import is_valid_syntax_iri
 
-from conftest import Cli, free_port, write_config
-from test_daemon import Daemon
-import test_state_changes
+from postwatch.testing.harness import Cli, Daemon, free_port, write_config
 from test_state_changes import NOW, pages, post, seeded
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 ATOM_TYPE = "application/atom+xml; charset=utf-8"
-store = test_state_changes.store        # the fixture: a Store on SQLite, then on PostgreSQL
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from crawler.kinds import SourceKind
 from crawler.runtime import run
 from crawler.urls import canonicalize
 from postwatch.config import ConfigError, load_config
-from postwatch.replica import BlogReplica
+from postwatch.testing.replica import BlogReplica
 
 
 class JsonIndexKind(SourceKind):
