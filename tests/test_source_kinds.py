@@ -61,7 +61,7 @@ def test_a_new_kind_is_one_class_and_a_config_that_names_it_crawls_with_it(tmp_p
         url = _serve_json_index(site)
         dated = [p for p in site.posts if p.published]
         assert "test-json-index" in SourceKind.names()
-        app = App(_config(tmp_path, url, "test-json-index"))
+        app = App.open(_config(tmp_path, url, "test-json-index"))
         try:
             first = run(lambda: app.check_source("notes"))
             assert first.ok and first.baseline, first.error
@@ -81,7 +81,7 @@ def test_the_same_page_read_as_a_built_in_kind_holds_no_posts(tmp_path):
     from postwatch.app import App
 
     with BlogReplica() as site:
-        app = App(_config(tmp_path, _serve_json_index(site), "auto"))
+        app = App.open(_config(tmp_path, _serve_json_index(site), "auto"))
         try:
             summary = run(lambda: app.check_source("notes"))
             assert summary.posts_seen == 0
