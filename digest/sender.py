@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -55,7 +56,7 @@ def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit
                 log.error("mail to %s failed permanently: %s", item.to_addr, result.detail)
                 stats.failed += 1
             else:
-                store.mark_retry(item.id, result.detail, next_attempt(item.attempts, now, retry_after))
+                store.mark_retry(item.id, result.detail, next_attempt(item.attempts, handout.clock(), retry_after))
                 stats.retried += 1
     finally:
         handout.release_unsent()
@@ -72,16 +73,37 @@ class _Handout:
     def __init__(self, store, now: datetime, limit: int, stop: threading.Event | None, page: int = 200):
         self.store, self.now, self.limit, self.stop, self.page = store, now, limit, stop, page
         self.waiting: deque = deque()
+        self.started = time.monotonic()
+
+    def clock(self) -> datetime:
+        """`now` moved on by the time this flush has taken: leases are counted from when they
+        are taken, not from when a flush of thousands of messages began."""
+        return self.now + timedelta(seconds=time.monotonic() - self.started)
 
     def __iter__(self):
         handed = 0
         while handed < self.limit and not self._stopping():
-            self.waiting.extend(self.store.due_outbox(self.now, limit=min(self.page, self.limit - handed)))
+            self.waiting.extend(self.store.due_outbox(self.clock(), limit=min(self.page, self.limit - handed)))
             if not self.waiting:
                 return
             handed += len(self.waiting)
             while self.waiting and not self._stopping():
-                yield self.waiting.popleft()
+                item = self.waiting.popleft()
+                if item.claimed_until is not None and item.claimed_until - self.clock() < self.store.send_lease / 2:
+                    if not self._renew(item):
+                        continue
+                yield item
+
+    def _renew(self, item) -> bool:
+        """Renew the lease of `item` and of the rest of its page; False when `item` is no
+        longer this sender's (its lease ran out and another sender took it)."""
+        held = self.store.renew_claims([item, *self.waiting], self.clock())
+        kept = {i.id for i in held}
+        lost = 1 + len(self.waiting) - len(kept)
+        if lost:
+            log.warning("mail: %d messages whose lease ran out were taken by another sender; left to it", lost)
+        self.waiting = deque(i for i in self.waiting if i.id in kept)
+        return item.id in kept
 
     def _stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
@@ -93,7 +115,7 @@ class _Handout:
 
 
 def _last_error(store) -> str:
-    errors = store.outbox_errors(limit=1) if hasattr(store, "outbox_errors") else []
+    errors = store.outbox_errors(limit=1)
     return errors[0][1] if errors else "no detail"
 
 

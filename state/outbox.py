@@ -120,6 +120,27 @@ class OutboxStorage(Database):
                                                      outbox.c.claimed_until == bindparam("lease"))
                                 .values(claimed_until=None), params).rowcount
 
+    def renew_claims(self, items: Iterable[OutboxItem], now: datetime) -> list[OutboxItem]:
+        """Extend the lease of messages this sender still holds (a slow server can take longer
+        than one lease to reach the end of a page): the items whose lease was still ours, with
+        their new lease. One that ran out and was taken by another sender is left to it."""
+        items = [i for i in items if i.claimed_until is not None]
+        if not items:
+            return []
+        lease = now + self.send_lease
+        renewed: set[int] = set()
+        with self.engine.begin() as conn:
+            for held in {i.claimed_until for i in items}:
+                ids = [i.id for i in items if i.claimed_until == held]
+                renewed.update(conn.execute(
+                    update(outbox).where(outbox.c.id.in_(ids), outbox.c.status == "pending",
+                                         outbox.c.claimed_until == held)
+                    .values(claimed_until=lease).returning(outbox.c.id)).scalars())
+        for item in items:
+            if item.id in renewed:
+                item.claimed_until = lease
+        return [i for i in items if i.id in renewed]
+
     # Built once: marking is the one statement run per message sent, 10,000 times a digest.
     _MARK = update(outbox).where(outbox.c.id == bindparam("outbox_id"))
     _MARK_SENT = _MARK.values(status="sent", sent_at=bindparam("at"), attempts=outbox.c.attempts + 1,

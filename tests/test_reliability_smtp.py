@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 from crawler.items import PostItem
@@ -11,7 +12,7 @@ from digest.delivery import make_channel
 from digest.sender import compose_and_queue, flush_outbox
 from digest.settings import DigestSettings, SmtpSettings
 from postwatch.testing.harness import free_port
-from postwatch.testing.mailcatcher import MailCatcher
+from postwatch.testing.mailcatcher import MailCatcher, _KeepingHandler
 from state import CheckInput, SourceRecord, Store
 
 NOW = datetime(2026, 11, 3, 8, tzinfo=timezone.utc)
@@ -137,4 +138,49 @@ def test_a_sender_killed_between_the_servers_250_and_its_commit_sends_nothing_tw
     assert len(ids) == len(set(ids)) == 2, ids               # two subscribers, each message once
     assert set(accepted) <= set(ids)
     assert stats.sent == 2 - len(accepted)
+    assert store.outbox_stats()["pending"] == 0
+
+
+class _SlowKeeping(MailCatcher):
+    """Takes 0.4 s over each message before keeping it, as a busy relay does."""
+
+    class handler_class(_KeepingHandler):  # noqa: N801 - the attribute MailCatcher builds its handler from
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd hook
+            await asyncio.sleep(0.4)
+            return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_flush_slower_than_its_lease_keeps_its_messages_from_a_second_sender(tmp_path):
+    """Six messages at 0.4 s each take 2.4 s, over twice the 1 s send lease. A second sender
+    starting meanwhile (a CLI `digest` beside the daemon) must find them still leased."""
+    store = Store(str(tmp_path / "state.db"), send_lease=timedelta(seconds=1))
+    store.sync_sources([SourceRecord(name="link", url="https://libertyinnorthkorea.org/blog")])
+    base = PostItem(url="https://libertyinnorthkorea.org/blog/a", title="A", published=None, body_html="<p>a</p>",
+                    summary=None, origin="page")
+    store.apply_check("link", CheckInput(posts=[base], baseline=True), NOW)
+    for n in range(6):
+        store.add_subscriber(f"reader{n}@example.org")
+    fresh = PostItem(url="https://libertyinnorthkorea.org/blog/b", title="B", published=None, body_html="<p>b</p>",
+                     summary=None, origin="page")
+    store.apply_check("link", CheckInput(posts=[base, fresh]), NOW)
+    compose_and_queue(store, DigestSettings(secret=b"k"), NOW)
+    with _SlowKeeping() as smtp:
+        def sender(delay: float, results: list) -> None:
+            time.sleep(delay)
+            own = Store(str(tmp_path / "state.db"), send_lease=timedelta(seconds=1))
+            channel = make_channel("smtp", settings=SmtpSettings(host="127.0.0.1", port=smtp.port, security="none",
+                                                                 connections=1))
+            with channel:
+                results.append(flush_outbox(own, channel, datetime.now(timezone.utc)))
+            own.close()
+
+        results: list = []
+        threads = [threading.Thread(target=sender, args=(delay, results)) for delay in (0, 1.5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        ids = smtp.message_ids()
+    assert len(ids) == len(set(ids)) == 6, sorted(ids)
+    assert sorted(r.sent for r in results) == [0, 6]
     assert store.outbox_stats()["pending"] == 0
