@@ -5,6 +5,7 @@ import binascii
 import hashlib
 import re
 import secrets
+import dataclasses
 from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -22,7 +23,7 @@ from markupsafe import escape
 from digest.render import render_digest
 from digest.settings import DigestSettings, wire_address
 from digest.tokens import make_token
-from state import ComposedMessage
+from state import ComposedMessage, Subscriber
 
 
 def _one_line(value: str) -> str:
@@ -30,13 +31,13 @@ def _one_line(value: str) -> str:
     return " ".join(str(value).split())
 
 
-def unsubscribe_url(subscriber, settings: DigestSettings) -> str:
+def unsubscribe_url(subscriber: Subscriber, settings: DigestSettings) -> str:
     token = make_token(subscriber, settings.secret)
     separator = "&" if "?" in settings.unsubscribe_base_url else "?"
     return f"{settings.unsubscribe_base_url}{separator}token={quote(token)}"
 
 
-def message_id_for(subscriber, events, settings: DigestSettings) -> str:
+def message_id_for(subscriber: Subscriber, events, settings: DigestSettings) -> str:
     """The same subscriber and the same events always give the same Message-ID, so a digest
     that is composed twice is recognisably the same message."""
     seqs = [e.seq for e in events if e.seq is not None]
@@ -47,14 +48,6 @@ def message_id_for(subscriber, events, settings: DigestSettings) -> str:
 EMAIL_SLOT, UNSUBSCRIBE_SLOT = "pw-slot-email-8f3a", "https://pw-slot-unsubscribe-8f3a.invalid/"
 
 
-class _Slotted:
-    """A subscriber stand-in whose address and link are slots filled in per recipient."""
-
-    def __init__(self, subscriber):
-        self.id, self.email = 0, EMAIL_SLOT
-        self.cadence, self.timezone = getattr(subscriber, "cadence", "daily"), getattr(subscriber, "timezone", "UTC")
-
-
 class DigestComposer:
     """Renders each distinct digest once: subscribers with the same events, time zone and
     cadence share the rendering, and only their address and unsubscribe link differ."""
@@ -63,16 +56,18 @@ class DigestComposer:
         self.settings, self.now, self.cache_size = settings, now, cache_size
         self._cache: dict[tuple, object] = {}
 
-    def _variant(self, subscriber, events):
-        key = (tuple(e.id for e in events), getattr(subscriber, "timezone", "UTC"), getattr(subscriber, "cadence", "daily"))
+    def _variant(self, subscriber: Subscriber, events):
+        key = (tuple(e.id for e in events), subscriber.timezone, subscriber.cadence)
         if key not in self._cache:
             if len(self._cache) >= self.cache_size:
                 self._cache.pop(next(iter(self._cache)))
-            rendered = render_digest(_Slotted(subscriber), events, self.settings, self.now, UNSUBSCRIBE_SLOT)
+            # Rendered with slots for the address and the link, filled in per recipient.
+            slotted = dataclasses.replace(subscriber, id=0, email=EMAIL_SLOT)
+            rendered = render_digest(slotted, events, self.settings, self.now, UNSUBSCRIBE_SLOT)
             self._cache[key] = (rendered, MessageShape(rendered, self.settings, self.now))
         return self._cache[key]
 
-    def __call__(self, subscriber, events) -> ComposedMessage:
+    def __call__(self, subscriber: Subscriber, events) -> ComposedMessage:
         rendered, shape = self._variant(subscriber, events)
         settings = self.settings
         link = unsubscribe_url(subscriber, settings)
@@ -88,7 +83,7 @@ class DigestComposer:
         return ComposedMessage(message_id=message_id, subject=_one_line(rendered.subject), to_addr=to_addr, raw=raw)
 
 
-def build_message(subscriber, events, settings: DigestSettings, now: datetime) -> ComposedMessage:
+def build_message(subscriber: Subscriber, events, settings: DigestSettings, now: datetime) -> ComposedMessage:
     """One subscriber's digest (composing many: one DigestComposer shares the rendering)."""
     return DigestComposer(settings, now)(subscriber, events)
 

@@ -18,6 +18,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
 from digest.settings import DigestSettings
+from state import Subscriber
 
 KIND_ORDER = ("new", "updated", "restored", "removed")
 # What a subscriber's mail client may see of a watched site's HTML: text structure and links.
@@ -247,8 +248,8 @@ def subject_for(events, settings: DigestSettings) -> str:
     return " ".join(subject.split())[:180]
 
 
-def _cadence_text(subscriber) -> str:
-    return {"immediate": "after each check", "weekly": "weekly"}.get(getattr(subscriber, "cadence", "daily"), "daily")
+def _cadence_text(subscriber: Subscriber) -> str:
+    return {"immediate": "after each check", "weekly": "weekly"}.get(subscriber.cadence, "daily")
 
 
 def _site_of(source: str, events, settings: DigestSettings) -> str:
@@ -280,10 +281,10 @@ def _take(by_source: dict[str, list], limit: int) -> dict[str, int]:
     return taken
 
 
-def render_digest(subscriber, events, settings: DigestSettings, now: datetime, unsubscribe_url: str) -> RenderedDigest:
+def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now: datetime, unsubscribe_url: str) -> RenderedDigest:
     """The digest's subject, HTML and text. Shows at most `settings.max_posts` posts, fewer if the
     HTML part would pass HTML_BUDGET; the others are counted per source with a link to it."""
-    zone = ZoneInfo(getattr(subscriber, "timezone", None) or settings.timezone)
+    zone = ZoneInfo(subscriber.timezone or settings.timezone)
     by_source: dict[str, list] = {}
     for event in events:
         by_source.setdefault(event.source, []).append(event)

@@ -14,6 +14,7 @@ from digest.compose import DigestComposer, unsubscribe_url
 from digest.delivery import private_opener
 from digest.render import render_digest
 from digest.settings import DigestSettings
+from state import Subscriber
 
 log = logging.getLogger("postwatch.digest")
 
@@ -119,10 +120,6 @@ def _last_error(store) -> str:
     return errors[0][1] if errors else "no detail"
 
 
-class _SampleSubscriber:
-    id, email, cadence, timezone = 0, "subscriber@example.org", "daily", "UTC"
-
-
 def preview(store, settings: DigestSettings, subscriber_email: str | None, path: Path, now: datetime) -> Path:
     """Write exactly the HTML that subscriber would get for their pending events (the first
     active subscriber when none is named; the most recent events when nothing is pending)."""
@@ -135,7 +132,9 @@ def preview(store, settings: DigestSettings, subscriber_email: str | None, path:
     events = store.pending_events(subscriber) if subscriber else []
     if not events:
         events = [e for e in store.history(limit=20) if e.status == "published"]
-    target = subscriber or _SampleSubscriber()
+    target = subscriber or Subscriber(id=0, email="subscriber@example.org", cadence="daily", send_time="08:00",
+                                      timezone="UTC", weekday=None, sources=None, status="active", cursor=0,
+                                      created_at=now)
     link = unsubscribe_url(target, settings) if settings.secret else settings.unsubscribe_base_url
     rendered = render_digest(target, events, settings, now, link)
     path = Path(path)

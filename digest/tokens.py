@@ -8,6 +8,8 @@ import hashlib
 import hmac
 from datetime import datetime, timedelta, timezone
 
+from state import Subscriber
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -19,9 +21,9 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _mac(subscriber, secret: bytes) -> bytes:
+def _mac(subscriber: Subscriber, secret: bytes) -> bytes:
     message = f"unsubscribe:{subscriber.id}:{subscriber.email.lower()}"
-    since: datetime | None = getattr(subscriber, "subscribed_at", None)
+    since: datetime | None = subscriber.subscribed_at
     if since is not None:
         # Microseconds since the epoch: the same number whichever database hands the time back.
         message += f":{(since - _EPOCH) // timedelta(microseconds=1)}"
@@ -30,7 +32,7 @@ def _mac(subscriber, secret: bytes) -> bytes:
     return hmac.new(secret, message.encode(), hashlib.sha256).digest()[:18]
 
 
-def make_token(subscriber, secret: bytes) -> str:
+def make_token(subscriber: Subscriber, secret: bytes) -> str:
     """`subscriber` has .id, .email and .subscribed_at (a state.Subscriber)."""
     if not secret:
         raise ValueError("an unsubscribe secret is required")

@@ -105,9 +105,7 @@ class _Context:
 
 
 def _one_line(exc: BaseException) -> str:
-    cause = getattr(exc, "orig", None) or exc
-    text = str(cause).split("\n(Background on this error", 1)[0]
-    return " ".join(text.split()) or type(cause).__name__
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 CONTEXT = web.AppKey("postwatch", _Context)

@@ -6,7 +6,7 @@ import functools
 import inspect
 import re
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError, StatementError
 
 
 class AlreadyRunning(RuntimeError):
@@ -41,7 +41,7 @@ class SchemaMismatch(NoDatabase):
 def describe_error(exc: BaseException) -> str:
     """One line for a driver or OS error: the first line of the DBAPI's own message, without
     SQLAlchemy's SQL echo and background link or the server's LINE/HINT lines."""
-    cause = getattr(exc, "orig", None) or exc
+    cause = (exc.orig if isinstance(exc, StatementError) else None) or exc
     if isinstance(cause, OSError) and cause.strerror:
         where = f" ({cause.filename})" if cause.filename else ""
         return f"{cause.strerror}{where}"

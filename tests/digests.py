@@ -8,7 +8,7 @@ from email import message_from_bytes, policy
 from digest.compose import build_message
 from digest.settings import DigestSettings
 from postwatch.testing.replica import _seed_posts
-from state import EventRecord
+from state import EventRecord, Subscriber
 
 NOW = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 
@@ -19,8 +19,9 @@ SETTINGS = DigestSettings(secret=b"k", unsubscribe_base_url="https://watch.examp
 SEEDS = _seed_posts()
 
 
-class Reader:
-    id, email, cadence, timezone, subscribed_at = 7, "reader@example.org", "daily", "UTC", None
+def Reader() -> Subscriber:  # noqa: N802 - reads as the record it builds
+    return Subscriber(id=7, email="reader@example.org", cadence="daily", send_time="08:00", timezone="UTC",
+                      weekday=None, sources=None, status="active", cursor=0, created_at=NOW)
 
 
 def event(n: int, kind: str = "new", title: str | None = None, body: str | None = None, diff: dict | None = None,
