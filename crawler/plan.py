@@ -70,6 +70,7 @@ def robots_cache(plans: list[CrawlPlan]) -> dict[str, CachedRobotsTxt]:
 @dataclass
 class CrawlReport:
     source_name: str
+    baseline: bool = False            # this crawl recorded the source's first baseline
     ok: bool = True
     error: str | None = None
     not_modified: bool = False

@@ -16,7 +16,7 @@ from scrapy.http import Response
 
 from crawler.signals import robots_txt_fetched, source_stat, validators_received
 from crawler.items import PostItem
-from crawler.plan import CrawlReport, Validators
+from crawler.plan import CrawlPlan, CrawlReport, Validators
 from state.records import ORIGIN_RANK
 
 
@@ -24,9 +24,10 @@ class ReportCollector:
     """Connected to a crawler before it crawls; fills `reports`, one per source name. Keep a
     reference to it while the crawl runs: Scrapy holds signal receivers weakly."""
 
-    def __init__(self, crawler: Crawler, sources: Iterable[str]):
+    def __init__(self, crawler: Crawler, plans: Iterable[CrawlPlan]):
         self.crawler = crawler
-        self.reports = {name: CrawlReport(source_name=name) for name in sources}
+        self.reports = {plan.source.name: CrawlReport(source_name=plan.source.name, baseline=plan.baseline)
+                        for plan in plans}
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(self.validators_received, signal=validators_received)
         crawler.signals.connect(self.robots_txt_fetched, signal=robots_txt_fetched)

@@ -38,7 +38,7 @@ async def crawl_sources(plans: list[CrawlPlan], settings: dict | None = None) ->
     A crawl that crashed or did not finish fails every source in it."""
     runner = AsyncCrawlerRunner(project_settings({**(settings or {}), "POSTWATCH_ROBOTS_CACHE": robots_cache(plans)}))
     crawler = runner.create_crawler(BlogSpider)
-    collector = ReportCollector(crawler, [plan.source.name for plan in plans])
+    collector = ReportCollector(crawler, plans)
     _active_runners.add(runner)
     try:
         await runner.crawl(crawler, plans=plans, reports=collector.reports)

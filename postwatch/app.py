@@ -17,7 +17,7 @@ from digest.delivery import Channel, make_channel
 from digest.settings import DigestSettings, SmtpSettings
 from postwatch.config import Config, scrapy_overrides
 from postwatch.metrics import Metrics
-from state import CheckInput, SourceRecord, Store, StorageError
+from state import SourceRecord, Store, StorageError
 
 # Imported where they are used, not here: Scrapy and Twisted (crawler.run, 0.5-1.2 s measured on
 # this 2-core machine) and the digest's rendering stack (digest.sender / digest.compose: Jinja2,
@@ -242,11 +242,7 @@ class App:
                 self.alert(f"source-failing:{name}", f"postwatch: source '{name}' failed {failures} checks in a row",
                            [report.error or "", f"URL: {record.url}", "Nothing was changed in the stored posts."])
         else:
-            result = self.store.apply_check(name, CheckInput(
-                posts=report.posts, not_modified=report.not_modified, unchanged_urls=report.unchanged_urls,
-                gone=report.gone, failed=report.failed, validators=report.validators, robots=report.robots,
-                full_sweep=sweep, baseline=baseline,
-            ), now)
+            result = self.store.apply_check(name, report, now)
             if sweep or baseline:
                 self.store.mark_full_sweep(name, now)
             summary.events, summary.held, summary.hold_reason = result.events, result.held, result.hold_reason

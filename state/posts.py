@@ -17,7 +17,7 @@ from state.changes import (BodyOutcome, Candidate, EventDraft, FetchState, HeldO
 from state.database import Database, as_utc
 from state.events import (dismiss_events, held_edits, held_events, held_removals, publish_held,
                           store_events)
-from state.records import ApplyResult, CheckInput, CrawlState, KnownPost
+from state.records import ApplyResult, CrawlState, KnownPost, ObservedCheck
 from state.schema import edit_candidates, events, http_validators, post_versions, posts, robots_cache, sources
 from state.sources import source_row, update_source
 
@@ -65,7 +65,7 @@ class PostStorage(Database):
             return [(name, url, as_utc(since)) for name, url, since in conn.execute(query)]
 
     # -- after a check -----------------------------------------------------------------------
-    def apply_check(self, source: str, check: CheckInput, now: datetime) -> ApplyResult:
+    def apply_check(self, source: str, check: ObservedCheck, now: datetime) -> ApplyResult:
         with self.engine.begin() as conn:
             src = source_row(conn, source)
             source_id = src["id"]

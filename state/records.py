@@ -56,15 +56,28 @@ class CrawlState:
 
 @dataclass
 class CheckInput:
+    """What one check saw, built by hand (tests, benchmarks); a crawl's own report
+    (crawler.plan.CrawlReport) is handed to the store as it is: both are an ObservedCheck."""
     posts: list[ObservedPost]
     not_modified: bool = False
     unchanged_urls: set[str] = field(default_factory=set)
     gone: dict[str, int] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)
     validators: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     robots: dict[str, tuple[bytes, datetime]] = field(default_factory=dict)
-    full_sweep: bool = False
     baseline: bool = False
+
+
+class ObservedCheck(Protocol):
+    """What `Store.apply_check` reads of a check. A post that could not be fetched (5xx,
+    timeout) is in none of these: it is neither seen, unchanged nor gone, so nothing changes."""
+    @property
+    def posts(self) -> list[ObservedPost]: ...
+    not_modified: bool                        # the listing or feed answered 304
+    unchanged_urls: set[str]                  # post pages that answered 304
+    gone: dict[str, int]                      # post pages that answered 404/410 -> status
+    validators: dict[str, tuple[str | None, str | None]]
+    robots: dict[str, tuple[bytes, datetime]]
+    baseline: bool
 
 
 @dataclass

@@ -70,7 +70,7 @@ class BlogSpider(Spider):
         reports = reports if reports is not None else {}
         self.sources: dict[str, SourceCrawl] = {}
         for plan in plans:
-            report = reports.setdefault(plan.source.name, CrawlReport(source_name=plan.source.name))
+            report = reports.setdefault(plan.source.name, CrawlReport(source_name=plan.source.name, baseline=plan.baseline))
             try:
                 kind = SourceKind.named(plan.source.kind)(plan.source.selectors)
             except UnknownSourceKind as exc:
