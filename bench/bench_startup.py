@@ -26,8 +26,8 @@ REPLICA_HOST = "127.0.0.2"
 GOALS = {"--help": (0.15, None), "status": (0.15, None), "check (unchanged source)": (0.4, 60.0)}
 
 
-def measured(command: list[str], cwd: Path, env: dict) -> tuple[float, float, subprocess.CompletedProcess]:
-    """(wall seconds, peak RSS in MB, result) of one run of `command`, the child's own rusage."""
+def measured(command: list[str], cwd: Path, env: dict) -> tuple[float, float, float, subprocess.CompletedProcess]:
+    """(wall seconds, CPU seconds, peak RSS in MB, result) of one run of `command`, the child's own rusage."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err)
@@ -37,7 +37,7 @@ def measured(command: list[str], cwd: Path, env: dict) -> tuple[float, float, su
         out.seek(0)
         err.seek(0)
         result = subprocess.CompletedProcess(command, process.returncode, out.read().decode(), err.read().decode())
-    return seconds, usage.ru_maxrss / 1024, result
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, result
 
 
 def serve_replica() -> tuple[subprocess.Popen, str]:
@@ -66,7 +66,7 @@ def main() -> int:
                    "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
             base = [sys.executable, "-m", "postwatch", "--config", str(config)]
             # The first check makes the database (at head) and takes the baseline; later ones see 304.
-            _, _, first = measured([*base, "check"], folder, env)
+            _, _, _, first = measured([*base, "check"], folder, env)
             if first.returncode != 0:
                 print(first.stdout, first.stderr, file=sys.stderr)
                 return 1
@@ -76,18 +76,18 @@ def main() -> int:
             for label, command in commands.items():
                 runs = []
                 for _ in range(args.runs):
-                    seconds, rss, result = measured(command, folder, env)
+                    seconds, cpu, rss, result = measured(command, folder, env)
                     if result.returncode != 0:
                         print(f"{label} exited {result.returncode}:\n{result.stdout}{result.stderr}", file=sys.stderr)
                         return 1
-                    runs.append((seconds, rss))
-                walls, peaks = [w for w, _ in runs], [r for _, r in runs]
+                    runs.append((seconds, cpu, rss))
+                walls, cpus, peaks = ([run[i] for run in runs] for i in range(3))
                 wall_goal, rss_goal = GOALS[label]
                 verdict = "met" if statistics.median(walls) <= wall_goal and (
                     rss_goal is None or statistics.median(peaks) <= rss_goal) else "MISSED"
                 goal = f"goal <= {wall_goal} s" + (f", <= {rss_goal:.0f} MB" if rss_goal else "")
                 print(f"  postwatch {label:<26} {statistics.median(walls):.3f} s ({min(walls):.3f}-{max(walls):.3f}) wall, "
-                      f"{statistics.median(peaks):.1f} MB peak RSS   [{goal}: {verdict}]")
+                      f"{statistics.median(cpus):.3f} s CPU, {statistics.median(peaks):.1f} MB peak RSS   [{goal}: {verdict}]")
             last = result.stdout.strip().splitlines()
             print(f"  (last check said: {last[-1] if last else result.stderr.strip()})")
     finally:
