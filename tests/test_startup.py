@@ -1,5 +1,6 @@
 """Start-up and attack surface: a crawl opens no listening socket and leaves no Scrapy job file;
-commands that need no crawl load neither Scrapy nor Alembic (a database at head is not upgraded)."""
+commands that need no crawl load neither Scrapy nor Alembic (a database at head is not upgraded),
+nor the digest's rendering stack unless they render."""
 from __future__ import annotations
 
 import os
@@ -87,6 +88,8 @@ def test_commands_that_need_no_crawl_load_neither_scrapy_nor_alembic(tmp_path, s
                                             tmp_path, tmp_path)
         assert "postwatch" in loaded, args     # importtime did report the command's imports
         assert loaded & {"scrapy", "twisted", "alembic", "aiohttp"} == set(), args
+        if args[0] != "feed":       # the feed renders the operator's entry template; these render nothing
+            assert loaded & {"jinja2", "css_inline", "nh3"} == set(), args
 
 
 def test_the_head_revision_read_from_the_migration_files_is_alembics():
