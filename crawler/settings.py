@@ -37,7 +37,6 @@ DOWNLOAD_WARNSIZE = 2 * 1024 * 1024
 COMPRESSION_ENABLED = True
 REDIRECT_MAX_TIMES = 5
 COOKIES_ENABLED = False
-TELNETCONSOLE_ENABLED = False
 HTTPCACHE_ENABLED = False          # validators live in the state database instead
 LOG_LEVEL = "WARNING"
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
@@ -52,10 +51,44 @@ TWISTED_DNS_RESOLVER = "crawler.addresses.PublicAddressResolver"
 # links 10,000 posts is reported from its lines and held by the flood guard, not fetched for hours.
 MAX_POST_PAGES = 50
 
+# Scrapy's component lists, as allowlists: only what postwatch uses is loaded, so a component a
+# new Scrapy release enables by default (2.19's RemoteControl: an HTTP endpoint on 127.0.0.1 that
+# runs Python code, a token file under ~/.local/state/scrapy, aiohttp imported for every crawl)
+# never starts here. Disabling one by its setting would still import it; leaving it out does not.
+# Left out: the telnet console, cookies (tldextract; COOKIES_ENABLED is off), HTTP auth, proxy,
+# offsite (sources are followed by crawler.addresses and the spider's own rules), robots.txt
+# and retry (replaced below), the HTTP cache (validators live in the state database), the
+# downloader's stats (crawler.middlewares.ExchangeCounterMiddleware counts per source), memory
+# usage/debugging, log stats, spider state (no JOBDIR), depth and meta-copy checks.
+EXTENSIONS_BASE = {
+    "scrapy.extensions.corestats.CoreStats": 0,            # finish_reason, which crawler.run acts on
+    "scrapy.extensions.logcount.LogCount": 0,
+    "scrapy.extensions.closespider.CloseSpider": 0,
+    "scrapy.extensions.feedexport.FeedExporter": 0,        # `scrapy crawl blog -O posts.jsonl` only
+    "scrapy.extensions.throttle.AutoThrottle": 0,
+}
+DOWNLOADER_MIDDLEWARES_BASE = {
+    "scrapy.downloadermiddlewares.downloadtimeout.DownloadTimeoutMiddleware": 350,
+    "scrapy.downloadermiddlewares.defaultheaders.DefaultHeadersMiddleware": 400,
+    "scrapy.downloadermiddlewares.useragent.UserAgentMiddleware": 500,
+    "scrapy.downloadermiddlewares.redirect.MetaRefreshMiddleware": 580,
+    "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": 590,
+    "scrapy.downloadermiddlewares.redirect.RedirectMiddleware": 600,
+}
+SPIDER_MIDDLEWARES_BASE = {
+    "scrapy.spidermiddlewares.start.StartSpiderMiddleware": 25,
+    "scrapy.spidermiddlewares.httperror.HttpErrorMiddleware": 50,
+    "scrapy.spidermiddlewares.referer.RefererMiddleware": 700,   # the redirect middlewares hand it the Referer
+    "scrapy.spidermiddlewares.urllength.UrlLengthMiddleware": 800,
+}
+# Watched sites are fetched over http(s) only: no file://, s3://, ftp:// or data: from a feed.
+DOWNLOAD_HANDLERS_BASE = {
+    "http": "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler",
+    "https": "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler",
+}
+
 DOWNLOADER_MIDDLEWARES = {
-    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
     "crawler.addresses.PublicAddressMiddleware": 50,
-    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "crawler.middlewares.RobotsTxtGateMiddleware": 100,
     "crawler.middlewares.PoliteRetryMiddleware": 550,
     "crawler.middlewares.ConditionalRequestMiddleware": 580,

@@ -17,6 +17,7 @@ from jinja2 import ChoiceLoader, FileSystemLoader, PackageLoader, StrictUndefine
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
+from digest.errors import TemplateProblem
 from digest.settings import DigestSettings
 from state import Subscriber
 
@@ -53,11 +54,6 @@ _URL_LIKE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^\s/@]+@)?((?:[a-z0-9-]+\
                        r"(?::\d+)?(?:[/?#]\S*)?$", re.IGNORECASE)
 _KEPT_STYLE = re.compile(r'<style data-css-inline="ignore">.*?</style>', re.DOTALL)
 _INLINER = css_inline.CSSInliner(keep_style_tags=False)
-
-
-class TemplateProblem(ValueError):
-    """A template that cannot be rendered (syntax, an undefined name, or an operation the
-    sandbox refuses); str() is one line naming the template file."""
 
 
 @dataclass

@@ -22,21 +22,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from crawler.runtime import run
 from crawler.urls import LINK_BLOG_URL, is_http_url
-from digest.render import TemplateProblem
-from digest.sender import preview
+from digest.errors import TemplateProblem
 from postwatch import __version__
 from postwatch.app import App, describe_summary
 from postwatch.config import (ALL_SOURCES, CADENCES, CONFIG_ENV, Config, ConfigError, dkim_name_problems, dkim_report,
                               load_config, relay_problems, scrapy_overrides, selector_problem)
-from postwatch.demo import run_demo
 from postwatch.subscribers import (ImportFileError, Record, check_rows, describe_cadence, normalized_email,
                                    read_subscriber_rows, schedule_options)
 from state import SourceRecord, StorageError
 from state.store import database_display_name, describe_error
 
 # Not imported here: crawler.run (Scrapy and Twisted, 0.5-1.2 s measured on this 2-core machine)
-# for `sources test` and `sources add`, and scheduler (APScheduler) for `run`: commands that
-# neither crawl nor run the daemon should not wait for them.
+# for `sources test` and `sources add`, scheduler (APScheduler) for `run`, and digest.sender (the
+# rendering stack: Jinja2, css-inline, nh3) for `digest preview`: commands that neither crawl,
+# run the daemon nor render should not wait for them (nor for postwatch.demo, which needs both).
 
 DESCRIPTION = f"""\
 postwatch watches blogs for new, edited and removed posts and emails subscribers a digest.
@@ -411,6 +410,8 @@ def send_digests(args: argparse.Namespace, config: Config) -> int:
 
 
 def preview_digest(args: argparse.Namespace, config: Config) -> int:
+    from digest.sender import preview
+
     with App.open(config, read_only=True) as app:
         if args.subscriber and app.store.get_subscriber(args.subscriber) is None:
             return _fail(f"no subscriber {args.subscriber}")
@@ -426,6 +427,8 @@ def run_daemon(args: argparse.Namespace, config: Config) -> int:
 
 
 def demo_command(args: argparse.Namespace, config: Config) -> int:
+    from postwatch.demo import run_demo
+
     return run_demo(keep=args.keep)
 
 

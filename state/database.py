@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -25,6 +26,9 @@ PG_CONNECT_ARGS = {"connect_timeout": 10}
 PG_SESSION_OPTIONS = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3"
 
 MIGRATIONS = resources.files("state") / "migrations"
+_REVISION_LINE = re.compile(r"^revision(?:\s*:[^=\n]*)?\s*=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
+_DOWN_REVISION_LINE = re.compile(r"^down_revision(?:\s*:[^=\n]*)?\s*=\s*(.*)$", re.MULTILINE)
+_QUOTED = re.compile(r"['\"]([^'\"]+)['\"]")
 
 
 def database_url(database: str, base_dir: Path | None = None) -> str:
@@ -153,25 +157,41 @@ class Database:
                              connect_args={"timeout": 5, **self.connect_args})
 
     # -- the schema ----------------------------------------------------------------------------
-    # Alembic is imported where it is used: it costs about 0.3 s of start-up (measured with
-    # -X importtime), which a process that only imports state's records and errors never needs.
+    # Alembic is imported only to upgrade: it costs about 0.1-0.3 s of start-up (measured with
+    # -X importtime), which a database already at head never needs. The revision graph is read
+    # from the migration files' `revision` / `down_revision` lines instead.
     @staticmethod
-    def head_revision() -> str:
-        from alembic.script import ScriptDirectory
+    def revisions() -> dict[str, tuple[str, ...]]:
+        """Every migration's revision -> the revisions it revises, from state/migrations/versions."""
+        graph = {}
+        for script in (MIGRATIONS / "versions").iterdir():
+            if not script.name.endswith(".py") or script.name.startswith("_"):
+                continue
+            source = script.read_text(encoding="utf-8")
+            revision = _REVISION_LINE.search(source)
+            revises = _DOWN_REVISION_LINE.search(source)
+            if revision is None or revises is None:
+                raise RuntimeError(f"migration {script.name} names no revision/down_revision")
+            graph[revision.group(1)] = tuple(_QUOTED.findall(revises.group(1)))
+        return graph
 
-        return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    @classmethod
+    def head_revision(cls) -> str:
+        graph = cls.revisions()
+        revised = {parent for parents in graph.values() for parent in parents}
+        heads = sorted(set(graph) - revised)
+        if len(heads) != 1:
+            raise RuntimeError(f"the migrations have {len(heads)} heads ({', '.join(heads)}); expected one")
+        return heads[0]
 
     def _check_revision(self) -> None:
-        from alembic.script import ScriptDirectory
-
         current = self.schema_revision()
         if current is None:
             raise NoDatabase(self.display_name, f"no postwatch database at {self.display_name} yet; run `postwatch check` first")
         head = self.head_revision()
         if current == head:
             return
-        known = {script.revision for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
-        if current in known:
+        if current in self.revisions():
             raise SchemaMismatch(self.display_name, f"database {self.display_name} is at schema revision {current}, this "
                                                     f"postwatch needs {head}; run `postwatch check` (or any command that "
                                                     "writes) once to upgrade it")
@@ -179,6 +199,8 @@ class Database:
                                                 "a newer postwatch; upgrade postwatch")
 
     def migrate(self, revision: str = "head") -> None:
+        if revision == "head" and self.schema_revision() == self.head_revision():
+            return
         from alembic import command
         from alembic.config import Config as AlembicConfig
 
