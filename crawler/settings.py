@@ -55,7 +55,7 @@ MAX_POST_PAGES = 50
 # new Scrapy release enables by default (2.19's RemoteControl: an HTTP endpoint on 127.0.0.1 that
 # runs Python code, a token file under ~/.local/state/scrapy, aiohttp imported for every crawl)
 # never starts here. Disabling one by its setting would still import it; leaving it out does not.
-# Left out: the telnet console, cookies (tldextract; COOKIES_ENABLED is off), HTTP auth, proxy,
+# Left out: the telnet console, cookies (tldextract; COOKIES_ENABLED is off), HTTP auth,
 # offsite (sources are followed by crawler.addresses and the spider's own rules), robots.txt
 # and retry (replaced below), the HTTP cache (validators live in the state database), the
 # downloader's stats (crawler.middlewares.ExchangeCounterMiddleware counts per source), memory
@@ -74,6 +74,8 @@ DOWNLOADER_MIDDLEWARES_BASE = {
     "scrapy.downloadermiddlewares.redirect.MetaRefreshMiddleware": 580,
     "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": 590,
     "scrapy.downloadermiddlewares.redirect.RedirectMiddleware": 600,
+    # http_proxy / https_proxy from the environment, for machines that reach the web through one.
+    "scrapy.downloadermiddlewares.httpproxy.HttpProxyMiddleware": 750,
 }
 SPIDER_MIDDLEWARES_BASE = {
     "scrapy.spidermiddlewares.start.StartSpiderMiddleware": 25,

@@ -25,8 +25,9 @@ from crawler.urls import LINK_BLOG_URL, is_http_url
 from digest.errors import TemplateProblem
 from postwatch import __version__
 from postwatch.app import App, describe_summary
-from postwatch.config import (ALL_SOURCES, CADENCES, CONFIG_ENV, Config, ConfigError, dkim_name_problems, dkim_report,
-                              load_config, relay_problems, scrapy_overrides, selector_problem)
+from postwatch.config import (ALL_SOURCES, CADENCES, CONFIG_ENV, Config, ConfigError, dkim_name_problems, load_config,
+                              scrapy_overrides, selector_problem)
+from postwatch.relay import dkim_report, relay_problems
 from postwatch.subscribers import (ImportFileError, Record, check_rows, describe_cadence, normalized_email,
                                    read_subscriber_rows, schedule_options)
 from state import SourceRecord, StorageError
