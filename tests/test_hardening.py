@@ -127,7 +127,7 @@ def test_a_link_from_before_an_unsubscribe_does_not_end_a_later_subscription(fol
     old_token = unsubscribe_token(first)
 
     assert _handle("POST", old_token, tmp_path / "state.db") == (200, "unsubscribed")
-    folder_cli("subscribers", "add", "ada@example.org", check=True)       # she comes back
+    folder_cli("subscribers", "add", "ada@example.org", "--resubscribe", check=True)   # she comes back
 
     assert _handle("POST", old_token, tmp_path / "state.db") == (403, "active")
     assert _handle("GET", old_token, tmp_path / "state.db") == (403, "active")
