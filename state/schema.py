@@ -96,7 +96,7 @@ subscribers = Table(
     # Added by revision 0004: when the current subscription began (NULL: before 0004).
     Column("subscribed_at", UTC),
     # Added by revision 0006: hard bounces in a row, and why and when the address was suppressed.
-    Column("bounces", Integer, nullable=False, default=0, server_default="0"),
+    Column("bounces", Integer, nullable=False, server_default="0"),
     Column("suppressed_reason", String(200)),
     Column("suppressed_at", UTC),
 )

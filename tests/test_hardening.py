@@ -167,7 +167,7 @@ def test_links_mailed_before_the_migration_keep_working_until_a_resubscription(t
     assert _handle("POST", bo_token, database, "bo@example.org") == (200, "unsubscribed")
     config = tmp_path / "postwatch.toml"
     config.write_text('database = "state.db"\n', encoding="utf-8")
-    Cli(config)("subscribers", "add", "bo@example.org", check=True)
+    Cli(config)("subscribers", "add", "bo@example.org", "--resubscribe", check=True)
     assert _handle("POST", bo_token, database, "bo@example.org") == (403, "active")
 
     # Ada never left: the link in her mailbox still works.
