@@ -491,7 +491,8 @@ the [digest] defaults; sources are names separated by ';'.
 
 Every row is checked first. Refused rows are listed one per line (FILE:LINE: reason), and if
 any row is refused nothing is imported, unless --skip-invalid is given. An address that
-unsubscribed is refused: an import never subscribes them again (only they can). An address
+unsubscribed or was suppressed (hard bounces) is refused: an import never subscribes them again
+(only they can, and `subscribers add --resubscribe` records it). An address
 already subscribed is updated to the row's settings, or counted as a duplicate when nothing
 changes; so is an address listed twice with the same settings.
 
