@@ -17,6 +17,7 @@ from email.utils import parseaddr
 from pathlib import Path
 
 from digest.settings import SmtpSettings, wire_address
+from state.suppression import enhanced_code
 
 CHANNELS: dict[str, type["Channel"]] = {}
 
@@ -49,6 +50,16 @@ def make_channel(name: str, **kwargs) -> "Channel":
 class DeliveryResult:
     status: str          # "sent" | "retry" | "failed"
     detail: str = ""
+    # The server's answer to a refused message: the SMTP reply code and the RFC 3463 enhanced
+    # code ("5.1.1"), so the sender can tell a dead address from a refused message.
+    code: int | None = None
+    enhanced: str | None = None
+
+    @classmethod
+    def refused(cls, code: int, text: bytes | str) -> "DeliveryResult":
+        """A reply that refused the message: permanent for 5xx, a retry for 4xx."""
+        text = text.decode(errors="replace") if isinstance(text, bytes) else text
+        return cls("failed" if code >= 500 else "retry", f"{code} {text}", code, enhanced_code(text))
 
 
 class Channel:
@@ -239,8 +250,7 @@ class SmtpSession:
                                                         f"address {item.to_addr} needs (RFC 6531)")
                 refused = self.connection.sendmail(sender, [item.to_addr], raw, mail_options=options)
                 if refused:
-                    code, text = refused[item.to_addr]
-                    return DeliveryResult("failed" if code >= 500 else "retry", f"{code} {text.decode(errors='replace')}")
+                    return DeliveryResult.refused(*refused[item.to_addr])
                 return DeliveryResult("sent", "250")
             except smtplib.SMTPServerDisconnected as exc:
                 self._drop()
@@ -248,15 +258,14 @@ class SmtpSession:
                     continue          # the server closed an idle connection: reconnect once
                 return self._give_up(f"SMTP server disconnected: {exc}")
             except smtplib.SMTPRecipientsRefused as exc:
-                code, text = next(iter(exc.recipients.values()))
-                return DeliveryResult("failed" if code >= 500 else "retry", f"{code} {text.decode(errors='replace')}")
+                return DeliveryResult.refused(*next(iter(exc.recipients.values())))
             except smtplib.SMTPResponseException as exc:
-                detail = f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
+                answer = DeliveryResult.refused(exc.smtp_code, exc.smtp_error)
                 if exc.smtp_code == 421 or isinstance(exc, (smtplib.SMTPConnectError, smtplib.SMTPHeloError, smtplib.SMTPAuthenticationError)):
                     self._drop()
-                    return self._give_up(f"SMTP server unavailable: {detail}")
+                    return self._give_up(f"SMTP server unavailable: {answer.detail}")
                 self._reset()
-                return DeliveryResult("failed" if exc.smtp_code >= 500 else "retry", detail)
+                return answer
             except (ssl.SSLError, smtplib.SMTPNotSupportedError) as exc:
                 self._drop()
                 return self._give_up(f"TLS with {self.settings.host}:{self.settings.port} failed: {exc}")

@@ -15,6 +15,7 @@ from digest.delivery import private_opener
 from digest.render import render_digest
 from digest.settings import DigestSettings
 from state import Subscriber
+from state.suppression import DEFAULT_BOUNCE_LIMIT, is_hard_bounce
 
 log = logging.getLogger("postwatch.digest")
 
@@ -27,6 +28,7 @@ class FlushStats:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    suppressed: int = 0        # subscribers suppressed by this flush's hard bounces
 
 
 def compose_and_queue(store, settings: DigestSettings, now: datetime, subscriber_ids=None) -> list[int]:
@@ -39,9 +41,12 @@ def next_attempt(attempts: int, now: datetime, first: timedelta = BACKOFF_FIRST)
 
 
 def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit: int = 10_000,
-                 retry_after: timedelta = BACKOFF_FIRST, stop: threading.Event | None = None) -> FlushStats:
+                 retry_after: timedelta = BACKOFF_FIRST, stop: threading.Event | None = None,
+                 bounce_limit: int = DEFAULT_BOUNCE_LIMIT) -> FlushStats:
     """Send what is due. Once `stop` is set no further message is handed to the channel: those
-    in flight finish and are recorded, the rest stay pending with their lease handed back."""
+    in flight finish and are recorded, the rest stay pending with their lease handed back.
+    A permanent refusal of a subscriber's address (not of the message) is a hard bounce;
+    `bounce_limit` in a row suppress the subscriber, and nothing more is sent to them."""
     stats = FlushStats()
     recovered = store.reconcile_accepted(now)
     if recovered:
@@ -50,12 +55,19 @@ def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit
     try:
         for item, result in channel.send_many(handout, on_sent=lambda sent: store.note_accepted(sent.message_id)):
             if result.status == "sent":
-                store.mark_sent(item.id, datetime.now(timezone.utc))
+                store.mark_sent(item.id, datetime.now(timezone.utc), item.subscriber_id)
                 stats.sent += 1
             elif result.status == "failed" or item.attempts + 1 >= max_attempts:
                 store.mark_failed(item.id, result.detail, now)
                 log.error("mail to %s failed permanently: %s", item.to_addr, result.detail)
                 stats.failed += 1
+                if (result.status == "failed" and item.subscriber_id is not None
+                        and is_hard_bounce(result.code, result.enhanced)):
+                    suppressed = store.record_bounce(item.subscriber_id, result.detail, now, bounce_limit)
+                    if suppressed is not None:
+                        handout.skip.add(suppressed.id)
+                        stats.suppressed += 1
+                        log.warning("mail: %s suppressed: %s", suppressed.email, suppressed.suppressed_reason)
             else:
                 store.mark_retry(item.id, result.detail, next_attempt(item.attempts, handout.clock(), retry_after))
                 stats.retried += 1
@@ -75,6 +87,9 @@ class _Handout:
         self.store, self.now, self.limit, self.stop, self.page = store, now, limit, stop, page
         self.waiting: deque = deque()
         self.started = time.monotonic()
+        # Subscribers suppressed during this flush: the store cancelled their queued messages,
+        # and those already leased to this page are not handed out either.
+        self.skip: set[int] = set()
 
     def clock(self) -> datetime:
         """`now` moved on by the time this flush has taken: leases are counted from when they
@@ -90,6 +105,8 @@ class _Handout:
             handed += len(self.waiting)
             while self.waiting and not self._stopping():
                 item = self.waiting.popleft()
+                if item.subscriber_id in self.skip:
+                    continue
                 if item.claimed_until is not None and item.claimed_until - self.clock() < self.store.send_lease / 2:
                     if not self._renew(item):
                         continue

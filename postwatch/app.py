@@ -296,7 +296,8 @@ class App:
 
         with self.delivery_channel() as channel:
             stats = flush_outbox(self.store, channel, utcnow(), max_attempts=self.config.digest.max_attempts,
-                                 retry_after=self.config.digest.retry_after, stop=stop)
+                                 retry_after=self.config.digest.retry_after, stop=stop,
+                                 bounce_limit=self.config.digest.bounce_limit)
         self.metrics.digests_sent.inc(stats.sent)
         self.metrics.digests_failed.inc(stats.failed)
         self.metrics.digests_retried.inc(stats.retried)

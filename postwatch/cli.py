@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sys
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -28,9 +29,9 @@ from postwatch.app import App, describe_summary
 from postwatch.config import (ALL_SOURCES, CADENCES, CONFIG_ENV, Config, ConfigError, dkim_name_problems, load_config,
                               scrapy_overrides, selector_problem)
 from postwatch.relay import dkim_report, relay_problems
-from postwatch.subscribers import (ImportFileError, Record, check_rows, describe_cadence, normalized_email,
-                                   read_subscriber_rows, schedule_options)
-from state import SourceRecord, StorageError
+from postwatch.subscribers import (ImportFileError, Record, check_rows, describe_cadence, describe_statuses,
+                                   normalized_email, read_subscriber_rows, schedule_options)
+from state import NeedsConsent, SourceRecord, StorageError
 from state.store import database_display_name, describe_error
 
 # Not imported here: crawler.run (Scrapy and Twisted, 0.5-1.2 s measured on this 2-core machine)
@@ -222,11 +223,12 @@ database.""", """\
     run_command.add_argument("--once", action="store_true", help="one check of every source and one digest run, then exit")
 
     subscribers = _group(commands, "subscribers", "add, remove, list or import subscribers")
-    add = _command(subscribers, "add", add_subscriber, "add (or re-activate) a subscriber; they get changes from now on",
-                   examples="""\
+    add = _command(subscribers, "add", add_subscriber, "add a subscriber (or change one's settings); they get changes from now on",
+                   ADD_HELP, examples="""\
   postwatch subscribers add ada@example.org
   postwatch subscribers add kim@example.org --cadence weekly --day fri --at 09:00 --tz Asia/Seoul
   postwatch subscribers add lee@example.org --cadence immediate --source link
+  postwatch subscribers add bo@example.org --resubscribe     she asked to get digests again
 """)
     add.add_argument("email")
     add.add_argument("--cadence", choices=CADENCES, help="how often (default from [digest])")
@@ -234,6 +236,9 @@ database.""", """\
     add.add_argument("--tz", metavar="ZONE", help="IANA time zone, e.g. Europe/London")
     add.add_argument("--day", metavar="DAY", help="weekday for weekly digests (mon..sun)")
     add.add_argument("--source", action="append", dest="sources", metavar="NAME", help="only these sources (repeatable)")
+    add.add_argument("--resubscribe", action="store_true",
+                     help="subscribe again an address that unsubscribed or was suppressed: only with the person's "
+                          "new consent")
     remove = _command(subscribers, "remove", remove_subscriber, "remove a subscriber")
     remove.add_argument("email")
     _command(subscribers, "list", list_subscribers, "list subscribers: address, status, schedule, sources")
@@ -436,6 +441,15 @@ def demo_command(args: argparse.Namespace, config: Config) -> int:
 # --------------------------------------------------------------------------------------------
 # subscribers
 # --------------------------------------------------------------------------------------------
+ADD_HELP = """\
+An address that unsubscribed, or was suppressed after hard bounces ([digest] bounce_limit
+refusals like 550 5.1.1 in a row), is refused: only the person's new consent subscribes them
+again, and the operator says so with --resubscribe.
+
+exit status: 0 subscribed or updated; 1 refused (unsubscribed or suppressed); 2 a wrong value.
+"""
+
+
 def add_subscriber(args: argparse.Namespace, config: Config) -> int:
     with App.open(config) as app:
         try:
@@ -446,7 +460,10 @@ def add_subscriber(args: argparse.Namespace, config: Config) -> int:
                 raise ValueError(f"no such source: {', '.join(unknown)}")
         except ValueError as exc:
             return _fail(str(exc))
-        subscriber = app.store.add_subscriber(email, **options)
+        try:
+            subscriber = app.store.add_subscriber(email, resubscribe=args.resubscribe, **options)
+        except NeedsConsent as exc:
+            return _fail(f"{exc} (with their new consent: --resubscribe)", 1)
         print(f"subscribed {subscriber.email} ({describe_cadence(subscriber)}); they get changes from now on")
         return 0
 
@@ -465,7 +482,9 @@ def list_subscribers(args: argparse.Namespace, config: Config) -> int:
         for s in rows:
             sources = ",".join(s.sources) if s.sources else "all sources"
             print(f"{s.email:<40} {s.status:<13} {describe_cadence(s):<32} {sources}")
-        print(f"{len(rows)} subscribers ({sum(1 for s in rows if s.status == 'active')} active)")
+            if s.status == "suppressed":
+                print(f"  suppressed {s.suppressed_at:%Y-%m-%d %H:%M}: {s.suppressed_reason}")
+        print(f"{len(rows)} subscribers ({describe_statuses(Counter(s.status for s in rows))})")
         return 0
 
 
@@ -476,7 +495,8 @@ the [digest] defaults; sources are names separated by ';'.
 
 Every row is checked first. Refused rows are listed one per line (FILE:LINE: reason), and if
 any row is refused nothing is imported, unless --skip-invalid is given. An address that
-unsubscribed is refused: an import never subscribes them again (only they can). An address
+unsubscribed or was suppressed (hard bounces) is refused: an import never subscribes them again
+(only they can, and `subscribers add --resubscribe` records it). An address
 already subscribed is updated to the row's settings, or counted as a duplicate when nothing
 changes; so is an address listed twice with the same settings.
 
@@ -640,6 +660,8 @@ def show_status(args: argparse.Namespace, config: Config) -> int:
                 print(f"  {s.volatile_posts} volatile post(s) (content changes on every fetch; edits not mailed):")
                 for _, url, since in app.store.volatile_posts(s.name):
                     print(f"    {url} (since {when(since)})")
+        counts = app.store.subscriber_counts()
+        print(f"subscribers: {sum(counts.values())} ({describe_statuses(counts)})")
         outbox = app.store.outbox_stats()
         print(f"outbox: {outbox.get('pending', 0)} pending, {outbox.get('sent', 0)} sent, {outbox.get('failed', 0)} failed")
         return 0

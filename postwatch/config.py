@@ -145,6 +145,7 @@ class DigestConfig:
     default_timezone: str = "UTC"
     default_weekday: int = between(0, 0, 6)
     max_attempts: int = between(12, 1, 1000)
+    bounce_limit: int = between(3, 1, 100)   # hard bounces in a row that suppress a subscriber
     send_lease: timedelta = between(timedelta(minutes=5), parse_duration("1s"), parse_duration("1d"))
     retry_after: timedelta = between(timedelta(minutes=1), parse_duration("1s"), parse_duration("1h"))
     organization: str | None = None       # the footer names the sender and its postal address (CAN-SPAM)

@@ -17,6 +17,8 @@ class Metrics:
         self.digests_sent = Counter("postwatch_digests_sent", "Messages accepted by the mail channel", registry=self.registry)
         self.digests_failed = Counter("postwatch_digests_failed", "Messages refused permanently", registry=self.registry)
         self.digests_retried = Counter("postwatch_digests_retried", "Send attempts put off for a retry", registry=self.registry)
+        self.subscribers = Gauge("postwatch_subscribers", "Subscribers by status (active, unsubscribed, suppressed)",
+                                 ["status"], registry=self.registry)
         self.outbox_depth = Gauge("postwatch_outbox_depth", "Messages waiting in the outbox", registry=self.registry)
         self.last_success = Gauge("postwatch_source_last_success_timestamp_seconds", "Last successful check", ["source"], registry=self.registry)
         self.check_cycle_end = Gauge("postwatch_last_check_cycle_end_timestamp_seconds", "When the last check ended", registry=self.registry)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -68,6 +69,12 @@ def schedule_options(config: Config, cadence: str | None, at: str | None, tz: st
             raise ValueError(f"day {day!r} must be one of {', '.join(WEEKDAYS)}")
         options["weekday"] = WEEKDAYS.index(day)
     return options
+
+
+def describe_statuses(counts: Mapping[str, int]) -> str:
+    """ "2 active, 1 unsubscribed, 1 suppressed": active always shown, the others when there are any."""
+    shown = ["active", *sorted(status for status in counts if status != "active" and counts[status])]
+    return ", ".join(f"{counts.get(status, 0)} {status}" for status in shown)
 
 
 def describe_cadence(subscriber: Subscriber) -> str:

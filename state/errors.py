@@ -13,6 +13,15 @@ class AlreadyRunning(RuntimeError):
     """Another daemon holds the instance lock of this database."""
 
 
+class NeedsConsent(ValueError):
+    """An address that unsubscribed or was suppressed, which only its owner's new consent
+    subscribes again; str() is one line naming it and why."""
+
+    def __init__(self, email: str, reason: str):
+        super().__init__(f"{email}: {reason}")
+        self.email, self.reason = email, reason
+
+
 class StorageError(RuntimeError):
     """The database could not be opened, read or written. str() is one line: which database, why."""
 

@@ -174,9 +174,15 @@ class OutboxStorage(Database):
         self.accepted.done(files)
         return marked
 
-    def mark_sent(self, outbox_id: int, now: datetime) -> None:
+    # A delivery ends a run of hard bounces (only written when there was one).
+    _BOUNCES_RESET = (update(subscribers).where(subscribers.c.id == bindparam("subscriber"), subscribers.c.bounces > 0)
+                      .values(bounces=0))
+
+    def mark_sent(self, outbox_id: int, now: datetime, subscriber_id: int | None = None) -> None:
         with self.engine.begin() as conn:
             conn.execute(self._MARK_SENT, {"outbox_id": outbox_id, "at": now})
+            if subscriber_id is not None:
+                conn.execute(self._BOUNCES_RESET, {"subscriber": subscriber_id})
 
     def mark_retry(self, outbox_id: int, error: str, next_attempt_at: datetime) -> None:
         with self.engine.begin() as conn:

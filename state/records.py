@@ -122,6 +122,9 @@ class Subscriber:
     # When the current subscription began; unsubscribe tokens are signed for it. None for a
     # subscription older than the column (migration 0004).
     subscribed_at: datetime | None = None
+    bounces: int = 0                              # hard bounces in a row (state/suppression.py)
+    suppressed_reason: str | None = None
+    suppressed_at: datetime | None = None
 
 
 @dataclass

@@ -95,6 +95,10 @@ subscribers = Table(
     Column("unsubscribed_at", UTC),
     # Added by revision 0004: when the current subscription began (NULL: before 0004).
     Column("subscribed_at", UTC),
+    # Added by revision 0006: hard bounces in a row, and why and when the address was suppressed.
+    Column("bounces", Integer, nullable=False, server_default="0"),
+    Column("suppressed_reason", String(200)),
+    Column("suppressed_at", UTC),
 )
 
 outbox = Table(

@@ -8,9 +8,11 @@ from datetime import datetime
 from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from state.database import Database, as_utc, utc_now
+from state.errors import NeedsConsent
 from state.events import last_seq
 from state.records import Subscriber, SubscriberImport
 from state.schema import events, outbox, subscribers
+from state.suppression import DEFAULT_BOUNCE_LIMIT, refusal, suppressed_by, suppression_reason
 
 SETTINGS = ("cadence", "send_time", "timezone", "weekday", "sources")
 
@@ -20,13 +22,17 @@ def subscriber_from_row(row) -> Subscriber:
                       timezone=row["timezone"], weekday=row["weekday"],
                       sources=json.loads(row["sources"]) if row["sources"] else None, status=row["status"],
                       cursor=row["cursor"], created_at=as_utc(row["created_at"]),
-                      subscribed_at=as_utc(row["subscribed_at"]))
+                      subscribed_at=as_utc(row["subscribed_at"]), bounces=row["bounces"] or 0,
+                      suppressed_reason=row["suppressed_reason"], suppressed_at=as_utc(row["suppressed_at"]))
 
 
 class SubscriberStorage(Database):
     def add_subscriber(self, email: str, *, cadence: str = "daily", send_time: str = "08:00", timezone: str = "UTC",
                        weekday: int | None = None, sources: list[str] | None = None,
-                       now: datetime | None = None) -> Subscriber:
+                       now: datetime | None = None, resubscribe: bool = False) -> Subscriber:
+        """Add a subscriber, or change an active one's settings. An address that unsubscribed
+        or was suppressed raises NeedsConsent, unless `resubscribe`: the operator has the
+        person's new consent."""
         now = now or utc_now()
         values = dict(cadence=cadence, send_time=send_time, timezone=timezone, weekday=weekday,
                       sources=json.dumps(sources) if sources else None)
@@ -37,10 +43,14 @@ class SubscriberStorage(Database):
                 conn.execute(insert(subscribers).values(email=email, status="active", cursor=current, created_at=now,
                                                         subscribed_at=now, **values))
             elif row["status"] != "active":
+                reason = refusal(row["status"])
+                if reason is not None and not resubscribe:
+                    raise NeedsConsent(row["email"], reason)
                 # Back after unsubscribing: from now on, not the changes they missed. A new
                 # subscription: links from the old one no longer unsubscribe them.
                 conn.execute(update(subscribers).where(subscribers.c.id == row["id"]).values(
-                    status="active", cursor=current, unsubscribed_at=None, subscribed_at=now, **values))
+                    status="active", cursor=current, unsubscribed_at=None, subscribed_at=now, bounces=0,
+                    suppressed_reason=None, suppressed_at=None, **values))
             else:
                 conn.execute(update(subscribers).where(subscribers.c.id == row["id"]).values(**values))
             row = conn.execute(select(subscribers).where(func.lower(subscribers.c.email) == email.lower())).mappings().first()
@@ -71,8 +81,8 @@ class SubscriberStorage(Database):
                     if row is None:
                         additions.append({"email": entry["email"], "status": "active", "cursor": current,
                                           "created_at": now, "subscribed_at": now, **values})
-                    elif row["status"] == "unsubscribed":
-                        result.refused[index] = "unsubscribed; not re-subscribed without their consent"
+                    elif refusal(row["status"]) is not None:
+                        result.refused[index] = refusal(row["status"])
                     elif row["status"] != "active":
                         result.refused[index] = f"{row['status']}; not re-activated by an import"
                     elif all(row[name] == values[name] for name in SETTINGS):
@@ -109,6 +119,30 @@ class SubscriberStorage(Database):
             conn.execute(update(outbox).where(outbox.c.subscriber_id == subscriber_id, outbox.c.status == "pending")
                          .values(status="cancelled", last_error="unsubscribed"))
             return changed > 0
+
+    def record_bounce(self, subscriber_id: int, error: str, now: datetime,
+                      limit: int = DEFAULT_BOUNCE_LIMIT) -> Subscriber | None:
+        """One more hard bounce in a row for the subscriber. The one that reaches `limit`
+        suppresses them (with why and when) and cancels what is queued for them: the
+        subscriber, when this bounce suppressed them; None otherwise."""
+        with self.engine.begin() as conn:
+            bounces = conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
+                                   .values(bounces=subscribers.c.bounces + 1)
+                                   .returning(subscribers.c.bounces, subscribers.c.status)).first()
+            if bounces is None or bounces.status != "active" or not suppressed_by(bounces.bounces, limit):
+                return None
+            reason = suppression_reason(bounces.bounces, error)
+            conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id).values(
+                status="suppressed", suppressed_reason=reason, suppressed_at=now))
+            conn.execute(update(outbox).where(outbox.c.subscriber_id == subscriber_id, outbox.c.status == "pending")
+                         .values(status="cancelled", claimed_until=None, last_error=f"suppressed: {reason}"[:1000]))
+            row = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).mappings().first()
+            return subscriber_from_row(row)
+
+    def subscriber_counts(self) -> dict[str, int]:
+        """How many subscribers have each status (active, unsubscribed, suppressed)."""
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(subscribers.c.status, func.count()).group_by(subscribers.c.status)).all())
 
     def list_subscribers(self, active_only: bool = False) -> list[Subscriber]:
         query = select(subscribers).order_by(subscribers.c.id)

@@ -127,7 +127,7 @@ def test_a_link_from_before_an_unsubscribe_does_not_end_a_later_subscription(fol
     old_token = unsubscribe_token(first)
 
     assert _handle("POST", old_token, tmp_path / "state.db") == (200, "unsubscribed")
-    folder_cli("subscribers", "add", "ada@example.org", check=True)       # she comes back
+    folder_cli("subscribers", "add", "ada@example.org", "--resubscribe", check=True)   # she comes back
 
     assert _handle("POST", old_token, tmp_path / "state.db") == (403, "active")
     assert _handle("GET", old_token, tmp_path / "state.db") == (403, "active")
@@ -167,7 +167,7 @@ def test_links_mailed_before_the_migration_keep_working_until_a_resubscription(t
     assert _handle("POST", bo_token, database, "bo@example.org") == (200, "unsubscribed")
     config = tmp_path / "postwatch.toml"
     config.write_text('database = "state.db"\n', encoding="utf-8")
-    Cli(config)("subscribers", "add", "bo@example.org", check=True)
+    Cli(config)("subscribers", "add", "bo@example.org", "--resubscribe", check=True)
     assert _handle("POST", bo_token, database, "bo@example.org") == (403, "active")
 
     # Ada never left: the link in her mailbox still works.

@@ -181,6 +181,6 @@ def test_store_import_is_all_or_nothing_and_never_resubscribes(store):  # noqa: 
     token = make_token(bo, b"k")
     assert verify_token(token, b"k", store.get_subscriber) == bo.id
     store.unsubscribe(bo.id)
-    store.add_subscriber("bo@example.org")
+    store.add_subscriber("bo@example.org", resubscribe=True)
     assert verify_token(token, b"k", store.get_subscriber) is None
     assert verify_token(make_token(store.get_subscriber(bo.id), b"k"), b"k", store.get_subscriber) == bo.id
