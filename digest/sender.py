@@ -115,6 +115,7 @@ class _Handout:
     def _renew(self, item) -> bool:
         """Renew the lease of `item` and of the rest of its page; False when `item` is no
         longer this sender's (its lease ran out and another sender took it)."""
+        self.waiting = deque(i for i in self.waiting if i.subscriber_id not in self.skip)
         held = self.store.renew_claims([item, *self.waiting], self.clock())
         kept = {i.id for i in held}
         lost = 1 + len(self.waiting) - len(kept)
