@@ -74,12 +74,15 @@ class Channel:
     def send(self, item) -> DeliveryResult:
         raise NotImplementedError
 
-    def send_many(self, items: Iterable, on_sent: Callable[[object], None] | None = None
-                  ) -> Iterator[tuple[object, DeliveryResult]]:
+    def send_many(self, items: Iterable, on_sent: Callable[[object], None] | None = None,
+                  wanted: Callable[[object], bool] | None = None) -> Iterator[tuple[object, DeliveryResult]]:
         """Each item with its result. `on_sent(item)` runs the moment a message is accepted, in
-        the thread that sent it, before the result is handed back (see state/accepted.py)."""
+        the thread that sent it, before the result is handed back (see state/accepted.py).
+        `wanted(item)` is asked right before an item is sent; an item it turns down is dropped
+        unsent, without a result (its subscriber was suppressed by an earlier result)."""
         for item in items:
-            yield item, self._send_noting(item, on_sent)
+            if wanted is None or wanted(item):
+                yield item, self._send_noting(item, on_sent)
 
     def _send_noting(self, item, on_sent) -> DeliveryResult:
         result = self.send(item)
@@ -154,14 +157,14 @@ class SmtpChannel(Channel):
         finally:
             self._idle.put(session)
 
-    def send_many(self, items: Iterable, on_sent: Callable[[object], None] | None = None
-                  ) -> Iterator[tuple[object, DeliveryResult]]:
+    def send_many(self, items: Iterable, on_sent: Callable[[object], None] | None = None,
+                  wanted: Callable[[object], bool] | None = None) -> Iterator[tuple[object, DeliveryResult]]:
         """Each item with its result, as the server answers; at most one message in flight per
         connection, so a crash leaves at most `connections` accepted messages unrecorded."""
         if not self._sessions:
             self.open()
         if len(self._sessions) == 1:
-            yield from super().send_many(items, on_sent)
+            yield from super().send_many(items, on_sent, wanted)
             return
         with ThreadPoolExecutor(max_workers=len(self._sessions), thread_name_prefix="postwatch-smtp") as pool:
             in_flight: dict = {}
@@ -182,6 +185,10 @@ class SmtpChannel(Channel):
                 # Two digests to one address leave in the order they were composed.
                 while any(other.to_addr == item.to_addr for other in in_flight.values()):
                     yield from finished()
+                # What the results handed back meanwhile said (a bounce that suppressed this
+                # address) is asked now, not when the item was taken.
+                if wanted is not None and not wanted(item):
+                    continue
                 in_flight[pool.submit(self._send_noting, item, on_sent)] = item
             for future in as_completed(list(in_flight)):
                 yield in_flight.pop(future), future.result()

@@ -53,7 +53,8 @@ def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit
         log.warning("mail: %d messages the server had accepted before postwatch was stopped are marked sent", recovered)
     handout = _Handout(store, now, limit, stop)
     try:
-        for item, result in channel.send_many(handout, on_sent=lambda sent: store.note_accepted(sent.message_id)):
+        for item, result in channel.send_many(handout, on_sent=lambda sent: store.note_accepted(sent.message_id),
+                                              wanted=handout.wanted):
             if result.status == "sent":
                 store.mark_sent(item.id, datetime.now(timezone.utc), item.subscriber_id)
                 stats.sent += 1
@@ -123,6 +124,9 @@ class _Handout:
             log.warning("mail: %d messages whose lease ran out were taken by another sender; left to it", lost)
         self.waiting = deque(i for i in self.waiting if i.id in kept)
         return item.id in kept
+
+    def wanted(self, item) -> bool:
+        return item.subscriber_id not in self.skip
 
     def _stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()

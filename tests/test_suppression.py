@@ -3,6 +3,7 @@ until the person consents again. The rules alone, the store on SQLite and Postgr
 aiosmtpd server that refuses one address at RCPT TO, driven by flush_outbox and by the CLI."""
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import datetime, timedelta, timezone
 
@@ -112,6 +113,7 @@ class _RefusingRecipients(_KeepingHandler):
             self.catcher.recipients_tried.append(address)
             answer = self.catcher.refuse.get(address)
         if answer:
+            await asyncio.sleep(self.catcher.refusal_delay)
             return answer
         envelope.rcpt_tos.append(address)
         return "250 OK"
@@ -125,6 +127,7 @@ class RefusingCatcher(MailCatcher):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.refuse: dict[str, str] = {}
+        self.refusal_delay = 0.0            # a slow refusal keeps it in flight while others are taken
         self.recipients_tried: list[str] = []
 
     def delivered_to(self, address: str) -> int:
@@ -176,8 +179,12 @@ def test_three_user_unknown_refusals_in_a_row_suppress_one_subscriber_and_the_ot
     store.close()
 
 
-def test_a_backlog_sent_in_one_flush_stops_at_the_bounce_that_suppresses(tmp_path):
+@pytest.mark.parametrize("refusal_delay", [0.0, 0.3])
+def test_a_backlog_sent_in_one_flush_stops_at_the_bounce_that_suppresses(tmp_path, refusal_delay):
+    """Over four SMTP connections: with a slow refusal the next digest to the same address is
+    already taken when the suppressing bounce comes back, and must still not be sent."""
     with RefusingCatcher() as smtp:
+        smtp.refusal_delay = refusal_delay
         rounds = DigestRounds(tmp_path, smtp.port)
         store = rounds.store
         for day in range(4):                     # four digests queued while the server was away
