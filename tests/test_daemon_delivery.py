@@ -196,3 +196,32 @@ def test_delivery_periods_are_read_and_checked():
         parse_config({"daemon": {"outbox_every": "0.5s"}, "digest": {"retry_after": "2h"}})
     assert sorted(refused.value.problems) == ["config: [daemon] outbox_every must be between 1s and 1d, not 0.5s",
                                               "config: [digest] retry_after must be between 1s and 1h, not 2h"]
+
+
+def test_a_cli_digest_beside_a_daemon_whose_flush_outlasts_its_lease_sends_nothing_twice(tmp_path, site):
+    """Eight messages at 0.5 s each keep the daemon's flush busy for 4 s, four times its 1 s send
+    lease. An operator's `postwatch digest` started in the middle must find them still leased."""
+    from aiosmtpd.controller import Controller
+
+    server = SlowServer(0.5)
+    controller = Controller(server, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        cli, port = delivery_cli(tmp_path, site, controller.port, digest='send_lease = "1s"\n',
+                                 smtp="connections = 1\n")
+        cli("check", check=True)
+        add_daily_readers(tmp_path, 8)
+        site.add_post("Eight readers", body_paragraphs=["One slow relay."])
+        cli("check", check=True)
+        assert len(compose_without_sending(cli.config)) == 8
+
+        with Daemon(cli, port) as daemon:
+            wait_for(lambda: server.count() >= 2, timeout=30, what="the daemon's flush to be past its lease")
+            assert cli("digest").returncode == 0
+            wait_for(lambda: server.count() >= 8, timeout=60, what="every digest")
+            time.sleep(2)
+            assert daemon.stop() == 0
+        assert len(server.accepted) == 8 == len(set(server.accepted)), sorted(server.accepted)
+        assert {status for _, status, _, _ in outbox_rows(tmp_path)} == {"sent"}
+    finally:
+        controller.stop()
