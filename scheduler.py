@@ -19,7 +19,7 @@ from typing import Any, Iterable
 from postwatch.app import App, describe_summary, utcnow
 from postwatch.config import Config
 from digest.render import TemplateProblem
-from state.store import StorageError
+from state import StorageError
 
 log = logging.getLogger("postwatch")
 

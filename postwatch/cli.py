@@ -31,8 +31,7 @@ from postwatch.config import (ALL_SOURCES, CADENCES, CONFIG_ENV, Config, ConfigE
 from postwatch.relay import dkim_report, relay_problems
 from postwatch.subscribers import (ImportFileError, Record, check_rows, describe_cadence, describe_statuses,
                                    normalized_email, read_subscriber_rows, schedule_options)
-from state import NeedsConsent, SourceRecord, StorageError
-from state.store import database_display_name, describe_error
+from state import NeedsConsent, SourceRecord, StorageError, database_display_name, describe_error
 
 # Not imported here: crawler.run (Scrapy and Twisted, 0.5-1.2 s measured on this 2-core machine)
 # for `sources test` and `sources add`, scheduler (APScheduler) for `run`, and digest.sender (the

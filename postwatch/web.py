@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from state.store import StorageError
+from state import StorageError
 
 log = logging.getLogger("postwatch.web")
 

@@ -15,8 +15,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from state.accepted import AcceptedJournal
 from state.changes import VOLATILE_AFTER
-from state.database import as_utc, database_display_name, sqlite_path
-from state.errors import StorageError, describe_error
+from state.database import as_utc, sqlite_path
 from state.events import EventStorage, last_seq
 from state.lease import LeaseStorage
 from state.outbox import OutboxStorage
@@ -24,10 +23,6 @@ from state.posts import PostStorage
 from state.schema import alerts, events, outbox, post_versions, subscribers
 from state.sources import SourceStorage
 from state.subscribers import SubscriberStorage
-
-# Imported from here by callers written before the split (postwatch.cli, postwatch.app, postwatch.web,
-# scheduler); new code imports them from `state`.
-__all__ = ["Store", "StorageError", "database_display_name", "describe_error"]
 
 
 class Store(SourceStorage, PostStorage, EventStorage, SubscriberStorage, OutboxStorage, LeaseStorage):
