@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import signal
 import time
 import threading
+from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from postwatch.app import App, describe_summary, utcnow
@@ -45,13 +47,33 @@ def _logs_storage_errors(job):
     return wrapper
 
 
-@_logs_storage_errors
-async def check_job(source_name: str) -> None:
+async def sweep_job() -> None:
+    """Starts a sweep unless one is under way, and returns at once: a long sweep (many sources
+    on one polite host) then neither makes APScheduler skip runs with a warning on every tick
+    nor delays what falls due meanwhile beyond the tick after it ends."""
     daemon = _require_daemon()
-    await daemon.app.check_many([source_name])
-    # Immediate subscribers get what this check published, and alerts it queued go out. While
+    if daemon.sweep is None or daemon.sweep.done():
+        daemon.sweep = asyncio.ensure_future(sweep())
+        daemon.sweep.add_done_callback(_log_crash)
+
+
+def _log_crash(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("sweep crashed", exc_info=task.exception())
+
+
+@_logs_storage_errors
+async def sweep() -> None:
+    """Every source that is due, checked in one sweep (one batched read, one crawl, per-host
+    politeness across all of them)."""
+    daemon = _require_daemon()
+    due = await asyncio.to_thread(daemon.due_sources, utcnow())
+    if not due:
+        return
+    await daemon.app.check_many(due)
+    # Immediate subscribers get what this sweep published, and alerts it queued go out. While
     # a delivery is under way the outbox job picks them up within its period instead, so that
-    # this source's next check is not held up behind a long flush.
+    # the next sweep is not held up behind a long flush.
     if not daemon.delivering():
         await daemon.deliver()
     daemon.app.alerts_queued = 0
@@ -90,6 +112,30 @@ def _require_daemon() -> "Daemon":
     if _daemon is None:
         raise RuntimeError("no postwatch daemon is running in this process")
     return _daemon
+
+
+def due_sources(last_checks: dict[str, datetime | None], intervals: dict[str, timedelta], jitter: timedelta,
+                now: datetime) -> list[str]:
+    """The sources to check now: never checked, or checked an interval ago plus the source's
+    share of the jitter. The share is fixed per source and check (a hash, not a draw), so
+    sources checked together spread over the jitter and a restart does not move them."""
+    due = []
+    for name, last in last_checks.items():
+        if last is None:
+            due.append(name)
+            continue
+        digest = hashlib.sha256(f"{name}@{last.isoformat()}".encode()).digest()
+        share = int.from_bytes(digest[:8], "big") / 2 ** 64
+        if last + intervals[name] + jitter * share <= now:
+            due.append(name)
+    return due
+
+
+def sweep_period(intervals: Iterable[timedelta]) -> float:
+    """How often the sweep job looks for due sources: a quarter of the shortest interval, at
+    least every 10 s and at most twice a second (one small query each time)."""
+    shortest = min((i.total_seconds() for i in intervals), default=3600.0)
+    return min(10.0, max(0.5, shortest / 4))
 
 
 def cadence_key_of(subscriber) -> str | None:
@@ -131,6 +177,7 @@ class Daemon:
         # Seen by the sending thread between messages: SIGTERM lets the ones in flight finish.
         self.stop_sending = threading.Event()
         self._sending: asyncio.Lock | None = None
+        self.sweep: asyncio.Task | None = None     # the sweep under way, if any
 
     def delivering(self) -> bool:
         return self._sending is not None and self._sending.locked()
@@ -162,6 +209,11 @@ class Daemon:
                 log.warning("stopping while a message is still being sent")
                 return queued, FlushStats()
 
+    def due_sources(self, now: datetime) -> list[str]:
+        last_checks = self.app.store.last_checks()
+        intervals = {name: self.app.source_interval(name) for name in last_checks}
+        return due_sources(last_checks, intervals, self.config.crawl.jitter, now)
+
     def _build_scheduler(self):
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -179,12 +231,9 @@ class Daemon:
         from apscheduler.triggers.cron import CronTrigger
         from apscheduler.triggers.interval import IntervalTrigger
 
-        jitter = int(self.config.crawl.jitter.total_seconds()) or None
         jobs: dict[str, tuple[Any, tuple, Any]] = {}
-        for source in self.app.store.list_sources():
-            interval = self.app.source_interval(source.name)
-            jobs[f"check:{source.name}"] = (check_job, (source.name,),
-                                            IntervalTrigger(seconds=int(interval.total_seconds()), jitter=jitter, timezone="UTC"))
+        intervals = [self.app.source_interval(source.name) for source in self.app.store.list_sources()]
+        jobs["sweep"] = (sweep_job, (), IntervalTrigger(seconds=sweep_period(intervals), timezone="UTC"))
         for subscriber in self.app.store.list_subscribers(active_only=True):
             key = cadence_key_of(subscriber)
             if key:
@@ -318,7 +367,7 @@ class Daemon:
 def _is_job_task(task: asyncio.Task) -> bool:
     coro = task.get_coro()
     name = getattr(coro, "__qualname__", "") or ""
-    return name.split(".")[-1] in {"check_job", "digest_job", "outbox_job", "maintenance_job", "reconcile_job", "run_coroutine_job"}
+    return name.split(".")[-1] in {"sweep", "digest_job", "outbox_job", "maintenance_job", "reconcile_job", "run_coroutine_job"}
 
 
 def run_daemon(config: Config, *, once: bool = False) -> int:

@@ -10,21 +10,22 @@ import asyncio
 import logging
 import random
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 
 from protego import Protego
 from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.exceptions import IgnoreRequest, NotConfigured
-from scrapy.http import Request, Response
+from scrapy.http import Headers, Request, Response
 from scrapy.http.request import NO_CALLBACK
 from scrapy.signalmanager import SignalManager
+from scrapy.responsetypes import responsetypes
 from scrapy.statscollectors import StatsCollector
 from scrapy.utils.httpobj import urlparse_cached
 
 from crawler import signals
+from crawler.gate import GATE, gate_settings, host_hold, retry_after_seconds
 from crawler.signals import source_stat
-from crawler.plan import CachedRobotsTxt
+from crawler.plan import CachedRobotsTxt, Prefetched
 
 log = logging.getLogger(__name__)
 
@@ -150,23 +151,6 @@ def _parse_robots(body: bytes):
     return Protego.parse(body.decode("utf-8", "replace"))
 
 
-def retry_after_seconds(value: bytes | str | None) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
-    if not value:
-        return None
-    text = value.decode("latin-1") if isinstance(value, bytes) else value
-    text = text.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
 class PoliteRetryMiddleware(RetryMiddleware):
     """Scrapy's retry, but it waits first: exponential backoff with jitter on 5xx and timeouts,
     and the server's Retry-After on 429/503 (Scrapy itself retries those after ~50 ms). A
@@ -273,3 +257,55 @@ class ExchangeCounterMiddleware:
             if response.status == 304:
                 self.stats.inc_value(source_stat(source, "status_count/304"))
         return response
+
+
+class HostGateMiddleware:
+    """Every download waits at the process's one gate for its host (crawler.gate): per-host
+    delay, concurrency and Retry-After hold across every crawl and the lean revalidation client
+    of the process, not only inside this crawler's slots. Placed last before the download, so
+    that its wait is the one right before the request leaves and its release the first thing
+    after the answer (a retry's new request passes the gate again)."""
+
+    def __init__(self, crawler: Crawler):
+        self.retry_after_max = crawler.settings.getfloat("RETRY_AFTER_MAX", 300.0)
+        GATE.configure(gate_settings(crawler.settings))
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler):
+        return cls(crawler)
+
+    async def process_request(self, request: Request):
+        host = urlparse_cached(request).hostname
+        if host:
+            await GATE.acquire(host)
+            request.meta["gate_host"] = host
+        return None
+
+    def process_response(self, request: Request, response: Response):
+        host = request.meta.pop("gate_host", None)
+        if host:
+            GATE.release(host, retry_after=host_hold(response.status, response.headers.get(b"Retry-After"),
+                                                     self.retry_after_max))
+        return response
+
+    def process_exception(self, request: Request, exception: Exception):
+        host = request.meta.pop("gate_host", None)
+        if host:
+            GATE.release(host)
+        return None
+
+
+class PrefetchedResponseMiddleware:
+    """A request whose answer the lean revalidation client already holds (`meta["prefetched"]`,
+    a crawler.plan.Prefetched) is answered with it: the site is asked once per URL and check.
+    The answer then passes every middleware's process_response as a downloaded one would:
+    decompression, redirects, retries (a prefetched 503 is retried by a real download)."""
+
+    def process_request(self, request: Request):
+        prefetched: Prefetched | None = request.meta.pop("prefetched", None)
+        if prefetched is None or prefetched.url != request.url:
+            return None
+        headers = Headers(list(prefetched.headers))
+        cls = responsetypes.from_args(headers=headers, url=prefetched.url, body=prefetched.body)
+        return cls(url=prefetched.url, status=prefetched.status, headers=headers, body=prefetched.body,
+                   request=request)

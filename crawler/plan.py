@@ -27,6 +27,16 @@ class CachedRobotsTxt:
     validators: Validators = (None, None)
 
 
+@dataclass(frozen=True)
+class Prefetched:
+    """An answer the lean revalidation client (crawler.revalidate) already holds for a URL, as the
+    site sent it (body still content-encoded): the crawl is handed it instead of asking again."""
+    url: str
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
 @dataclass
 class SourceSpec:
     name: str
@@ -49,6 +59,9 @@ class CrawlPlan:
     # fetch to confirm it): requested without validators, so the answer is the content itself.
     recheck_urls: list[str] = field(default_factory=list)
     recheck_feed: bool = False        # the same for edits seen once in a feed entry
+    # Answers already fetched for this source's first URLs (crawler.revalidate), by URL: the
+    # crawl's first request of each is answered with it, so no URL is fetched twice in a check.
+    prefetched: dict[str, Prefetched] = field(default_factory=dict)
 
 
 def robots_cache(plans: list[CrawlPlan]) -> dict[str, CachedRobotsTxt]:

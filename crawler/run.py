@@ -1,6 +1,7 @@
 """Running crawls for the application: plans in, reports out."""
 from __future__ import annotations
 
+import functools
 import logging
 from urllib.parse import urlsplit
 
@@ -10,6 +11,7 @@ from scrapy.settings import Settings
 from crawler.extract import sitemaps_from_robots
 from crawler.plan import CrawlPlan, CrawlReport, DiscoveryReport, SourceSpec, robots_cache
 from crawler.reports import ReportCollector
+from crawler.runtime import on_reactor
 from crawler.spiders.blog import BlogSpider
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,12 @@ async def crawl(plan: CrawlPlan, settings: dict | None = None) -> CrawlReport:
 
 async def crawl_sources(plans: list[CrawlPlan], settings: dict | None = None) -> dict[str, CrawlReport]:
     """One Scrapy crawl for all `plans` (one per source, names unique); a report per source name.
-    A crawl that crashed or did not finish fails every source in it."""
+    A crawl that crashed or did not finish fails every source in it. Awaited from any event
+    loop: the crawl itself runs on the reactor's."""
+    return await on_reactor(functools.partial(_crawl_sources, plans, settings))
+
+
+async def _crawl_sources(plans: list[CrawlPlan], settings: dict | None) -> dict[str, CrawlReport]:
     runner = AsyncCrawlerRunner(project_settings({**(settings or {}), "POSTWATCH_ROBOTS_CACHE": robots_cache(plans)}))
     crawler = runner.create_crawler(BlogSpider)
     collector = ReportCollector(crawler, plans)

@@ -61,6 +61,28 @@ def run(async_fn: Callable[[], Awaitable[Any]]) -> Any:
         raise
 
 
+def run_here(async_fn: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a coroutine function on a plain event loop in this thread; whatever in it must crawl
+    is handed to the reactor (`on_reactor`), which starts only then. So a one-shot `check` whose
+    sources all answer 304 never loads Scrapy or Twisted."""
+    return asyncio.run(async_fn())
+
+
+async def on_reactor(async_fn: Callable[[], Awaitable[Any]]) -> Any:
+    """Await `async_fn()` on the reactor's loop, from that loop or any other."""
+    if _is_reactor_loop(asyncio.get_running_loop()):
+        return await async_fn()
+    # From a worker thread: Scrapy's install_reactor adopts the running loop of the thread it is
+    # called in, and this one is not the reactor's.
+    reactor_loop = await asyncio.to_thread(_reactor_loop)
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(async_fn(), reactor_loop))
+
+
+def _is_reactor_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    reactor = sys.modules.get("twisted.internet.reactor")
+    return reactor is not None and getattr(reactor, "_asyncioEventloop", None) is loop
+
+
 def run_main(async_fn: Callable[[], Awaitable[Any]]) -> Any:
     """Run the reactor in this (main) thread until the coroutine function returns."""
     install_reactor()

@@ -13,10 +13,13 @@ POSTWATCH_OBEY_ROBOTS = True
 ROBOTS_TTL = 24 * 3600            # cached robots.txt (kept in the state database) is trusted this long
 POSTWATCH_ROBOTS_CACHE = {}       # origin -> crawler.plan.CachedRobotsTxt, handed in per crawl by crawler.run
 
-# Politeness: few parallel requests per host, a delay, AutoThrottle on top.
+# Politeness: few parallel requests per host, a delay, AutoThrottle on top. Delay, jitter and
+# per-host concurrency also rule crawler.gate, the process's one gate per host, which every crawl
+# and the lean revalidation client pass (crawler.middlewares.HostGateMiddleware).
 CONCURRENT_REQUESTS = 16
 CONCURRENT_REQUESTS_PER_DOMAIN = 2
 DOWNLOAD_DELAY = 1.0
+DOWNLOAD_DELAY_JITTER = 0.5
 AUTOTHROTTLE_ENABLED = True
 AUTOTHROTTLE_START_DELAY = 1.0
 AUTOTHROTTLE_MAX_DELAY = 30.0
@@ -95,4 +98,6 @@ DOWNLOADER_MIDDLEWARES = {
     "crawler.middlewares.PoliteRetryMiddleware": 550,
     "crawler.middlewares.ConditionalRequestMiddleware": 580,
     "crawler.middlewares.ExchangeCounterMiddleware": 950,
+    "crawler.middlewares.PrefetchedResponseMiddleware": 980,
+    "crawler.middlewares.HostGateMiddleware": 990,
 }

@@ -2,7 +2,6 @@
 settings, and the work both do (check sources, compose and send digests, alerts, housekeeping)."""
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import logging
@@ -189,43 +188,110 @@ class App:
 
     # -- jobs ------------------------------------------------------------------------------
     async def check_source(self, name: str, *, full: bool | None = None) -> CheckSummary:
-        """Crawl one source and apply what it saw to the stored state (one transaction)."""
-        # crawler.run loads Scrapy and Twisted (0.6 s measured): only commands that crawl pay it.
-        from crawler.run import crawl
+        """Check one source (a sweep of one)."""
+        return (await self.check_many([name], full=full))[0]
+
+    async def check_many(self, names: Iterable[str], *, full: bool | None = None, progress=None) -> list[CheckSummary]:
+        """One sweep: the named sources' state read at once, their first conditional GETs asked by
+        the lean client (crawler.revalidate), one Scrapy crawl for the sources that need more,
+        and every source's result applied in a transaction of its own (the checks that saw
+        nothing new share one), so one source's failure changes no other source's result."""
+        from crawler.revalidate import revalidator
 
         started = time.monotonic()
-        record = self.store.get_source(name)
-        if record is None:
-            return CheckSummary(source=name, ok=False, error=f"{name}: no such source")
-        crawl_state = self.store.crawl_state(name)
-        baseline = not crawl_state.baseline_done
+        names = list(dict.fromkeys(names))
+        records = {r.name: r for r in self.store.list_sources() if r.name in set(names)}
+        summaries = {n: CheckSummary(source=n, ok=False, error=f"{n}: no such source") for n in names if n not in records}
+        if progress:
+            for name in records:
+                progress(f"checking {name} …")
         now = utcnow()
-        if baseline:
-            sweep = False
-        elif full is not None:
-            sweep = full
-        else:
-            last = crawl_state.last_full_sweep_at
-            sweep = last is not None and now - last >= self.config.crawl.full_sweep_every
-        sweep_urls = [url for url, post in crawl_state.known.items()] if sweep else []
-        # An edit seen once (or held as suspect) is looked at again at this very check, and a
-        # sweep re-reads volatile posts in full to see whether they settled.
-        awaiting = {} if baseline else crawl_state.awaiting_confirmation
+        states = self.store.crawl_states(records, posts_too=False)
+        kinds = {name: self._check_kind(state, full, now) for name, state in states.items()}
+        lean = [self._plan(records[n], states[n], *kinds[n]) for n in records if not any(kinds[n])]
+        revalidations = (await revalidator(self.config.crawl.parallel_sources).revalidate(lean, self.crawl_settings)
+                         if lean else {})
+        reports = {n: r.settled_report() for n, r in revalidations.items() if r.settled}
+        to_crawl = [n for n in records if n not in reports]
+        if to_crawl:
+            from crawler.run import crawl_sources    # Scrapy and Twisted: only a sweep with more to read loads them
+
+            states.update(self.store.crawl_states(to_crawl))
+            plans = []
+            for name in to_crawl:
+                plan = self._plan(records[name], states[name], *kinds[name])
+                if name in revalidations:
+                    plan.prefetched = dict(revalidations[name].answers)
+                plans.append(plan)
+            crawled = await crawl_sources(plans, self.crawl_settings)
+            for name, report in crawled.items():
+                if name in revalidations:
+                    report.requests += revalidations[name].unanswered
+            reports.update(crawled)
+        quiet = [n for n, report in reports.items() if n in revalidations and revalidations[n].settled and states[n].quiet]
+        try:
+            self.store.record_quiet_checks(quiet, utcnow())
+        except StorageError as exc:
+            for name in quiet:
+                summaries[name] = self._storage_failure(name, exc)
+        for name in records:
+            if name in summaries:
+                continue
+            baseline, sweep = kinds[name]
+            try:
+                summaries[name] = self._conclude(records[name], reports[name], baseline=baseline, sweep=sweep,
+                                                 quiet=name in quiet)
+            except StorageError as exc:     # the database may come back: one line, no traceback
+                summaries[name] = self._storage_failure(name, exc)
+            except Exception as exc:  # a bug in one source must not stop the others
+                log.exception("%s: check crashed", name, extra={"source": name})
+                summaries[name] = CheckSummary(source=name, ok=False, error=f"{name}: internal error: {exc}")
+        seconds = time.monotonic() - started
+        for summary in summaries.values():
+            summary.seconds = seconds
+        self.last_cycle_end = time.time()
+        self.metrics.check_cycle_end.set(self.last_cycle_end)
+        return [summaries[n] for n in names]
+
+    def _storage_failure(self, name: str, exc: StorageError) -> CheckSummary:
+        log.error("%s: %s", name, exc, extra={"source": name})
+        return CheckSummary(source=name, ok=False, error=f"{name}: {exc}")
+
+    def _check_kind(self, state, full: bool | None, now: datetime) -> tuple[bool, bool]:
+        """(baseline, full sweep) for a source's check now. A baseline is never a sweep; a
+        sweep is asked for (`full`) or due ([crawl] full_sweep_every)."""
+        if not state.baseline_done:
+            return True, False
+        if full is not None:
+            return False, full
+        last = state.last_full_sweep_at
+        return False, last is not None and now - last >= self.config.crawl.full_sweep_every
+
+    @staticmethod
+    def _plan(record: SourceRecord, state, baseline: bool, sweep: bool) -> CrawlPlan:
+        """What the crawl of one source is asked to do. An edit seen once (or held as suspect) is
+        looked at again at this very check, and a sweep re-reads volatile posts in full to see
+        whether they settled."""
+        awaiting = {} if baseline else state.awaiting_confirmation
         recheck_urls = {url for url, origins in awaiting.items() if "page" in origins}
         if sweep:
-            recheck_urls |= crawl_state.volatile_pages
-        plan = CrawlPlan(
+            recheck_urls |= state.volatile_pages
+        return CrawlPlan(
             source=SourceSpec(name=record.name, url=record.url, kind=record.kind, feed_url=record.feed_url,
                               sitemap_url=record.sitemap_url, selectors=dict(record.selectors or {})),
-            known_urls={url for url, post in crawl_state.known.items() if post.status != "removed"},
-            validators=crawl_state.validators,
-            robots=crawl_state.robots,
+            known_urls={url for url, post in state.known.items() if post.status != "removed"},
+            validators=state.validators,
+            robots=state.robots,
             baseline=baseline,
-            sweep_urls=sweep_urls,
+            sweep_urls=list(state.known) if sweep else [],
             recheck_urls=sorted(recheck_urls),
             recheck_feed=any("feed" in origins for origins in awaiting.values()),
         )
-        report = await crawl(plan, self.crawl_settings)
+
+    def _conclude(self, record: SourceRecord, report, *, baseline: bool, sweep: bool, quiet: bool) -> CheckSummary:
+        """Apply one source's report to the stored state (unless it was a quiet check, already
+        recorded) and tell the operator what needs telling."""
+        name = record.name
         summary = CheckSummary(source=name, ok=report.ok, error=report.error, baseline=baseline, full_sweep=sweep,
                                not_modified=report.not_modified, posts_seen=len(report.posts),
                                requests=report.requests, response_bytes=report.response_bytes)
@@ -241,50 +307,31 @@ class App:
             if failures >= self.config.alerts.failures_before_alert:
                 self.alert(f"source-failing:{name}", f"postwatch: source '{name}' failed {failures} checks in a row",
                            [report.error or "", f"URL: {record.url}", "Nothing was changed in the stored posts."])
-        else:
-            result = self.store.apply_check(name, report, now)
-            if sweep or baseline:
-                self.store.mark_full_sweep(name, now)
-            summary.events, summary.held, summary.hold_reason = result.events, result.held, result.hold_reason
-            summary.baseline = result.baseline
-            summary.pending_edits, summary.became_volatile = result.pending_edits, result.became_volatile
-            summary.published_held = result.published_held
-            self.metrics.checks.labels(name, "ok").inc()
-            self.metrics.last_success.labels(name).set(now.timestamp())
-            for event in result.events:
-                self.metrics.events.labels(name, event.kind).inc()
-            if result.held:
-                log.warning("%s: %d changes held as suspect: %s", name, len(result.events), result.hold_reason,
-                            extra={"source": name})
-                self.alert(f"source-suspect:{name}", f"postwatch: changes of source '{name}' held as suspect",
-                           [f"{name}: {result.hold_reason}", f"{len(result.events)} events held.",
-                            f"Release them with: postwatch sources release {name}"])
-            if result.became_volatile:
-                self.alert_volatile(name, result.became_volatile)
-            for url, error in report.failed.items():
-                log.warning("%s: %s: %s", name, url, error, extra={"source": name})
-        summary.seconds = time.monotonic() - started
-        self.last_cycle_end = time.time()
-        self.metrics.check_cycle_end.set(self.last_cycle_end)
+            return summary
+        self.metrics.checks.labels(name, "ok").inc()
+        self.metrics.last_success.labels(name).set(now.timestamp())
+        if quiet:
+            return summary
+        result = self.store.apply_check(name, report, now)
+        if sweep or baseline:
+            self.store.mark_full_sweep(name, now)
+        summary.events, summary.held, summary.hold_reason = result.events, result.held, result.hold_reason
+        summary.baseline = result.baseline
+        summary.pending_edits, summary.became_volatile = result.pending_edits, result.became_volatile
+        summary.published_held = result.published_held
+        for event in result.events:
+            self.metrics.events.labels(name, event.kind).inc()
+        if result.held:
+            log.warning("%s: %d changes held as suspect: %s", name, len(result.events), result.hold_reason,
+                        extra={"source": name})
+            self.alert(f"source-suspect:{name}", f"postwatch: changes of source '{name}' held as suspect",
+                       [f"{name}: {result.hold_reason}", f"{len(result.events)} events held.",
+                        f"Release them with: postwatch sources release {name}"])
+        if result.became_volatile:
+            self.alert_volatile(name, result.became_volatile)
+        for url, error in report.failed.items():
+            log.warning("%s: %s: %s", name, url, error, extra={"source": name})
         return summary
-
-    async def check_many(self, names: Iterable[str], *, full: bool | None = None, progress=None) -> list[CheckSummary]:
-        limit = asyncio.Semaphore(self.config.crawl.parallel_sources)
-
-        async def one(name: str) -> CheckSummary:
-            async with limit:
-                if progress:
-                    progress(f"checking {name} …")
-                try:
-                    return await self.check_source(name, full=full)
-                except StorageError as exc:     # the database may come back: one line, no traceback
-                    log.error("%s: %s", name, exc, extra={"source": name})
-                    return CheckSummary(source=name, ok=False, error=f"{name}: {exc}")
-                except Exception as exc:  # a bug in one source must not stop the others
-                    log.exception("%s: check crashed", name, extra={"source": name})
-                    return CheckSummary(source=name, ok=False, error=f"{name}: internal error: {exc}")
-
-        return list(await asyncio.gather(*(one(n) for n in names)))
 
     def compose_digests(self, subscriber_ids: Iterable[int] | None = None) -> list[int]:
         from digest.sender import compose_and_queue

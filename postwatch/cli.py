@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from crawler.runtime import run
+from crawler.runtime import run_here
 from crawler.urls import LINK_BLOG_URL, is_http_url
 from digest.errors import TemplateProblem
 from postwatch import __version__
@@ -372,7 +372,7 @@ def _fail(message: str, status: int = 2) -> int:
 
 
 def _run_async(fn, *args, **kwargs):
-    return run(functools.partial(fn, *args, **kwargs))
+    return run_here(functools.partial(fn, *args, **kwargs))
 
 
 # --------------------------------------------------------------------------------------------

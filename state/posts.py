@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Iterable
+from urllib.parse import urlsplit
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -38,19 +39,52 @@ class PostStorage(Database):
 
     # -- before a crawl ----------------------------------------------------------------------
     def crawl_state(self, source: str) -> CrawlState:
+        return self.crawl_states([source])[source]
+
+    def crawl_states(self, names: Iterable[str], *, posts_too: bool = True) -> dict[str, CrawlState]:
+        """What the crawls of a sweep need to know, for every named source at once (a query per
+        table, not per source). Without `posts_too`, only what decides whether a check can end
+        with its first conditional GETs: no known posts, and the validators and robots.txt of
+        the sources' listing and feed URLs only."""
+        names = list(dict.fromkeys(names))
         with self.engine.connect() as conn:
-            src = source_row(conn, source)
-            known = {r.url: KnownPost(r.url, r.title, r.content_hash, r.status) for r in conn.execute(
-                select(posts.c.url, posts.c.title, posts.c.content_hash, posts.c.status).where(posts.c.source_id == src["id"]))}
-            validators = {r.url: (r.etag, r.last_modified) for r in conn.execute(
-                select(http_validators).where(http_validators.c.source_id == src["id"]))}
-            robots = {r.origin: (bytes(r.body), as_utc(r.fetched_at)) for r in conn.execute(select(robots_cache))}
-            volatile_pages = set(conn.execute(
-                select(posts.c.url).select_from(edit_candidates.join(posts, posts.c.id == edit_candidates.c.post_id))
-                .where(posts.c.source_id == src["id"], posts.c.status != "removed", edit_candidates.c.origin == "page",
-                       edit_candidates.c.volatile_since.is_not(None))).scalars())
-            return CrawlState(bool(src["baseline_done"]), known, validators, robots, as_utc(src["last_full_sweep_at"]),
-                              _awaiting_confirmation(conn, src["id"]), volatile_pages)
+            rows = {r["id"]: r for r in conn.execute(select(sources).where(sources.c.name.in_(names))).mappings()}
+            missing = set(names) - {r["name"] for r in rows.values()}
+            if missing:
+                raise KeyError(f"no such source: {', '.join(sorted(missing))}")
+            ids = list(rows)
+            first_urls = {url for r in rows.values() for url in (r["url"], r["feed_url"]) if url}
+            known: dict[int, dict[str, KnownPost]] = {i: {} for i in ids}
+            if posts_too:
+                for r in conn.execute(select(posts.c.source_id, posts.c.url, posts.c.title, posts.c.content_hash,
+                                             posts.c.status).where(posts.c.source_id.in_(ids))):
+                    known[r.source_id][r.url] = KnownPost(r.url, r.title, r.content_hash, r.status)
+            query = select(http_validators).where(http_validators.c.source_id.in_(ids))
+            if not posts_too:
+                query = query.where(http_validators.c.url.in_(first_urls))
+            validators: dict[int, dict] = {i: {} for i in ids}
+            for r in conn.execute(query):
+                validators[r.source_id][r.url] = (r.etag, r.last_modified)
+            origins = {_origin(url) for url in first_urls}
+            if posts_too:
+                origins |= {_origin(url) for urls in known.values() for url in urls}
+            robots = {r.origin: (bytes(r.body), as_utc(r.fetched_at))
+                      for r in conn.execute(select(robots_cache).where(robots_cache.c.origin.in_(origins)))}
+            awaiting = _awaiting_confirmation(conn, ids)
+            volatile: dict[int, set[str]] = {i: set() for i in ids}
+            for source_id, url in conn.execute(
+                    select(posts.c.source_id, posts.c.url)
+                    .select_from(edit_candidates.join(posts, posts.c.id == edit_candidates.c.post_id))
+                    .where(posts.c.source_id.in_(ids), posts.c.status != "removed", edit_candidates.c.origin == "page",
+                           edit_candidates.c.volatile_since.is_not(None))):
+                volatile[source_id].add(url)
+            holding = set(conn.execute(select(events.c.source_id).where(
+                events.c.source_id.in_(ids), events.c.status == "held").distinct()).scalars())
+        return {r["name"]: CrawlState(bool(r["baseline_done"]), known[i], validators[i],
+                                      {o: robots[o] for o in _origins_of(r, known[i]) if o in robots},
+                                      as_utc(r["last_full_sweep_at"]), awaiting.get(i, {}), volatile[i],
+                                      quiet=not r["degraded"] and i not in holding)
+                for i, r in rows.items()}
 
     def volatile_posts(self, source: str | None = None) -> list[tuple[str, str, datetime]]:
         """(source, URL, since) of the posts whose content changes on every fetch."""
@@ -157,23 +191,32 @@ class PostStorage(Database):
         return drafts
 
 
-def _awaiting_confirmation(conn: Connection, source_id: int) -> dict[str, set[str]]:
-    """Posts whose next fetch decides something: a pending edit (not of a volatile post, which
-    waits for the ordinary sweep) or a held "updated" event."""
-    awaiting: dict[str, set[str]] = {}
-    pending = (select(posts.c.url, edit_candidates.c.origin)
+def _awaiting_confirmation(conn: Connection, source_ids: list[int]) -> dict[int, dict[str, set[str]]]:
+    """Per source, the posts whose next fetch decides something: a pending edit (not of a
+    volatile post, which waits for the ordinary sweep) or a held "updated" event."""
+    awaiting: dict[int, dict[str, set[str]]] = {}
+    pending = (select(posts.c.source_id, posts.c.url, edit_candidates.c.origin)
                .select_from(edit_candidates.join(posts, posts.c.id == edit_candidates.c.post_id))
-               .where(posts.c.source_id == source_id, posts.c.status != "removed",
+               .where(posts.c.source_id.in_(source_ids), posts.c.status != "removed",
                       edit_candidates.c.content_hash.is_not(None), edit_candidates.c.volatile_since.is_(None)))
-    held = (select(posts.c.url, post_versions.c.origin)
+    held = (select(events.c.source_id, posts.c.url, post_versions.c.origin)
             .select_from(events.join(posts, posts.c.id == events.c.post_id)
                          .join(post_versions, and_(post_versions.c.post_id == events.c.post_id,
                                                    post_versions.c.content_hash == events.c.version_hash)))
-            .where(events.c.source_id == source_id, events.c.status == "held", events.c.kind == "updated",
+            .where(events.c.source_id.in_(source_ids), events.c.status == "held", events.c.kind == "updated",
                    posts.c.status != "removed"))
-    for url, origin in [*conn.execute(pending), *conn.execute(held)]:
-        awaiting.setdefault(url, set()).add(origin)
+    for source_id, url, origin in [*conn.execute(pending), *conn.execute(held)]:
+        awaiting.setdefault(source_id, {}).setdefault(url, set()).add(origin)
     return awaiting
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _origins_of(source_row, known: dict[str, KnownPost]) -> set[str]:
+    return {_origin(url) for url in (source_row["url"], source_row["feed_url"], *known) if url}
 
 
 def _save_validators(conn: Connection, source_id: int, validators: dict, now: datetime) -> None:

@@ -52,6 +52,9 @@ class CrawlState:
     # Pages of volatile posts: a sweep re-reads them without validators (a 304 would hide
     # whether the article has settled).
     volatile_pages: set[str] = field(default_factory=set)
+    # Neither held events nor a degraded mark: a check that sees nothing new changes nothing but
+    # the source's check times (Store.record_quiet_checks).
+    quiet: bool = True
 
 
 @dataclass

@@ -75,9 +75,25 @@ class SourceStorage(Database):
             row = conn.execute(select(sources).where(sources.c.name == name, sources.c.enabled.is_(True))).mappings().first()
             return _record(row) if row else None
 
+    def last_checks(self) -> dict[str, datetime | None]:
+        """When each enabled source was last checked (None: never), for the daemon's sweeps."""
+        with self.engine.connect() as conn:
+            return {name: as_utc(at) for name, at in conn.execute(
+                select(sources.c.name, sources.c.last_check_at).where(sources.c.enabled.is_(True)))}
+
     def mark_full_sweep(self, source: str, now: datetime) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(sources).where(sources.c.name == source).values(last_full_sweep_at=now))
+
+    def record_quiet_checks(self, names: Iterable[str], now: datetime) -> None:
+        """Checks that saw nothing new (their first URLs answered 304) of sources with nothing
+        held (CrawlState.quiet): one statement for all of them, as apply_check would leave them."""
+        names = list(names)
+        if not names:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(update(sources).where(sources.c.name.in_(names)).values(
+                last_check_at=now, last_success_at=now, last_error=None, consecutive_failures=0))
 
     def record_check_failure(self, source: str, error: str, now: datetime) -> int:
         """One more failed check in a row; how many there have been."""

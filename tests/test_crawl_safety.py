@@ -13,7 +13,8 @@ from scrapy.http import Request
 from twisted.internet.address import IPv4Address, IPv6Address
 
 from crawler import addresses
-from crawler.addresses import AddressNotAllowed, PublicAddressMiddleware, PublicAddressResolver, refusal
+from crawler.address_policy import refusal
+from crawler.addresses import AddressNotAllowed, PublicAddressMiddleware, PublicAddressResolver
 from crawler.plan import CrawlPlan, SourceSpec
 from crawler.run import crawl
 from crawler.runtime import run

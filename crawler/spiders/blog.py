@@ -35,8 +35,12 @@ class SourceCrawl:
     def meta(self, url: str, *, conditional: bool = True, **meta) -> dict:
         """The meta of a request for `url`: its source, so that middlewares, signals and the
         report collector tell sources apart in a crawl that carries several, and for a
-        conditional GET the validators kept for `url`."""
+        conditional GET the validators kept for `url`; the first request of a URL whose answer
+        the lean revalidation already holds carries it (crawler.middlewares.PrefetchedResponseMiddleware)."""
         validators = {"validators": self.plan.validators.get(url)} if conditional else {}
+        prefetched = self.plan.prefetched.pop(url, None)
+        if prefetched is not None:
+            meta["prefetched"] = prefetched
         return {"source": self.source.name, "source_url": self.source.url, "conditional": conditional,
                 **validators, **meta}
 

@@ -1,0 +1,132 @@
+"""One politeness gate per real host, for the whole process.
+
+Scrapy keeps its per-host download slots (delay, concurrency, AutoThrottle's latency estimate)
+inside one crawler, and a crawler lives for one crawl. postwatch crawls many sources, in sweeps
+that follow each other, and revalidates a sweep's first URLs with a lean client before any
+crawler exists (crawler.revalidate). Slots that die with each crawl would let a host that carries
+twenty watched blogs receive twenty requests at once. So every request of every path waits here:
+
+- at most `concurrency` requests in flight per host;
+- between two request starts to a host, DOWNLOAD_DELAY, varied by DOWNLOAD_DELAY_JITTER (±50 %)
+  as Scrapy's own slots vary it;
+- a Retry-After (429/503) holds the whole host, for every source on it, until it has passed.
+
+Inside one crawl Scrapy's slots (and AutoThrottle, which tunes them by latency) still apply on
+top: the gate only adds what a crawler cannot know, the requests of other crawls and of the
+lean client.
+
+A host is its lower-cased hostname, as Scrapy's slots key it: two ports of one machine share a gate.
+The gate's state is guarded by a thread lock and waiting is done with short sleeps, so it serves
+every event loop and thread of the process (the CLI's revalidation, the reactor's loop).
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+
+# How often a waiter looks again while a host is at its concurrency limit.
+_FULL_POLL_SECONDS = 0.005
+
+
+@dataclass
+class GateSettings:
+    delay: float = 1.0               # seconds between request starts to one host
+    jitter: float = 0.5              # the delay varies by up to this share either way
+    concurrency: int = 2             # requests in flight per host
+
+
+@dataclass
+class _Host:
+    next_start: float = 0.0          # time.monotonic() before which no request to this host starts
+    in_flight: int = 0
+    held_until: float = 0.0          # a Retry-After's end
+
+
+class HostGate:
+    def __init__(self, settings: GateSettings | None = None):
+        self.settings = settings or GateSettings()
+        self._hosts: dict[str, _Host] = {}
+        self._lock = threading.Lock()
+
+    def configure(self, settings: GateSettings) -> None:
+        """The crawl settings in force (the same for every crawl of a process; set again by each)."""
+        with self._lock:
+            self.settings = settings
+
+    async def acquire(self, host: str) -> None:
+        """Wait until a request to `host` may start, and count it as in flight."""
+        key = host.lower().rstrip(".")
+        while True:
+            with self._lock:
+                slot = self._hosts.setdefault(key, _Host())
+                now = time.monotonic()
+                ready_at = max(slot.next_start, slot.held_until)
+                if now >= ready_at and slot.in_flight < self.settings.concurrency:
+                    slot.in_flight += 1
+                    slot.next_start = now + self._next_gap(slot)
+                    return
+                wait = ready_at - now if now < ready_at else _FULL_POLL_SECONDS
+            await asyncio.sleep(min(max(wait, 0.0005), 1.0))
+
+    def release(self, host: str, *, retry_after: float | None = None) -> None:
+        """A request to `host` is over; a Retry-After it carried holds the host that long."""
+        key = host.lower().rstrip(".")
+        with self._lock:
+            slot = self._hosts.setdefault(key, _Host())
+            slot.in_flight = max(0, slot.in_flight - 1)
+            if retry_after:
+                slot.held_until = max(slot.held_until, time.monotonic() + retry_after)
+
+    def _next_gap(self, slot: _Host) -> float:
+        delay, jitter = self.settings.delay, self.settings.jitter
+        if delay <= 0:
+            return 0.0
+        return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))
+
+    def in_flight(self, host: str) -> int:
+        with self._lock:
+            slot = self._hosts.get(host.lower().rstrip("."))
+            return slot.in_flight if slot else 0
+
+
+# The process's gate: every crawl and every revalidation goes through it.
+GATE = HostGate()
+
+
+def gate_settings(settings) -> GateSettings:
+    """GateSettings from Scrapy's own settings (a scrapy Settings, or a plain mapping of the
+    same names): DOWNLOAD_DELAY, DOWNLOAD_DELAY_JITTER, CONCURRENT_REQUESTS_PER_DOMAIN."""
+    get = settings.get
+    return GateSettings(delay=float(get("DOWNLOAD_DELAY", 1.0)), jitter=float(get("DOWNLOAD_DELAY_JITTER", 0.5)),
+                        concurrency=int(get("CONCURRENT_REQUESTS_PER_DOMAIN", 2)))
+
+
+def retry_after_seconds(value: bytes | str | None) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
+    if not value:
+        return None
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def host_hold(status: int, retry_after: bytes | str | None, longest: float) -> float | None:
+    """How long a host is held after an answer: its Retry-After on a 429 or 503, unless that is
+    beyond `longest` (the request then gives up for this check, and the host is not held for it)."""
+    if status not in (429, 503):
+        return None
+    wait = retry_after_seconds(retry_after)
+    return wait if wait is not None and wait <= longest else None

@@ -1,0 +1,297 @@
+"""Revalidation: the first conditional GETs of a check, asked without Scrapy.
+
+Most checks of a watched blog end with its first answer: 304 Not Modified for the listing (or
+the feed, and then the listing). Building a Scrapy crawler, its middlewares and its engine for
+that one exchange costs far more than the exchange (issue #15: 17-23 ms of CPU per source, and
+0.6 s of imports for a one-shot `check`). So a sweep first asks each source's first URLs here,
+with the standard library's HTTP client in a small thread pool, under the same rules the crawl
+follows:
+
+- the process's per-host gate (crawler.gate): delay, concurrency, Retry-After;
+- robots.txt: only with a stored copy younger than ROBOTS_TTL that allows the URL (otherwise
+  the crawl fetches robots.txt, once per origin and sweep);
+- public addresses only (crawler.address_policy), connecting to the very address approved;
+- the crawl's User-Agent, Accept headers and validators; no proxy (a machine behind one leaves
+  everything to Scrapy's HttpProxyMiddleware).
+
+A source whose URLs all answer 304 is settled: its check is over, Scrapy is never loaded for
+it. Every other answer (a 200, a redirect, a 5xx) is handed to the crawl as it came
+(crawler.plan.Prefetched), so nothing is fetched twice: N new posts still cost 1 + N requests.
+A source that cannot be asked here (first check, a sweep, an edit to confirm, no validators,
+robots.txt to fetch, a network error) goes to the crawl, which asks itself.
+"""
+from __future__ import annotations
+
+import asyncio
+import http.client
+import socket
+import ssl
+import threading
+import urllib.request
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+from crawler.address_policy import DEFAULT_PORTS, address_kind, is_ip_literal, origin, refusal
+from crawler.gate import GATE, gate_settings, host_hold
+from crawler.plan import CrawlPlan, CrawlReport, Prefetched
+
+ACCEPT_ENCODING = "gzip, deflate, br"     # what Scrapy's HttpCompressionMiddleware decodes here
+
+
+class CannotRevalidate(Exception):
+    """This URL is for the crawl to ask (a reason in a few words)."""
+
+
+@dataclass
+class Revalidation:
+    """What the lean client learnt of one source."""
+    source: str
+    answers: dict[str, Prefetched] = field(default_factory=dict)
+    settled: bool = False           # every first URL answered 304: the check is over
+    attempts: int = 0               # requests sent, answered or not
+    reason: str | None = None       # why the crawl must take over, when it must
+
+    def settled_report(self) -> CrawlReport:
+        """The report of a check that ended with its 304s."""
+        return CrawlReport(source_name=self.source, not_modified=True, requests=self.attempts,
+                           response_bytes=sum(len(a.body) for a in self.answers.values()),
+                           not_modified_count=len(self.answers))
+
+    @property
+    def unanswered(self) -> int:
+        """Requests the site may have seen that gave the crawl no answer to reuse (timeouts)."""
+        return self.attempts - len(self.answers)
+
+
+def first_urls(plan: CrawlPlan) -> list[str]:
+    """The URLs a normal check of `plan`'s source starts with, in order, each asked only when the
+    one before it answered 304: the feed and then the listing, or the feed alone for a kind
+    whose feed is the source, or the listing. Empty when the check is not a normal one."""
+    if plan.baseline or plan.sweep_urls or plan.recheck_urls or plan.recheck_feed:
+        return []
+    source = plan.source
+    if not source.feed_url:
+        return [source.url]
+    from crawler.kinds import SourceKind, UnknownSourceKind    # parsel and lxml: only for feed sources
+
+    try:
+        feed_only = SourceKind.named(source.kind).feed_only
+    except UnknownSourceKind:
+        return []                    # the crawl reports it
+    return [source.feed_url] if feed_only else [source.feed_url, source.url]
+
+
+class _Client:
+    """Blocking HTTP/1.1 exchanges, one per call, on kept-alive connections."""
+
+    def __init__(self, settings: Mapping):
+        self.timeout = float(settings.get("DOWNLOAD_TIMEOUT", 30))
+        self.maxsize = int(settings.get("DOWNLOAD_MAXSIZE", 5 * 1024 * 1024))
+        self.public_only = bool(settings.get("POSTWATCH_PUBLIC_ONLY", True))
+        self.headers = {"User-Agent": str(settings.get("USER_AGENT", "postwatch")),
+                        "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+                        "Accept-Language": "en", "Accept-Encoding": ACCEPT_ENCODING}
+        self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+        self._tls = ssl.create_default_context()
+
+    def addresses(self, url: str, source_url: str) -> list[str]:
+        """The addresses `url` may be fetched on (the first is used), or CannotRevalidate."""
+        scheme, host, port = origin(url)
+        if scheme not in DEFAULT_PORTS or not host:
+            raise CannotRevalidate("not an http(s) URL")
+        found = _resolve(host, port)
+        if self.public_only:
+            _, source_host, source_port = origin(source_url)
+            source_addresses = found if (source_host, source_port) == (host, port) else _resolve(source_host, source_port)
+            private_origin = source_url if any(address_kind(a) for a in source_addresses) else None
+            if refusal(url, found, private_origin):
+                raise CannotRevalidate("address not allowed")
+        if not found:
+            raise CannotRevalidate("no address")
+        return found
+
+    def get(self, url: str, address: str, validators) -> Prefetched:
+        parts = urlsplit(url)
+        scheme, host, port = origin(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = dict(self.headers)
+        headers["Host"] = parts.netloc.rsplit("@", 1)[-1]
+        etag, last_modified = validators or (None, None)
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        key = (scheme, host, port, address)
+        for attempt in (0, 1):
+            connection, reused = self._connection(key)
+            try:
+                connection.request("GET", target, headers=headers)
+                response = connection.getresponse()
+                body = response.read(self.maxsize + 1)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                connection.close()
+                if reused and attempt == 0:
+                    continue            # a kept-alive connection the server had closed: once more, fresh
+                raise CannotRevalidate(type(exc).__name__) from None
+            except (OSError, http.client.HTTPException) as exc:
+                connection.close()
+                raise CannotRevalidate(type(exc).__name__) from None
+            if len(body) > self.maxsize:
+                connection.close()
+                raise CannotRevalidate("larger than DOWNLOAD_MAXSIZE")
+            if response.will_close:
+                connection.close()
+            else:
+                with self._lock:
+                    self._idle.setdefault(key, []).append(connection)
+            return Prefetched(url=url, status=response.status, headers=tuple(response.getheaders()), body=body)
+        raise CannotRevalidate("connection closed")
+
+    def _connection(self, key: tuple) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle:
+                return idle.pop(), True
+        scheme, host, port, address = key
+        if scheme == "https":
+            return _PinnedHTTPSConnection(host, address, port, self.timeout, self._tls), False
+        return http.client.HTTPConnection(address, port, timeout=self.timeout), False
+
+    def close(self) -> None:
+        with self._lock:
+            for connections in self._idle.values():
+                for connection in connections:
+                    connection.close()
+            self._idle.clear()
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """TLS to the approved address, with the host's name for SNI and the certificate check."""
+
+    def __init__(self, host: str, address: str, port: int, timeout: float, context: ssl.SSLContext):
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def _resolve(host: str, port: int | None) -> list[str]:
+    if is_ip_literal(host):
+        return [host.split("%", 1)[0]]
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise CannotRevalidate("DNS lookup failed") from None
+    found: list[str] = []
+    for *_, sockaddr in infos:
+        if sockaddr[0] not in found:
+            found.append(sockaddr[0])
+    return found
+
+
+def _robots_allow(plan: CrawlPlan, url: str, settings: Mapping, now: datetime) -> bool:
+    """Whether the stored robots.txt of `url`'s origin is fresh and lets us fetch it."""
+    from protego import Protego
+
+    scheme, host, port = origin(url)
+    parts = urlsplit(url)
+    stored = plan.robots.get(f"{parts.scheme}://{parts.netloc}")
+    if stored is None:
+        return False
+    body, fetched_at = stored
+    if (now - fetched_at).total_seconds() >= float(settings.get("ROBOTS_TTL", 86400)):
+        return False
+    if not body:
+        return True
+    agent = str(settings.get("USER_AGENT", "postwatch")).split("/")[0].split()[0] or "postwatch"
+    return Protego.parse(body.decode("utf-8", "replace")).can_fetch(url, agent)
+
+
+class Revalidator:
+    """The lean client of a process: its connections and threads outlive one sweep (the
+    daemon's next sweep reuses them)."""
+
+    def __init__(self, workers: int = 8):
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="revalidate")
+        self._client: _Client | None = None
+        self._settings_key: tuple | None = None
+
+    async def revalidate(self, plans: list[CrawlPlan], settings: Mapping) -> dict[str, Revalidation]:
+        """Ask the first URLs of every plan that a lean request can settle; one Revalidation per
+        plan's source (with `reason` set for those left to the crawl)."""
+        key = tuple(sorted((k, str(v)) for k, v in settings.items()))
+        if self._client is None or key != self._settings_key:
+            if self._client is not None:
+                self._client.close()
+            self._client, self._settings_key = _Client(settings), key
+        GATE.configure(gate_settings(settings))
+        now = datetime.now(timezone.utc)
+        behind_proxy = bool(urllib.request.getproxies())
+        results = await asyncio.gather(*(self._one(plan, settings, now, behind_proxy) for plan in plans))
+        return {result.source: result for result in results}
+
+    async def _one(self, plan: CrawlPlan, settings: Mapping, now: datetime, behind_proxy: bool) -> Revalidation:
+        result = Revalidation(source=plan.source.name)
+        urls = first_urls(plan)
+        if not urls:
+            result.reason = "not a normal check"
+        elif behind_proxy:
+            result.reason = "a proxy is configured"
+        elif not all(any(plan.validators.get(url) or ()) for url in urls):
+            result.reason = "no validators"
+        elif not all(_robots_allow(plan, url, settings, now) for url in urls):
+            result.reason = "robots.txt to fetch or obey"
+        if result.reason:
+            return result
+        loop = asyncio.get_running_loop()
+        client = self._client
+        for url in urls:
+            try:
+                addresses = await loop.run_in_executor(self._executor, client.addresses, url, plan.source.url)
+            except CannotRevalidate as exc:
+                result.reason = str(exc)
+                return result
+            host = origin(url)[1]
+            await GATE.acquire(host)
+            result.attempts += 1
+            try:
+                answer = await loop.run_in_executor(self._executor, client.get, url, addresses[0],
+                                                    plan.validators.get(url))
+            except CannotRevalidate as exc:
+                GATE.release(host)
+                result.reason = str(exc)
+                return result
+            headers = {name.lower(): value for name, value in answer.headers}
+            GATE.release(host, retry_after=host_hold(answer.status, headers.get("retry-after"),
+                                                     float(settings.get("RETRY_AFTER_MAX", 300))))
+            result.answers[url] = answer
+            if answer.status != 304:
+                result.reason = f"HTTP {answer.status}"
+                return result
+        result.settled = True
+        return result
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+_revalidator: Revalidator | None = None
+_revalidator_lock = threading.Lock()
+
+
+def revalidator(workers: int = 8) -> Revalidator:
+    """The process's lean client (created on first use, with `workers` threads)."""
+    global _revalidator
+    with _revalidator_lock:
+        if _revalidator is None:
+            _revalidator = Revalidator(workers)
+        return _revalidator
+
