@@ -60,18 +60,27 @@ class HostGate:
 
     async def acquire(self, host: str) -> None:
         """Wait until a request to `host` may start, and count it as in flight."""
+        while (wait := self._take(host)) is not None:
+            await asyncio.sleep(wait)
+
+    def acquire_blocking(self, host: str) -> None:
+        """`acquire` for a worker thread."""
+        while (wait := self._take(host)) is not None:
+            time.sleep(wait)
+
+    def _take(self, host: str) -> float | None:
+        """Count a request to `host` as started (None), or how long to wait before asking again."""
         key = host.lower().rstrip(".")
-        while True:
-            with self._lock:
-                slot = self._hosts.setdefault(key, _Host())
-                now = time.monotonic()
-                ready_at = max(slot.next_start, slot.held_until)
-                if now >= ready_at and slot.in_flight < self.settings.concurrency:
-                    slot.in_flight += 1
-                    slot.next_start = now + self._next_gap(slot)
-                    return
-                wait = ready_at - now if now < ready_at else _FULL_POLL_SECONDS
-            await asyncio.sleep(min(max(wait, 0.0005), 1.0))
+        with self._lock:
+            slot = self._hosts.setdefault(key, _Host())
+            now = time.monotonic()
+            ready_at = max(slot.next_start, slot.held_until)
+            if now >= ready_at and slot.in_flight < self.settings.concurrency:
+                slot.in_flight += 1
+                slot.next_start = now + self._next_gap(slot)
+                return None
+            wait = ready_at - now if now < ready_at else _FULL_POLL_SECONDS
+        return min(max(wait, 0.0005), 1.0)
 
     def release(self, host: str, *, retry_after: float | None = None) -> None:
         """A request to `host` is over; a Retry-After it carried holds the host that long."""

@@ -213,6 +213,32 @@ def _robots_allow(plan: CrawlPlan, url: str, settings: Mapping, now: datetime) -
     return Protego.parse(body.decode("utf-8", "replace")).can_fetch(url, agent)
 
 
+def _exchange(client: _Client, plan: CrawlPlan, urls: list[str], result: Revalidation, retry_after_max: float) -> None:
+    """Ask `urls` in turn (in a worker thread), each only after a 304 for the one before."""
+    for url in urls:
+        try:
+            addresses = client.addresses(url, plan.source.url)
+        except CannotRevalidate as exc:
+            result.reason = str(exc)
+            return
+        host = origin(url)[1]
+        GATE.acquire_blocking(host)
+        result.attempts += 1
+        try:
+            answer = client.get(url, addresses[0], plan.validators.get(url))
+        except CannotRevalidate as exc:
+            GATE.release(host)
+            result.reason = str(exc)
+            return
+        headers = {name.lower(): value for name, value in answer.headers}
+        GATE.release(host, retry_after=host_hold(answer.status, headers.get("retry-after"), retry_after_max))
+        result.answers[url] = answer
+        if answer.status != 304:
+            result.reason = f"HTTP {answer.status}"
+            return
+    result.settled = True
+
+
 class Revalidator:
     """The lean client of a process: its connections and threads outlive one sweep (the
     daemon's next sweep reuses them)."""
@@ -224,7 +250,12 @@ class Revalidator:
 
     async def revalidate(self, plans: list[CrawlPlan], settings: Mapping) -> dict[str, Revalidation]:
         """Ask the first URLs of every plan that a lean request can settle; one Revalidation per
-        plan's source (with `reason` set for those left to the crawl)."""
+        plan's source (with `reason` set for those left to the crawl).
+
+        The exchanges run in the worker threads, one host's sources after another in one thread
+        (a host with twenty sources then holds one thread, not all of them, while it waits out its
+        delay), and the loop is woken once, when all are done: handing each exchange back and
+        forth through the loop cost more than the exchanges themselves."""
         key = tuple(sorted((k, str(v)) for k, v in settings.items()))
         if self._client is None or key != self._settings_key:
             if self._client is not None:
@@ -233,49 +264,41 @@ class Revalidator:
         GATE.configure(gate_settings(settings))
         now = datetime.now(timezone.utc)
         behind_proxy = bool(urllib.request.getproxies())
-        results = await asyncio.gather(*(self._one(plan, settings, now, behind_proxy) for plan in plans))
-        return {result.source: result for result in results}
+        results: dict[str, Revalidation] = {}
+        by_host: dict[str, list[tuple[CrawlPlan, list[str]]]] = {}
+        for plan in plans:
+            result = results[plan.source.name] = Revalidation(source=plan.source.name)
+            urls = first_urls(plan)
+            result.reason = self._left_to_the_crawl(plan, urls, settings, now, behind_proxy)
+            if result.reason is None:
+                by_host.setdefault(origin(urls[0])[1], []).append((plan, urls))
+        if by_host:
+            client, retry_after_max = self._client, float(settings.get("RETRY_AFTER_MAX", 300))
 
-    async def _one(self, plan: CrawlPlan, settings: Mapping, now: datetime, behind_proxy: bool) -> Revalidation:
-        result = Revalidation(source=plan.source.name)
-        urls = first_urls(plan)
+            def one_host(work: list[tuple[CrawlPlan, list[str]]]) -> None:
+                for plan, urls in work:
+                    _exchange(client, plan, urls, results[plan.source.name], retry_after_max)
+
+            def all_hosts() -> None:
+                for future in [self._executor.submit(one_host, work) for work in by_host.values()]:
+                    future.result()
+
+            await asyncio.to_thread(all_hosts)
+        return results
+
+    @staticmethod
+    def _left_to_the_crawl(plan: CrawlPlan, urls: list[str], settings: Mapping, now: datetime,
+                           behind_proxy: bool) -> str | None:
+        """Why the crawl must check this source itself (None: the lean client may start it)."""
         if not urls:
-            result.reason = "not a normal check"
-        elif behind_proxy:
-            result.reason = "a proxy is configured"
-        elif not all(any(plan.validators.get(url) or ()) for url in urls):
-            result.reason = "no validators"
-        elif not all(_robots_allow(plan, url, settings, now) for url in urls):
-            result.reason = "robots.txt to fetch or obey"
-        if result.reason:
-            return result
-        loop = asyncio.get_running_loop()
-        client = self._client
-        for url in urls:
-            try:
-                addresses = await loop.run_in_executor(self._executor, client.addresses, url, plan.source.url)
-            except CannotRevalidate as exc:
-                result.reason = str(exc)
-                return result
-            host = origin(url)[1]
-            await GATE.acquire(host)
-            result.attempts += 1
-            try:
-                answer = await loop.run_in_executor(self._executor, client.get, url, addresses[0],
-                                                    plan.validators.get(url))
-            except CannotRevalidate as exc:
-                GATE.release(host)
-                result.reason = str(exc)
-                return result
-            headers = {name.lower(): value for name, value in answer.headers}
-            GATE.release(host, retry_after=host_hold(answer.status, headers.get("retry-after"),
-                                                     float(settings.get("RETRY_AFTER_MAX", 300))))
-            result.answers[url] = answer
-            if answer.status != 304:
-                result.reason = f"HTTP {answer.status}"
-                return result
-        result.settled = True
-        return result
+            return "not a normal check"
+        if behind_proxy:
+            return "a proxy is configured"
+        if not all(any(plan.validators.get(url) or ()) for url in urls):
+            return "no validators"
+        if not all(_robots_allow(plan, url, settings, now) for url in urls):
+            return "robots.txt to fetch or obey"
+        return None
 
     def close(self) -> None:
         if self._client is not None:
