@@ -16,6 +16,9 @@ from postwatch.testing.harness import Cli, Daemon, free_port, wait_for
 from postwatch.testing.replica import BlogReplica, generate_posts
 
 DELAY = 0.3
+# The replica stamps a request when its thread gets to it: on a loaded machine that can be tens of
+# milliseconds late, which shortens a measured gap. Ungated requests came 0.16 ms apart.
+LEAST_GAP = DELAY * 0.5 - 0.05
 
 
 def many_sources_config(folder: Path, urls: list[str], *, delay: float = DELAY, interval: str | None = None,
@@ -59,14 +62,14 @@ def test_twenty_sources_on_one_host_keep_its_delay_on_the_first_pass_and_on_reva
         # One robots.txt for the origin in the sweep, not one per source.
         assert site.count("/robots.txt") == 1
         gaps = start_gaps(site)
-        assert len(gaps) == 20 and min(gaps) >= DELAY * 0.5 - 0.01, gaps
+        assert len(gaps) == 20 and min(gaps) >= LEAST_GAP, gaps
 
         site.clear_log()
         second = cli("check", check=True)
         assert second.stdout.count("no changes (1 requests, 0 bytes)") == 20, second.stdout
         assert site.count("/blog") == 20 and site.count("/blog", status=304) == 20
         gaps = start_gaps(site)
-        assert min(gaps) >= DELAY * 0.5 - 0.01, gaps
+        assert min(gaps) >= LEAST_GAP, gaps
 
 
 def test_new_posts_cost_one_request_each_beyond_the_listing_fetched_once(tmp_path):
@@ -147,6 +150,6 @@ def test_the_daemon_sweeps_many_sources_on_one_host_without_breaking_its_delay(t
             site.add_post("Outside information reaches Pyongyang")
             wait_for(lambda: "Outside information" in cli("history").stdout, timeout=40, what="the new post")
         gaps = start_gaps(site)
-        assert min(gaps) >= DELAY * 0.5 - 0.01, sorted(gaps)[:5]
+        assert min(gaps) >= LEAST_GAP, sorted(gaps)[:5]
         history = cli("history").stdout
         assert history.count("Outside information reaches Pyongyang") == 8, history
