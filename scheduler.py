@@ -114,14 +114,19 @@ def _require_daemon() -> "Daemon":
     return _daemon
 
 
-def due_sources(last_checks: dict[str, datetime | None], intervals: dict[str, timedelta], jitter: timedelta,
-                now: datetime) -> list[str]:
-    """The sources to check now: never checked, or checked an interval ago plus the source's
-    share of the jitter. The share is fixed per source and check (a hash, not a draw), so
-    sources checked together spread over the jitter and a restart does not move them."""
+def due_sources(last_checks: dict[str, tuple[datetime | None, datetime | None]], intervals: dict[str, timedelta],
+                jitter: timedelta, confirm_removals_after: timedelta, now: datetime) -> list[str]:
+    """The sources to check now: never checked; or checked an interval ago plus the source's
+    share of the jitter (fixed per source and check, a hash, not a draw, so sources checked
+    together spread over the jitter and a restart does not move them); or holding a missing post
+    whose removal delay has passed since the last check (its removal is confirmed that day, not
+    at the next full sweep)."""
     due = []
-    for name, last in last_checks.items():
+    for name, (last, missing_since) in last_checks.items():
         if last is None:
+            due.append(name)
+            continue
+        if missing_since is not None and last < missing_since + confirm_removals_after <= now:
             due.append(name)
             continue
         digest = hashlib.sha256(f"{name}@{last.isoformat()}".encode()).digest()
@@ -212,7 +217,7 @@ class Daemon:
     def due_sources(self, now: datetime) -> list[str]:
         last_checks = self.app.store.last_checks()
         intervals = {name: self.app.source_interval(name) for name in last_checks}
-        return due_sources(last_checks, intervals, self.config.crawl.jitter, now)
+        return due_sources(last_checks, intervals, self.config.crawl.jitter, self.config.crawl.removal_confirm_after, now)
 
     def _build_scheduler(self):
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore

@@ -51,6 +51,9 @@ class SourceSpec:
 class CrawlPlan:
     source: SourceSpec
     known_urls: set[str] = field(default_factory=set)
+    # When known posts were published: a newer one missing from the listing's or feed's window is
+    # looked at on its own page (a removal the window cannot explain).
+    known_published: dict[str, datetime] = field(default_factory=dict)
     validators: dict[str, Validators] = field(default_factory=dict)
     robots: RobotsCache = field(default_factory=dict)
     baseline: bool = False

@@ -53,6 +53,9 @@ TWISTED_DNS_RESOLVER = "crawler.addresses.PublicAddressResolver"
 # At most this many post pages per check (a sweep of known posts aside): a listing that suddenly
 # links 10,000 posts is reported from its lines and held by the flood guard, not fetched for hours.
 MAX_POST_PAGES = 50
+# At most this many known posts missing from the listing's or feed's window get their page asked
+# in one check (a reordered listing must not turn into a sweep).
+MISSING_PAGES = 10
 
 # Scrapy's component lists, as allowlists: only what postwatch uses is loaded, so a component a
 # new Scrapy release enables by default (2.19's RemoteControl: an HTTP endpoint on 127.0.0.1 that

@@ -2,6 +2,7 @@
 settings, and the work both do (check sources, compose and send digests, alerts, housekeeping)."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import logging
@@ -17,6 +18,7 @@ from digest.settings import DigestSettings, SmtpSettings
 from postwatch.config import Config, scrapy_overrides
 from postwatch.metrics import Metrics
 from state import SourceRecord, Store, StorageError
+from state.changes import RevisitSchedule
 
 # Imported where they are used, not here: Scrapy and Twisted (crawler.run, 0.5-1.2 s measured on
 # this 2-core machine) and the digest's rendering stack (digest.sender / digest.compose: Jinja2,
@@ -52,6 +54,18 @@ class CheckSummary:
     published_held: int = 0           # held changes this check confirmed (they go out like new events)
     became_volatile: list[str] = field(default_factory=list)
 
+    def then(self, confirming: "CheckSummary") -> "CheckSummary":
+        """This check with the confirming pass that followed it within the same check."""
+        self.ok, self.error = confirming.ok, confirming.error or self.error
+        self.events = [*self.events, *confirming.events]
+        self.requests += confirming.requests
+        self.response_bytes += confirming.response_bytes
+        self.pending_edits = confirming.pending_edits
+        self.published_held += confirming.published_held
+        self.became_volatile = [*self.became_volatile, *confirming.became_volatile]
+        self.held, self.hold_reason = self.held or confirming.held, self.hold_reason or confirming.hold_reason
+        return self
+
 
 class App:
     """Config, store, metrics and mail settings shared by the CLI and the daemon's jobs."""
@@ -79,6 +93,10 @@ class App:
             flood_share=config.crawl.flood_share,
             send_lease=config.digest.send_lease,
             read_only=read_only,
+            revisit=RevisitSchedule(every_check_under=config.crawl.revisit_every_check_under,
+                                    daily_under=config.crawl.revisit_daily_under,
+                                    older_every=config.crawl.revisit_older_every,
+                                    per_check=config.crawl.revisits_per_check),
         )
         app = cls(config, store)
         if not read_only:
@@ -192,21 +210,39 @@ class App:
         return (await self.check_many([name], full=full))[0]
 
     async def check_many(self, names: Iterable[str], *, full: bool | None = None, progress=None) -> list[CheckSummary]:
+        """Check the named sources in one sweep. Sources where an edit was seen once are looked
+        at again `[crawl] confirm_edits_after` later, within the same check: the edit is mailed
+        when that fetch sees the same content (a rotating ad or counter would differ), without
+        waiting for the next interval."""
+        started = time.monotonic()
+        names = list(dict.fromkeys(names))
+        if progress:
+            for name in names:
+                progress(f"checking {name} …")
+        summaries = await self._sweep(names, full)
+        confirm = [n for n, s in summaries.items() if s.ok and s.pending_edits]
+        if confirm:
+            await asyncio.sleep(self.config.crawl.confirm_edits_after.total_seconds())
+            for name, confirming in (await self._sweep(confirm, False)).items():
+                summaries[name].then(confirming)
+        seconds = time.monotonic() - started
+        for summary in summaries.values():
+            summary.seconds = seconds
+        self.last_cycle_end = time.time()
+        self.metrics.check_cycle_end.set(self.last_cycle_end)
+        return [summaries[n] for n in names]
+
+    async def _sweep(self, names: list[str], full: bool | None) -> dict[str, CheckSummary]:
         """One sweep: the named sources' state read at once, their first conditional GETs asked by
         the lean client (crawler.revalidate), one Scrapy crawl for the sources that need more,
         and every source's result applied in a transaction of its own (the checks that saw
         nothing new share one), so one source's failure changes no other source's result."""
         from crawler.revalidate import revalidator
 
-        started = time.monotonic()
-        names = list(dict.fromkeys(names))
         records = {r.name: r for r in self.store.list_sources() if r.name in set(names)}
         summaries = {n: CheckSummary(source=n, ok=False, error=f"{n}: no such source") for n in names if n not in records}
-        if progress:
-            for name in records:
-                progress(f"checking {name} …")
         now = utcnow()
-        states = self.store.crawl_states(records, posts_too=False)
+        states = self.store.crawl_states(records, posts_too=False, now=now)
         kinds = {name: self._check_kind(state, full, now) for name, state in states.items()}
         lean = [self._plan(records[n], states[n], *kinds[n]) for n in records if not any(kinds[n])]
         revalidations = (await revalidator(self.config.crawl.parallel_sources).revalidate(lean, self.crawl_settings)
@@ -216,7 +252,7 @@ class App:
         if to_crawl:
             from crawler.run import crawl_sources    # Scrapy and Twisted: only a sweep with more to read loads them
 
-            states.update(self.store.crawl_states(to_crawl))
+            states.update(self.store.crawl_states(to_crawl, now=now))
             plans = []
             for name in to_crawl:
                 plan = self._plan(records[name], states[name], *kinds[name])
@@ -246,12 +282,7 @@ class App:
             except Exception as exc:  # a bug in one source must not stop the others
                 log.exception("%s: check crashed", name, extra={"source": name})
                 summaries[name] = CheckSummary(source=name, ok=False, error=f"{name}: internal error: {exc}")
-        seconds = time.monotonic() - started
-        for summary in summaries.values():
-            summary.seconds = seconds
-        self.last_cycle_end = time.time()
-        self.metrics.check_cycle_end.set(self.last_cycle_end)
-        return [summaries[n] for n in names]
+        return summaries
 
     def _storage_failure(self, name: str, exc: StorageError) -> CheckSummary:
         log.error("%s: %s", name, exc, extra={"source": name})
@@ -276,14 +307,19 @@ class App:
         recheck_urls = {url for url, origins in awaiting.items() if "page" in origins}
         if sweep:
             recheck_urls |= state.volatile_pages
+        if not baseline:
+            recheck_urls |= set(state.removals_to_confirm)
         return CrawlPlan(
-            source=SourceSpec(name=record.name, url=record.url, kind=record.kind, feed_url=record.feed_url,
+            source=SourceSpec(name=record.name, url=record.url, kind=record.kind, feed_url=record.read_feed_url,
                               sitemap_url=record.sitemap_url, selectors=dict(record.selectors or {})),
             known_urls={url for url, post in state.known.items() if post.status != "removed"},
+            known_published={url: post.published_at for url, post in state.known.items()
+                             if post.status != "removed" and post.published_at},
             validators=state.validators,
             robots=state.robots,
             baseline=baseline,
-            sweep_urls=list(state.known) if sweep else [],
+            # A full sweep reads every known page; otherwise those the revisit schedule says.
+            sweep_urls=list(state.known) if sweep else ([] if baseline else list(state.revisits)),
             recheck_urls=sorted(recheck_urls),
             recheck_feed=any("feed" in origins for origins in awaiting.values()),
         )

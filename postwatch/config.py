@@ -100,7 +100,7 @@ class CrawlConfig:
     contact_url: str = "https://github.com/postwatch/postwatch"
     interval: timedelta = between(timedelta(hours=1), parse_duration("1s"), parse_duration("30d"))
     jitter: timedelta = between(timedelta(minutes=2), parse_duration("0s"), parse_duration("1d"))
-    full_sweep_every: timedelta = between(timedelta(days=1), parse_duration("1s"), parse_duration("365d"))
+    full_sweep_every: timedelta = between(timedelta(days=7), parse_duration("1s"), parse_duration("365d"))
     download_delay: float = between(1.0, 0, 60)
     concurrency_per_host: int = between(2, 1, 16)
     autothrottle: bool = True
@@ -111,6 +111,11 @@ class CrawlConfig:
     retry_after_max: timedelta = between(timedelta(minutes=5), parse_duration("0s"), parse_duration("1h"))
     robots_ttl: timedelta = between(timedelta(hours=24), parse_duration("1m"), parse_duration("30d"))
     removal_confirm_after: timedelta = between(timedelta(hours=1), parse_duration("0s"), parse_duration("30d"))
+    revisit_every_check_under: timedelta = between(timedelta(days=2), parse_duration("0s"), parse_duration("365d"))
+    revisit_daily_under: timedelta = between(timedelta(days=30), parse_duration("0s"), parse_duration("3650d"))
+    revisit_older_every: timedelta = between(timedelta(days=7), parse_duration("1h"), parse_duration("365d"))
+    revisits_per_check: int = between(20, 0, 10_000)
+    confirm_edits_after: timedelta = between(timedelta(seconds=2), parse_duration("0s"), parse_duration("1h"))
     flood_share: float = 0.30
     parallel_sources: int = between(8, 1, 256)
 

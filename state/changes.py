@@ -28,6 +28,33 @@ from state.records import ORIGIN_RANK, ObservedPost
 
 # Three different contents in three fetches in a row: no real edit behaves like that.
 VOLATILE_AFTER = 3
+
+
+@dataclass(frozen=True)
+class RevisitSchedule:
+    """How often a known post's own page is looked at again, by the post's age: edits come soon
+    after publication (a corrected figure or name in a rescue story), rarely years later."""
+    every_check_under: timedelta = timedelta(days=2)    # younger posts: at every check
+    daily_under: timedelta = timedelta(days=30)         # then daily until this age
+    older_every: timedelta = timedelta(days=7)          # then this often
+    per_check: int = 20                                 # at most this many revisits per check, most overdue first
+
+
+@dataclass(frozen=True)
+class RevisitCutoffs:
+    """The schedule at one moment, as the bounds storage compares stored times with. A post is
+    due when: born after `recent`; or born after `month` and its page last checked before
+    `day_ago`; or its page last checked before `older` (born = published, else first seen;
+    checked = page last fetched, else first seen)."""
+    recent: datetime
+    month: datetime
+    day_ago: datetime
+    older: datetime
+
+
+def revisit_cutoffs(now: datetime, schedule: RevisitSchedule) -> RevisitCutoffs:
+    return RevisitCutoffs(recent=now - schedule.every_check_under, month=now - schedule.daily_under,
+                          day_ago=now - timedelta(days=1), older=now - schedule.older_every)
 MIN_FLOOD_EVENTS = 4
 
 

@@ -8,14 +8,14 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from state.changes import (BodyOutcome, Candidate, EventDraft, FetchState, HeldOutcome, Observation, Outcome,
+from state.changes import (BodyOutcome, RevisitCutoffs, RevisitSchedule, revisit_cutoffs, Candidate, EventDraft, FetchState, HeldOutcome, Observation, Outcome,
                            PostMove, Seen, StoredVersion, Verdict, back_online, cancel_reversals, edit_event, gone,
                            held_to_publish, hold_reason, judge_body, judge_fetch, judge_held_edit, new_post_event,
                            observe, richest_per_url, source_health)
-from state.database import Database, as_utc
+from state.database import Database, as_utc, utc_now
 from state.events import (dismiss_events, held_edits, held_events, held_removals, publish_held,
                           store_events)
 from state.records import ApplyResult, CrawlState, KnownPost, ObservedCheck
@@ -36,17 +36,20 @@ class PostStorage(Database):
     removal_confirm_after: timedelta
     flood_share: float
     volatile_after: int
+    revisit: RevisitSchedule
 
     # -- before a crawl ----------------------------------------------------------------------
     def crawl_state(self, source: str) -> CrawlState:
         return self.crawl_states([source])[source]
 
-    def crawl_states(self, names: Iterable[str], *, posts_too: bool = True) -> dict[str, CrawlState]:
+    def crawl_states(self, names: Iterable[str], *, posts_too: bool = True,
+                     now: datetime | None = None) -> dict[str, CrawlState]:
         """What the crawls of a sweep need to know, for every named source at once (a query per
         table, not per source). Without `posts_too`, only what decides whether a check can end
         with its first conditional GETs: no known posts, and the validators and robots.txt of
         the sources' listing and feed URLs only."""
         names = list(dict.fromkeys(names))
+        now = now or utc_now()
         with self.engine.connect() as conn:
             rows = {r["id"]: r for r in conn.execute(select(sources).where(sources.c.name.in_(names))).mappings()}
             missing = set(names) - {r["name"] for r in rows.values()}
@@ -57,8 +60,9 @@ class PostStorage(Database):
             known: dict[int, dict[str, KnownPost]] = {i: {} for i in ids}
             if posts_too:
                 for r in conn.execute(select(posts.c.source_id, posts.c.url, posts.c.title, posts.c.content_hash,
-                                             posts.c.status).where(posts.c.source_id.in_(ids))):
-                    known[r.source_id][r.url] = KnownPost(r.url, r.title, r.content_hash, r.status)
+                                             posts.c.status, posts.c.published_at).where(posts.c.source_id.in_(ids))):
+                    known[r.source_id][r.url] = KnownPost(r.url, r.title, r.content_hash, r.status,
+                                                          as_utc(r.published_at))
             query = select(http_validators).where(http_validators.c.source_id.in_(ids))
             if not posts_too:
                 query = query.where(http_validators.c.url.in_(first_urls))
@@ -80,10 +84,17 @@ class PostStorage(Database):
                 volatile[source_id].add(url)
             holding = set(conn.execute(select(events.c.source_id).where(
                 events.c.source_id.in_(ids), events.c.status == "held").distinct()).scalars())
+            revisits = _revisits_due(conn, ids, revisit_cutoffs(now, self.revisit), self.revisit.per_check)
+            removals: dict[int, list[str]] = {}
+            for source_id, url in conn.execute(select(posts.c.source_id, posts.c.url).where(
+                    posts.c.source_id.in_(ids), posts.c.status == "gone_pending",
+                    posts.c.gone_since <= now - self.removal_confirm_after)):
+                removals.setdefault(source_id, []).append(url)
         return {r["name"]: CrawlState(bool(r["baseline_done"]), known[i], validators[i],
                                       {o: robots[o] for o in _origins_of(r, known[i]) if o in robots},
                                       as_utc(r["last_full_sweep_at"]), awaiting.get(i, {}), volatile[i],
-                                      quiet=not r["degraded"] and i not in holding)
+                                      quiet=not r["degraded"] and i not in holding,
+                                      revisits=revisits.get(i, []), removals_to_confirm=removals.get(i, []))
                 for i, r in rows.items()}
 
     def volatile_posts(self, source: str | None = None) -> list[tuple[str, str, datetime]]:
@@ -126,6 +137,12 @@ class PostStorage(Database):
             if observed:
                 conn.execute(update(posts).where(posts.c.source_id == source_id, posts.c.url.in_(observed))
                              .values(last_seen_at=now))
+            pages = {item.url for item in check.posts if item.origin == "page"} | set(check.unchanged_urls) | set(check.gone)
+            if pages:
+                conn.execute(update(posts).where(posts.c.source_id == source_id, posts.c.url.in_(pages))
+                             .values(page_checked_at=now))
+            if check.discovered_feed and check.discovered_feed != src["discovered_feed_url"]:
+                update_source(conn, source_id, discovered_feed_url=check.discovered_feed)
 
             source_values: dict[str, Any] = {"last_check_at": now, "last_success_at": now, "last_error": None,
                                              "consecutive_failures": 0}
@@ -208,6 +225,25 @@ def _awaiting_confirmation(conn: Connection, source_ids: list[int]) -> dict[int,
     for source_id, url, origin in [*conn.execute(pending), *conn.execute(held)]:
         awaiting.setdefault(source_id, {}).setdefault(url, set()).add(origin)
     return awaiting
+
+
+def _revisits_due(conn: Connection, source_ids: list[int], cut: RevisitCutoffs, per_check: int) -> dict[int, list[str]]:
+    """Per source, the known posts whose page the revisit schedule says to look at now, most
+    overdue first, at most `per_check` (state.changes.RevisitCutoffs says when one is due)."""
+    if per_check <= 0:
+        return {}
+    born = func.coalesce(posts.c.published_at, posts.c.first_seen_at)
+    checked = func.coalesce(posts.c.page_checked_at, posts.c.first_seen_at)
+    due: dict[int, list[str]] = {}
+    query = (select(posts.c.source_id, posts.c.url)
+             .where(posts.c.source_id.in_(source_ids), posts.c.status != "removed",
+                    or_(born > cut.recent, and_(born > cut.month, checked <= cut.day_ago), checked <= cut.older))
+             .order_by(posts.c.source_id, checked))
+    for source_id, url in conn.execute(query):
+        urls = due.setdefault(source_id, [])
+        if len(urls) < per_check:
+            urls.append(url)
+    return due
 
 
 def _origin(url: str) -> str:

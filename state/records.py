@@ -29,6 +29,12 @@ class SourceRecord:
     selectors: dict[str, str] = field(default_factory=dict)
     title: str | None = None
     origin: str = "config"
+    discovered_feed_url: str | None = None     # the feed the listing advertises, found by a check
+
+    @property
+    def read_feed_url(self) -> str | None:
+        """The feed a check reads first: the configured one, else the one the listing advertised."""
+        return self.feed_url or self.discovered_feed_url
 
 
 @dataclass
@@ -37,6 +43,7 @@ class KnownPost:
     title: str
     content_hash: str | None
     status: str
+    published_at: datetime | None = None
 
 
 @dataclass
@@ -55,6 +62,10 @@ class CrawlState:
     # Neither held events nor a degraded mark: a check that sees nothing new changes nothing but
     # the source's check times (Store.record_quiet_checks).
     quiet: bool = True
+    # Known posts whose page is due for a look by the revisit schedule (most overdue first), and
+    # posts missing since at least the removal delay, whose page is asked again to confirm.
+    revisits: list[str] = field(default_factory=list)
+    removals_to_confirm: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -68,6 +79,7 @@ class CheckInput:
     validators: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     robots: dict[str, tuple[bytes, datetime]] = field(default_factory=dict)
     baseline: bool = False
+    discovered_feed: str | None = None
 
 
 class ObservedCheck(Protocol):
@@ -81,6 +93,7 @@ class ObservedCheck(Protocol):
     validators: dict[str, tuple[str | None, str | None]]
     robots: dict[str, tuple[bytes, datetime]]
     baseline: bool
+    discovered_feed: str | None               # the feed the listing advertises, if it was read
 
 
 @dataclass

@@ -30,6 +30,7 @@ sources = Table(
     Column("degraded_reason", Text),
     Column("last_full_sweep_at", UTC),
     Column("created_at", UTC, nullable=False),
+    Column("discovered_feed_url", Text),      # the feed its listing advertises (kind "auto")
 )
 
 posts = Table(
@@ -44,6 +45,7 @@ posts = Table(
     Column("status", String(20), nullable=False, default="active"),
     Column("gone_since", UTC),
     Column("content_hash", String(64)),
+    Column("page_checked_at", UTC),           # the post's own page last fetched (revisits by age)
     UniqueConstraint("source_id", "url", name="uq_posts_source_url"),
 )
 

@@ -34,7 +34,7 @@ def _source_values(record: SourceRecord) -> dict:
 def _record(row) -> SourceRecord:
     return SourceRecord(name=row["name"], url=row["url"], kind=row["kind"], feed_url=row["feed_url"],
                         sitemap_url=row["sitemap_url"], selectors=json.loads(row["selectors"] or "{}"),
-                        title=row["title"], origin=row["origin"])
+                        title=row["title"], origin=row["origin"], discovered_feed_url=row["discovered_feed_url"])
 
 
 class SourceStorage(Database):
@@ -75,11 +75,15 @@ class SourceStorage(Database):
             row = conn.execute(select(sources).where(sources.c.name == name, sources.c.enabled.is_(True))).mappings().first()
             return _record(row) if row else None
 
-    def last_checks(self) -> dict[str, datetime | None]:
-        """When each enabled source was last checked (None: never), for the daemon's sweeps."""
+    def last_checks(self) -> dict[str, tuple[datetime | None, datetime | None]]:
+        """For the daemon's sweeps, per enabled source: when it was last checked (None: never),
+        and since when its longest-missing post has been missing (None: none is), whose removal
+        a check confirms once the removal delay has passed."""
         with self.engine.connect() as conn:
-            return {name: as_utc(at) for name, at in conn.execute(
-                select(sources.c.name, sources.c.last_check_at).where(sources.c.enabled.is_(True)))}
+            missing = dict(conn.execute(select(posts.c.source_id, func.min(posts.c.gone_since))
+                                        .where(posts.c.status == "gone_pending").group_by(posts.c.source_id)).all())
+            return {r.name: (as_utc(r.last_check_at), as_utc(missing.get(r.id))) for r in conn.execute(
+                select(sources.c.id, sources.c.name, sources.c.last_check_at).where(sources.c.enabled.is_(True)))}
 
     def mark_full_sweep(self, source: str, now: datetime) -> None:
         with self.engine.begin() as conn:

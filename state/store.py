@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from state.accepted import AcceptedJournal
-from state.changes import VOLATILE_AFTER
+from state.changes import VOLATILE_AFTER, RevisitSchedule
 from state.database import as_utc, sqlite_path
 from state.events import EventStorage, last_seq
 from state.lease import LeaseStorage
@@ -35,11 +35,12 @@ class Store(SourceStorage, PostStorage, EventStorage, SubscriberStorage, OutboxS
     def __init__(self, url: str, *, removal_confirm_after: timedelta = timedelta(hours=1),
                  flood_share: float = 0.30, send_lease: timedelta = timedelta(minutes=5),
                  migrate: bool = True, connect_args: dict | None = None, read_only: bool = False,
-                 volatile_after: int = VOLATILE_AFTER):
+                 volatile_after: int = VOLATILE_AFTER, revisit: RevisitSchedule = RevisitSchedule()):
         self.removal_confirm_after = removal_confirm_after
         self.flood_share = flood_share
         self.send_lease = send_lease
         self.volatile_after = volatile_after
+        self.revisit = revisit
         super().__init__(url, connect_args=connect_args, migrate=migrate, read_only=read_only)
         path = sqlite_path(self.url)
         self.accepted = AcceptedJournal(f"{path}.accepted") if path and path != ":memory:" else None

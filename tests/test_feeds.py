@@ -157,7 +157,7 @@ def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[st
 
 def make_changes(cli: Cli, site) -> dict[str, object]:
     """Through the real CLI against the replica: a baseline, then two new posts, an edit (seen
-    twice, so published) and a removal (404 twice). Returns the replica's posts by what happened."""
+    twice within the check, so published) and a removal (404 twice). Returns the replica's posts by what happened."""
     cli("check", check=True)
     cli("check", "--full", check=True)          # reads every post once, so the edit can be diffed
     first = site.add_post("Twelve refugees reach freedom", body_paragraphs=["After a journey of <3,000> miles & more.",
@@ -168,9 +168,10 @@ def make_changes(cli: Cli, site) -> dict[str, object]:
                                                  *edited.body_paragraphs[1:]])
     removed = site.posts[6]
     site.delete_post(removed.slug)
-    cli("check", "--full", check=True)
+    # The edit and the second 404 are confirmed by a second fetch within the same check (the
+    # harness's removal delay is 0 s).
     confirmed = cli("check", "--full", check=True).stdout
-    assert "1 removed, 1 updated" in confirmed, confirmed
+    assert "2 new, 1 removed, 1 updated" in confirmed, confirmed
     return {"new": [first, second], "updated": edited, "removed": removed}
 
 

@@ -55,20 +55,18 @@ def _text(message) -> str:
     return message.get_body(preferencelist=("plain",)).get_content()
 
 
-def test_a_real_edit_is_mailed_after_the_check_that_sees_it_again_and_listed_once(cli, site, smtp):
+def test_a_real_edit_is_mailed_after_one_check_that_fetched_it_twice_and_listed_once(cli, site, smtp):
     cli("check", check=True)
     cli("check", "--full", check=True)
     cli("subscribers", "add", "ada@example.org", check=True)
     post = site.posts[2]
     site.edit_post(post.slug, body_paragraphs=["A corrected account of the rescue, with the right dates.", "More."])
 
+    site.clear_log()
     first = cli("check", "--full", check=True)
-    assert "no changes" in first.stdout and "1 edit(s) seen once" in first.stdout
-    cli("digest", check=True)
-    assert smtp.messages == []
-
-    second = cli("check", check=True)                   # an ordinary check, not a sweep
-    assert "1 updated" in second.stdout, second.stdout
+    assert "1 updated" in first.stdout and "seen once" not in first.stdout, first.stdout
+    # Seen by the sweep, then confirmed by a second fetch of the same content within the check.
+    assert [r.status for r in site.requests if r.path.rstrip("/") == f"/blog/{post.slug}"] == [200, 200]
     cli("digest", check=True)
     [mail] = smtp.messages
     assert post.title in _text(mail) and "corrected account" in _text(mail)
@@ -131,8 +129,7 @@ def test_a_flood_of_real_edits_is_held_then_published_by_a_check_that_sees_them_
     for p in edited:
         site.edit_post(p.slug, body_paragraphs=[f"Corrected text of {p.title}.", "Second paragraph."])
 
-    assert "8 edit(s) seen once" in cli("check", "--full", check=True).stdout
-    held = cli("check", check=True).stdout
+    held = cli("check", "--full", check=True).stdout      # seen, confirmed within the check, held
     assert "HELD as suspect" in held and "8 updated" in held
     cli("digest", check=True)
     assert smtp.messages == []
@@ -155,8 +152,7 @@ def test_held_edits_whose_content_reverted_are_never_mailed(cli, site, smtp):
     originals = {p.slug: list(p.body_paragraphs) for p in edited}
     for p in edited:
         site.edit_post(p.slug, body_paragraphs=["Error: the CMS lost this article."])
-    cli("check", "--full", check=True)
-    assert "HELD as suspect" in cli("check", check=True).stdout
+    assert "HELD as suspect" in cli("check", "--full", check=True).stdout
     for slug, body in originals.items():
         site.edit_post(slug, body_paragraphs=body)
 
@@ -173,7 +169,7 @@ def test_held_edits_whose_content_reverted_are_never_mailed(cli, site, smtp):
 # ------------------------------------------------------------------------------------------
 # A feed carrying full content counts as a fetch
 # ------------------------------------------------------------------------------------------
-def test_an_edit_seen_in_a_full_content_feed_is_confirmed_by_the_next_feed_read(tmp_path):
+def test_an_edit_seen_in_a_full_content_feed_is_confirmed_by_a_second_feed_read_in_the_same_check(tmp_path):
     from postwatch.app import App
 
     with WordPressReplica() as site:
@@ -190,10 +186,11 @@ def test_an_edit_seen_in_a_full_content_feed_is_confirmed_by_the_next_feed_read(
             assert check().events == []
             post = site.posts[0]
             site.edit_post(post.slug, body_paragraphs=["Feed readers see this correction."] + post.body_paragraphs[1:])
-            seen_once = check()
-            assert seen_once.events == [] and seen_once.pending_edits == 1
-            confirmed = check()                 # the feed unchanged since: re-read without validators
-            assert [e.kind for e in confirmed.events] == ["updated"]
+            config.crawl.confirm_edits_after = timedelta(seconds=0.5)
+            site.clear_log()
+            confirmed = check()                 # seen, then the feed re-read without validators: the same
+            assert [e.kind for e in confirmed.events] == ["updated"] and confirmed.pending_edits == 0
+            assert confirmed.requests == 2 and site.count("/feed/") == 2 and site.count("/20") == 0   # no post page
             assert check().events == []
         finally:
             app.close()

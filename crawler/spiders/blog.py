@@ -31,6 +31,7 @@ class SourceCrawl:
         self.listing_pages = 0
         self.post_pages = 0
         self.posts_not_fetched: set[str] = set()
+        self.known_pages_asked = False
 
     def meta(self, url: str, *, conditional: bool = True, **meta) -> dict:
         """The meta of a request for `url`: its source, so that middlewares, signals and the
@@ -91,17 +92,25 @@ class BlogSpider(Spider):
                 yield request
 
     def _start_requests(self, crawl: SourceCrawl):
-        source, plan = crawl.source, crawl.plan
+        source = crawl.source
         if source.feed_url:
             # The listing is read after the feed, so posts the feed carried in full need no page.
             yield self._feed_request(crawl, source.feed_url)
         else:
             yield self._listing_request(crawl, source.url, first=True)
-        for url in plan.recheck_urls:
+
+    def _known_pages(self, crawl: SourceCrawl):
+        """The known posts' pages this check looks at, once the source's first answer came: a
+        source whose listing or feed fails costs no more requests (a failing 43-post source
+        made 132 requests in a full sweep before)."""
+        if crawl.known_pages_asked:
+            return
+        crawl.known_pages_asked = True
+        for url in crawl.plan.recheck_urls:
             request = self._post_request(crawl, url, sweep=True, conditional=False)
             if request:
                 yield request
-        for url in plan.sweep_urls:
+        for url in crawl.plan.sweep_urls:
             request = self._post_request(crawl, url, sweep=True)
             if request:
                 yield request
@@ -136,6 +145,19 @@ class BlogSpider(Spider):
                        meta=crawl.meta(url, conditional=conditional, validator_key=url,
                                        handle_httpstatus_list=POST_STATUSES, post_url=url, sweep=sweep))
 
+    def _missing_from_window(self, crawl: SourceCrawl, shown: set[str], edge):
+        """Known posts published after the window's `edge` that the window no longer shows: a
+        removal pagination cannot explain, so their own pages are asked (404/410 twice, the
+        removal delay apart, removes; a 304 or 200 keeps them), at most MISSING_PAGES a check."""
+        if crawl.plan.baseline or edge is None:
+            return
+        missing = sorted((published, url) for url, published in crawl.plan.known_published.items()
+                         if published > edge and url not in shown)
+        for _, url in missing[-self.settings.getint("MISSING_PAGES", 10):]:
+            request = self._post_request(crawl, url, sweep=True)
+            if request:
+                yield request
+
     def closed(self, reason):
         cap = self.settings.getint("MAX_POST_PAGES", 50)
         for crawl in self.sources.values():
@@ -154,14 +176,19 @@ class BlogSpider(Spider):
                 yield self._listing_request(crawl, source.url, first=True)   # the listing decides
             else:
                 report.not_modified = True
+                yield from self._known_pages(crawl)
             return
         result = parse_feed(response.body, response.url, _headers(response), site=crawl.site)
         if result.error:
             report.fail(f"{source.name}: {result.error}")
             return
+        if not reads_listing:
+            yield from self._known_pages(crawl)
         if result.warning:
             report.warnings.append(f"{source.name}: {result.warning}")
         crawl.complete_in_feed = {item.url for item in result.entries if item.body_html}
+        dated = [item.published for item in result.entries if item.published]
+        yield from self._missing_from_window(crawl, {item.url for item in result.entries}, min(dated, default=None))
         if reads_listing:
             yield self._listing_request(crawl, source.url, first=True)
         for item in result.entries:
@@ -180,11 +207,14 @@ class BlogSpider(Spider):
         if response.status == 304:
             if first:
                 report.not_modified = True
+                yield from self._known_pages(crawl)
             return
         crawl.listing_pages += 1
         if not isinstance(response, TextResponse):
             report.fail(f"{source.name}: listing {response.url} is not an HTML page")
             return
+        if first:
+            yield from self._known_pages(crawl)
         sel = selector_for(response.text, response.url)
         if first and crawl.kind.discovers_feeds and not source.feed_url:
             feeds = discover_feeds(sel, response.url)
@@ -192,6 +222,11 @@ class BlogSpider(Spider):
                 report.discovered_feed = feeds[0]
                 yield self._feed_request(crawl, feeds[0], discovered=True)
         entries, next_url = crawl.kind.listing(sel, response.url, crawl.site)
+        if first:
+            # Newest first: the last dated entry is the window's edge (a pinned old post at the top
+            # does not move it).
+            edge = next((entry.published for entry in reversed(entries) if entry.published), None)
+            yield from self._missing_from_window(crawl, {entry.url for entry in entries}, edge)
         for entry in entries:
             known = entry.url in plan.known_urls or entry.url in crawl.complete_in_feed
             yield PostItem(url=entry.url, title=entry.title, published=entry.published, body_html=None,
