@@ -131,6 +131,7 @@ class Daemon:
         # Seen by the sending thread between messages: SIGTERM lets the ones in flight finish.
         self.stop_sending = threading.Event()
         self._sending: asyncio.Lock | None = None
+        self._soon_tasks: set[asyncio.Task] = set()
 
     def delivering(self) -> bool:
         return self._sending is not None and self._sending.locked()
@@ -161,6 +162,20 @@ class Daemon:
                 # Past the shutdown grace: the thread finishes its message in flight on its own.
                 log.warning("stopping while a message is still being sent")
                 return queued, FlushStats()
+
+    def send_soon(self) -> None:
+        """A page queued a message (a signup's confirmation): send it now, not at the next
+        outbox period. The delivery lock keeps it one delivery at a time."""
+        if self.stopping is not None and not self.stopping.is_set() and not self.stop_sending.is_set():
+            task = asyncio.ensure_future(self._send_soon())
+            self._soon_tasks.add(task)
+            task.add_done_callback(self._soon_tasks.discard)
+
+    async def _send_soon(self) -> None:
+        try:
+            await self.deliver()
+        except StorageError as exc:
+            log.warning("mail: %s", exc)
 
     def _build_scheduler(self):
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -236,7 +251,8 @@ class Daemon:
 
             raise_open_file_limit()
             self.http = WebEndpoint(self.app, host, port, max_connections=self.config.daemon.max_connections,
-                                    scheduler_running=lambda: bool(self.scheduler and self.scheduler.running))
+                                    scheduler_running=lambda: bool(self.scheduler and self.scheduler.running),
+                                    outbox_queued=self.send_soon)
             try:
                 await self.http.start()
             except OSError as exc:
@@ -318,7 +334,8 @@ class Daemon:
 def _is_job_task(task: asyncio.Task) -> bool:
     coro = task.get_coro()
     name = getattr(coro, "__qualname__", "") or ""
-    return name.split(".")[-1] in {"check_job", "digest_job", "outbox_job", "maintenance_job", "reconcile_job", "run_coroutine_job"}
+    return name.split(".")[-1] in {"check_job", "digest_job", "outbox_job", "maintenance_job", "reconcile_job", "run_coroutine_job",
+                                     "_send_soon"}
 
 
 def run_daemon(config: Config, *, once: bool = False) -> int:

@@ -20,6 +20,8 @@ class DigestSettings:
     site_name: str = "postwatch"
     unsubscribe_base_url: str = "http://127.0.0.1:8780/unsubscribe"
     unsubscribe_mailto: str = "unsubscribe@localhost"
+    # Where the signed link in every digest footer opens the subscriber's preferences ("": no link).
+    preferences_base_url: str = ""
     secret: bytes = b""
     templates_dir: Path | None = None
     timezone: str = "UTC"

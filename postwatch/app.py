@@ -128,6 +128,7 @@ class App:
             site_name=cfg.digest.site_name,
             unsubscribe_base_url=cfg.unsubscribe_url,
             unsubscribe_mailto=cfg.unsubscribe.mailto or f"unsubscribe@{from_domain}",
+            preferences_base_url=cfg.page_url("/preferences") if cfg.signup.enabled else "",
             secret=cfg.unsubscribe_secret(),
             templates_dir=cfg.digest.templates_dir and (cfg.base_dir / cfg.digest.templates_dir),
             timezone=cfg.digest.default_timezone,
@@ -346,8 +347,12 @@ class App:
                        [f"{stats.get('pending', 0)} messages waiting; the oldest for {oldest / 3600:.1f} h.",
                         "Check the [smtp] settings and the mail server."])
 
-    def housekeeping(self) -> dict[str, int]:
-        pruned = self.store.prune(utcnow(), self.config.daemon.retention)
+    def housekeeping(self, now: datetime | None = None) -> dict[str, int]:
+        """Prune what is no longer needed; remind unconfirmed signups once, and expire them."""
+        from postwatch.signup import remind_and_expire
+
+        now = now or utcnow()
+        pruned = {**self.store.prune(now, self.config.daemon.retention), **remind_and_expire(self, now)}
         if any(pruned.values()):
             log.info("pruned %s", ", ".join(f"{v} {k}" for k, v in pruned.items()))
         return pruned
