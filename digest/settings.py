@@ -19,7 +19,8 @@ class DigestSettings:
     list_id: str = "postwatch.localhost"
     site_name: str = "postwatch"
     unsubscribe_base_url: str = "http://127.0.0.1:8780/unsubscribe"
-    unsubscribe_mailto: str = "unsubscribe@localhost"
+    # A mailbox that someone or something reads; "" advertises the one-click https link only.
+    unsubscribe_mailto: str = ""
     # Where the signed link in every digest footer opens the subscriber's preferences ("": no link).
     preferences_base_url: str = ""
     secret: bytes = b""

@@ -127,7 +127,7 @@ class App:
             list_id=f"postwatch.{from_domain}",
             site_name=cfg.digest.site_name,
             unsubscribe_base_url=cfg.unsubscribe_url,
-            unsubscribe_mailto=cfg.unsubscribe.mailto or f"unsubscribe@{from_domain}",
+            unsubscribe_mailto=cfg.unsubscribe.mailto or "",
             preferences_base_url=cfg.page_url("/preferences") if cfg.signup.enabled else "",
             secret=cfg.unsubscribe_secret(),
             templates_dir=cfg.digest.templates_dir and (cfg.base_dir / cfg.digest.templates_dir),
