@@ -158,7 +158,7 @@ async def metrics(request: web.Request) -> web.Response:
     def collect() -> bytes:
         ctx.app.metrics.outbox_depth.set(ctx.app.store.outbox_stats().get("pending", 0))
         counts = ctx.app.store.subscriber_counts()
-        for status in ("active", "unsubscribed", "suppressed", *counts):
+        for status in ("active", "pending", "unsubscribed", "suppressed", *counts):
             ctx.app.metrics.subscribers.labels(status=status).set(counts.get(status, 0))
         return generate_latest(ctx.app.metrics.registry)
 
