@@ -124,6 +124,7 @@ class Daemon:
         self.app = App.open(config)
         self.scheduler = None
         self.http = None     # postwatch.web.WebEndpoint while serving
+        self.inbound = None  # postwatch.inbound.InboundListener while serving, when [inbound] listen is set
         self.stopping: asyncio.Event | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.lease_lost_line: str | None = None
@@ -259,6 +260,20 @@ class Daemon:
                 self.http = None
                 self.scheduler.shutdown(wait=False)
                 raise SystemExit(f"postwatch: cannot listen on {host}:{port} ([daemon] listen): {exc.strerror or exc}") from None
+            if self.config.inbound.listen:
+                from postwatch.inbound import InboundListener
+
+                inbound_host, inbound_port = self.config.inbound_address()
+                self.inbound = InboundListener(self.app, inbound_host, inbound_port, self.config.inbound_domain)
+                try:
+                    await self.inbound.start()
+                except OSError as exc:
+                    self.inbound = None
+                    await self.http.stop()
+                    self.scheduler.shutdown(wait=False)
+                    raise SystemExit(f"postwatch: cannot listen on {inbound_host}:{inbound_port} ([inbound] listen): "
+                                     f"{exc.strerror or exc}") from None
+                log.info("inbound mail for @%s on %s", self.config.inbound_domain, self.inbound.address)
             self.scheduler.resume()
             log.info("postwatch daemon started: %d sources, database %s, health on http://%s/healthz",
                      len(self.app.store.list_sources()), self.app.store.display_name, self.http.address)
@@ -327,6 +342,8 @@ class Daemon:
             self.scheduler.shutdown(wait=False)
         if self.http:
             await self.http.stop()
+        if self.inbound:
+            await self.inbound.stop()
         if not self.lease_lost_line:      # the lease has logged the one line of this stop
             log.info("postwatch daemon stopped")
 

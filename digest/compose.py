@@ -90,11 +90,17 @@ class DigestComposer:
         token = link.rsplit("token=", 1)[1]
         to_addr = wire_address(subscriber.email)
         # A UTF-8 local part goes into To as raw UTF-8 (RFC 6532): such mail only travels by SMTPUTF8.
-        # A mailto is advertised only when the operator names a mailbox that is read ([unsubscribe]
-        # mailto): postwatch runs no inbound mail listener, and an unsubscribe request that
-        # nothing reads is worse than none. The RFC 8058 one-click https link is always there.
+        # A mailto is advertised only when something reads it: the inbound listener (a mailbox
+        # per subscriber), or a mailbox the operator names ([unsubscribe] mailto). An unsubscribe
+        # request that nothing reads is worse than none. The one-click https link is always there.
         unsubscribe = f"<{link}>"
-        if settings.unsubscribe_mailto:
+        if settings.inbound_domain:
+            from digest.tokens import make_address_token
+
+            mailbox = (f"{settings.inbound_unsubscribe_prefix}+"
+                       f"{make_address_token(subscriber.id, settings.secret, 'unsubscribe')}@{settings.inbound_domain}")
+            unsubscribe += f", <mailto:{mailbox}?subject=unsubscribe>"
+        elif settings.unsubscribe_mailto:
             unsubscribe += f", <mailto:{wire_address(settings.unsubscribe_mailto)}?subject=unsubscribe-{token}>"
         raw = shape.fill({"To": to_addr, "Message-ID": message_id, "List-Unsubscribe": unsubscribe}, text, html)
         return ComposedMessage(message_id=message_id, subject=_one_line(rendered.subject), to_addr=to_addr, raw=raw)

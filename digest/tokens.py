@@ -108,3 +108,25 @@ def check_confirm_token(token: str, secret: bytes, lookup, now: datetime) -> tup
     if not hmac.compare_digest(given, _confirm_mac(subscriber, expires, secret)):
         return INVALID, None
     return CONFIRMED, subscriber_id
+
+
+# -- addresses that name a subscriber (VERP) -----------------------------------------------------
+# Lower-case hex: a mail server may fold the case of a local part, never its digits and letters a-f.
+def _address_mac(purpose: str, subscriber_id: int, secret: bytes) -> str:
+    return hmac.new(secret, f"{purpose}-address:{subscriber_id}".encode(), hashlib.sha256).hexdigest()[:20]
+
+
+def make_address_token(subscriber_id: int, secret: bytes, purpose: str) -> str:
+    """The part after '+' of a VERP return path ("bounce") or a mailto unsubscribe address
+    ("unsubscribe"): the subscriber id and its MAC, no database needed to make it."""
+    if not secret:
+        raise ValueError("an unsubscribe secret is required")
+    return f"{subscriber_id}.{_address_mac(purpose, subscriber_id, secret)}"
+
+
+def verify_address_token(token: str, secret: bytes, purpose: str) -> int | None:
+    """The subscriber id of a token made by make_address_token, or None for a forged one."""
+    raw_id, _, given = (token or "").strip().lower().partition(".")
+    if not raw_id.isdigit() or not secret or not 0 < int(raw_id) < 2**63:
+        return None
+    return int(raw_id) if hmac.compare_digest(given.encode(), _address_mac(purpose, int(raw_id), secret).encode()) else None

@@ -129,6 +129,7 @@ class App:
             unsubscribe_base_url=cfg.unsubscribe_url,
             unsubscribe_mailto=cfg.unsubscribe.mailto or "",
             preferences_base_url=cfg.page_url("/preferences") if cfg.signup.enabled else "",
+            inbound_domain=cfg.inbound_domain, inbound_unsubscribe_prefix=cfg.inbound.unsubscribe_prefix,
             secret=cfg.unsubscribe_secret(),
             templates_dir=cfg.digest.templates_dir and (cfg.base_dir / cfg.digest.templates_dir),
             timezone=cfg.digest.default_timezone,
@@ -138,6 +139,20 @@ class App:
             postal_address=cfg.digest.postal_address or "",
             max_posts=cfg.digest.max_posts,
         )
+
+    def verp_return_path(self, item) -> str | None:
+        """MAIL FROM of a message to a subscriber while the inbound listener runs: an address
+        that names them, so that a bounce says whose address failed (others: None, the usual)."""
+        if item.subscriber_id is None:
+            return None
+        from digest.tokens import make_address_token
+
+        token = make_address_token(item.subscriber_id, self._secret, "bounce")
+        return f"{self.config.inbound.bounce_prefix}+{token}@{self.config.inbound_domain}"
+
+    @functools.cached_property
+    def _secret(self) -> bytes:
+        return self.config.unsubscribe_secret()
 
     @functools.cached_property
     def dkim_signer(self):
@@ -154,6 +169,7 @@ class App:
                 host=smtp.host, port=smtp.effective_port, security=smtp.security,
                 username=smtp.username, password=self.config.smtp_password, timeout=smtp.timeout,
                 connections=smtp.connections, envelope_from=self.config.envelope_sender or None, dkim=self.dkim_signer,
+                return_path=self.verp_return_path if self.config.inbound_domain else None,
             ))
         if channel == "folder":
             return make_channel("folder", path=self.config.outbox_path)

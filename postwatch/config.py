@@ -189,6 +189,16 @@ class SignupConfig:
 
 
 @dataclass
+class InboundConfig:
+    """The inbound mail listener (postwatch/inbound.py): asynchronous bounces by VERP, mailed
+    unsubscribes. Off unless `listen` is set."""
+    listen: str = ""                       # HOST:PORT, e.g. 127.0.0.1:2525 behind the real MX
+    domain: str | None = None              # the domain of the addresses it answers; default: that of [digest] from
+    bounce_prefix: str = "bounces"         # return paths bounces+<token>@domain
+    unsubscribe_prefix: str = "unsubscribe"
+
+
+@dataclass
 class DaemonConfig:
     listen: str = "127.0.0.1:8780"
     max_connections: int = between(256, 1, 10_000)
@@ -224,6 +234,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     unsubscribe: UnsubscribeConfig = field(default_factory=UnsubscribeConfig)
     signup: SignupConfig = field(default_factory=SignupConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
@@ -298,6 +309,15 @@ class Config:
         """Where the links in digests point: [unsubscribe] public_url, else the listen address
         (fine for the outbox folder and a local test; `config check` refuses it with a relay)."""
         return self.unsubscribe.public_url or f"http://{self.daemon.listen}/unsubscribe"
+
+    @property
+    def inbound_domain(self) -> str:
+        """The domain of the VERP and mailto addresses ("" when no listener runs)."""
+        return (self.inbound.domain or self.from_domain).lower() if self.inbound.listen else ""
+
+    def inbound_address(self) -> tuple[str, int]:
+        host, _, port = self.inbound.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
 
     def page_url(self, path: str) -> str:
         """Where a page of the daemon (/subscribe, /confirm, /preferences) is reachable: beside
@@ -377,6 +397,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, str]]] = {
     "delivery": (DeliveryConfig, {}),
     "unsubscribe": (UnsubscribeConfig, {}),
     "signup": (SignupConfig, {}),
+    "inbound": (InboundConfig, {}),
     "daemon": (DaemonConfig, {}),
     "alerts": (AlertConfig, {}),
     "feeds": (FeedsConfig, {}),
@@ -699,6 +720,11 @@ def validate(config: Config, where: str = "config") -> list[str]:
         CronTrigger.from_crontab(config.daemon.housekeeping, timezone="UTC")
     except ValueError as exc:
         problems.append(f"{where}: [daemon] housekeeping {config.daemon.housekeeping!r} is not a cron expression: {exc}")
+    if config.inbound.listen and not re.fullmatch(r"\[?[\w.:-]*\]?:\d{1,5}", config.inbound.listen):
+        problems.append(f"{where}: [inbound] listen must be HOST:PORT")
+    for key in ("bounce_prefix", "unsubscribe_prefix"):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,30}", getattr(config.inbound, key)):
+            problems.append(f"{where}: [inbound] {key} must be a lower-case mailbox name without '+'")
     if config.signup.remind_after >= config.signup.confirm_within:
         problems.append(f"{where}: [signup] remind_after ({format_duration(config.signup.remind_after)}) must be shorter "
                         f"than confirm_within ({format_duration(config.signup.confirm_within)})")
