@@ -76,7 +76,8 @@ def read_form(config, form: Mapping, known_sources: list[str], *, with_email: bo
         checked.errors.append(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
     if checked.errors:
         checked.options = None
-    checked.options = checked.options and {"weekday": None, **checked.options}
+    else:
+        checked.options.setdefault("weekday", None)     # only a weekly digest has a day
     checked.sources = sources
     return checked
 

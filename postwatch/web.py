@@ -28,6 +28,7 @@ checks or the mail, so it is fenced in:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import resource
@@ -35,6 +36,7 @@ import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from email.utils import format_datetime
 from http import HTTPStatus
 from types import SimpleNamespace
@@ -255,22 +257,34 @@ class _Page:
         return self.render(status, lambda: render_site_page("message.html.j2", app.digest_settings(), title=title,
                                                             message=text, link_url=link_url, link_text=link_text), headers)
 
-    def refused(self) -> "asyncio.Future[web.Response]":
+    def refused(self):
+        """The answer to a form without a valid CSRF token (a coroutine): 403, nothing changed."""
         log.debug("http %s: a form without a valid CSRF token from %s", self.request.path, self.request.remote)
         return self.message(403, "This form has expired", "Nothing was changed. Please open the page again and resend "
                             "the form.", self.request.path, "Open the page again")
 
 
+def _try_later_when_database_is_away(handler):
+    """A page whose database work found the database away is the try-later page (503), not a 500."""
+    @functools.wraps(handler)
+    async def answer(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except DatabaseUnavailable:
+            return web.Response(status=503, body=_try_later_page(request.app[CONTEXT]).encode(),
+                                headers={"Content-Type": HTML, "Retry-After": "300"})
+    return answer
+
+
+@_try_later_when_database_is_away
 async def subscribe(request: web.Request) -> web.Response:
     from digest.render import render_site_page
     from postwatch import signup
 
     page = _Page(request)
     app = page.ctx.app
-    settings_now = app.digest_settings
-
     def form_page(form) -> str:
-        return render_site_page("subscribe.html.j2", settings_now(), title="Subscribe", action="/subscribe",
+        return render_site_page("subscribe.html.j2", app.digest_settings(), title="Subscribe", action="/subscribe",
                                 csrf=page.csrf_token(), **signup.page_context(app, form))
 
     if request.method == "GET":
@@ -296,16 +310,14 @@ async def subscribe(request: web.Request) -> web.Response:
         # Answered as any other signup: whether an address is being signed up is nobody's business.
         log.debug("http /subscribe: an address reached [signup] per_address; nothing stored")
         return await page.message(200, title, text)
-    now = _utcnow()
-    try:
-        outcome = await page.ctx.database("/subscribe", lambda: signup.sign_up(app, checked, now))
-    except DatabaseUnavailable:
-        return await page.message(503, "Please try again later", "Your signup could not be stored just now.")
+    now = datetime.now(timezone.utc)
+    outcome = await page.ctx.database("/subscribe", lambda: signup.sign_up(app, checked, now))
     if outcome in ("new", "returning"):
         page.ctx.outbox_queued()
     return await page.message(200, title, text)
 
 
+@_try_later_when_database_is_away
 async def confirm(request: web.Request) -> web.Response:
     from digest.render import render_site_page
     from digest.tokens import CONFIRMED, EXPIRED, check_confirm_token
@@ -321,14 +333,10 @@ async def confirm(request: web.Request) -> web.Response:
         token = str(form.get("token") or token)
     elif request.method != "GET":
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
-    now = _utcnow()
+    now = datetime.now(timezone.utc)
     secret = app.config.unsubscribe_secret()
-    try:
-        verdict, subscriber_id = await page.ctx.database(
-            "/confirm", lambda: check_confirm_token(token, secret, app.store.get_subscriber, now))
-    except DatabaseUnavailable:
-        return await page.message(503, "Please try again later", "This page is not available just now. Please try the "
-                                  "link again in a few minutes.")
+    verdict, subscriber_id = await page.ctx.database(
+        "/confirm", lambda: check_confirm_token(token, secret, app.store.get_subscriber, now))
     if verdict == EXPIRED:
         return await page.message(410, "This link has expired", "Confirmation links work for "
                                   f"{app.config.signup.confirm_within.days or 1} days. Nothing was changed; sign up again "
@@ -358,6 +366,7 @@ async def confirm(request: web.Request) -> web.Response:
                               preferences_url(subscriber, app.digest_settings()), "Change what you get")
 
 
+@_try_later_when_database_is_away
 async def preferences(request: web.Request) -> web.Response:
     from digest.compose import preferences_url, unsubscribe_url
     from digest.render import render_site_page
@@ -406,12 +415,6 @@ async def preferences(request: web.Request) -> web.Response:
     return await page.message(200, "Preferences saved", f"{updated.email} now gets the digest "
                               f"{describe_cadence(updated)}.", preferences_url(updated, app.digest_settings()),
                               "Back to your preferences")
-
-
-def _utcnow():
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc)
 
 
 async def feed(request: web.Request) -> web.Response:

@@ -308,6 +308,45 @@ def test_the_preferences_page_refuses_an_unsubscribe_token_and_a_wrong_source(we
     assert app.store.get_subscriber("pref@example.org").sources is None
 
 
+def test_the_pages_answer_503_and_store_nothing_while_the_database_is_away(tmp_path, pg_database, monkeypatch):
+    from crawler.runtime import run
+    from postwatch.app import App
+    from postwatch.config import Config, SourceConfig
+    from postwatch.testing.harness import PG_SERVER
+    from postwatch.web import WebEndpoint
+    from test_web import refuse_connections
+
+    monkeypatch.setenv("POSTWATCH_SECRET", "test-secret-for-signing-links")
+    app = App.open(Config(path=tmp_path / "postwatch.toml", database=f"{PG_SERVER}/{pg_database}",
+                          sources=[SourceConfig(name="link", url="https://libertyinnorthkorea.org/blog")]))
+    endpoint = WebEndpoint(app, "127.0.0.1", 0)
+    run(endpoint.start)
+    try:
+        browser = Browser(f"http://{endpoint.address}")
+        status, _, page = browser.open("/subscribe")
+        assert status == 200
+        refuse_connections(pg_database, True)
+        status, headers, answer = browser.open("/subscribe", signup_form(hidden(page, "csrf"), "away@example.org"))
+        assert status == 503 and "try the link again" in answer and headers["Retry-After"] == "300"
+        for path in ("/subscribe", "/confirm?token=1.9999999999.abc", "/preferences?token=1.abc"):
+            assert browser.open(path)[0] == 503, path
+        refuse_connections(pg_database, False)
+        wait_for(lambda: browser.open("/subscribe")[0] == 200, timeout=20, what="/subscribe after the database is back")
+        assert app.store.list_subscribers() == []
+    finally:
+        run(endpoint.stop)
+        app.close()
+
+
+def test_remind_after_must_be_shorter_than_confirm_within():
+    from postwatch.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"signup": {"remind_after": "7d", "confirm_within": "3d"}})
+    assert "[signup] remind_after (7d) must be shorter than confirm_within (3d)" in str(refused.value)
+    assert parse_config({"signup": {"per_ip": 50}}).signup.per_ip == 50
+
+
 # --------------------------------------------------------------------------------------------
 # The store's consent rules on SQLite and PostgreSQL
 # --------------------------------------------------------------------------------------------
