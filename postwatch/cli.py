@@ -215,8 +215,9 @@ database only: nothing is queued, sent or marked.""", """\
 
     run_command = _command(commands, "run", run_daemon, "run the daemon (checks, digests, health and metrics)", """\
 Run checks on each source's interval and digests on each subscriber's schedule. Serves /healthz,
-/metrics and /unsubscribe on [daemon] listen. Stops cleanly on SIGTERM or Ctrl-C. One daemon per
-database.""", """\
+/metrics, /unsubscribe, the readers' /subscribe, /confirm and /preferences pages and the Atom
+feeds on [daemon] listen, and reads bounces and mailed unsubscribes on [inbound] listen when it
+is set. Stops cleanly on SIGTERM or Ctrl-C. One daemon per database.""", """\
   postwatch run                   until SIGTERM
   postwatch run --once            one check of every source and one digest run, then exit
 """)
@@ -474,11 +475,13 @@ def demo_command(args: argparse.Namespace, config: Config) -> int:
 # subscribers
 # --------------------------------------------------------------------------------------------
 ADD_HELP = """\
-An address that unsubscribed, was erased (subscribers forget) or was suppressed after hard bounces ([digest] bounce_limit
-refusals like 550 5.1.1 in a row), is refused: only the person's new consent subscribes them
-again, and the operator says so with --resubscribe.
+An address that unsubscribed, was erased (subscribers forget) or was suppressed after hard
+bounces ([digest] bounce_limit refusals like 550 5.1.1 in a row) is refused: only the person's
+new consent subscribes them again, and the operator says so with --resubscribe (recorded in
+their consent record: subscribers show). Readers can also sign up themselves on the daemon's
+/subscribe page, confirming by the link emailed to them.
 
-exit status: 0 subscribed or updated; 1 refused (unsubscribed or suppressed); 2 a wrong value.
+exit status: 0 subscribed or updated; 1 refused (unsubscribed, erased or suppressed); 2 a wrong value.
 """
 
 
