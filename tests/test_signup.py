@@ -131,25 +131,55 @@ def test_signup_confirm_digest_preferences_unsubscribe_and_no_silent_readd(tmp_p
 # --------------------------------------------------------------------------------------------
 # The pages in-process: the endpoint on the reactor's loop, the store beside it
 # --------------------------------------------------------------------------------------------
-@pytest.fixture
-def web(tmp_path, monkeypatch):
+def serve(tmp_path, **config_options):
+    """The endpoint in-process on the reactor's loop: (app, base URL, stop)."""
     from crawler.runtime import run
     from postwatch.app import App
     from postwatch.config import Config, SourceConfig
     from postwatch.web import WebEndpoint
 
-    monkeypatch.setenv("POSTWATCH_SECRET", "test-secret-for-signing-links")
     config = Config(path=tmp_path / "postwatch.toml", database="state.db",
                     sources=[SourceConfig(name="link", url="https://libertyinnorthkorea.org/blog", title="Liberty in North Korea"),
                              SourceConfig(name="dailynk", url="https://www.dailynk.com/english/", title="Daily NK")])
+    for section, values in config_options.items():
+        for key, value in values.items():
+            setattr(getattr(config, section), key, value)
     app = App.open(config)
     endpoint = WebEndpoint(app, "127.0.0.1", 0)
     run(endpoint.start)
-    try:
-        yield app, f"http://{endpoint.address}"
-    finally:
+
+    def stop():
         run(endpoint.stop)
         app.close()
+
+    return app, f"http://{endpoint.address}", stop
+
+
+@pytest.fixture
+def web(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSTWATCH_SECRET", "test-secret-for-signing-links")
+    app, base, stop = serve(tmp_path)
+    try:
+        yield app, base
+    finally:
+        stop()
+
+
+def test_an_operators_template_replaces_the_page_and_stays_in_the_sandbox(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSTWATCH_SECRET", "test-secret-for-signing-links")
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "subscribe.html.j2").write_text('{% extends "page.html.j2" %}{% block content %}<p>Join the LiNK '
+                                                 'newsletter</p>{% include "_settings_fields.html.j2" %}{% endblock %}')
+    (templates / "message.html.j2").write_text("{{ ''.__class__.__mro__[1].__subclasses__() }}")
+    app, base, stop = serve(tmp_path, digest={"templates_dir": templates})
+    try:
+        status, _, page = Browser(base).open("/subscribe")
+        assert status == 200 and "Join the LiNK newsletter" in page and 'name="cadence"' in page
+        status, _, page = Browser(base).open("/confirm?token=x")     # answered with the operator's message.html.j2
+        assert status == 500 and "the operator has been told" in page and "subclasses" not in page
+    finally:
+        stop()
 
 
 def confirmation_link(app, email: str) -> str:
