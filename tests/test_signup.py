@@ -278,14 +278,19 @@ def test_an_unsubscribed_address_signing_up_again_is_re_consent_only_when_it_con
     waiting = app.store.get_subscriber("back@example.org")
     assert waiting.status == "unsubscribed" and waiting.signup_at is not None and waiting.consent_note is None
     assert app.store.outbox_stats()["pending"] == 1          # the confirmation, and nothing else
-    status, _, page = browser.open(confirmation_link(app, "back@example.org"))
-    status, _, page = browser.open("/confirm", {"csrf": hidden(page, "csrf"), "token": hidden(page, "token")})
+    link = confirmation_link(app, "back@example.org")
+    status, _, page = browser.open(link)
+    form = {"csrf": hidden(page, "csrf"), "token": hidden(page, "token")}
+    status, _, page = browser.open("/confirm", form)
     assert status == 200 and "You are subscribed" in page
     back = app.store.get_subscriber("back@example.org")
     assert back.status == "active" and back.cadence == "weekly" and back.confirm_ip == "127.0.0.1"
     assert back.consent_note == "re-consent by confirmation link after the address was unsubscribed"
-    # The link is spent.
-    assert browser.open("/confirm", {"csrf": hidden(page, "csrf") if 'name="csrf"' in page else "", "token": "x"})[0] == 403
+    # The link is spent: opened or posted again, it confirms nothing and changes nothing.
+    assert browser.open(link)[0] == 403
+    status, _, page = browser.open("/confirm", form)
+    assert status == 403 and "Link not valid" in page
+    assert app.store.get_subscriber("back@example.org").confirmed_at == back.confirmed_at
 
 
 def test_a_forgotten_address_comes_back_only_through_its_confirmation_link(web):
