@@ -175,6 +175,7 @@ class Daemon:
         self.app = App.open(config)
         self.scheduler = None
         self.http = None     # postwatch.web.WebEndpoint while serving
+        self.inbound = None  # postwatch.inbound.InboundListener while serving, when [inbound] listen is set
         self.stopping: asyncio.Event | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.lease_lost_line: str | None = None
@@ -183,6 +184,7 @@ class Daemon:
         self.stop_sending = threading.Event()
         self._sending: asyncio.Lock | None = None
         self.sweep: asyncio.Task | None = None     # the sweep under way, if any
+        self._soon_tasks: set[asyncio.Task] = set()
 
     def delivering(self) -> bool:
         return self._sending is not None and self._sending.locked()
@@ -218,6 +220,20 @@ class Daemon:
         last_checks = self.app.store.last_checks()
         intervals = {name: self.app.source_interval(name) for name in last_checks}
         return due_sources(last_checks, intervals, self.config.crawl.jitter, self.config.crawl.removal_confirm_after, now)
+
+    def send_soon(self) -> None:
+        """A page queued a message (a signup's confirmation): send it now, not at the next
+        outbox period. The delivery lock keeps it one delivery at a time."""
+        if self.stopping is not None and not self.stopping.is_set() and not self.stop_sending.is_set():
+            task = asyncio.ensure_future(self._send_soon())
+            self._soon_tasks.add(task)
+            task.add_done_callback(self._soon_tasks.discard)
+
+    async def _send_soon(self) -> None:
+        try:
+            await self.deliver()
+        except StorageError as exc:
+            log.warning("mail: %s", exc)
 
     def _build_scheduler(self):
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -290,13 +306,28 @@ class Daemon:
 
             raise_open_file_limit()
             self.http = WebEndpoint(self.app, host, port, max_connections=self.config.daemon.max_connections,
-                                    scheduler_running=lambda: bool(self.scheduler and self.scheduler.running))
+                                    scheduler_running=lambda: bool(self.scheduler and self.scheduler.running),
+                                    outbox_queued=self.send_soon)
             try:
                 await self.http.start()
             except OSError as exc:
                 self.http = None
                 self.scheduler.shutdown(wait=False)
                 raise SystemExit(f"postwatch: cannot listen on {host}:{port} ([daemon] listen): {exc.strerror or exc}") from None
+            if self.config.inbound.listen:
+                from postwatch.inbound import InboundListener
+
+                inbound_host, inbound_port = self.config.inbound_address()
+                self.inbound = InboundListener(self.app, inbound_host, inbound_port, self.config.inbound_domain)
+                try:
+                    await self.inbound.start()
+                except OSError as exc:
+                    self.inbound = None
+                    await self.http.stop()
+                    self.scheduler.shutdown(wait=False)
+                    raise SystemExit(f"postwatch: cannot listen on {inbound_host}:{inbound_port} ([inbound] listen): "
+                                     f"{exc.strerror or exc}") from None
+                log.info("inbound mail for @%s on %s", self.config.inbound_domain, self.inbound.address)
             self.scheduler.resume()
             log.info("postwatch daemon started: %d sources, database %s, health on http://%s/healthz",
                      len(self.app.store.list_sources()), self.app.store.display_name, self.http.address)
@@ -365,6 +396,8 @@ class Daemon:
             self.scheduler.shutdown(wait=False)
         if self.http:
             await self.http.stop()
+        if self.inbound:
+            await self.inbound.stop()
         if not self.lease_lost_line:      # the lease has logged the one line of this stop
             log.info("postwatch daemon stopped")
 
@@ -372,7 +405,8 @@ class Daemon:
 def _is_job_task(task: asyncio.Task) -> bool:
     coro = task.get_coro()
     name = getattr(coro, "__qualname__", "") or ""
-    return name.split(".")[-1] in {"sweep", "digest_job", "outbox_job", "maintenance_job", "reconcile_job", "run_coroutine_job"}
+    return name.split(".")[-1] in {"sweep", "digest_job", "outbox_job", "maintenance_job", "reconcile_job", "run_coroutine_job",
+                                     "_send_soon"}
 
 
 def run_daemon(config: Config, *, once: bool = False) -> int:

@@ -37,6 +37,15 @@ def unsubscribe_url(subscriber: Subscriber, settings: DigestSettings) -> str:
     return f"{settings.unsubscribe_base_url}{separator}token={quote(token)}"
 
 
+def preferences_url(subscriber: Subscriber, settings: DigestSettings) -> str:
+    """The signed link to the subscriber's preferences page ("" when the daemon serves none)."""
+    if not settings.preferences_base_url:
+        return ""
+    token = make_token(subscriber, settings.secret, purpose="preferences")
+    separator = "&" if "?" in settings.preferences_base_url else "?"
+    return f"{settings.preferences_base_url}{separator}token={quote(token)}"
+
+
 def message_id_for(subscriber: Subscriber, events, settings: DigestSettings) -> str:
     """The same subscriber and the same events always give the same Message-ID, so a digest
     that is composed twice is recognisably the same message."""
@@ -46,6 +55,7 @@ def message_id_for(subscriber: Subscriber, events, settings: DigestSettings) -> 
 
 
 EMAIL_SLOT, UNSUBSCRIBE_SLOT = "pw-slot-email-8f3a", "https://pw-slot-unsubscribe-8f3a.invalid/"
+PREFERENCES_SLOT = "https://pw-slot-preferences-8f3a.invalid/"
 
 
 class DigestComposer:
@@ -63,7 +73,8 @@ class DigestComposer:
                 self._cache.pop(next(iter(self._cache)))
             # Rendered with slots for the address and the link, filled in per recipient.
             slotted = dataclasses.replace(subscriber, id=0, email=EMAIL_SLOT)
-            rendered = render_digest(slotted, events, self.settings, self.now, UNSUBSCRIBE_SLOT)
+            rendered = render_digest(slotted, events, self.settings, self.now, UNSUBSCRIBE_SLOT,
+                                     PREFERENCES_SLOT if self.settings.preferences_base_url else "")
             self._cache[key] = (rendered, MessageShape(rendered, self.settings, self.now))
         return self._cache[key]
 
@@ -71,15 +82,27 @@ class DigestComposer:
         rendered, shape = self._variant(subscriber, events)
         settings = self.settings
         link = unsubscribe_url(subscriber, settings)
-        html = rendered.html.replace(UNSUBSCRIBE_SLOT, str(escape(link))).replace(EMAIL_SLOT, str(escape(subscriber.email)))
-        text = rendered.text.replace(UNSUBSCRIBE_SLOT, link).replace(EMAIL_SLOT, subscriber.email)
+        preferences = preferences_url(subscriber, settings)
+        html = (rendered.html.replace(UNSUBSCRIBE_SLOT, str(escape(link))).replace(PREFERENCES_SLOT, str(escape(preferences)))
+                .replace(EMAIL_SLOT, str(escape(subscriber.email))))
+        text = rendered.text.replace(UNSUBSCRIBE_SLOT, link).replace(PREFERENCES_SLOT, preferences).replace(EMAIL_SLOT, subscriber.email)
         message_id = message_id_for(subscriber, events, settings)
         token = link.rsplit("token=", 1)[1]
         to_addr = wire_address(subscriber.email)
         # A UTF-8 local part goes into To as raw UTF-8 (RFC 6532): such mail only travels by SMTPUTF8.
-        raw = shape.fill({"To": to_addr, "Message-ID": message_id,
-                          "List-Unsubscribe": f"<{link}>, <mailto:{wire_address(settings.unsubscribe_mailto)}"
-                                              f"?subject=unsubscribe-{token}>"}, text, html)
+        # A mailto is advertised only when something reads it: the inbound listener (a mailbox
+        # per subscriber), or a mailbox the operator names ([unsubscribe] mailto). An unsubscribe
+        # request that nothing reads is worse than none. The one-click https link is always there.
+        unsubscribe = f"<{link}>"
+        if settings.inbound_domain:
+            from digest.tokens import make_address_token
+
+            mailbox = (f"{settings.inbound_unsubscribe_prefix}+"
+                       f"{make_address_token(subscriber.id, settings.secret, 'unsubscribe')}@{settings.inbound_domain}")
+            unsubscribe += f", <mailto:{mailbox}?subject=unsubscribe>"
+        elif settings.unsubscribe_mailto:
+            unsubscribe += f", <mailto:{wire_address(settings.unsubscribe_mailto)}?subject=unsubscribe-{token}>"
+        raw = shape.fill({"To": to_addr, "Message-ID": message_id, "List-Unsubscribe": unsubscribe}, text, html)
         return ComposedMessage(message_id=message_id, subject=_one_line(rendered.subject), to_addr=to_addr, raw=raw)
 
 
@@ -162,3 +185,30 @@ def build_alert(operator_addr: str, subject: str, lines: list[str], settings: Di
     message["Auto-Submitted"] = "auto-generated"
     message.set_content("\n".join(lines) + f"\n\n-- \npostwatch, {format_datetime(now)}\n")
     return ComposedMessage(message_id=message_id, subject=message["Subject"], to_addr=operator_addr, raw=message.as_bytes())
+
+
+def build_confirmation(subscriber: Subscriber, confirm_url: str, expires: datetime, schedule: str,
+                       settings: DigestSettings, now: datetime, *, reminder: bool = False) -> ComposedMessage:
+    """The email that asks an address to confirm its signup (or, once, reminds it). Its
+    Message-ID is fixed by the signup it confirms, so queueing it twice queues it once."""
+    from digest.render import render_text
+
+    message = EmailMessage(policy=SMTP)
+    subject = f"{'Reminder: c' if reminder else 'C'}onfirm your {settings.site_name} subscription"
+    message["Subject"] = _one_line(subject)
+    message["From"] = settings.from_addr
+    if settings.reply_to:
+        message["Reply-To"] = settings.reply_to
+    to_addr = wire_address(subscriber.email)
+    message["To"] = to_addr
+    message["Date"] = format_datetime(now)
+    asked = subscriber.signup_at.isoformat() if subscriber.signup_at else ""
+    key = f"{settings.list_id}|confirm|{subscriber.id}|{asked}|{'reminder' if reminder else 'first'}"
+    message_id = f"<confirm.{hashlib.sha256(key.encode()).hexdigest()[:32]}@{settings.domain}>"
+    message["Message-ID"] = message_id
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(render_text("confirmation.txt.j2", settings, {
+        "email": subscriber.email, "site_name": settings.site_name, "confirm_url": confirm_url, "schedule": schedule,
+        "expires": f"{expires:%-d %B %Y %H:%M} UTC", "reminder": reminder,
+        "organization": settings.organization, "postal_address": settings.postal_address}))
+    return ComposedMessage(message_id=message_id, subject=message["Subject"], to_addr=to_addr, raw=message.as_bytes())

@@ -245,8 +245,9 @@ class SmtpSession:
                 if self.connection is None:
                     self.connection = self._connect()
                 try:
-                    sender = (wire_address(self.settings.envelope_from) if self.settings.envelope_from
-                              else envelope_sender(item.raw))
+                    verp = self.settings.return_path(item) if self.settings.return_path else None
+                    sender = verp or (wire_address(self.settings.envelope_from) if self.settings.envelope_from
+                                      else envelope_sender(item.raw))
                 except ValueError as exc:
                     return DeliveryResult("failed", str(exc))
                 options = [] if item.to_addr.isascii() else ["SMTPUTF8"]

@@ -277,7 +277,8 @@ def _take(by_source: dict[str, list], limit: int) -> dict[str, int]:
     return taken
 
 
-def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now: datetime, unsubscribe_url: str) -> RenderedDigest:
+def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now: datetime, unsubscribe_url: str,
+                  preferences_url: str = "") -> RenderedDigest:
     """The digest's subject, HTML and text. Shows at most `settings.max_posts` posts, fewer if the
     HTML part would pass HTML_BUDGET; the others are counted per source with a link to it."""
     zone = ZoneInfo(subscriber.timezone or settings.timezone)
@@ -305,7 +306,8 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
         context = {
             "subject": subject, "headline": subject.split(" — ")[0].capitalize() if events else subject,
             "groups": groups, "site_name": clean_text(settings.site_name), "generated": f"{now.astimezone(zone):%-d %B %Y}",
-            "email": subscriber.email, "unsubscribe_url": unsubscribe_url, "cadence_text": _cadence_text(subscriber),
+            "email": subscriber.email, "unsubscribe_url": unsubscribe_url, "preferences_url": preferences_url,
+            "cadence_text": _cadence_text(subscriber),
             "organization": clean_text(settings.organization), "postal_address": clean_text(settings.postal_address),
             "top_links": limit > TOP_LINKS_AFTER, "shown": limit, "total": len(events),
         }
@@ -339,6 +341,17 @@ def render_change(event, settings) -> str:
         "excerpt": "" if diff or lead else excerpt_of(event),
     })
     return sanitize(html, FEED_TAGS)
+
+
+def render_site_page(name: str, settings: DigestSettings, **context) -> str:
+    """A page of the daemon's web surface (subscribe.html.j2, confirm.html.j2, preferences.html.j2,
+    message.html.j2), from the same sandboxed, operator-overridable templates as the digest."""
+    return _render(settings, name, {"site_name": clean_text(settings.site_name), "organization": clean_text(settings.organization),
+                                    "postal_address": clean_text(settings.postal_address), **context})
+
+
+def render_text(name: str, settings: DigestSettings, context: dict) -> str:
+    return _render(settings, name, context)
 
 
 def render_page(title: str, message: str, form_token: str | None, settings: DigestSettings) -> str:

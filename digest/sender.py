@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from digest.compose import DigestComposer, unsubscribe_url
+from digest.compose import DigestComposer, preferences_url, unsubscribe_url
 from digest.delivery import private_opener
 from digest.render import render_digest
 from digest.settings import DigestSettings
@@ -158,7 +158,7 @@ def preview(store, settings: DigestSettings, subscriber_email: str | None, path:
                                       timezone="UTC", weekday=None, sources=None, status="active", cursor=0,
                                       created_at=now)
     link = unsubscribe_url(target, settings) if settings.secret else settings.unsubscribe_base_url
-    rendered = render_digest(target, events, settings, now, link)
+    rendered = render_digest(target, events, settings, now, link, preferences_url(target, settings) if settings.secret else "")
     path = Path(path)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", opener=private_opener) as handle:   # it names a subscriber

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import idna
 
@@ -19,7 +19,14 @@ class DigestSettings:
     list_id: str = "postwatch.localhost"
     site_name: str = "postwatch"
     unsubscribe_base_url: str = "http://127.0.0.1:8780/unsubscribe"
-    unsubscribe_mailto: str = "unsubscribe@localhost"
+    # A mailbox that someone or something reads; "" advertises the one-click https link only.
+    unsubscribe_mailto: str = ""
+    # The inbound listener's domain ("": none runs): each digest's mailto unsubscribe is then
+    # unsubscribe+<token>@ this domain, which the listener reads.
+    inbound_domain: str = ""
+    inbound_unsubscribe_prefix: str = "unsubscribe"
+    # Where the signed link in every digest footer opens the subscriber's preferences ("": no link).
+    preferences_base_url: str = ""
     secret: bytes = b""
     templates_dir: Path | None = None
     timezone: str = "UTC"
@@ -45,6 +52,8 @@ class SmtpSettings:
     connections: int = 4             # parallel SMTP sessions; 1 sends strictly one after another
     ssl_context: object | None = None  # tests pass one that trusts their own certificate
     envelope_from: str | None = None   # MAIL FROM; else the address part of each message's From
+    # MAIL FROM per message (a VERP address naming the subscriber), or None for the above.
+    return_path: "Callable[[object], str | None] | None" = None
     # Signs each message as it is handed to the server, as an outgoing MTA's milter would: the
     # signature's time is the sending time, and the outbox keeps what was composed.
     dkim: "DkimSigner | None" = None

@@ -144,7 +144,9 @@ class App:
             list_id=f"postwatch.{from_domain}",
             site_name=cfg.digest.site_name,
             unsubscribe_base_url=cfg.unsubscribe_url,
-            unsubscribe_mailto=cfg.unsubscribe.mailto or f"unsubscribe@{from_domain}",
+            unsubscribe_mailto=cfg.unsubscribe.mailto or "",
+            preferences_base_url=cfg.page_url("/preferences") if cfg.signup.enabled else "",
+            inbound_domain=cfg.inbound_domain, inbound_unsubscribe_prefix=cfg.inbound.unsubscribe_prefix,
             secret=cfg.unsubscribe_secret(),
             templates_dir=cfg.digest.templates_dir and (cfg.base_dir / cfg.digest.templates_dir),
             timezone=cfg.digest.default_timezone,
@@ -154,6 +156,20 @@ class App:
             postal_address=cfg.digest.postal_address or "",
             max_posts=cfg.digest.max_posts,
         )
+
+    def verp_return_path(self, item) -> str | None:
+        """MAIL FROM of a message to a subscriber while the inbound listener runs: an address
+        that names them, so that a bounce says whose address failed (others: None, the usual)."""
+        if item.subscriber_id is None:
+            return None
+        from digest.tokens import make_address_token
+
+        token = make_address_token(item.subscriber_id, self._secret, "bounce")
+        return f"{self.config.inbound.bounce_prefix}+{token}@{self.config.inbound_domain}"
+
+    @functools.cached_property
+    def _secret(self) -> bytes:
+        return self.config.unsubscribe_secret()
 
     @functools.cached_property
     def dkim_signer(self):
@@ -170,6 +186,7 @@ class App:
                 host=smtp.host, port=smtp.effective_port, security=smtp.security,
                 username=smtp.username, password=self.config.smtp_password, timeout=smtp.timeout,
                 connections=smtp.connections, envelope_from=self.config.envelope_sender or None, dkim=self.dkim_signer,
+                return_path=self.verp_return_path if self.config.inbound_domain else None,
             ))
         if channel == "folder":
             return make_channel("folder", path=self.config.outbox_path)
@@ -429,8 +446,12 @@ class App:
                        [f"{stats.get('pending', 0)} messages waiting; the oldest for {oldest / 3600:.1f} h.",
                         "Check the [smtp] settings and the mail server."])
 
-    def housekeeping(self) -> dict[str, int]:
-        pruned = self.store.prune(utcnow(), self.config.daemon.retention)
+    def housekeeping(self, now: datetime | None = None) -> dict[str, int]:
+        """Prune what is no longer needed; remind unconfirmed signups once, and expire them."""
+        from postwatch.signup import remind_and_expire
+
+        now = now or utcnow()
+        pruned = {**self.store.prune(now, self.config.daemon.retention), **remind_and_expire(self, now)}
         if any(pruned.values()):
             log.info("pruned %s", ", ".join(f"{v} {k}" for k, v in pruned.items()))
         return pruned

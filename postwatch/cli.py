@@ -29,8 +29,9 @@ from postwatch.app import App, describe_summary
 from postwatch.config import (ALL_SOURCES, CADENCES, CONFIG_ENV, Config, ConfigError, dkim_name_problems, load_config,
                               scrapy_overrides, selector_problem)
 from postwatch.relay import dkim_report, relay_problems
-from postwatch.subscribers import (ImportFileError, Record, check_rows, describe_cadence, describe_statuses,
-                                   normalized_email, read_subscriber_rows, schedule_options)
+from postwatch.subscribers import (ImportFileError, Record, check_rows, consent_lines, describe_cadence,
+                                   describe_statuses, export_row, export_text, normalized_email, read_subscriber_rows,
+                                   schedule_options)
 from state import NeedsConsent, SourceRecord, StorageError, database_display_name, describe_error
 
 # Not imported here: crawler.run (Scrapy and Twisted, 0.5-1.2 s measured on this 2-core machine)
@@ -214,14 +215,15 @@ database only: nothing is queued, sent or marked.""", """\
 
     run_command = _command(commands, "run", run_daemon, "run the daemon (checks, digests, health and metrics)", """\
 Run checks on each source's interval and digests on each subscriber's schedule. Serves /healthz,
-/metrics and /unsubscribe on [daemon] listen. Stops cleanly on SIGTERM or Ctrl-C. One daemon per
-database.""", """\
+/metrics, /unsubscribe, the readers' /subscribe, /confirm and /preferences pages and the Atom
+feeds on [daemon] listen, and reads bounces and mailed unsubscribes on [inbound] listen when it
+is set. Stops cleanly on SIGTERM or Ctrl-C. One daemon per database.""", """\
   postwatch run                   until SIGTERM
   postwatch run --once            one check of every source and one digest run, then exit
 """)
     run_command.add_argument("--once", action="store_true", help="one check of every source and one digest run, then exit")
 
-    subscribers = _group(commands, "subscribers", "add, remove, list or import subscribers")
+    subscribers = _group(commands, "subscribers", "add, remove, list, show, import, export or forget subscribers")
     add = _command(subscribers, "add", add_subscriber, "add a subscriber (or change one's settings); they get changes from now on",
                    ADD_HELP, examples="""\
   postwatch subscribers add ada@example.org
@@ -240,7 +242,39 @@ database.""", """\
                           "new consent")
     remove = _command(subscribers, "remove", remove_subscriber, "remove a subscriber")
     remove.add_argument("email")
-    _command(subscribers, "list", list_subscribers, "list subscribers: address, status, schedule, sources")
+    listing = _command(subscribers, "list", list_subscribers, "list subscribers: address, status, schedule, sources",
+                       examples="""\
+  postwatch subscribers list
+  postwatch subscribers list --status pending     signups waiting for their confirmation link
+""")
+    listing.add_argument("--status", choices=STATUSES, help="only subscribers with this status")
+    show = _command(subscribers, "show", show_subscriber, "one subscriber's settings and consent record", """\
+Print a subscriber's settings and consent record: how they joined (page, cli, import), when,
+when the confirmation link was followed and the IP address and user agent of that request, a
+re-consent after unsubscribing, and a suppression's reason.
+
+exit status: 0 shown; 1 no such subscriber.""", """\
+  postwatch subscribers show ada@example.org
+""")
+    show.add_argument("email")
+    export = _command(subscribers, "export", export_subscribers, "every subscriber and consent record, as CSV or JSON", """\
+Write every subscriber with their settings and consent record to standard output (or FILE, made
+readable by this account only): for a data-protection request, or a move to another list.""", """\
+  postwatch subscribers export --format csv > subscribers.csv
+  postwatch subscribers export --format json -o subscribers.json
+""")
+    export.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
+    export.add_argument("-o", "--output", metavar="FILE", help="write FILE (mode 0600) instead of standard output")
+    forget = _command(subscribers, "forget", forget_subscriber, "erase an address on request, keeping only its hash", """\
+Erase everything stored for the address: its subscriber row and consent record, and the messages
+queued or kept for it. Only the sha256 of the normalised address is kept, on the suppression
+list: `subscribers add` and `import` refuse it, and a signup on the page needs its confirmation
+link (the person's new consent) before anything is sent again.
+
+exit status: 0 erased (or nothing was stored; the hash is kept either way); 2 not an address.""", """\
+  postwatch subscribers forget ada@example.org
+""")
+    forget.add_argument("email")
     importer = _command(subscribers, "import", import_subscribers,
                         "import subscribers from a CSV file (columns: email[,cadence,at,tz,day,sources])", IMPORT_HELP,
                         """\
@@ -441,11 +475,13 @@ def demo_command(args: argparse.Namespace, config: Config) -> int:
 # subscribers
 # --------------------------------------------------------------------------------------------
 ADD_HELP = """\
-An address that unsubscribed, or was suppressed after hard bounces ([digest] bounce_limit
-refusals like 550 5.1.1 in a row), is refused: only the person's new consent subscribes them
-again, and the operator says so with --resubscribe.
+An address that unsubscribed, was erased (subscribers forget) or was suppressed after hard
+bounces ([digest] bounce_limit refusals like 550 5.1.1 in a row) is refused: only the person's
+new consent subscribes them again, and the operator says so with --resubscribe (recorded in
+their consent record: subscribers show). Readers can also sign up themselves on the daemon's
+/subscribe page, confirming by the link emailed to them.
 
-exit status: 0 subscribed or updated; 1 refused (unsubscribed or suppressed); 2 a wrong value.
+exit status: 0 subscribed or updated; 1 refused (unsubscribed, erased or suppressed); 2 a wrong value.
 """
 
 
@@ -475,9 +511,12 @@ def remove_subscriber(args: argparse.Namespace, config: Config) -> int:
         return 0
 
 
+STATUSES = ("active", "pending", "unsubscribed", "suppressed")
+
+
 def list_subscribers(args: argparse.Namespace, config: Config) -> int:
     with App.open(config, read_only=True) as app:
-        rows = app.store.list_subscribers()
+        rows = app.store.list_subscribers(status=args.status)
         for s in rows:
             sources = ",".join(s.sources) if s.sources else "all sources"
             print(f"{s.email:<40} {s.status:<13} {describe_cadence(s):<32} {sources}")
@@ -485,6 +524,45 @@ def list_subscribers(args: argparse.Namespace, config: Config) -> int:
                 print(f"  suppressed {s.suppressed_at:%Y-%m-%d %H:%M}: {s.suppressed_reason}")
         print(f"{len(rows)} subscribers ({describe_statuses(Counter(s.status for s in rows))})")
         return 0
+
+
+def show_subscriber(args: argparse.Namespace, config: Config) -> int:
+    with App.open(config, read_only=True) as app:
+        subscriber = app.store.get_subscriber(args.email.strip())
+        if subscriber is None:
+            return _fail(f"no subscriber {args.email}", 1)
+        for label, value in consent_lines(subscriber):
+            print(f"{label + ':':<22}{value}")
+        return 0
+
+
+def export_subscribers(args: argparse.Namespace, config: Config) -> int:
+    with App.open(config, read_only=True) as app:
+        rows = [export_row(s) for s in app.store.list_subscribers()]
+    text = export_text(rows, args.format)
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8", newline="",
+                  opener=lambda path, flags: os.open(path, flags, 0o600)) as handle:   # addresses: this account only
+            handle.write(text)
+    except OSError as exc:
+        return _fail(f"{args.output}: cannot write: {exc.strerror or exc}", 1)
+    print(f"{args.output}: {len(rows)} subscribers written ({args.format})")
+    return 0
+
+
+def forget_subscriber(args: argparse.Namespace, config: Config) -> int:
+    try:
+        email = normalized_email(args.email.strip())
+    except ValueError as exc:
+        return _fail(str(exc))
+    with App.open(config) as app:
+        erased = app.store.forget_subscriber(email)
+    what = "erased" if erased else "nothing was stored for"
+    print(f"{what} {email}; only its hash is kept, so it is not subscribed again without their consent")
+    return 0
 
 
 IMPORT_HELP = """\

@@ -181,6 +181,29 @@ class UnsubscribeConfig:
 
 
 @dataclass
+class SignupConfig:
+    """The /subscribe page (double opt-in) and the preferences page."""
+    enabled: bool = True
+    confirm_within: timedelta = between(timedelta(days=7), parse_duration("1h"), parse_duration("90d"))
+    remind_after: timedelta = between(timedelta(days=2), parse_duration("1m"), parse_duration("90d"))
+    # Signups taken from one IP address, and for one address, per window (in the daemon's memory).
+    per_ip: int = between(10, 1, 100_000)
+    per_ip_window: timedelta = between(timedelta(minutes=10), parse_duration("1s"), parse_duration("1d"))
+    per_address: int = between(3, 1, 1000)
+    per_address_window: timedelta = between(timedelta(days=1), parse_duration("1s"), parse_duration("30d"))
+
+
+@dataclass
+class InboundConfig:
+    """The inbound mail listener (postwatch/inbound.py): asynchronous bounces by VERP, mailed
+    unsubscribes. Off unless `listen` is set."""
+    listen: str = ""                       # HOST:PORT, e.g. 127.0.0.1:2525 behind the real MX
+    domain: str | None = None              # the domain of the addresses it answers; default: that of [digest] from
+    bounce_prefix: str = "bounces"         # return paths bounces+<token>@domain
+    unsubscribe_prefix: str = "unsubscribe"
+
+
+@dataclass
 class DaemonConfig:
     listen: str = "127.0.0.1:8780"
     max_connections: int = between(256, 1, 10_000)
@@ -215,6 +238,8 @@ class Config:
     digest: DigestConfig = field(default_factory=DigestConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     unsubscribe: UnsubscribeConfig = field(default_factory=UnsubscribeConfig)
+    signup: SignupConfig = field(default_factory=SignupConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
@@ -291,6 +316,24 @@ class Config:
         return self.unsubscribe.public_url or f"http://{self.daemon.listen}/unsubscribe"
 
     @property
+    def inbound_domain(self) -> str:
+        """The domain of the VERP and mailto addresses ("" when no listener runs)."""
+        return (self.inbound.domain or self.from_domain).lower() if self.inbound.listen else ""
+
+    def inbound_address(self) -> tuple[str, int]:
+        host, _, port = self.inbound.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    def page_url(self, path: str) -> str:
+        """Where a page of the daemon (/subscribe, /confirm, /preferences) is reachable: beside
+        [unsubscribe] public_url, else on the listen address."""
+        public = self.unsubscribe.public_url
+        if public:
+            parts = urlsplit(public)
+            return f"{parts.scheme}://{parts.netloc}{parts.path.rsplit('/', 1)[0]}{path}"
+        return f"http://{self.daemon.listen}{path}"
+
+    @property
     def from_domain(self) -> str:
         return parseaddr(self.digest.from_addr)[1].rpartition("@")[2].strip().lower()
 
@@ -358,6 +401,8 @@ _SECTIONS: dict[str, tuple[type, dict[str, str]]] = {
     "digest": (DigestConfig, {"from": "from_addr", "outbox": "outbox_dir"}),
     "delivery": (DeliveryConfig, {}),
     "unsubscribe": (UnsubscribeConfig, {}),
+    "signup": (SignupConfig, {}),
+    "inbound": (InboundConfig, {}),
     "daemon": (DaemonConfig, {}),
     "alerts": (AlertConfig, {}),
     "feeds": (FeedsConfig, {}),
@@ -680,6 +725,14 @@ def validate(config: Config, where: str = "config") -> list[str]:
         CronTrigger.from_crontab(config.daemon.housekeeping, timezone="UTC")
     except ValueError as exc:
         problems.append(f"{where}: [daemon] housekeeping {config.daemon.housekeeping!r} is not a cron expression: {exc}")
+    if config.inbound.listen and not re.fullmatch(r"\[?[\w.:-]*\]?:\d{1,5}", config.inbound.listen):
+        problems.append(f"{where}: [inbound] listen must be HOST:PORT")
+    for key in ("bounce_prefix", "unsubscribe_prefix"):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,30}", getattr(config.inbound, key)):
+            problems.append(f"{where}: [inbound] {key} must be a lower-case mailbox name without '+'")
+    if config.signup.remind_after >= config.signup.confirm_within:
+        problems.append(f"{where}: [signup] remind_after ({format_duration(config.signup.remind_after)}) must be shorter "
+                        f"than confirm_within ({format_duration(config.signup.confirm_within)})")
     if not 0 < config.crawl.flood_share <= 1:
         problems.append(f"{where}: [crawl] flood_share must be between 0 and 1")
     # Checking more often than once a minute is impolite to other people's sites; a site on

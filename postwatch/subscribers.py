@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,56 @@ def describe_cadence(subscriber: Subscriber) -> str:
     if subscriber.cadence == "weekly":
         return f"weekly, {WEEKDAYS[subscriber.weekday or 0]} {subscriber.send_time} {subscriber.timezone}"
     return f"daily {subscriber.send_time} {subscriber.timezone}"
+
+
+def _when(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
+def consent_lines(subscriber: Subscriber) -> list[tuple[str, str]]:
+    """What `subscribers show` prints: the settings, then the consent record."""
+    s = subscriber
+    lines = [("address", s.email), ("status", s.status), ("schedule", describe_cadence(s)),
+             ("sources", ", ".join(s.sources) if s.sources else "all sources"),
+             ("joined via", {"page": "the /subscribe page", "cli": "the command line (subscribers add)",
+                             "import": "an import (subscribers import)"}.get(s.joined_via or "", "not recorded (before 0007)")),
+             ("created", _when(s.created_at)), ("subscribed since", _when(s.subscribed_at) or "-"),
+             ("confirmed", _when(s.confirmed_at) or ("not confirmed" if s.status == "pending" else
+                                                     "-" if s.joined_via == "page" else "no link (added by the operator)"))]
+    if s.confirmed_at:
+        lines += [("confirmed from IP", s.confirm_ip or "-"), ("confirmed by agent", s.confirm_user_agent or "-")]
+    if s.signup_at:
+        lines.append(("signup waiting since", _when(s.signup_at) + (f" (reminded {_when(s.reminded_at)})" if s.reminded_at else "")))
+    if s.consent_note:
+        lines.append(("consent note", s.consent_note))
+    if s.status == "suppressed":
+        lines.append(("suppressed", f"{_when(s.suppressed_at)}: {s.suppressed_reason}"))
+    return lines
+
+
+EXPORT_FIELDS = ("email", "status", "cadence", "send_time", "timezone", "weekday", "sources", "joined_via", "created_at",
+                 "subscribed_at", "confirmed_at", "confirm_ip", "confirm_user_agent", "consent_note", "signup_at",
+                 "reminded_at", "bounces", "suppressed_reason", "suppressed_at")
+
+
+def export_row(subscriber: Subscriber) -> dict:
+    row = {name: getattr(subscriber, name) for name in EXPORT_FIELDS}
+    row["weekday"] = WEEKDAYS[subscriber.weekday] if subscriber.weekday is not None else None
+    for name, value in row.items():
+        if hasattr(value, "isoformat"):
+            row[name] = value.isoformat()
+    return row
+
+
+def export_text(rows: list[dict], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, ensure_ascii=False, indent=2) + "\n"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "sources": ";".join(row["sources"] or ())})
+    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,5 +1,15 @@
-"""The daemon's HTTP endpoint: /healthz, /metrics (Prometheus), /unsubscribe and the Atom feeds
-of changes (/feeds/<source>.atom, /feeds/all.atom).
+"""The daemon's HTTP endpoint: /healthz, /metrics (Prometheus), /unsubscribe, the Atom feeds of
+changes (/feeds/<source>.atom, /feeds/all.atom), and the reader's pages: /subscribe (double
+opt-in), /confirm and /preferences (postwatch/signup.py does their work).
+
+Why aiohttp: it runs on the daemon's own asyncio loop, the one Scrapy's reactor and APScheduler
+already share (no second server thread or process to supervise); it is a mature asyncio server;
+and Scrapy already pulls it in, so it adds no dependency.
+
+Every response carries the security headers of postwatch/webforms.py (CSP with frame-ancestors
+'none', no-referrer, nosniff); every form a signed double-submit CSRF token; the signup form a
+honeypot field and per-IP and per-address rate limits. /unsubscribe takes RFC 8058 one-click
+POSTs from mail clients, which carry no page token: its signed link is its own proof.
 
 Served by aiohttp on the daemon's own event loop (the one Scrapy's asyncio reactor and
 APScheduler share), so it costs no thread per connection. It must never be able to stop the
@@ -18,6 +28,7 @@ checks or the mail, so it is fenced in:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import resource
@@ -25,6 +36,7 @@ import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from email.utils import format_datetime
 from http import HTTPStatus
 from types import SimpleNamespace
@@ -32,6 +44,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from postwatch.webforms import CSRF_COOKIE, CSRF_FIELD, SECURITY_HEADERS, CsrfGuard, RateLimiter
 from state import StorageError
 
 log = logging.getLogger("postwatch.web")
@@ -77,6 +90,16 @@ class _Context:
     scheduler_running: Callable[[], bool]
     executor: ThreadPoolExecutor
     warned_at: dict[str, float]
+    outbox_queued: Callable[[], None] = lambda: None     # a confirmation is waiting: send soon
+    per_ip: RateLimiter | None = None
+    per_address: RateLimiter | None = None
+    _csrf: CsrfGuard | None = None
+
+    @property
+    def csrf(self) -> CsrfGuard:
+        if self._csrf is None:
+            self._csrf = CsrfGuard(self.app.config.unsubscribe_secret())
+        return self._csrf
 
     def warn_rarely(self, key: str, message: str, *args) -> None:
         now = time.monotonic()
@@ -137,7 +160,7 @@ async def metrics(request: web.Request) -> web.Response:
     def collect() -> bytes:
         ctx.app.metrics.outbox_depth.set(ctx.app.store.outbox_stats().get("pending", 0))
         counts = ctx.app.store.subscriber_counts()
-        for status in ("active", "unsubscribed", "suppressed", *counts):
+        for status in ("active", "pending", "unsubscribed", "suppressed", *counts):
             ctx.app.metrics.subscribers.labels(status=status).set(counts.get(status, 0))
         return generate_latest(ctx.app.metrics.registry)
 
@@ -155,19 +178,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     token = request.query.get("token", "")
     if request.method == "POST":
-        if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_FORM_BYTES, actual_size=request.content_length)
-        try:
-            async with asyncio.timeout(BODY_TIMEOUT):
-                form = await request.post()       # client_max_size caps a chunked body too
-        except TimeoutError:
-            log.debug("http: %s sent no complete body within %.0fs", request.remote, BODY_TIMEOUT)
-            timed_out = web.HTTPRequestTimeout()
-            timed_out.force_close()
-            raise timed_out from None
-        except ValueError as exc:                  # a malformed multipart body
-            log.debug("http: bad form from %s: %s", request.remote, exc)
-            raise web.HTTPBadRequest(text="bad form\n") from None
+        form = await _read_form(request)
         token = str(form.get("token") or token)
     method = request.method
     try:
@@ -177,6 +188,233 @@ async def unsubscribe(request: web.Request) -> web.Response:
         return web.Response(status=503, body=_try_later_page(ctx).encode(), headers={"Content-Type": HTML, "Retry-After": "300"})
     return web.Response(status=status, body=body if isinstance(body, bytes) else body.encode(),
                         headers={"Content-Type": content_type})
+
+
+async def _read_form(request: web.Request):
+    """The POSTed form: size-capped, within BODY_TIMEOUT, a malformed one answered 400."""
+    if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_FORM_BYTES, actual_size=request.content_length)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await request.post()       # client_max_size caps a chunked body too
+    except TimeoutError:
+        log.debug("http: %s sent no complete body within %.0fs", request.remote, BODY_TIMEOUT)
+        timed_out = web.HTTPRequestTimeout()
+        timed_out.force_close()
+        raise timed_out from None
+    except ValueError as exc:                  # a malformed multipart body
+        log.debug("http: bad form from %s: %s", request.remote, exc)
+        raise web.HTTPBadRequest(text="bad form\n") from None
+
+
+# --------------------------------------------------------------------------------------------
+# The reader's pages: /subscribe, /confirm, /preferences
+# --------------------------------------------------------------------------------------------
+class _Page:
+    """One page being answered: its CSRF nonce (the visitor's cookie, or a new one to set)."""
+
+    def __init__(self, request: web.Request):
+        self.request = request
+        self.ctx: _Context = request.app[CONTEXT]
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        self.new_nonce = not (16 <= len(cookie) <= 64 and cookie.replace("-", "").replace("_", "").isalnum())
+        self.nonce = CsrfGuard.new_nonce() if self.new_nonce else cookie
+
+    def csrf_token(self) -> str:
+        return self.ctx.csrf.token(self.nonce)
+
+    def csrf_ok(self, form) -> bool:
+        return not self.new_nonce and self.ctx.csrf.valid(self.nonce, str(form.get(CSRF_FIELD) or ""))
+
+    def answer(self, status: int, html: str, headers: dict | None = None) -> web.Response:
+        response = web.Response(status=status, body=html.encode(), headers={"Content-Type": HTML, **(headers or {})})
+        if self.new_nonce:
+            secure = self.ctx.app.config.page_url("/").startswith("https:")
+            response.set_cookie(CSRF_COOKIE, self.nonce, httponly=True, samesite="Strict", path="/", secure=secure,
+                                max_age=int(self.ctx.csrf.max_age))
+        return response
+
+    async def render(self, status: int, work: Callable[[], str], headers: dict | None = None) -> web.Response:
+        """`work` (database reads, the template) in the pool; the try-later page when the database
+        is away, a short 500 when the operator's template is broken."""
+        from digest.errors import TemplateProblem
+
+        try:
+            html = await self.ctx.database(self.request.path, work)
+        except DatabaseUnavailable:
+            return web.Response(status=503, body=_try_later_page(self.ctx).encode(),
+                                headers={"Content-Type": HTML, "Retry-After": "300"})
+        except TemplateProblem as exc:
+            self.ctx.warn_rarely(f"template:{self.request.path}", "http %s: %s", self.request.path, exc)
+            raise web.HTTPInternalServerError(text="This page cannot be shown; the operator has been told.\n") from None
+        return self.answer(status, html, headers)
+
+    def message(self, status: int, title: str, text: str, link_url: str = "", link_text: str = "",
+                headers: dict | None = None):
+        from digest.render import render_site_page
+
+        app = self.ctx.app
+        return self.render(status, lambda: render_site_page("message.html.j2", app.digest_settings(), title=title,
+                                                            message=text, link_url=link_url, link_text=link_text), headers)
+
+    def refused(self):
+        """The answer to a form without a valid CSRF token (a coroutine): 403, nothing changed."""
+        log.debug("http %s: a form without a valid CSRF token from %s", self.request.path, self.request.remote)
+        return self.message(403, "This form has expired", "Nothing was changed. Please open the page again and resend "
+                            "the form.", self.request.path, "Open the page again")
+
+
+def _try_later_when_database_is_away(handler):
+    """A page whose database work found the database away is the try-later page (503), not a 500."""
+    @functools.wraps(handler)
+    async def answer(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except DatabaseUnavailable:
+            return web.Response(status=503, body=_try_later_page(request.app[CONTEXT]).encode(),
+                                headers={"Content-Type": HTML, "Retry-After": "300"})
+    return answer
+
+
+@_try_later_when_database_is_away
+async def subscribe(request: web.Request) -> web.Response:
+    from digest.render import render_site_page
+    from postwatch import signup
+
+    page = _Page(request)
+    app = page.ctx.app
+    def form_page(form) -> str:
+        return render_site_page("subscribe.html.j2", app.digest_settings(), title="Subscribe", action="/subscribe",
+                                csrf=page.csrf_token(), **signup.page_context(app, form))
+
+    if request.method == "GET":
+        return await page.render(200, lambda: form_page(signup.defaults(app.config)))
+    if request.method != "POST":
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+    form = await _read_form(request)
+    if not page.csrf_ok(form):
+        return await page.refused()
+    title, text = signup.CHECK_INBOX
+    if form.get("website"):               # the honeypot: a person never sees it, a bot fills it in
+        log.debug("http /subscribe: the honeypot was filled in from %s; nothing stored", request.remote)
+        return await page.message(200, title, text)
+    if not page.ctx.per_ip.allow(request.remote or "?"):
+        page.ctx.warn_rarely("signup-ip", "http /subscribe: %s reached [signup] per_ip; turned away", request.remote)
+        return await page.message(429, "Too many signups", "Too many signups came from your network just now. "
+                                  "Please try again later.", headers={"Retry-After": "600"})
+    checked = await page.ctx.database("/subscribe", lambda: signup.read_form(app.config, form, signup.known_sources(app),
+                                                                             with_email=True))
+    if checked.errors:
+        return await page.render(400, lambda: form_page(checked))
+    if not page.ctx.per_address.allow(checked.email.lower()):
+        # Answered as any other signup: whether an address is being signed up is nobody's business.
+        log.debug("http /subscribe: an address reached [signup] per_address; nothing stored")
+        return await page.message(200, title, text)
+    now = datetime.now(timezone.utc)
+    outcome = await page.ctx.database("/subscribe", lambda: signup.sign_up(app, checked, now))
+    if outcome in ("new", "returning"):
+        page.ctx.outbox_queued()
+    return await page.message(200, title, text)
+
+
+@_try_later_when_database_is_away
+async def confirm(request: web.Request) -> web.Response:
+    from digest.render import render_site_page
+    from digest.tokens import CONFIRMED, EXPIRED, check_confirm_token
+    from postwatch.subscribers import describe_cadence
+
+    page = _Page(request)
+    app = page.ctx.app
+    token = request.query.get("token", "")
+    if request.method == "POST":
+        form = await _read_form(request)
+        if not page.csrf_ok(form):
+            return await page.refused()
+        token = str(form.get("token") or token)
+    elif request.method != "GET":
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+    now = datetime.now(timezone.utc)
+    secret = app.config.unsubscribe_secret()
+    verdict, subscriber_id = await page.ctx.database(
+        "/confirm", lambda: check_confirm_token(token, secret, app.store.get_subscriber, now))
+    if verdict == EXPIRED:
+        return await page.message(410, "This link has expired", "Confirmation links work for "
+                                  f"{app.config.signup.confirm_within.days or 1} days. Nothing was changed; sign up again "
+                                  "to get a new one.", "/subscribe", "Sign up again")
+    if verdict != CONFIRMED:
+        return await page.message(403, "Link not valid", "This confirmation link is not valid, or was used already. "
+                                  "Nothing was changed.", "/subscribe", "Sign up")
+    if request.method == "GET":
+        # Mail scanners open links: only the button (a POST) confirms.
+        def confirm_page() -> str:
+            subscriber = app.store.get_subscriber(subscriber_id)
+            return render_site_page("confirm.html.j2", app.digest_settings(), title="Confirm your subscription",
+                                    action="/confirm", csrf=page.csrf_token(), token=token, email=subscriber.email,
+                                    schedule=describe_cadence(subscriber),
+                                    confirm_days=app.config.signup.confirm_within.days or 1)
+        return await page.render(200, confirm_page)
+    ip, agent = request.remote, request.headers.get("User-Agent")
+    subscriber = await page.ctx.database("/confirm", lambda: app.store.confirm_signup(subscriber_id, now, ip=ip,
+                                                                                      user_agent=agent))
+    if subscriber is None:
+        return await page.message(403, "Link not valid", "This confirmation link was used already. Nothing was changed.")
+    from digest.compose import preferences_url
+
+    log.info("signup confirmed: subscriber %d", subscriber.id)
+    return await page.message(200, "You are subscribed", f"{subscriber.email} gets the {app.config.digest.site_name} "
+                              f"digest ({describe_cadence(subscriber)}), from now on.",
+                              preferences_url(subscriber, app.digest_settings()), "Change what you get")
+
+
+@_try_later_when_database_is_away
+async def preferences(request: web.Request) -> web.Response:
+    from digest.compose import preferences_url, unsubscribe_url
+    from digest.render import render_site_page
+    from digest.tokens import verify_token
+    from postwatch import signup
+    from postwatch.subscribers import describe_cadence
+
+    page = _Page(request)
+    app = page.ctx.app
+    token = request.query.get("token", "")
+    form = None
+    if request.method == "POST":
+        form = await _read_form(request)
+        if not page.csrf_ok(form):
+            return await page.refused()
+        token = str(form.get("token") or token)
+    elif request.method != "GET":
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+    secret = app.config.unsubscribe_secret()
+    subscriber_id = await page.ctx.database(
+        "/preferences", lambda: verify_token(token, secret, app.store.get_subscriber, purpose="preferences"))
+    subscriber = subscriber_id and await page.ctx.database("/preferences", lambda: app.store.get_subscriber(subscriber_id))
+    if not subscriber:
+        return await page.message(403, "Link not valid", "This preferences link is not valid. Use the link in your "
+                                  "latest digest.")
+    if subscriber.status != "active":
+        return await page.message(200, "Not subscribed", f"{subscriber.email} is not subscribed just now.",
+                                  "/subscribe", "Subscribe")
+
+    def preferences_page(checked, saved: str = "") -> str:
+        settings = app.digest_settings()
+        return render_site_page("preferences.html.j2", settings, title="Your preferences", action="/preferences",
+                                csrf=page.csrf_token(), token=token, email=subscriber.email, saved=saved,
+                                unsubscribe_url=unsubscribe_url(subscriber, settings), **signup.page_context(app, checked))
+
+    if form is None:
+        return await page.render(200, lambda: preferences_page(signup.defaults(app.config, subscriber)))
+    checked = await page.ctx.database("/preferences", lambda: signup.read_form(app.config, form, signup.known_sources(app),
+                                                                               with_email=False))
+    if checked.errors:
+        return await page.render(400, lambda: preferences_page(checked))
+    changed = await page.ctx.database("/preferences", lambda: app.store.change_settings(subscriber.id, **checked.options))
+    if not changed:
+        return await page.message(200, "Not subscribed", f"{subscriber.email} is not subscribed just now.")
+    updated = await page.ctx.database("/preferences", lambda: app.store.get_subscriber(subscriber.id))
+    return await page.message(200, "Preferences saved", f"{updated.email} now gets the digest "
+                              f"{describe_cadence(updated)}.", preferences_url(updated, app.digest_settings()),
+                              "Back to your preferences")
 
 
 async def feed(request: web.Request) -> web.Response:
@@ -229,6 +467,20 @@ def _try_later_page(ctx: _Context) -> str:
 
 
 @web.middleware
+async def _security_headers(request: web.Request, handler):
+    """Every answer, error pages included, carries the security headers."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        for name, value in SECURITY_HEADERS.items():
+            exc.headers.setdefault(name, value)
+        raise
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+@web.middleware
 async def _request_head_arrived(request: web.Request, handler):
     """The idle timer stops while a request is handled and starts again after it."""
     protocol = request.protocol
@@ -243,17 +495,26 @@ async def _request_head_arrived(request: web.Request, handler):
 
 
 def make_app(app, scheduler_running: Callable[[], bool] = lambda: True, *,
-             executor: ThreadPoolExecutor | None = None) -> web.Application:
-    """The aiohttp application for `app` (a postwatch.app.App). Later pages add their routes here."""
-    web_app = web.Application(client_max_size=MAX_FORM_BYTES, middlewares=[_request_head_arrived])
+             executor: ThreadPoolExecutor | None = None,
+             outbox_queued: Callable[[], None] = lambda: None) -> web.Application:
+    """The aiohttp application for `app` (a postwatch.app.App). `outbox_queued` is called when a
+    page queued a message (a confirmation email), so that the daemon sends it without waiting
+    for its next outbox period."""
+    web_app = web.Application(client_max_size=MAX_FORM_BYTES, middlewares=[_security_headers, _request_head_arrived])
+    signup = app.config.signup
     web_app[CONTEXT] = _Context(app=app, scheduler_running=scheduler_running,
                                 executor=executor or ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="postwatch-web"),
-                                warned_at={})
+                                warned_at={}, outbox_queued=outbox_queued,
+                                per_ip=RateLimiter(signup.per_ip, signup.per_ip_window.total_seconds()),
+                                per_address=RateLimiter(signup.per_address, signup.per_address_window.total_seconds()))
     web_app.router.add_get("/healthz", healthz)
     web_app.router.add_get("/metrics", metrics)
     web_app.router.add_route("*", "/unsubscribe", unsubscribe)
     web_app.router.add_route("*", "/unsubscribe/", unsubscribe)
     web_app.router.add_get(r"/feeds/{source:[^/]+}.atom", feed)
+    if signup.enabled:
+        for path, handler in (("/subscribe", subscribe), ("/confirm", confirm), ("/preferences", preferences)):
+            web_app.router.add_route("*", path, handler)
     return web_app
 
 
@@ -391,11 +652,12 @@ class WebEndpoint:
     address cannot be used."""
 
     def __init__(self, app, host: str, port: int, *, scheduler_running: Callable[[], bool] = lambda: True,
-                 max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT):
+                 max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT,
+                 outbox_queued: Callable[[], None] = lambda: None):
         self.host, self.port = host, port
         self.max_connections, self.idle_timeout = max_connections, idle_timeout
         self.executor = ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="postwatch-web")
-        self.web_app = make_app(app, scheduler_running, executor=self.executor)
+        self.web_app = make_app(app, scheduler_running, executor=self.executor, outbox_queued=outbox_queued)
         self.runner: web.AppRunner | None = None
         self.site: _GuardedSite | None = None
         self.guard: _ConnectionGuard | None = None

@@ -141,6 +141,14 @@ class Subscriber:
     bounces: int = 0                              # hard bounces in a row (state/suppression.py)
     suppressed_reason: str | None = None
     suppressed_at: datetime | None = None
+    # The consent record (revision 0007); None for rows from before it.
+    joined_via: str | None = None                 # page, cli, import
+    signup_at: datetime | None = None             # an unconfirmed signup waiting for its link
+    reminded_at: datetime | None = None
+    confirmed_at: datetime | None = None
+    confirm_ip: str | None = None
+    confirm_user_agent: str | None = None
+    consent_note: str | None = None
 
 
 @dataclass

@@ -101,6 +101,24 @@ subscribers = Table(
     Column("bounces", Integer, nullable=False, server_default="0"),
     Column("suppressed_reason", String(200)),
     Column("suppressed_at", UTC),
+    # Added by revision 0007: the consent record. How they joined (page, cli, import); when an
+    # unconfirmed signup was asked and reminded (pending, or an unsubscribed address asking again);
+    # when and from where the confirmation link was followed; a re-consent's note.
+    Column("joined_via", String(20)),
+    Column("signup_at", UTC),
+    Column("reminded_at", UTC),
+    Column("confirmed_at", UTC),
+    Column("confirm_ip", String(64)),
+    Column("confirm_user_agent", String(300)),
+    Column("consent_note", String(200)),
+)
+
+# Added by revision 0007: addresses erased on request (`subscribers forget`), as the sha256 of the
+# normalised address, so that they are not subscribed again without their new consent.
+forgotten_addresses = Table(
+    "forgotten_addresses", metadata,
+    Column("address_hash", String(64), primary_key=True),
+    Column("forgotten_at", UTC, nullable=False),
 )
 
 outbox = Table(

@@ -5,7 +5,8 @@ composed the way Miniflux's storage is. SQLite by default, PostgreSQL by URL.
 - state.sources    the watched sites
 - state.posts      posts, kept versions, pending edits; applying a check
 - state.events     what subscribers hear of, held or published
-- state.subscribers, state.outbox, state.lease (one daemon per database)
+- state.subscribers, state.signups (the /subscribe page's pending signups), state.outbox,
+  state.lease (one daemon per database)
 """
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ from state.events import EventStorage, last_seq
 from state.lease import LeaseStorage
 from state.outbox import OutboxStorage
 from state.posts import PostStorage
+from state.signups import SignupStorage
 from state.schema import alerts, events, outbox, post_versions, subscribers
 from state.sources import SourceStorage
 from state.subscribers import SubscriberStorage
 
 
-class Store(SourceStorage, PostStorage, EventStorage, SubscriberStorage, OutboxStorage, LeaseStorage):
+class Store(SourceStorage, PostStorage, EventStorage, SubscriberStorage, SignupStorage, OutboxStorage, LeaseStorage):
     """State of every source, post, event, subscriber and queued message (see Database for
     `url`, `migrate`, `connect_args` and `read_only`). The rest are the store's policies: how
     long a post must stay missing to be removed, the share of known posts a check may change

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 
 from state.database import Database, as_utc, utc_now
 from state.errors import NeedsConsent
 from state.events import last_seq
 from state.records import Subscriber, SubscriberImport
-from state.schema import events, outbox, subscribers
+from state.consent import address_hash, consent_note
+from state.schema import events, forgotten_addresses, outbox, subscribers
 from state.suppression import DEFAULT_BOUNCE_LIMIT, refusal, suppressed_by, suppression_reason
+
+FORGOTTEN = "erased on request (subscribers forget); not re-subscribed without their consent"
 
 SETTINGS = ("cadence", "send_time", "timezone", "weekday", "sources")
 
@@ -23,16 +26,25 @@ def subscriber_from_row(row) -> Subscriber:
                       sources=json.loads(row["sources"]) if row["sources"] else None, status=row["status"],
                       cursor=row["cursor"], created_at=as_utc(row["created_at"]),
                       subscribed_at=as_utc(row["subscribed_at"]), bounces=row["bounces"] or 0,
-                      suppressed_reason=row["suppressed_reason"], suppressed_at=as_utc(row["suppressed_at"]))
+                      suppressed_reason=row["suppressed_reason"], suppressed_at=as_utc(row["suppressed_at"]),
+                      joined_via=row["joined_via"], signup_at=as_utc(row["signup_at"]),
+                      reminded_at=as_utc(row["reminded_at"]), confirmed_at=as_utc(row["confirmed_at"]),
+                      confirm_ip=row["confirm_ip"], confirm_user_agent=row["confirm_user_agent"],
+                      consent_note=row["consent_note"])
+
+
+def is_forgotten(conn, email: str) -> bool:
+    return conn.execute(select(forgotten_addresses.c.address_hash)
+                        .where(forgotten_addresses.c.address_hash == address_hash(email))).first() is not None
 
 
 class SubscriberStorage(Database):
     def add_subscriber(self, email: str, *, cadence: str = "daily", send_time: str = "08:00", timezone: str = "UTC",
                        weekday: int | None = None, sources: list[str] | None = None,
                        now: datetime | None = None, resubscribe: bool = False) -> Subscriber:
-        """Add a subscriber, or change an active one's settings. An address that unsubscribed
-        or was suppressed raises NeedsConsent, unless `resubscribe`: the operator has the
-        person's new consent."""
+        """Add a subscriber, or change an active one's settings. An address that unsubscribed,
+        was suppressed or was erased on request raises NeedsConsent, unless `resubscribe`: the
+        operator has the person's new consent (recorded as the consent note)."""
         now = now or utc_now()
         values = dict(cadence=cadence, send_time=send_time, timezone=timezone, weekday=weekday,
                       sources=json.dumps(sources) if sources else None)
@@ -40,17 +52,24 @@ class SubscriberStorage(Database):
             current = last_seq(conn)
             row = conn.execute(select(subscribers).where(func.lower(subscribers.c.email) == email.lower())).mappings().first()
             if row is None:
-                conn.execute(insert(subscribers).values(email=email, status="active", cursor=current, created_at=now,
-                                                        subscribed_at=now, **values))
+                forgotten = is_forgotten(conn, email)
+                if forgotten and not resubscribe:
+                    raise NeedsConsent(email, FORGOTTEN)
+                conn.execute(insert(subscribers).values(
+                    email=email, status="active", cursor=current, created_at=now, subscribed_at=now, joined_via="cli",
+                    consent_note=consent_note(None, forgotten, "the operator (subscribers add --resubscribe)"), **values))
+                conn.execute(delete(forgotten_addresses).where(forgotten_addresses.c.address_hash == address_hash(email)))
             elif row["status"] != "active":
                 reason = refusal(row["status"])
                 if reason is not None and not resubscribe:
                     raise NeedsConsent(row["email"], reason)
                 # Back after unsubscribing: from now on, not the changes they missed. A new
                 # subscription: links from the old one no longer unsubscribe them.
+                note = consent_note(row["status"], False, "the operator (subscribers add --resubscribe)")
                 conn.execute(update(subscribers).where(subscribers.c.id == row["id"]).values(
                     status="active", cursor=current, unsubscribed_at=None, subscribed_at=now, bounces=0,
-                    suppressed_reason=None, suppressed_at=None, **values))
+                    suppressed_reason=None, suppressed_at=None, signup_at=None, reminded_at=None,
+                    **({"consent_note": note} if note else {}), **values))
             else:
                 conn.execute(update(subscribers).where(subscribers.c.id == row["id"]).values(**values))
             row = conn.execute(select(subscribers).where(func.lower(subscribers.c.email) == email.lower())).mappings().first()
@@ -73,14 +92,17 @@ class SubscriberStorage(Database):
                 existing = {row["email"].lower(): row for row in conn.execute(
                     select(subscribers.c.id, subscribers.c.email, subscribers.c.status,
                            *(subscribers.c[name] for name in SETTINGS))).mappings()}
+                forgotten = set(conn.execute(select(forgotten_addresses.c.address_hash)).scalars())
                 for index, entry in enumerate(entries):
                     values = {"cadence": entry["cadence"], "send_time": entry["send_time"], "timezone": entry["timezone"],
                               "weekday": entry.get("weekday"),
                               "sources": json.dumps(entry["sources"]) if entry.get("sources") else None}
                     row = existing.get(entry["email"].lower())
-                    if row is None:
+                    if row is None and forgotten and address_hash(entry["email"]) in forgotten:
+                        result.refused[index] = FORGOTTEN
+                    elif row is None:
                         additions.append({"email": entry["email"], "status": "active", "cursor": current,
-                                          "created_at": now, "subscribed_at": now, **values})
+                                          "created_at": now, "subscribed_at": now, "joined_via": "import", **values})
                     elif refusal(row["status"]) is not None:
                         result.refused[index] = refusal(row["status"])
                     elif row["status"] != "active":
@@ -144,10 +166,41 @@ class SubscriberStorage(Database):
         with self.engine.connect() as conn:
             return dict(conn.execute(select(subscribers.c.status, func.count()).group_by(subscribers.c.status)).all())
 
-    def list_subscribers(self, active_only: bool = False) -> list[Subscriber]:
+    def forget_subscriber(self, email: str, now: datetime | None = None) -> bool:
+        """Erase the address (a data-protection request): its row and every message kept for it
+        go; only the hash of the address stays, so that it is not subscribed again without the
+        person's new consent. False when nothing was stored for it (the hash is kept anyway)."""
+        now = now or utc_now()
+        digest = address_hash(email)
+        with self.engine.begin() as conn:
+            ids = list(conn.execute(select(subscribers.c.id).where(func.lower(subscribers.c.email) == email.lower())).scalars())
+            removed = conn.execute(delete(outbox).where(
+                or_(outbox.c.subscriber_id.in_(ids), func.lower(outbox.c.to_addr) == email.lower()))).rowcount
+            removed += conn.execute(delete(subscribers).where(subscribers.c.id.in_(ids))).rowcount
+            if conn.execute(select(forgotten_addresses.c.address_hash)
+                            .where(forgotten_addresses.c.address_hash == digest)).first() is None:
+                conn.execute(insert(forgotten_addresses).values(address_hash=digest, forgotten_at=now))
+            return removed > 0
+
+    def is_forgotten(self, email: str) -> bool:
+        with self.engine.connect() as conn:
+            return is_forgotten(conn, email)
+
+    def change_settings(self, subscriber_id: int, *, cadence: str, send_time: str, timezone: str,
+                        weekday: int | None, sources: list[str] | None) -> bool:
+        """A subscriber's own change on the preferences page; only an active one's."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id,
+                                                          subscribers.c.status == "active").values(
+                cadence=cadence, send_time=send_time, timezone=timezone, weekday=weekday,
+                sources=json.dumps(sources) if sources else None)).rowcount > 0
+
+    def list_subscribers(self, active_only: bool = False, status: str | None = None) -> list[Subscriber]:
         query = select(subscribers).order_by(subscribers.c.id)
         if active_only:
-            query = query.where(subscribers.c.status == "active")
+            status = "active"
+        if status is not None:
+            query = query.where(subscribers.c.status == status)
         with self.engine.connect() as conn:
             return [subscriber_from_row(r) for r in conn.execute(query).mappings()]
 

@@ -204,3 +204,28 @@ def test_a_link_loses_its_target_only_when_its_text_names_another_host():
     lead = html.split('<div class="lead">', 1)[1].split("</div>", 1)[0]
     assert lead.count("<a ") == 3 and "evil.example" not in html
     assert "https://bank.example/login" in lead and "help@libertyinnorthkorea.org" in lead      # the words stay
+
+
+def test_every_digest_footer_links_to_the_preferences_page_within_the_size_budget():
+    import dataclasses
+    from email import message_from_bytes, policy
+
+    from digest.compose import build_message
+    from digest.tokens import verify_token
+    from digests import Reader
+
+    SUBSCRIBER = Reader()
+    settings = dataclasses.replace(SETTINGS, preferences_base_url="https://watch.example.org/preferences")
+    message = message_from_bytes(build_message(SUBSCRIBER, [event(n) for n in range(1, 1001)], settings, NOW).raw,
+                                 policy=policy.default)
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    assert len(html.encode()) < HTML_BUDGET
+    link = re.search(r"Change what you get: (\S+)", text).group(1)
+    assert link.startswith("https://watch.example.org/preferences?token=")
+    assert re.search(f'<a href="{re.escape(str(escape(link)))}"[^>]*>change what you get</a>', html.rsplit('class="footer"', 1)[1])
+    token = link.split("token=", 1)[1]
+    assert verify_token(token, settings.secret, lambda _: SUBSCRIBER, purpose="preferences") == SUBSCRIBER.id
+    assert verify_token(token, settings.secret, lambda _: SUBSCRIBER) is None          # not an unsubscribe link
+    # No listener reads a mailto: with none configured, only the one-click https link is advertised.
+    assert "mailto:" not in str(message["List-Unsubscribe"]) and str(message["List-Unsubscribe"]).startswith("<https://")

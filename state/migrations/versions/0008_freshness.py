@@ -1,14 +1,14 @@
 """Freshness: the feed a source's listing advertises is kept (so later checks read it first), and
 each post keeps when its own page was last fetched (revisits by age, issue #16).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,136 @@
+"""Signing up and changing one's preferences: what the /subscribe, /confirm and /preferences pages
+do, without the web framework (postwatch/web.py calls these in its database threads).
+
+Every function works on the application context (postwatch.app.App); library errors are raised,
+never printed. Double opt-in: `sign_up` stores a pending signup and queues the confirmation email
+in the outbox, the same exactly-once path as digests; `confirm` makes the subscriber active.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import available_timezones
+
+from postwatch.config import CADENCES, WEEKDAYS
+from postwatch.subscribers import describe_cadence, normalized_email, schedule_options
+from state import Subscriber
+from state.consent import NEW, RETURNING
+
+log = logging.getLogger("postwatch.signup")
+
+CADENCE_LABELS = {"immediate": "After each check (as soon as something changes)", "daily": "Daily",
+                  "weekly": "Weekly"}
+WEEKDAY_LABELS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+# The answer to every signup, whatever the address's state: it tells nobody who is subscribed.
+CHECK_INBOX = ("Check your inbox", "If that address can receive our email, a message with a link to confirm your "
+                                   "subscription is on its way. Nothing else is sent to it until the link is followed.")
+ZONES = sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/"))) + ["UTC"]
+
+
+@dataclass
+class SettingsForm:
+    """What the signup or preferences form holds, as typed (to show again) and checked."""
+    email: str = ""
+    cadence: str = "daily"
+    at: str = "08:00"
+    tz: str = "UTC"
+    day: str = "mon"
+    sources: list[str] | None = None        # None: every source (and those added later)
+    errors: list[str] = field(default_factory=list)
+    options: dict | None = None             # keyword arguments of the store, when valid
+
+
+def defaults(config, subscriber: Subscriber | None = None) -> SettingsForm:
+    if subscriber is not None:
+        return SettingsForm(email=subscriber.email, cadence=subscriber.cadence, at=subscriber.send_time,
+                            tz=subscriber.timezone, day=WEEKDAYS[subscriber.weekday or 0], sources=subscriber.sources)
+    digest = config.digest
+    return SettingsForm(cadence=digest.default_cadence, at=digest.default_time, tz=digest.default_timezone,
+                        day=WEEKDAYS[digest.default_weekday])
+
+
+def read_form(config, form: Mapping, known_sources: list[str], *, with_email: bool) -> SettingsForm:
+    """The form's fields checked: `options` set when they are valid, else `errors` (one line each)."""
+    def one(name: str) -> str:
+        return str(form.get(name) or "").strip()[:320]
+
+    chosen = [str(value) for value in form.getall("source", [])] if hasattr(form, "getall") else list(form.get("source") or [])
+    checked = SettingsForm(email=one("email"), cadence=one("cadence"), at=one("at"), tz=one("tz"), day=one("day") or "mon",
+                           sources=chosen)
+    if with_email:
+        try:
+            checked.email = normalized_email(checked.email)
+        except ValueError:
+            checked.errors.append("Enter your email address, like name@example.org.")
+    unknown = [name for name in chosen if name not in known_sources]
+    if known_sources and (unknown or not chosen):
+        checked.errors.append("Choose at least one of the sources listed.")
+    # Every source ticked: every source, including those added later.
+    sources = None if set(chosen) >= set(known_sources) else chosen
+    try:
+        checked.options = schedule_options(config, checked.cadence or None, checked.at or None, checked.tz or None,
+                                           checked.day, sources)
+    except ValueError as exc:
+        checked.errors.append(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
+    if checked.errors:
+        checked.options = None
+    else:
+        checked.options.setdefault("weekday", None)     # only a weekly digest has a day
+    checked.sources = sources
+    return checked
+
+
+def page_context(app, form: SettingsForm) -> dict:
+    """What the settings fields of a page need: the choices and what is chosen."""
+    sources = app.store.list_sources()
+    return {"form": form, "cadences": [(c, CADENCE_LABELS[c]) for c in CADENCES],
+            "weekdays": list(zip(WEEKDAYS, WEEKDAY_LABELS)), "zones": ZONES if form.tz in ZONES else [form.tz, *ZONES],
+            "sources": [{"name": s.name, "title": s.title or s.name, "checked": form.sources is None or s.name in form.sources}
+                        for s in sources],
+            "errors": form.errors}
+
+
+def known_sources(app) -> list[str]:
+    return [s.name for s in app.store.list_sources()]
+
+
+def confirm_link(app, subscriber: Subscriber) -> tuple[str, datetime]:
+    from digest.tokens import make_confirm_token
+
+    expires = subscriber.signup_at + app.config.signup.confirm_within
+    token = make_confirm_token(subscriber, app.config.unsubscribe_secret(), expires)
+    return f"{app.config.page_url('/confirm')}?token={token}", expires
+
+
+def queue_confirmation(app, subscriber: Subscriber, now: datetime, *, reminder: bool = False) -> int:
+    """The confirmation email (or its one reminder) into the outbox; sent by the next flush."""
+    from digest.compose import build_confirmation
+
+    url, expires = confirm_link(app, subscriber)
+    message = build_confirmation(subscriber, url, expires, describe_cadence(subscriber), app.digest_settings(), now,
+                                 reminder=reminder)
+    return app.store.enqueue_message(message, now, subscriber_id=subscriber.id)
+
+
+def sign_up(app, form: SettingsForm, now: datetime) -> str:
+    """Store the signup and queue its confirmation when one is due; the outcome (state.consent)."""
+    request = app.store.request_signup(form.email, now=now, confirm_within=app.config.signup.confirm_within,
+                                       **form.options)
+    if request.outcome in (NEW, RETURNING) and request.confirm is not None:
+        queue_confirmation(app, request.confirm, now)
+    log.info("signup: %s (%s)", "confirmation queued" if request.confirm else "nothing sent", request.outcome)
+    return request.outcome
+
+
+def remind_and_expire(app, now: datetime) -> dict[str, int]:
+    """Housekeeping: one reminder to signups waiting for `[signup] remind_after`, and the
+    signups older than `confirm_within` forgotten."""
+    signup = app.config.signup
+    reminded = 0
+    for subscriber in app.store.claim_reminders(now, signup.remind_after, signup.confirm_within):
+        queue_confirmation(app, subscriber, now, reminder=True)
+        reminded += 1
+    expired = app.store.expire_signups(now, signup.confirm_within)
+    return {"reminded": reminded, "expired": expired}
