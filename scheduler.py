@@ -136,10 +136,10 @@ def due_sources(last_checks: dict[str, tuple[datetime | None, datetime | None]],
     return due
 
 
-def sweep_period(intervals: Iterable[timedelta]) -> float:
-    """How often the sweep job looks for due sources: a quarter of the shortest interval, at
-    least every 10 s and at most twice a second (one small query each time)."""
-    shortest = min((i.total_seconds() for i in intervals), default=3600.0)
+def sweep_period(intervals: Iterable[timedelta], removal_delay: timedelta) -> float:
+    """How often the sweep job looks for due sources: a quarter of the shortest interval or of the
+    removal delay, at least every 10 s and at most twice a second (one small query each time)."""
+    shortest = min([i.total_seconds() for i in intervals] + [removal_delay.total_seconds() or 3600.0])
     return min(10.0, max(0.5, shortest / 4))
 
 
@@ -254,7 +254,8 @@ class Daemon:
 
         jobs: dict[str, tuple[Any, tuple, Any]] = {}
         intervals = [self.app.source_interval(source.name) for source in self.app.store.list_sources()]
-        jobs["sweep"] = (sweep_job, (), IntervalTrigger(seconds=sweep_period(intervals), timezone="UTC"))
+        jobs["sweep"] = (sweep_job, (), IntervalTrigger(seconds=sweep_period(intervals, self.config.crawl.removal_confirm_after),
+                                                            timezone="UTC"))
         for subscriber in self.app.store.list_subscribers(active_only=True):
             key = cadence_key_of(subscriber)
             if key:

@@ -58,6 +58,10 @@ def parse_feed(body: bytes, url: str, headers: dict[str, str] | None = None, sit
         result.entries.append(PostItem(url=post_url, title=title, published=published, body_html=full,
                                        summary=html_to_summary(summary_html or content), origin="feed",
                                        link=urljoin(url, link)))
+    if parsed.get("bozo") and not result.entries and parsed.entries:
+        # Malformed, and nothing usable in it: an error, neither "no posts" nor a warning nobody reads.
+        return FeedResult(error=f"feed {url} is malformed and no entry could be read "
+                                f"({str(parsed.get('bozo_exception')).splitlines()[0][:160]})")
     result.has_content = bool(result.entries) and all(e.body_html for e in result.entries)
     return result
 

@@ -43,9 +43,10 @@ class RevisitSchedule:
 @dataclass(frozen=True)
 class RevisitCutoffs:
     """The schedule at one moment, as the bounds storage compares stored times with. A post is
-    due when: born after `recent`; or born after `month` and its page last checked before
-    `day_ago`; or its page last checked before `older` (born = published, else first seen;
-    checked = page last fetched, else first seen)."""
+    due when: published after `recent`; or published after `month` and its page last checked
+    before `day_ago`; or its page last checked before `older` (checked = page last fetched, else
+    first seen). An undated post's age is unknown (a baseline sees old and new alike), so only
+    the last rule applies to it."""
     recent: datetime
     month: datetime
     day_ago: datetime

@@ -232,7 +232,7 @@ def _revisits_due(conn: Connection, source_ids: list[int], cut: RevisitCutoffs, 
     overdue first, at most `per_check` (state.changes.RevisitCutoffs says when one is due)."""
     if per_check <= 0:
         return {}
-    born = func.coalesce(posts.c.published_at, posts.c.first_seen_at)
+    born = posts.c.published_at          # NULL for an undated post: its age is unknown, so weekly only
     checked = func.coalesce(posts.c.page_checked_at, posts.c.first_seen_at)
     due: dict[int, list[str]] = {}
     query = (select(posts.c.source_id, posts.c.url)
