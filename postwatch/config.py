@@ -93,6 +93,9 @@ class SourceConfig:
     sitemap_url: str | None = None
     interval: timedelta | None = None
     selectors: dict[str, str] = field(default_factory=dict)
+    # Keyword filters (digest/filters.py): which of this source's events anyone is told of.
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -169,6 +172,14 @@ class DeliveryConfig:
 
 
 @dataclass
+class WebhookConfig:
+    # The master secret each receiver's signing secret is derived from (`postwatch webhook
+    # secret URL`); unset: derived from the unsubscribe secret.
+    secret_env: str = "POSTWATCH_WEBHOOK_SECRET"
+    timeout: float = between(10.0, 1, 120)
+
+
+@dataclass
 class UnsubscribeConfig:
     public_url: str | None = None
     mailto: str | None = None
@@ -214,6 +225,7 @@ class Config:
     alerts: AlertConfig = field(default_factory=AlertConfig)
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -274,6 +286,11 @@ class Config:
                                f"(unsubscribe links in digests already sent stop working) or set "
                                f"${self.unsubscribe.secret_env}"])
         return secret
+
+    def webhook_secret(self) -> bytes:
+        """The master secret of webhook signatures: $[webhook] secret_env, else the unsubscribe
+        secret (so one secret to keep, and nothing to configure for a first webhook)."""
+        return os.environ.get(self.webhook.secret_env, "").encode() or self.unsubscribe_secret()
 
     def listen_address(self) -> tuple[str, int]:
         host, _, port = self.daemon.listen.rpartition(":")
@@ -357,8 +374,10 @@ _SECTIONS: dict[str, tuple[type, dict[str, str]]] = {
     "alerts": (AlertConfig, {}),
     "feeds": (FeedsConfig, {}),
     "dkim": (DkimConfig, {}),
+    "webhook": (WebhookConfig, {}),
 }
-_SOURCE_KEYS = {"name", "url", "kind", "preset", "title", "feed_url", "sitemap_url", "interval", "selectors"}
+_SOURCE_KEYS = {"name", "url", "kind", "preset", "title", "feed_url", "sitemap_url", "interval", "selectors",
+                "include", "exclude"}
 _SELECTOR_KEYS = {"listing_item", "post_link", "next_page", "title", "date", "body", "exclude"}
 
 
@@ -578,9 +597,16 @@ def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceCo
                 problems.append(f"{label}: interval: {exc}")
         if any(s.name == name for s in sources):
             problems.append(f"{label}: defined twice")
+        from digest.filters import filter_problems
+
+        terms = {key: item.get(key) for key in ("include", "exclude")}
+        filters_wrong = filter_problems(terms["include"], terms["exclude"])
+        problems += [f"{label}: {problem}" for problem in filters_wrong]
         sources.append(SourceConfig(
             name=name, url=url, kind=kind, title=item.get("title"), feed_url=item.get("feed_url"),
             sitemap_url=item.get("sitemap_url"), interval=interval, selectors=dict(selectors),
+            include=[] if filters_wrong else list(terms["include"] or ()),
+            exclude=[] if filters_wrong else list(terms["exclude"] or ()),
         ))
     return sources
 

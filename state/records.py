@@ -125,6 +125,10 @@ class Subscriber:
     bounces: int = 0                              # hard bounces in a row (state/suppression.py)
     suppressed_reason: str | None = None
     suppressed_at: datetime | None = None
+    # Keyword filters (digest/filters.py): words or /regular expressions/ on an event's title
+    # and text. An event must match an `include` term (when there are any) and no `exclude` term.
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass
@@ -143,6 +147,7 @@ class ComposedMessage:
     subject: str
     to_addr: str
     raw: bytes
+    channel: str = "email"            # the kind of message: email, webhook, apprise (digest/delivery.py)
 
 
 @dataclass
@@ -155,6 +160,7 @@ class OutboxItem:
     attempts: int
     created_at: datetime
     claimed_until: datetime | None = None   # the lease this caller holds, to hand back unsent
+    channel: str = "email"
 
 
 @dataclass

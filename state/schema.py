@@ -99,6 +99,8 @@ subscribers = Table(
     Column("bounces", Integer, nullable=False, server_default="0"),
     Column("suppressed_reason", String(200)),
     Column("suppressed_at", UTC),
+    # Added by revision 0007: keyword filters, JSON {"include": [...], "exclude": [...]} (NULL: none).
+    Column("filters", Text),
 )
 
 outbox = Table(
@@ -118,6 +120,8 @@ outbox = Table(
     Column("last_seq", Integer),
     Column("created_at", UTC, nullable=False),
     Column("sent_at", UTC),
+    # Added by revision 0007: the channel the message leaves through (email, webhook, apprise).
+    Column("channel", String(20), nullable=False, server_default="email"),
     Index("ix_outbox_due", "status", "next_attempt_at"),
 )
 

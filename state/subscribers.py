@@ -14,28 +14,38 @@ from state.records import Subscriber, SubscriberImport
 from state.schema import events, outbox, subscribers
 from state.suppression import DEFAULT_BOUNCE_LIMIT, refusal, suppressed_by, suppression_reason
 
-SETTINGS = ("cadence", "send_time", "timezone", "weekday", "sources")
+SETTINGS = ("cadence", "send_time", "timezone", "weekday", "sources", "filters")
+
+
+def filters_value(include, exclude) -> str | None:
+    """The stored form of a subscriber's keyword filters (NULL when there are none)."""
+    if not include and not exclude:
+        return None
+    return json.dumps({"include": list(include or ()), "exclude": list(exclude or ())}, ensure_ascii=False)
 
 
 def subscriber_from_row(row) -> Subscriber:
+    filters = json.loads(row["filters"]) if row.get("filters") else {}
     return Subscriber(id=row["id"], email=row["email"], cadence=row["cadence"], send_time=row["send_time"],
                       timezone=row["timezone"], weekday=row["weekday"],
                       sources=json.loads(row["sources"]) if row["sources"] else None, status=row["status"],
                       cursor=row["cursor"], created_at=as_utc(row["created_at"]),
                       subscribed_at=as_utc(row["subscribed_at"]), bounces=row["bounces"] or 0,
-                      suppressed_reason=row["suppressed_reason"], suppressed_at=as_utc(row["suppressed_at"]))
+                      suppressed_reason=row["suppressed_reason"], suppressed_at=as_utc(row["suppressed_at"]),
+                      include=tuple(filters.get("include", ())), exclude=tuple(filters.get("exclude", ())))
 
 
 class SubscriberStorage(Database):
     def add_subscriber(self, email: str, *, cadence: str = "daily", send_time: str = "08:00", timezone: str = "UTC",
                        weekday: int | None = None, sources: list[str] | None = None,
-                       now: datetime | None = None, resubscribe: bool = False) -> Subscriber:
+                       now: datetime | None = None, resubscribe: bool = False,
+                       include: list[str] | tuple[str, ...] = (), exclude: list[str] | tuple[str, ...] = ()) -> Subscriber:
         """Add a subscriber, or change an active one's settings. An address that unsubscribed
         or was suppressed raises NeedsConsent, unless `resubscribe`: the operator has the
         person's new consent."""
         now = now or utc_now()
         values = dict(cadence=cadence, send_time=send_time, timezone=timezone, weekday=weekday,
-                      sources=json.dumps(sources) if sources else None)
+                      sources=json.dumps(sources) if sources else None, filters=filters_value(include, exclude))
         with self.engine.begin() as conn:
             current = last_seq(conn)
             row = conn.execute(select(subscribers).where(func.lower(subscribers.c.email) == email.lower())).mappings().first()
@@ -76,7 +86,8 @@ class SubscriberStorage(Database):
                 for index, entry in enumerate(entries):
                     values = {"cadence": entry["cadence"], "send_time": entry["send_time"], "timezone": entry["timezone"],
                               "weekday": entry.get("weekday"),
-                              "sources": json.dumps(entry["sources"]) if entry.get("sources") else None}
+                              "sources": json.dumps(entry["sources"]) if entry.get("sources") else None,
+                              "filters": filters_value(entry.get("include"), entry.get("exclude"))}
                     row = existing.get(entry["email"].lower())
                     if row is None:
                         additions.append({"email": entry["email"], "status": "active", "cursor": current,

@@ -1,0 +1,28 @@
+"""Channels beyond email: each outbox message names the channel it leaves through (email,
+webhook, apprise), and a subscriber keeps their keyword filters.
+
+Revision ID: 0007
+Revises: 0006
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    # Every message queued before this revision was an email.
+    with op.batch_alter_table("outbox") as batch:
+        batch.add_column(sa.Column("channel", sa.String(20), nullable=False, server_default="email"))
+    with op.batch_alter_table("subscribers") as batch:
+        batch.add_column(sa.Column("filters", sa.Text))
+
+
+def downgrade():
+    with op.batch_alter_table("subscribers") as batch:
+        batch.drop_column("filters")
+    with op.batch_alter_table("outbox") as batch:
+        batch.drop_column("channel")
