@@ -8,6 +8,7 @@ was composed, and the channel sends it as it is."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import queue
 import re
@@ -548,3 +549,102 @@ class WebhookChannel(Channel):
                                       retry_after=retry_after_seconds(response.getheader("Retry-After"), self.clock()))
             return DeliveryResult("failed", answer)
         return DeliveryResult("failed", f"more than {MAX_REDIRECTS} redirects from {item.to_addr}")
+
+
+# --------------------------------------------------------------------------------------------
+# Apprise: chat and push services (the optional extra postwatch[apprise])
+# --------------------------------------------------------------------------------------------
+APPRISE_MISSING = "Apprise URLs need the apprise extra: pip install 'postwatch[apprise]'"
+
+
+def _apprise():
+    try:
+        import apprise
+    except ImportError:
+        return None
+    return apprise
+
+
+def _instantiate(apprise, url: str):
+    """Apprise's plugin for `url`, or None; Apprise's own log line about a bad URL is dropped
+    (the caller says it in one line)."""
+    import logging
+
+    logger = logging.getLogger("apprise")
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        with apprise.LogCapture(level=logging.ERROR):
+            return apprise.Apprise.instantiate(url)
+    finally:
+        logger.propagate = propagate
+
+
+@register("apprise")
+class AppriseChannel(Channel):
+    """A short text of the digest to a subscriber whose address is an Apprise URL (tgram://,
+    slack://, discord://, matrix://, ntfy://, json://...): as many lines as the service's
+    limit (its plugin's body_maxlen) takes. Apprise tells only whether a notification went
+    out, not why it did not: a failure is retried until [digest] max_attempts."""
+
+    carries = "apprise"
+
+    def __init__(self):
+        self._plugins: dict[str, object] = {}
+
+    @classmethod
+    def claims(cls, address: str) -> bool:
+        scheme, sep, _ = address.partition("://")
+        return bool(sep) and scheme.isascii() and scheme.replace("+", "").isalnum() and \
+            scheme.lower() not in ("http", "https")
+
+    @classmethod
+    def address_problem(cls, address: str) -> str | None:
+        apprise = _apprise()
+        if apprise is None:
+            return APPRISE_MISSING
+        if len(address) > 320:
+            return f"Apprise URL is {len(address)} characters long; at most 320 are kept"
+        if _instantiate(apprise, address) is None:
+            return f"{address.partition('://')[0]}:// is not a service Apprise knows, or the URL is incomplete"
+        return None
+
+    @classmethod
+    def composer(cls, settings, now):
+        import hashlib
+
+        from digest.notify import notification
+        from state import ComposedMessage
+
+        def compose(subscriber, events) -> ComposedMessage:
+            seqs = [e.seq for e in events if e.seq is not None]
+            key = f"{settings.list_id}|apprise|{subscriber.id}|{min(seqs, default=0)}-{max(seqs, default=0)}|{len(seqs)}"
+            raw = notification(events, site_name=settings.site_name, source_titles=settings.source_titles,
+                               source_urls=settings.source_urls)
+            return ComposedMessage(message_id="ntf_" + hashlib.sha256(key.encode()).hexdigest()[:32],
+                                   subject=json.loads(raw)["title"][:200], to_addr=subscriber.email, raw=raw,
+                                   channel=cls.carries)
+        return compose
+
+    def _plugin(self, url: str):
+        if url not in self._plugins:
+            self._plugins[url] = _instantiate(_apprise(), url)
+        return self._plugins[url]
+
+    def send(self, item) -> DeliveryResult:
+        import logging
+
+        from digest.notify import fit
+
+        apprise = _apprise()
+        if apprise is None:
+            return DeliveryResult("retry", APPRISE_MISSING)
+        plugin = self._plugin(item.to_addr)
+        if plugin is None:
+            return DeliveryResult("failed", f"{item.to_addr.partition('://')[0]}:// is not a service Apprise knows")
+        title, body = fit(json.loads(item.raw), plugin.body_maxlen, plugin.title_maxlen)
+        with apprise.LogCapture(level=logging.WARNING) as captured:
+            ok = plugin.notify(body=body, title=title)
+        if ok:
+            return DeliveryResult("sent", f"{type(plugin).__name__}: {len(body)} characters")
+        said = [line.strip() for line in captured.getvalue().splitlines() if line.strip()]
+        return DeliveryResult("retry", f"{type(plugin).__name__}: " + (said[-1] if said else "not sent"))

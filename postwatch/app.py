@@ -164,7 +164,7 @@ class App:
         if kind == "email":
             return self.delivery_channel()
         for cls in CHANNELS.values():
-            if cls.carries == kind and cls.claims is not Channel.claims:
+            if cls.carries == kind:
                 return cls.configured(self.config)
         raise ValueError(f"no delivery channel carries {kind!r} messages (known: {', '.join(sorted(CHANNELS))})")
 
