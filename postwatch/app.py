@@ -87,6 +87,7 @@ class App:
                 if config.smtp.host:
                     app.dkim_signer         # a DKIM key that cannot be used stops the command at once, not each send
                 app.sync_sources()
+                app.sync_routes()
             except BaseException:
                 store.close()
                 raise
@@ -102,6 +103,11 @@ class App:
         """The config's [[sources]] into the store: added or updated, and those no longer in the
         config disabled; sources added with `postwatch sources add` stay as they are."""
         self.store.sync_sources(self.source_records_from_config())
+
+    def sync_routes(self) -> None:
+        """The config's [[routes]] into the store as subscribers of origin "config": added or
+        updated, and those no longer in the config removed."""
+        self.store.sync_routes([{"email": route.to, **route.options} for route in self.config.routes])
 
     # -- configuration views -------------------------------------------------------------
     def source_records_from_config(self) -> list[SourceRecord]:

@@ -509,6 +509,9 @@ def add_subscriber(args: argparse.Namespace, config: Config) -> int:
                 raise ValueError(f"no such source: {', '.join(unknown)}")
         except ValueError as exc:
             return _fail(str(exc))
+        existing = app.store.get_subscriber(email)
+        if existing is not None and existing.origin == "config":
+            return _fail(f"{_shown(email)} is a route of the config file ([[routes]]); change it there")
         try:
             subscriber = app.store.add_subscriber(email, resubscribe=args.resubscribe, **options)
         except NeedsConsent as exc:
@@ -525,8 +528,23 @@ def add_subscriber(args: argparse.Namespace, config: Config) -> int:
         return 0
 
 
+def _shown(address: str) -> str:
+    """An address as printed: an Apprise URL carries its service's token after the scheme, so
+    only the scheme and the last few characters are shown; email addresses and webhook URLs
+    are shown whole (a webhook's secret is not in its URL)."""
+    from digest.delivery import message_kind
+
+    if message_kind(address) != "apprise":
+        return address
+    scheme, _, rest = address.partition("://")
+    return f"{scheme}://…{rest[-6:]}" if len(rest) > 12 else address
+
+
 def remove_subscriber(args: argparse.Namespace, config: Config) -> int:
     with App.open(config) as app:
+        existing = app.store.get_subscriber(args.email.strip())
+        if existing is not None and existing.origin == "config":
+            return _fail(f"{_shown(existing.email)} is a route of the config file ([[routes]]); remove it there")
         if not app.store.remove_subscriber(args.email.strip()):
             return _fail(f"no subscriber {args.email}", 1)
         print(f"removed {args.email}")
@@ -539,7 +557,9 @@ def list_subscribers(args: argparse.Namespace, config: Config) -> int:
         for s in rows:
             sources = ",".join(s.sources) if s.sources else "all sources"
             filters = describe_filters(s)
-            print(f"{s.email:<40} {s.status:<13} {describe_cadence(s):<32} {sources}{'  ' + filters if filters else ''}")
+            route = "  (route in the config)" if s.origin == "config" else ""
+            print(f"{_shown(s.email):<40} {s.status:<13} {describe_cadence(s):<32} {sources}"
+                  f"{'  ' + filters if filters else ''}{route}")
             if s.status == "suppressed":
                 print(f"  suppressed {s.suppressed_at:%Y-%m-%d %H:%M}: {s.suppressed_reason}")
         print(f"{len(rows)} subscribers ({describe_statuses(Counter(s.status for s in rows))})")

@@ -99,6 +99,14 @@ class SourceConfig:
 
 
 @dataclass
+class RouteConfig:
+    """An operator's own destination, kept in the config ([[routes]]): a subscriber whose
+    address is a webhook, an Apprise URL or an email address, synced into the database."""
+    to: str
+    options: dict[str, Any] = field(default_factory=dict)    # keyword arguments of Store.add_subscriber
+
+
+@dataclass
 class CrawlConfig:
     contact_url: str = "https://github.com/postwatch/postwatch"
     interval: timedelta = between(timedelta(hours=1), parse_duration("1s"), parse_duration("30d"))
@@ -226,6 +234,7 @@ class Config:
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    routes: list[RouteConfig] = field(default_factory=list)
 
     @property
     def base_dir(self) -> Path:
@@ -450,7 +459,7 @@ def parse_config(raw: dict[str, Any], path: Path | None = None) -> Config:
     config = Config(path=path.resolve() if path else None)
 
     for key in raw:
-        if key not in {"database", "sources", *_SECTIONS}:
+        if key not in {"database", "sources", "routes", *_SECTIONS}:
             problems.append(f"{where}: unknown key '{key}'")
 
     if "database" in raw:
@@ -479,6 +488,7 @@ def parse_config(raw: dict[str, Any], path: Path | None = None) -> Config:
                 problems.append(f"{where}: [{section}] {key}: {exc}")
 
     config.sources = _parse_sources(raw.get("sources"), where, problems)
+    config.routes = _parse_routes(raw.get("routes"), config, where, problems)
     problems.extend(validate(config, where))
     if problems:
         raise ConfigError(problems)
@@ -609,6 +619,60 @@ def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceCo
             exclude=[] if filters_wrong else list(terms["exclude"] or ()),
         ))
     return sources
+
+
+_ROUTE_KEYS = {"to", "cadence", "at", "tz", "day", "sources", "include", "exclude"}
+
+
+def _parse_routes(items: Any, config: Config, where: str, problems: list[str]) -> list[RouteConfig]:
+    """[[routes]]: each checked as `subscribers add` checks its arguments."""
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        problems.append(f"{where}: 'routes' must be an array of tables ([[routes]])")
+        return []
+    # email_validator (and Apprise for its URLs) only for a config that has routes.
+    from postwatch.subscribers import filter_options, normalized_address, schedule_options
+
+    routes: list[RouteConfig] = []
+    for index, item in enumerate(items, 1):
+        label = f"{where}: [[routes]] #{index}"
+        if not isinstance(item, dict):
+            problems.append(f"{label} must be a table")
+            continue
+        unknown = [key for key in item if key not in _ROUTE_KEYS]
+        if unknown:
+            problems.append(f"{label}: unknown key '{unknown[0]}' (keys: {', '.join(sorted(_ROUTE_KEYS))})")
+            continue
+        if not isinstance(item.get("to"), str) or not item["to"].strip():
+            problems.append(f"{label}: 'to' must be a webhook URL, an Apprise URL or an email address")
+            continue
+        # A route's URL may hold a token (a Telegram bot's, a Slack webhook's): only its scheme is shown.
+        label = f"{label} ({item['to'].partition('://')[0]}://…)" if "://" in item["to"] else f"{label} ({item['to']})"
+        try:
+            to = normalized_address(item["to"])
+            for key in ("sources", "include", "exclude"):
+                if item.get(key) is not None and not (isinstance(item[key], list)
+                                                       and all(isinstance(v, str) for v in item[key])):
+                    raise ValueError(f"{key} must be a list of strings")
+            strings = {key: item.get(key) for key in ("cadence", "at", "tz", "day")}
+            if any(value is not None and not isinstance(value, str) for value in strings.values()):
+                raise ValueError("cadence, at, tz and day must be strings")
+            options = schedule_options(config, strings["cadence"] or "immediate", strings["at"], strings["tz"],
+                                       strings["day"], item.get("sources"))
+            options.update(filter_options(item.get("include"), item.get("exclude")))
+        except ValueError as exc:
+            problems.append(f"{label}: {exc}")
+            continue
+        unknown_sources = [name for name in options["sources"] or () if name not in {s.name for s in config.sources}]
+        if unknown_sources:
+            problems.append(f"{label}: no such source in the config: {', '.join(unknown_sources)}")
+            continue
+        if any(r.to.lower() == to.lower() for r in routes):
+            problems.append(f"{label}: defined twice")
+            continue
+        routes.append(RouteConfig(to=to, options=options))
+    return routes
 
 
 def selector_problem(key: str, css: Any) -> str | None:

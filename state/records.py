@@ -129,6 +129,7 @@ class Subscriber:
     # and text. An event must match an `include` term (when there are any) and no `exclude` term.
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    origin: str = "cli"            # "config": a [[routes]] entry of the config file, kept in step with it
 
 
 @dataclass

@@ -101,6 +101,8 @@ subscribers = Table(
     Column("suppressed_at", UTC),
     # Added by revision 0007: keyword filters, JSON {"include": [...], "exclude": [...]} (NULL: none).
     Column("filters", Text),
+    # ...and where the subscriber was added: "cli" (subscribers add/import), "config" ([[routes]]).
+    Column("origin", String(20), nullable=False, server_default="cli"),
 )
 
 outbox = Table(

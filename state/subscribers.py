@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 
 from state.database import Database, as_utc, utc_now
 from state.errors import NeedsConsent
@@ -32,7 +32,8 @@ def subscriber_from_row(row) -> Subscriber:
                       cursor=row["cursor"], created_at=as_utc(row["created_at"]),
                       subscribed_at=as_utc(row["subscribed_at"]), bounces=row["bounces"] or 0,
                       suppressed_reason=row["suppressed_reason"], suppressed_at=as_utc(row["suppressed_at"]),
-                      include=tuple(filters.get("include", ())), exclude=tuple(filters.get("exclude", ())))
+                      include=tuple(filters.get("include", ())), exclude=tuple(filters.get("exclude", ())),
+                      origin=row.get("origin") or "cli")
 
 
 class SubscriberStorage(Database):
@@ -81,7 +82,7 @@ class SubscriberStorage(Database):
             try:
                 current = last_seq(conn)
                 existing = {row["email"].lower(): row for row in conn.execute(
-                    select(subscribers.c.id, subscribers.c.email, subscribers.c.status,
+                    select(subscribers.c.id, subscribers.c.email, subscribers.c.status, subscribers.c.origin,
                            *(subscribers.c[name] for name in SETTINGS))).mappings()}
                 for index, entry in enumerate(entries):
                     values = {"cadence": entry["cadence"], "send_time": entry["send_time"], "timezone": entry["timezone"],
@@ -92,6 +93,8 @@ class SubscriberStorage(Database):
                     if row is None:
                         additions.append({"email": entry["email"], "status": "active", "cursor": current,
                                           "created_at": now, "subscribed_at": now, **values})
+                    elif row["origin"] == "config":
+                        result.refused[index] = "a route of the config file ([[routes]]); change it there"
                     elif refusal(row["status"]) is not None:
                         result.refused[index] = refusal(row["status"])
                     elif row["status"] != "active":
@@ -117,6 +120,35 @@ class SubscriberStorage(Database):
                 if transaction.is_active:
                     transaction.rollback()
                 raise
+
+    def sync_routes(self, routes: list[dict], now: datetime | None = None) -> None:
+        """The config's [[routes]] become these subscribers: each entry (`email` and the settings
+        of `add_subscriber`) added, or updated in place (an existing subscriber of that address
+        is taken over by the config); routes no longer in the config are removed, with what
+        was queued for them cancelled. A route keeps its status: one suppressed stays so."""
+        now = now or utc_now()
+        wanted = {entry["email"].lower(): entry for entry in routes}
+        with self.engine.begin() as conn:
+            current = last_seq(conn)
+            # Only the rows that are or become routes: not every subscriber, at every start.
+            rows = {row["email"].lower(): row for row in conn.execute(
+                select(subscribers.c.id, subscribers.c.email, subscribers.c.origin).where(
+                    or_(subscribers.c.origin == "config", func.lower(subscribers.c.email).in_(list(wanted))))).mappings()}
+            for key, entry in wanted.items():
+                values = {"cadence": entry["cadence"], "send_time": entry["send_time"], "timezone": entry["timezone"],
+                          "weekday": entry.get("weekday"),
+                          "sources": json.dumps(entry["sources"]) if entry.get("sources") else None,
+                          "filters": filters_value(entry.get("include"), entry.get("exclude")), "origin": "config"}
+                if key in rows:
+                    conn.execute(update(subscribers).where(subscribers.c.id == rows[key]["id"]).values(**values))
+                else:
+                    conn.execute(insert(subscribers).values(email=entry["email"], status="active", cursor=current,
+                                                            created_at=now, subscribed_at=now, **values))
+            gone = [row["id"] for key, row in rows.items() if row["origin"] == "config" and key not in wanted]
+            if gone:
+                conn.execute(update(outbox).where(outbox.c.subscriber_id.in_(gone), outbox.c.status == "pending")
+                             .values(status="cancelled", claimed_until=None, last_error="route removed from the config"))
+                conn.execute(delete(subscribers).where(subscribers.c.id.in_(gone)))
 
     def remove_subscriber(self, email: str) -> bool:
         with self.engine.begin() as conn:

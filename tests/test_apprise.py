@@ -125,3 +125,45 @@ def test_a_tiny_limit_still_gives_a_cut_text():
     title, body = fit({"title": "T" * 300, "lines": ["x" * 500], "more": None}, 160, 20)
     assert len(title) == 20 and title.endswith("…")
     assert len(body) == 160 and body.endswith("…")
+
+
+def test_an_apprise_route_in_the_config_is_a_subscriber_kept_in_step_with_the_file(tmp_path, site):
+    with JsonReceiver() as receiver:
+        url = f"json://127.0.0.1:{receiver.port}/ops"
+        route = f'[[routes]]\nto = "{url}"\ninclude = ["/rescue|visa/"]\n'
+        config = write_config(tmp_path, site.blog_url, None, extra=route)
+        cli = Cli(config)
+        assert cli("config", "check").returncode == 0
+        cli("check", check=True)
+        listed = cli("subscribers", "list", check=True).stdout
+        assert "after each check" in listed and "include /rescue|visa/  (route in the config)" in listed
+        assert url not in listed                           # an Apprise URL's token is not printed
+        refused = cli("subscribers", "remove", url)
+        assert refused.returncode == 2 and "is a route of the config file ([[routes]]); remove it there" in refused.stderr
+
+        site.add_post("Rescue update", body_paragraphs=["Three families reached safety."])
+        site.add_post("Office move", body_paragraphs=["Boxes."])
+        cli("check", check=True)
+        assert "1 composed, 1 delivered" in cli("digest", check=True).stdout
+        [note] = receiver.received
+        assert note["title"] == "Liberty in North Korea: 1 change" and "Rescue update" in note["message"]
+
+        config.write_text(config.read_text().replace(route, ""))
+        cli("check", check=True)
+        assert "0 subscribers" in cli("subscribers", "list", check=True).stdout
+
+
+def test_a_route_with_a_bad_filter_or_address_is_one_line_each_from_config_check(tmp_path, site):
+    routes = ('[[routes]]\nto = "tgram://123456789:secret-token/555/"\nexclude = ["/[x/"]\n'
+              '[[routes]]\nto = "nosuchservice://x"\n'
+              '[[routes]]\nto = "https://hooks.example.org/x"\nsources = ["elsewhere"]\n')
+    config = write_config(tmp_path, site.blog_url, None, extra=routes)
+    result = Cli(config)("config", "check")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"postwatch: {config}: [[routes]] #1 (tgram://…): exclude '/[x/' is not a regular expression: "
+        "unterminated character set at position 0",
+        f"postwatch: {config}: [[routes]] #2 (nosuchservice://…): nosuchservice:// is not a service Apprise knows, "
+        "or the URL is incomplete",
+        f"postwatch: {config}: [[routes]] #3 (https://…): no such source in the config: elsewhere"]
+    assert "secret-token" not in result.stderr

@@ -1,5 +1,6 @@
 """Channels beyond email: each outbox message names the channel it leaves through (email,
-webhook, apprise), and a subscriber keeps their keyword filters.
+webhook, apprise); a subscriber keeps their keyword filters and where they were added (the
+command line, or a [[routes]] entry of the config file).
 
 Revision ID: 0007
 Revises: 0006
@@ -19,10 +20,12 @@ def upgrade():
         batch.add_column(sa.Column("channel", sa.String(20), nullable=False, server_default="email"))
     with op.batch_alter_table("subscribers") as batch:
         batch.add_column(sa.Column("filters", sa.Text))
+        batch.add_column(sa.Column("origin", sa.String(20), nullable=False, server_default="cli"))
 
 
 def downgrade():
     with op.batch_alter_table("subscribers") as batch:
+        batch.drop_column("origin")
         batch.drop_column("filters")
     with op.batch_alter_table("outbox") as batch:
         batch.drop_column("channel")
