@@ -6,7 +6,7 @@ import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -30,10 +30,13 @@ class FlushStats:
     retried: int = 0
     failed: int = 0
     suppressed: int = 0        # subscribers suppressed by this flush's hard bounces
+    sent_by_channel: dict[str, int] = field(default_factory=dict)    # "email", "webhook"... -> sent
 
-    def add(self, other: "FlushStats") -> None:
+    def add(self, kind: str, other: "FlushStats") -> None:
         for name in ("sent", "retried", "failed", "suppressed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.sent:
+            self.sent_by_channel[kind] = self.sent_by_channel.get(kind, 0) + other.sent
 
 
 class ComposeForChannels:

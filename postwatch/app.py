@@ -333,7 +333,7 @@ class App:
                 self.metrics.deliveries.labels(kind, result).inc(getattr(stats, result))
             if stats.retried:
                 log.warning("%s: %d messages put off for a retry", "mail" if kind == "email" else kind, stats.retried)
-            total.add(stats)
+            total.add(kind, stats)
         self.metrics.digests_sent.inc(total.sent)
         self.metrics.digests_failed.inc(total.failed)
         self.metrics.digests_retried.inc(total.retried)

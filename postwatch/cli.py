@@ -449,9 +449,20 @@ def send_digests(args: argparse.Namespace, config: Config) -> int:
                 return _fail(f"no subscriber {args.subscriber}")
             ids = [subscriber.id]
         queued, stats = app.send_digests(ids)
-        print(f"digest: {len(queued)} composed, {stats.sent} delivered via {config.describe_delivery()}, "
+        print(f"digest: {len(queued)} composed, {stats.sent} delivered {_delivered_via(stats, config)}, "
               f"{stats.retried} waiting for a retry, {stats.failed} failed")
         return 0 if stats.failed == 0 and stats.retried == 0 else 1
+
+
+def _delivered_via(stats, config: Config) -> str:
+    """Where the messages went: "via SMTP host:port", "by webhook", or per channel
+    "(1 via SMTP host:port, 2 by webhook)"."""
+    kinds = stats.sent_by_channel
+    if set(kinds) <= {"email"}:
+        return f"via {config.describe_delivery()}"
+    parts = [f"{count} via {config.describe_delivery()}" if kind == "email" else f"{count} by {kind}"
+             for kind, count in sorted(kinds.items())]
+    return parts[0].split(" ", 1)[1] if len(parts) == 1 else f"({', '.join(parts)})"
 
 
 def preview_digest(args: argparse.Namespace, config: Config) -> int:

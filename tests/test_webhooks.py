@@ -58,7 +58,7 @@ def test_the_receiver_gets_signed_json_of_the_events(hook, site, tmp_path):
     done = cli("digest")
 
     assert done.returncode == 0, done.stderr
-    assert "1 composed, 1 delivered" in done.stdout
+    assert "1 composed, 1 delivered by webhook, 0 waiting for a retry, 0 failed" in done.stdout
     [delivery] = receiver.requests
     assert delivery.verdict == "accepted" and delivery.status == 200
     assert delivery.headers["Content-Type"] == "application/json"
@@ -249,7 +249,7 @@ def test_email_and_webhook_subscribers_each_get_their_own(tmp_path, site, smtp):
         site.add_post("Both channels", body_paragraphs=["One email, one webhook."])
         cli("check", check=True)
         done = cli("digest", check=True)
-        assert "2 composed, 2 delivered" in done.stdout
+        assert f"2 composed, 2 delivered (1 via SMTP 127.0.0.1:{smtp.port}, 1 by webhook)" in done.stdout
         assert len(smtp.messages) == 1 and smtp.messages[0]["To"] == "ada@example.org"
         assert [e["title"] for e in receiver.accepted[0].json["events"]] == ["Both channels"]
         status = cli("status").stdout
