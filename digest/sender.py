@@ -188,16 +188,18 @@ def _last_error(store) -> str:
     return errors[0][1] if errors else "no detail"
 
 
-def preview(store, settings: DigestSettings, subscriber_email: str | None, path: Path, now: datetime) -> Path:
-    """Write exactly the HTML that subscriber would get for their pending events (the first
-    active subscriber when none is named; the most recent events when nothing is pending)."""
+def preview(store, settings: DigestSettings, subscriber_email: str | None, path: Path, now: datetime,
+            source_filters: dict[str, KeywordFilter] | None = None) -> Path:
+    """Write exactly the HTML that subscriber would get for their pending events, keyword filters
+    applied (the first active subscriber when none is named; the most recent events when
+    nothing is pending)."""
     subscriber = store.get_subscriber(subscriber_email) if subscriber_email else None
     if subscriber_email and subscriber is None:
         raise LookupError(f"no subscriber {subscriber_email}")
     if subscriber is None:
         active = store.list_subscribers(active_only=True)
         subscriber = active[0] if active else None
-    events = store.pending_events(subscriber) if subscriber else []
+    events = keyword_selection(source_filters or {})(subscriber, store.pending_events(subscriber)) if subscriber else []
     if not events:
         events = [e for e in store.history(limit=20) if e.status == "published"]
     target = subscriber or Subscriber(id=0, email="subscriber@example.org", cadence="daily", send_time="08:00",

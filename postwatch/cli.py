@@ -471,7 +471,8 @@ def preview_digest(args: argparse.Namespace, config: Config) -> int:
     with App.open(config, read_only=True) as app:
         if args.subscriber and app.store.get_subscriber(args.subscriber) is None:
             return _fail(f"no subscriber {args.subscriber}")
-        path = preview(app.store, app.digest_settings(), args.subscriber, Path(args.file), datetime.now(timezone.utc))
+        path = preview(app.store, app.digest_settings(), args.subscriber, Path(args.file), datetime.now(timezone.utc),
+                       app.source_filters())
         print(f"preview written to {path}")
         return 0
 

@@ -787,6 +787,9 @@ def _delivery_problems(config: Config) -> list[str]:
     channel = config.delivery_channel
     if channel not in CHANNELS:
         return [f"channel '{channel}' is not a delivery channel (known: {', '.join(sorted(CHANNELS))})"]
+    if CHANNELS[channel].carries != "email":
+        return [f"channel '{channel}' does not deliver email digests; it is used by itself for subscribers and "
+                f"routes whose address it claims (a URL), so leave [delivery] channel for the mail channel"]
     if channel in ("smtp", "folder"):
         if config.delivery.options:
             return [f"options: channel '{channel}' takes its settings from "

@@ -122,6 +122,9 @@ def test_an_event_filtered_out_for_one_subscriber_still_reaches_the_others(tmp_p
         site.add_post("Podcast: a new season", body_paragraphs=["Stories of refugees, told by themselves."])
         site.add_post("Office move", body_paragraphs=["We moved to a bigger space."])
         cli("check", check=True)
+        cli("digest", "preview", "--subscriber", "ada@example.org", "ada.html", check=True)
+        preview = (tmp_path / "ada.html").read_text(encoding="utf-8")
+        assert "Visa rules for defectors" in preview and "Office move" not in preview
         done = cli("digest", check=True)
         assert "3 composed, 3 delivered" in done.stdout
 
