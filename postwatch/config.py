@@ -786,7 +786,8 @@ def validate(config: Config, where: str = "config") -> list[str]:
 def _delivery_problems(config: Config) -> list[str]:
     channel = config.delivery_channel
     if channel not in CHANNELS:
-        return [f"channel '{channel}' is not a delivery channel (known: {', '.join(sorted(CHANNELS))})"]
+        mail = sorted(name for name, cls in CHANNELS.items() if cls.carries == "email")
+        return [f"channel '{channel}' is not a delivery channel (known: {', '.join(mail)})"]
     if CHANNELS[channel].carries != "email":
         return [f"channel '{channel}' does not deliver email digests; it is used by itself for subscribers and "
                 f"routes whose address it claims (a URL), so leave [delivery] channel for the mail channel"]
