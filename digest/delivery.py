@@ -68,6 +68,16 @@ def message_kind(address: str) -> str:
     return cls.carries if cls is not None else "email"
 
 
+def shown_address(address: str) -> str:
+    """An address as printed and logged: an Apprise URL carries its service's token after the
+    scheme, so only the scheme and the last few characters are shown; email addresses and
+    webhook URLs are shown whole (a webhook's secret is not in its URL)."""
+    if message_kind(address) != "apprise":
+        return address
+    scheme, _, rest = address.partition("://")
+    return f"{scheme}://…{rest[-6:]}" if len(rest) > 12 else address
+
+
 def address_problem(address: str) -> str | None:
     """Why a non-email subscriber address cannot be delivered to (one line), or None."""
     cls = channel_for_address(address)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from digest.compose import DigestComposer, unsubscribe_url
-from digest.delivery import channel_for_address, private_opener
+from digest.delivery import channel_for_address, private_opener, shown_address
 from digest.filters import KeywordFilter, select_events
 from digest.render import render_digest
 from digest.settings import DigestSettings
@@ -96,7 +96,7 @@ def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit
                 stats.sent += 1
             elif result.status == "failed" or item.attempts + 1 >= max_attempts:
                 store.mark_failed(item.id, result.detail, now)
-                log.error("%s to %s failed permanently: %s", _what(channel), item.to_addr, result.detail)
+                log.error("%s to %s failed permanently: %s", _what(channel), shown_address(item.to_addr), result.detail)
                 stats.failed += 1
                 if (result.status == "failed" and item.subscriber_id is not None
                         and is_hard_bounce(result.code, result.enhanced)):

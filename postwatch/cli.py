@@ -541,15 +541,9 @@ def add_subscriber(args: argparse.Namespace, config: Config) -> int:
 
 
 def _shown(address: str) -> str:
-    """An address as printed: an Apprise URL carries its service's token after the scheme, so
-    only the scheme and the last few characters are shown; email addresses and webhook URLs
-    are shown whole (a webhook's secret is not in its URL)."""
-    from digest.delivery import message_kind
+    from digest.delivery import shown_address
 
-    if message_kind(address) != "apprise":
-        return address
-    scheme, _, rest = address.partition("://")
-    return f"{scheme}://…{rest[-6:]}" if len(rest) > 12 else address
+    return shown_address(address)
 
 
 def remove_subscriber(args: argparse.Namespace, config: Config) -> int:

@@ -267,3 +267,14 @@ def test_a_webhook_address_must_be_a_usable_url(tmp_path, site):
                                       "name or password; receivers check the signature instead")
     assert cli("subscribers", "add", "http://").returncode == 2
     assert cli("webhook", "secret", "ada@example.org").returncode == 2
+
+
+def test_retry_after_is_read_as_seconds_or_as_an_http_date_and_capped_at_a_day():
+    from digest.delivery import retry_after_seconds
+
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc).timestamp()
+    assert retry_after_seconds("120", now) == 120.0
+    assert retry_after_seconds("Mon, 02 Mar 2026 09:30:00 GMT", now) == 1800.0
+    assert retry_after_seconds("Mon, 02 Mar 2026 08:00:00 GMT", now) == 0.0          # already past
+    assert retry_after_seconds("9999999", now) == 86_400.0
+    assert retry_after_seconds("soon", now) is None and retry_after_seconds(None, now) is None
