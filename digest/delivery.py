@@ -94,6 +94,8 @@ class DeliveryResult:
     enhanced: str | None = None
     # Seconds the receiver asked to wait before the next attempt (HTTP Retry-After).
     retry_after: float | None = None
+    # The address itself is gone (a webhook's 404 or 410): counted like a hard bounce.
+    address_gone: bool = False
 
     @classmethod
     def refused(cls, code: int, text: bytes | str) -> "DeliveryResult":
@@ -557,7 +559,8 @@ class WebhookChannel(Channel):
             if status in RETRIED_CLIENT_ERRORS or status >= 500:
                 return DeliveryResult("retry", answer,
                                       retry_after=retry_after_seconds(response.getheader("Retry-After"), self.clock()))
-            return DeliveryResult("failed", answer)
+            # No receiver at that URL any more: [digest] bounce_limit of these in a row suppress it.
+            return DeliveryResult("failed", answer, address_gone=status in (404, 410))
         return DeliveryResult("failed", f"more than {MAX_REDIRECTS} redirects from {item.to_addr}")
 
 

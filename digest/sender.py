@@ -99,7 +99,7 @@ def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit
                 log.error("%s to %s failed permanently: %s", _what(channel), shown_address(item.to_addr), result.detail)
                 stats.failed += 1
                 if (result.status == "failed" and item.subscriber_id is not None
-                        and is_hard_bounce(result.code, result.enhanced)):
+                        and (result.address_gone or is_hard_bounce(result.code, result.enhanced))):
                     suppressed = store.record_bounce(item.subscriber_id, result.detail, now, bounce_limit)
                     if suppressed is not None:
                         handout.skip.add(suppressed.id)

@@ -182,7 +182,31 @@ def test_a_400_fails_for_good_and_is_not_retried(hook, site, tmp_path):
     assert "0 delivered" in cli("digest").stdout
     assert len(receiver.requests) == 1
     assert [row[:4] for row in outbox(tmp_path)] == [("webhook", "failed", 1, "HTTP 400 Bad Request")]
-    assert "webhook: 0 pending, 0 sent, 1 failed" in cli("status").stdout
+    status = cli("status").stdout
+    assert "webhook: 0 pending, 0 sent, 1 failed" in status
+    assert "subscribers: 1 (1 active)" in status          # a refused request is not a receiver that is gone
+
+
+def test_a_receiver_that_answers_410_gone_is_suppressed_like_a_hard_bounce(tmp_path, site):
+    secret: dict[str, str] = {}
+    with WebhookReceiver(lambda url: secret["value"]) as receiver:
+        cli = webhook_cli(tmp_path, site)
+        cli.config.write_text(cli.config.read_text().replace("[digest]\n", "[digest]\nbounce_limit = 2\n"))
+        cli("check", check=True)
+        url = receiver.url("/hook")
+        secret["value"] = subscribe_hook(cli, url)
+        for n, answer in enumerate((410, 404)):
+            site.add_post(f"Nobody reads this {n}", body_paragraphs=["The receiver was taken down."])
+            cli("check", check=True)
+            receiver.answers.append(answer)
+            assert "1 failed" in cli("digest").stdout
+        site.add_post("Not sent at all", body_paragraphs=["The receiver is suppressed."])
+        cli("check", check=True)
+        assert "0 composed" in cli("digest").stdout
+        assert len(receiver.requests) == 2
+        listed = cli("subscribers", "list").stdout
+        assert f"{url}" in listed and "suppressed" in listed
+        assert "2 hard bounces in a row (last: HTTP 404 Not Found)" in listed
 
 
 def test_429_waits_as_long_as_retry_after_says(hook, site, tmp_path):
