@@ -1,7 +1,14 @@
-"""Delivery channels: small registered classes; a new channel is one new class."""
+"""Delivery channels: small registered classes; a new channel is one new class.
+
+A channel carries one kind of outbox message (`carries`): "email" for the mail channels (smtp,
+folder, or one named in [delivery] channel), or its own kind for a channel that claims some
+subscriber addresses (an https:// URL is a webhook's, a service URL such as tgram:// or json://
+is Apprise's). Such a channel also composes its messages (`composer`): the outbox stores what
+was composed, and the channel sends it as it is."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import queue
 import re
@@ -46,6 +53,37 @@ def make_channel(name: str, **kwargs) -> "Channel":
         raise ValueError(f"no delivery channel {name!r} (known: {', '.join(sorted(CHANNELS))})") from None
 
 
+def channel_for_address(address: str) -> "type[Channel] | None":
+    """The registered channel that claims a subscriber's address; None for an email address,
+    which goes through the mail channel."""
+    for cls in CHANNELS.values():
+        if cls.claims(address):
+            return cls
+    return None
+
+
+def message_kind(address: str) -> str:
+    """The kind of outbox message a subscriber's address gets: "email", "webhook", "apprise"."""
+    cls = channel_for_address(address)
+    return cls.carries if cls is not None else "email"
+
+
+def shown_address(address: str) -> str:
+    """An address as printed and logged: an Apprise URL carries its service's token after the
+    scheme, so only the scheme and the last few characters are shown; email addresses and
+    webhook URLs are shown whole (a webhook's secret is not in its URL)."""
+    if message_kind(address) != "apprise":
+        return address
+    scheme, _, rest = address.partition("://")
+    return f"{scheme}://…{rest[-6:]}" if len(rest) > 12 else address
+
+
+def address_problem(address: str) -> str | None:
+    """Why a non-email subscriber address cannot be delivered to (one line), or None."""
+    cls = channel_for_address(address)
+    return cls.address_problem(address) if cls is not None else None
+
+
 @dataclass
 class DeliveryResult:
     status: str          # "sent" | "retry" | "failed"
@@ -54,6 +92,10 @@ class DeliveryResult:
     # code ("5.1.1"), so the sender can tell a dead address from a refused message.
     code: int | None = None
     enhanced: str | None = None
+    # Seconds the receiver asked to wait before the next attempt (HTTP Retry-After).
+    retry_after: float | None = None
+    # The address itself is gone (a webhook's 404 or 410): counted like a hard bounce.
+    address_gone: bool = False
 
     @classmethod
     def refused(cls, code: int, text: bytes | str) -> "DeliveryResult":
@@ -64,6 +106,29 @@ class DeliveryResult:
 
 class Channel:
     name = "channel"
+    carries = "email"           # the kind of outbox message this channel delivers
+
+    @classmethod
+    def claims(cls, address: str) -> bool:
+        """Whether a subscriber's address is this channel's (the mail channels claim none: an
+        address that no channel claims is an email address)."""
+        return False
+
+    @classmethod
+    def address_problem(cls, address: str) -> str | None:
+        """Why this channel cannot deliver to `address` (one line), or None."""
+        return None
+
+    @classmethod
+    def composer(cls, settings, now):
+        """A callable (subscriber, events) -> ComposedMessage for this channel's messages."""
+        raise NotImplementedError
+
+    @classmethod
+    def configured(cls, config) -> "Channel":
+        """This channel as the config (postwatch.config.Config) sets it up, for a channel that
+        claims addresses; the mail channels are built from [smtp] and [delivery] instead."""
+        return cls()
 
     def open(self) -> None:
         pass
@@ -318,3 +383,282 @@ def _address(header_value: bytes) -> str:
 # What MAIL FROM can carry without SMTPUTF8. `config check` asks more of a relay's sender
 # (digest.settings.plain_address).
 _ADDRESS = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]+@[A-Za-z0-9.-]+")
+
+
+# --------------------------------------------------------------------------------------------
+# Webhooks
+# --------------------------------------------------------------------------------------------
+# 408 and 429 say "not now"; every other 4xx says the request itself will never be accepted.
+RETRIED_CLIENT_ERRORS = {408, 429}
+MAX_REDIRECTS = 3
+MAX_RETRY_AFTER = 86_400.0
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """An HTTP Retry-After value (delay-seconds or an HTTP-date) as seconds from `now`, capped at
+    a day; None when absent or unreadable."""
+    from email.utils import parsedate_to_datetime
+
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return min(max(0.0, when - now), MAX_RETRY_AFTER)
+
+
+@register("webhook")
+class WebhookChannel(Channel):
+    """A signed JSON POST of the events to a subscriber whose address is an http(s) URL.
+
+    The standard library's http.client, on purpose: the sender runs in a worker thread, where a
+    blocking client is the natural fit (aiohttp would need an event loop of its own per flush),
+    it adds no dependency, and it never follows a redirect by itself, so a receiver cannot send
+    the signed events to another host: a 307/308 to the same scheme, host and port is followed
+    (the body and method kept), any other redirect is a permanent failure naming where it
+    pointed. One keep-alive connection per receiver for the whole flush."""
+
+    carries = "webhook"
+
+    def __init__(self, secret: bytes, timeout: float = 10.0, user_agent: str = "postwatch webhook",
+                 clock: Callable[[], float] = time.time):
+        self.secret, self.timeout, self.user_agent, self.clock = secret, timeout, user_agent, clock
+        self._connections: dict[tuple[str, str, int], object] = {}
+
+    @classmethod
+    def claims(cls, address: str) -> bool:
+        return address[:8].lower().startswith(("http://", "https://"))
+
+    @classmethod
+    def address_problem(cls, address: str) -> str | None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(address)
+        if not parts.hostname:
+            return f"webhook URL {address!r} has no host"
+        if parts.username or parts.password:
+            return f"webhook URL {address!r} carries a user name or password; receivers check the signature instead"
+        if len(address) > 320:
+            return f"webhook URL is {len(address)} characters long; at most 320 are kept"
+        try:
+            parts.port
+        except ValueError:
+            return f"webhook URL {address!r} has an invalid port"
+        return None
+
+    @classmethod
+    def composer(cls, settings, now):
+        from digest.webhook import delivery_id, payload
+        from state import ComposedMessage
+
+        def compose(subscriber, events) -> ComposedMessage:
+            delivery = delivery_id(settings.list_id, subscriber.id, [e.seq for e in events if e.seq is not None])
+            body = payload(delivery, events, site_name=settings.site_name, source_titles=settings.source_titles,
+                           now=now)
+            subject = f"{len(events)} change{'s' * (len(events) != 1)}: {' '.join(events[0].title.split())}"[:200]
+            return ComposedMessage(message_id=delivery, subject=subject, to_addr=subscriber.email, raw=body,
+                                   channel=cls.carries)
+        return compose
+
+    @classmethod
+    def configured(cls, config) -> "WebhookChannel":
+        from postwatch import __version__
+
+        return cls(secret=config.webhook_secret(), timeout=config.webhook.timeout,
+                   user_agent=f"postwatch/{__version__} webhook (+{config.crawl.contact_url})")
+
+    def signing_secret(self, url: str) -> str:
+        from digest.webhook import endpoint_secret
+
+        return endpoint_secret(self.secret, url)
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()
+
+    def _connection(self, scheme: str, host: str, port: int):
+        import http.client
+
+        key = (scheme, host, port)
+        if key not in self._connections:
+            if scheme == "https":
+                self._connections[key] = http.client.HTTPSConnection(host, port, timeout=self.timeout,
+                                                                     context=ssl.create_default_context())
+            else:
+                self._connections[key] = http.client.HTTPConnection(host, port, timeout=self.timeout)
+        return self._connections[key]
+
+    def _drop(self, key) -> None:
+        connection = self._connections.pop(key, None)
+        if connection is not None:
+            connection.close()
+
+    def send(self, item) -> DeliveryResult:
+        import http.client
+        from urllib.parse import urljoin, urlsplit
+
+        from digest.webhook import DELIVERY_HEADER, SCHEMA, SCHEMA_HEADER, SIGNATURE_HEADER, sign
+
+        url = item.to_addr
+        secret = self.signing_secret(item.to_addr)
+        for _ in range(MAX_REDIRECTS + 1):
+            parts = urlsplit(url)
+            scheme = parts.scheme.lower()
+            key = (scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80))
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            # Signed at each attempt: a retry carries a fresh timestamp, so receivers can keep
+            # their replay window short.
+            headers = {"Content-Type": "application/json", "User-Agent": self.user_agent,
+                       SIGNATURE_HEADER: sign(secret, item.raw, int(self.clock())),
+                       DELIVERY_HEADER: item.message_id, SCHEMA_HEADER: SCHEMA}
+            try:
+                for attempt in (1, 2):
+                    connection = self._connection(*key)
+                    try:
+                        connection.request("POST", path, body=item.raw, headers=headers)
+                        response = connection.getresponse()
+                        break
+                    except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                        # The receiver closed a kept-alive connection between two deliveries.
+                        self._drop(key)
+                        if attempt == 2:
+                            raise
+                # Read to the end (the connection is kept), but not a large answer.
+                response.read(65_536)
+                if not response.isclosed():
+                    self._drop(key)
+                elif response.will_close:
+                    self._drop(key)
+            except ssl.SSLError as exc:
+                self._drop(key)
+                return DeliveryResult("retry", f"TLS with {parts.hostname} failed: {exc}")
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop(key)
+                return DeliveryResult("retry", f"cannot reach {parts.scheme}://{parts.netloc}: "
+                                               f"{exc or type(exc).__name__}")
+            status, reason = response.status, response.reason
+            answer = f"HTTP {status} {reason}".strip()
+            if 200 <= status < 300:
+                return DeliveryResult("sent", answer)
+            if status in (307, 308):
+                target = urljoin(url, response.getheader("Location") or "")
+                there = urlsplit(target)
+                if (there.scheme.lower(), there.hostname, there.port or (443 if there.scheme.lower() == "https" else 80)) != key:
+                    return DeliveryResult("failed", f"{answer}: redirected to {target}, another host; postwatch "
+                                                    "follows a webhook's redirects only on the same host (set the "
+                                                    "subscriber's URL to the final one)")
+                url = target
+                continue
+            if 300 <= status < 400:
+                return DeliveryResult("failed", f"{answer}: a redirect that would turn the POST into a GET "
+                                                f"(to {response.getheader('Location')}); set the final URL")
+            if status in RETRIED_CLIENT_ERRORS or status >= 500:
+                return DeliveryResult("retry", answer,
+                                      retry_after=retry_after_seconds(response.getheader("Retry-After"), self.clock()))
+            # No receiver at that URL any more: [digest] bounce_limit of these in a row suppress it.
+            return DeliveryResult("failed", answer, address_gone=status in (404, 410))
+        return DeliveryResult("failed", f"more than {MAX_REDIRECTS} redirects from {item.to_addr}")
+
+
+# --------------------------------------------------------------------------------------------
+# Apprise: chat and push services (the optional extra postwatch[apprise])
+# --------------------------------------------------------------------------------------------
+APPRISE_MISSING = "Apprise URLs need the apprise extra: pip install 'postwatch[apprise]'"
+
+
+def _apprise():
+    try:
+        import apprise
+    except ImportError:
+        return None
+    return apprise
+
+
+def _instantiate(apprise, url: str):
+    """Apprise's plugin for `url`, or None; Apprise's own log line about a bad URL is dropped
+    (the caller says it in one line)."""
+    import logging
+
+    logger = logging.getLogger("apprise")
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        with apprise.LogCapture(level=logging.ERROR):
+            return apprise.Apprise.instantiate(url)
+    finally:
+        logger.propagate = propagate
+
+
+@register("apprise")
+class AppriseChannel(Channel):
+    """A short text of the digest to a subscriber whose address is an Apprise URL (tgram://,
+    slack://, discord://, matrix://, ntfy://, json://...): as many lines as the service's
+    limit (its plugin's body_maxlen) takes. Apprise tells only whether a notification went
+    out, not why it did not: a failure is retried until [digest] max_attempts."""
+
+    carries = "apprise"
+
+    def __init__(self):
+        self._plugins: dict[str, object] = {}
+
+    @classmethod
+    def claims(cls, address: str) -> bool:
+        scheme, sep, _ = address.partition("://")
+        return bool(sep) and scheme.isascii() and scheme.replace("+", "").isalnum() and \
+            scheme.lower() not in ("http", "https")
+
+    @classmethod
+    def address_problem(cls, address: str) -> str | None:
+        apprise = _apprise()
+        if apprise is None:
+            return APPRISE_MISSING
+        if len(address) > 320:
+            return f"Apprise URL is {len(address)} characters long; at most 320 are kept"
+        if _instantiate(apprise, address) is None:
+            return f"{address.partition('://')[0]}:// is not a service Apprise knows, or the URL is incomplete"
+        return None
+
+    @classmethod
+    def composer(cls, settings, now):
+        import hashlib
+
+        from digest.notify import notification
+        from state import ComposedMessage
+
+        def compose(subscriber, events) -> ComposedMessage:
+            seqs = [e.seq for e in events if e.seq is not None]
+            key = f"{settings.list_id}|apprise|{subscriber.id}|{min(seqs, default=0)}-{max(seqs, default=0)}|{len(seqs)}"
+            raw = notification(events, site_name=settings.site_name, source_titles=settings.source_titles,
+                               source_urls=settings.source_urls)
+            return ComposedMessage(message_id="ntf_" + hashlib.sha256(key.encode()).hexdigest()[:32],
+                                   subject=json.loads(raw)["title"][:200], to_addr=subscriber.email, raw=raw,
+                                   channel=cls.carries)
+        return compose
+
+    def _plugin(self, url: str):
+        if url not in self._plugins:
+            self._plugins[url] = _instantiate(_apprise(), url)
+        return self._plugins[url]
+
+    def send(self, item) -> DeliveryResult:
+        import logging
+
+        from digest.notify import fit
+
+        apprise = _apprise()
+        if apprise is None:
+            return DeliveryResult("retry", APPRISE_MISSING)
+        plugin = self._plugin(item.to_addr)
+        if plugin is None:
+            return DeliveryResult("failed", f"{item.to_addr.partition('://')[0]}:// is not a service Apprise knows")
+        title, body = fit(json.loads(item.raw), plugin.body_maxlen, plugin.title_maxlen)
+        with apprise.LogCapture(level=logging.WARNING) as captured:
+            ok = plugin.notify(body=body, title=title)
+        if ok:
+            return DeliveryResult("sent", f"{type(plugin).__name__}: {len(body)} characters")
+        said = [line.strip() for line in captured.getvalue().splitlines() if line.strip()]
+        return DeliveryResult("retry", f"{type(plugin).__name__}: " + (said[-1] if said else "not sent"))

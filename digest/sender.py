@@ -6,12 +6,13 @@ import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from digest.compose import DigestComposer, preferences_url, unsubscribe_url
-from digest.delivery import private_opener
+from digest.delivery import channel_for_address, private_opener, shown_address
+from digest.filters import KeywordFilter, select_events
 from digest.render import render_digest
 from digest.settings import DigestSettings
 from state import Subscriber
@@ -29,10 +30,45 @@ class FlushStats:
     retried: int = 0
     failed: int = 0
     suppressed: int = 0        # subscribers suppressed by this flush's hard bounces
+    sent_by_channel: dict[str, int] = field(default_factory=dict)    # "email", "webhook"... -> sent
+
+    def add(self, kind: str, other: "FlushStats") -> None:
+        for name in ("sent", "retried", "failed", "suppressed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.sent:
+            self.sent_by_channel[kind] = self.sent_by_channel.get(kind, 0) + other.sent
 
 
-def compose_and_queue(store, settings: DigestSettings, now: datetime, subscriber_ids=None) -> list[int]:
-    return store.compose_digests(DigestComposer(settings, now), now, subscriber_ids)
+class ComposeForChannels:
+    """Composes each subscriber's message for the channel their address belongs to: a digest
+    email, a webhook's JSON, an Apprise notification. One composer per kind for a whole run,
+    so the email digests still share their renderings."""
+
+    def __init__(self, settings: DigestSettings, now: datetime):
+        self.settings, self.now = settings, now
+        self._composers: dict[str, object] = {}
+
+    def __call__(self, subscriber: Subscriber, events):
+        channel = channel_for_address(subscriber.email)
+        kind = channel.carries if channel is not None else "email"
+        if kind not in self._composers:
+            self._composers[kind] = (channel.composer(self.settings, self.now) if channel is not None
+                                     else DigestComposer(self.settings, self.now))
+        return self._composers[kind](subscriber, events)
+
+
+def keyword_selection(source_filters: dict[str, KeywordFilter]):
+    """What `Store.compose_digests` asks of each subscriber's pending events: those that pass
+    their source's filter and the subscriber's own."""
+    def choose(subscriber: Subscriber, events):
+        return select_events(events, source_filters, KeywordFilter(subscriber.include, subscriber.exclude))
+    return choose
+
+
+def compose_and_queue(store, settings: DigestSettings, now: datetime, subscriber_ids=None,
+                      source_filters: dict[str, KeywordFilter] | None = None) -> list[int]:
+    return store.compose_digests(ComposeForChannels(settings, now), now, subscriber_ids,
+                                 choose=keyword_selection(source_filters or {}))
 
 
 def next_attempt(attempts: int, now: datetime, first: timedelta = BACKOFF_FIRST) -> datetime:
@@ -43,7 +79,7 @@ def next_attempt(attempts: int, now: datetime, first: timedelta = BACKOFF_FIRST)
 def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit: int = 10_000,
                  retry_after: timedelta = BACKOFF_FIRST, stop: threading.Event | None = None,
                  bounce_limit: int = DEFAULT_BOUNCE_LIMIT) -> FlushStats:
-    """Send what is due. Once `stop` is set no further message is handed to the channel: those
+    """Send what is due of the messages `channel` carries (its `carries`: email, webhook...). Once `stop` is set no further message is handed to the channel: those
     in flight finish and are recorded, the rest stay pending with their lease handed back.
     A permanent refusal of a subscriber's address (not of the message) is a hard bounce;
     `bounce_limit` in a row suppress the subscriber, and nothing more is sent to them."""
@@ -51,7 +87,7 @@ def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit
     recovered = store.reconcile_accepted(now)
     if recovered:
         log.warning("mail: %d messages the server had accepted before postwatch was stopped are marked sent", recovered)
-    handout = _Handout(store, now, limit, stop)
+    handout = _Handout(store, now, limit, stop, kind=channel.carries)
     try:
         for item, result in channel.send_many(handout, on_sent=lambda sent: store.note_accepted(sent.message_id),
                                               wanted=handout.wanted):
@@ -60,23 +96,30 @@ def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit
                 stats.sent += 1
             elif result.status == "failed" or item.attempts + 1 >= max_attempts:
                 store.mark_failed(item.id, result.detail, now)
-                log.error("mail to %s failed permanently: %s", item.to_addr, result.detail)
+                log.error("%s to %s failed permanently: %s", _what(channel), shown_address(item.to_addr), result.detail)
                 stats.failed += 1
                 if (result.status == "failed" and item.subscriber_id is not None
-                        and is_hard_bounce(result.code, result.enhanced)):
+                        and (result.address_gone or is_hard_bounce(result.code, result.enhanced))):
                     suppressed = store.record_bounce(item.subscriber_id, result.detail, now, bounce_limit)
                     if suppressed is not None:
                         handout.skip.add(suppressed.id)
                         stats.suppressed += 1
                         log.warning("mail: %s suppressed: %s", suppressed.email, suppressed.suppressed_reason)
             else:
-                store.mark_retry(item.id, result.detail, next_attempt(item.attempts, handout.clock(), retry_after))
+                when = next_attempt(item.attempts, handout.clock(), retry_after)
+                if result.retry_after:          # the receiver said how long to wait: not sooner
+                    when = max(when, handout.clock() + timedelta(seconds=result.retry_after))
+                store.mark_retry(item.id, result.detail, when)
                 stats.retried += 1
     finally:
         handout.release_unsent()
     if stats.retried:
-        log.warning("mail: %d messages wait for a retry (%s)", stats.retried, _last_error(store))
+        log.warning("%s: %d messages wait for a retry (%s)", _what(channel), stats.retried, _last_error(store))
     return stats
+
+
+def _what(channel) -> str:
+    return "mail" if channel.carries == "email" else channel.carries
 
 
 class _Handout:
@@ -84,8 +127,10 @@ class _Handout:
     to the channel. Messages leased with a page but never handed out are released; a message
     handed out keeps its lease unless recorded, since the server may have accepted it."""
 
-    def __init__(self, store, now: datetime, limit: int, stop: threading.Event | None, page: int = 200):
+    def __init__(self, store, now: datetime, limit: int, stop: threading.Event | None, page: int = 200,
+                 kind: str = "email"):
         self.store, self.now, self.limit, self.stop, self.page = store, now, limit, stop, page
+        self.kind = kind
         self.waiting: deque = deque()
         self.started = time.monotonic()
         # Subscribers suppressed during this flush: the store cancelled their queued messages,
@@ -100,7 +145,8 @@ class _Handout:
     def __iter__(self):
         handed = 0
         while handed < self.limit and not self._stopping():
-            self.waiting.extend(self.store.due_outbox(self.clock(), limit=min(self.page, self.limit - handed)))
+            self.waiting.extend(self.store.due_outbox(self.clock(), limit=min(self.page, self.limit - handed),
+                                                        channel=self.kind))
             if not self.waiting:
                 return
             handed += len(self.waiting)
@@ -142,16 +188,18 @@ def _last_error(store) -> str:
     return errors[0][1] if errors else "no detail"
 
 
-def preview(store, settings: DigestSettings, subscriber_email: str | None, path: Path, now: datetime) -> Path:
-    """Write exactly the HTML that subscriber would get for their pending events (the first
-    active subscriber when none is named; the most recent events when nothing is pending)."""
+def preview(store, settings: DigestSettings, subscriber_email: str | None, path: Path, now: datetime,
+            source_filters: dict[str, KeywordFilter] | None = None) -> Path:
+    """Write exactly the HTML that subscriber would get for their pending events, keyword filters
+    applied (the first active subscriber when none is named; the most recent events when
+    nothing is pending)."""
     subscriber = store.get_subscriber(subscriber_email) if subscriber_email else None
     if subscriber_email and subscriber is None:
         raise LookupError(f"no subscriber {subscriber_email}")
     if subscriber is None:
         active = store.list_subscribers(active_only=True)
         subscriber = active[0] if active else None
-    events = store.pending_events(subscriber) if subscriber else []
+    events = keyword_selection(source_filters or {})(subscriber, store.pending_events(subscriber)) if subscriber else []
     if not events:
         events = [e for e in store.history(limit=20) if e.status == "published"]
     target = subscriber or Subscriber(id=0, email="subscriber@example.org", cadence="daily", send_time="08:00",

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from crawler.plan import CrawlPlan, SourceSpec
-from digest.delivery import Channel, make_channel
+from digest.delivery import CHANNELS, Channel, make_channel
 from digest.settings import DigestSettings, SmtpSettings
 from postwatch.config import Config, scrapy_overrides
 from postwatch.metrics import Metrics
@@ -104,6 +104,7 @@ class App:
                 if config.smtp.host:
                     app.dkim_signer         # a DKIM key that cannot be used stops the command at once, not each send
                 app.sync_sources()
+                app.sync_routes()
             except BaseException:
                 store.close()
                 raise
@@ -119,6 +120,11 @@ class App:
         """The config's [[sources]] into the store: added or updated, and those no longer in the
         config disabled; sources added with `postwatch sources add` stay as they are."""
         self.store.sync_sources(self.source_records_from_config())
+
+    def sync_routes(self) -> None:
+        """The config's [[routes]] into the store as subscribers of origin "config": added or
+        updated, and those no longer in the config removed."""
+        self.store.sync_routes([{"email": route.to, **route.options} for route in self.config.routes])
 
     # -- configuration views -------------------------------------------------------------
     def source_records_from_config(self) -> list[SourceRecord]:
@@ -191,6 +197,23 @@ class App:
         if channel == "folder":
             return make_channel("folder", path=self.config.outbox_path)
         return make_channel(channel, **self.config.delivery.options)
+
+    def channel_for(self, kind: str) -> Channel:
+        """The channel that delivers the outbox messages of `kind`: the mail channel for
+        "email", else the registered channel that carries that kind, as the config sets it up."""
+        if kind == "email":
+            return self.delivery_channel()
+        for cls in CHANNELS.values():
+            if cls.carries == kind:
+                return cls.configured(self.config)
+        raise ValueError(f"no delivery channel carries {kind!r} messages (known: {', '.join(sorted(CHANNELS))})")
+
+    def source_filters(self):
+        """Source name -> its keyword filter, for the sources of the config that have one."""
+        from digest.filters import KeywordFilter
+
+        return {s.name: KeywordFilter(tuple(s.include), tuple(s.exclude)) for s in self.config.sources
+                if s.include or s.exclude}
 
     def feed_settings(self):
         from digest.feed import FeedSettings
@@ -389,22 +412,39 @@ class App:
     def compose_digests(self, subscriber_ids: Iterable[int] | None = None) -> list[int]:
         from digest.sender import compose_and_queue
 
-        return compose_and_queue(self.store, self.digest_settings(), utcnow(), subscriber_ids=subscriber_ids)
+        return compose_and_queue(self.store, self.digest_settings(), utcnow(), subscriber_ids=subscriber_ids,
+                                 source_filters=self.source_filters())
 
     def flush_outbox(self, stop: threading.Event | None = None):
-        from digest.sender import flush_outbox
+        """Send what is due, channel by channel (email first, then every other channel that has
+        a message due): the totals of all of them."""
+        from digest.sender import FlushStats, flush_outbox
 
-        with self.delivery_channel() as channel:
-            stats = flush_outbox(self.store, channel, utcnow(), max_attempts=self.config.digest.max_attempts,
-                                 retry_after=self.config.digest.retry_after, stop=stop,
-                                 bounce_limit=self.config.digest.bounce_limit)
-        self.metrics.digests_sent.inc(stats.sent)
-        self.metrics.digests_failed.inc(stats.failed)
-        self.metrics.digests_retried.inc(stats.retried)
-        self.metrics.outbox_depth.set(self.store.outbox_stats().get("pending", 0))
-        if stats.retried:
-            log.warning("mail: %d messages put off for a retry", stats.retried)
-        return stats
+        total = FlushStats()
+        kinds = ["email", *(kind for kind in self.store.due_channels(utcnow()) if kind != "email")]
+        for kind in kinds:
+            if stop is not None and stop.is_set():
+                break
+            with self.channel_for(kind) as channel:
+                stats = flush_outbox(self.store, channel, utcnow(), max_attempts=self.config.digest.max_attempts,
+                                     retry_after=self.config.digest.retry_after, stop=stop,
+                                     bounce_limit=self.config.digest.bounce_limit)
+            for result in ("sent", "failed", "retried"):
+                self.metrics.deliveries.labels(kind, result).inc(getattr(stats, result))
+            if stats.retried:
+                log.warning("%s: %d messages put off for a retry", "mail" if kind == "email" else kind, stats.retried)
+            total.add(kind, stats)
+        self.metrics.digests_sent.inc(total.sent)
+        self.metrics.digests_failed.inc(total.failed)
+        self.metrics.digests_retried.inc(total.retried)
+        self.update_outbox_gauges()
+        return total
+
+    def update_outbox_gauges(self) -> None:
+        by_channel = self.store.outbox_stats_by_channel()
+        self.metrics.outbox_depth.set(sum(counts.get("pending", 0) for counts in by_channel.values()))
+        for kind in {"email", *by_channel}:
+            self.metrics.outbox_pending.labels(kind).set(by_channel.get(kind, {}).get("pending", 0))
 
     def send_digests(self, subscriber_ids: Iterable[int] | None = None):
         queued = self.compose_digests(subscriber_ids)

@@ -30,7 +30,8 @@ from postwatch.config import (ALL_SOURCES, CADENCES, CONFIG_ENV, Config, ConfigE
                               scrapy_overrides, selector_problem)
 from postwatch.relay import dkim_report, relay_problems
 from postwatch.subscribers import (ImportFileError, Record, check_rows, consent_lines, describe_cadence,
-                                   describe_statuses, export_row, export_text, normalized_email, read_subscriber_rows,
+                                   describe_filters, describe_statuses, export_row, export_text, filter_options,
+                                   normalized_address, normalized_email, read_subscriber_rows,
                                    schedule_options)
 from state import NeedsConsent, SourceRecord, StorageError, database_display_name, describe_error
 
@@ -230,8 +231,18 @@ is set. Stops cleanly on SIGTERM or Ctrl-C. One daemon per database.""", """\
   postwatch subscribers add kim@example.org --cadence weekly --day fri --at 09:00 --tz Asia/Seoul
   postwatch subscribers add lee@example.org --cadence immediate --source link
   postwatch subscribers add bo@example.org --resubscribe     she asked to get digests again
+  postwatch subscribers add kim@example.org --include visa --include "/refugees?/" --exclude podcast
+  postwatch subscribers add https://hooks.example.org/postwatch --cadence immediate   a signed JSON POST
+  postwatch subscribers add 'tgram://BOT_TOKEN/CHAT_ID' --cadence immediate           a Telegram chat
 """)
-    add.add_argument("email")
+    add.add_argument("email", metavar="ADDRESS", help="an email address, a webhook URL (https://...) or an Apprise URL "
+                                                     "(tgram://..., slack://..., ntfy://...; needs postwatch[apprise])")
+    add.add_argument("--include", action="append", metavar="TERM",
+                     help="only changes whose title or text has this word, or matches this /regular expression/ "
+                          "(repeatable: any of them)")
+    add.add_argument("--exclude", action="append", metavar="TERM",
+                     help="never changes whose title or text has this word or matches this /regular expression/ "
+                          "(repeatable)")
     add.add_argument("--cadence", choices=CADENCES, help="how often (default from [digest])")
     add.add_argument("--at", metavar="HH:MM", help="time of day for daily and weekly digests")
     add.add_argument("--tz", metavar="ZONE", help="IANA time zone, e.g. Europe/London")
@@ -276,7 +287,8 @@ exit status: 0 erased (or nothing was stored; the hash is kept either way); 2 no
 """)
     forget.add_argument("email")
     importer = _command(subscribers, "import", import_subscribers,
-                        "import subscribers from a CSV file (columns: email[,cadence,at,tz,day,sources])", IMPORT_HELP,
+                        "import subscribers from a CSV file (columns: email[,cadence,at,tz,day,sources,include,exclude])",
+                        IMPORT_HELP,
                         """\
   postwatch subscribers import people.csv
   postwatch subscribers import people.csv --skip-invalid
@@ -337,6 +349,34 @@ Reads the database only.""", examples="""\
     config = _group(commands, "config", "validate the config or print an example")
     _command(config, "check", check_config, "validate the config file; one line per problem, exit status 2 on any")
     _command(config, "example", print_example_config, "print a commented example config", reads_config=False)
+
+    webhook = _group(commands, "webhook", "webhook signing secrets, and checking a delivery's signature")
+    secret = _command(webhook, "secret", webhook_secret_command, "print the signing secret of one webhook receiver", """\
+Each webhook receiver has its own signing secret, derived from $POSTWATCH_WEBHOOK_SECRET (the
+[webhook] secret_env), else from the unsubscribe secret: nothing to store, and the same URL
+always has the same secret. Give it to whoever runs the receiver.""", examples="""\
+  postwatch webhook secret https://hooks.example.org/postwatch
+""")
+    secret.add_argument("url", metavar="URL")
+    verify = _command(webhook, "verify", webhook_verify_command,
+                      "check a delivery's Postwatch-Signature header against its body, as a receiver does", """\
+A delivery is a POST whose body is JSON of the schema postwatch.events/1, with the header
+  Postwatch-Signature: t=TIMESTAMP,v1=HEX
+where HEX is the HMAC-SHA256 of TIMESTAMP + "." + body keyed with the receiver's secret. This
+command checks one: the signature must match and the timestamp be within --tolerance seconds of
+now (an older one is a replay). Receivers also drop a delivery id (the body's "id", the header
+Postwatch-Delivery) that they have seen before. The receiver's secret is read from the
+environment, never from the command line.
+
+exit status: 0 valid; 1 refused (one line saying why); 2 no secret or no body.""", examples="""\
+  POSTWATCH_WEBHOOK_RECEIVER_SECRET=whsec_... postwatch webhook verify body.json --signature "t=...,v1=..."
+""", reads_config=False)
+    verify.add_argument("file", metavar="FILE", help="the request body exactly as received ('-': standard input)")
+    verify.add_argument("--signature", required=True, metavar="HEADER", help="the Postwatch-Signature header's value")
+    verify.add_argument("--secret-env", default="POSTWATCH_WEBHOOK_RECEIVER_SECRET", metavar="NAME",
+                        help="the variable holding the receiver's secret (default: POSTWATCH_WEBHOOK_RECEIVER_SECRET)")
+    verify.add_argument("--tolerance", type=float, default=300, metavar="SECONDS",
+                        help="how old (or early) a signature may be (default: 300)")
 
     dkim = _group(commands, "dkim", "make a DKIM signing key and print the DNS record for it")
     keygen = _command(dkim, "keygen", dkim_keygen, "write a new 2048-bit RSA key (mode 0600) and print its TXT record", """\
@@ -443,9 +483,20 @@ def send_digests(args: argparse.Namespace, config: Config) -> int:
                 return _fail(f"no subscriber {args.subscriber}")
             ids = [subscriber.id]
         queued, stats = app.send_digests(ids)
-        print(f"digest: {len(queued)} composed, {stats.sent} delivered via {config.describe_delivery()}, "
+        print(f"digest: {len(queued)} composed, {stats.sent} delivered {_delivered_via(stats, config)}, "
               f"{stats.retried} waiting for a retry, {stats.failed} failed")
         return 0 if stats.failed == 0 and stats.retried == 0 else 1
+
+
+def _delivered_via(stats, config: Config) -> str:
+    """Where the messages went: "via SMTP host:port", "by webhook", or per channel
+    "(1 via SMTP host:port, 2 by webhook)"."""
+    kinds = stats.sent_by_channel
+    if set(kinds) <= {"email"}:
+        return f"via {config.describe_delivery()}"
+    parts = [f"{count} via {config.describe_delivery()}" if kind == "email" else f"{count} by {kind}"
+             for kind, count in sorted(kinds.items())]
+    return parts[0].split(" ", 1)[1] if len(parts) == 1 else f"({', '.join(parts)})"
 
 
 def preview_digest(args: argparse.Namespace, config: Config) -> int:
@@ -454,7 +505,8 @@ def preview_digest(args: argparse.Namespace, config: Config) -> int:
     with App.open(config, read_only=True) as app:
         if args.subscriber and app.store.get_subscriber(args.subscriber) is None:
             return _fail(f"no subscriber {args.subscriber}")
-        path = preview(app.store, app.digest_settings(), args.subscriber, Path(args.file), datetime.now(timezone.utc))
+        path = preview(app.store, app.digest_settings(), args.subscriber, Path(args.file), datetime.now(timezone.utc),
+                       app.source_filters())
         print(f"preview written to {path}")
         return 0
 
@@ -475,6 +527,16 @@ def demo_command(args: argparse.Namespace, config: Config) -> int:
 # subscribers
 # --------------------------------------------------------------------------------------------
 ADD_HELP = """\
+ADDRESS is where their digests go: an email address; an http(s) URL, which gets each digest as
+a signed JSON POST (see `postwatch webhook --help`); or an Apprise URL (tgram://, slack://,
+discord://, ntfy://, json://... with the postwatch[apprise] extra), which gets a short text.
+
+--include and --exclude are keyword filters on each change's title and text: a word or phrase
+(whole words, any case) or a /regular expression/. With --include terms a change must match one
+of them; a change that matches an --exclude term is left out. A change left out for one
+subscriber still reaches the others. `add` for an address already subscribed sets all of its
+settings anew, filters included (none given: no filter).
+
 An address that unsubscribed, was erased (subscribers forget) or was suppressed after hard
 bounces ([digest] bounce_limit refusals like 550 5.1.1 in a row) is refused: only the person's
 new consent subscribes them again, and the operator says so with --resubscribe (recorded in
@@ -488,23 +550,44 @@ exit status: 0 subscribed or updated; 1 refused (unsubscribed, erased or suppres
 def add_subscriber(args: argparse.Namespace, config: Config) -> int:
     with App.open(config) as app:
         try:
-            email = normalized_email(args.email)
+            email = normalized_address(args.email)
             options = schedule_options(config, args.cadence, args.at, args.tz, args.day, args.sources)
+            options.update(filter_options(args.include, args.exclude))
             unknown = [name for name in options["sources"] or () if app.store.get_source(name) is None]
             if unknown:
                 raise ValueError(f"no such source: {', '.join(unknown)}")
         except ValueError as exc:
             return _fail(str(exc))
+        existing = app.store.get_subscriber(email)
+        if existing is not None and existing.origin == "config":
+            return _fail(f"{_shown(email)} is a route of the config file ([[routes]]); change it there")
         try:
             subscriber = app.store.add_subscriber(email, resubscribe=args.resubscribe, **options)
         except NeedsConsent as exc:
             return _fail(f"{exc} (with their new consent: --resubscribe)", 1)
-        print(f"subscribed {subscriber.email} ({describe_cadence(subscriber)}); they get changes from now on")
+        filters = describe_filters(subscriber)
+        print(f"subscribed {subscriber.email} ({describe_cadence(subscriber)}{'; ' + filters if filters else ''}); "
+              f"they get changes from now on")
+        from digest.delivery import message_kind
+
+        if message_kind(subscriber.email) == "webhook":
+            from digest.webhook import endpoint_secret
+
+            print(f"webhook signing secret (give it to the receiver): {endpoint_secret(config.webhook_secret(), subscriber.email)}")
         return 0
+
+
+def _shown(address: str) -> str:
+    from digest.delivery import shown_address
+
+    return shown_address(address)
 
 
 def remove_subscriber(args: argparse.Namespace, config: Config) -> int:
     with App.open(config) as app:
+        existing = app.store.get_subscriber(args.email.strip())
+        if existing is not None and existing.origin == "config":
+            return _fail(f"{_shown(existing.email)} is a route of the config file ([[routes]]); remove it there")
         if not app.store.remove_subscriber(args.email.strip()):
             return _fail(f"no subscriber {args.email}", 1)
         print(f"removed {args.email}")
@@ -519,7 +602,10 @@ def list_subscribers(args: argparse.Namespace, config: Config) -> int:
         rows = app.store.list_subscribers(status=args.status)
         for s in rows:
             sources = ",".join(s.sources) if s.sources else "all sources"
-            print(f"{s.email:<40} {s.status:<13} {describe_cadence(s):<32} {sources}")
+            filters = describe_filters(s)
+            route = "  (route in the config)" if s.origin == "config" else ""
+            print(f"{_shown(s.email):<40} {s.status:<13} {describe_cadence(s):<32} {sources}"
+                  f"{'  ' + filters if filters else ''}{route}")
             if s.status == "suppressed":
                 print(f"  suppressed {s.suppressed_at:%Y-%m-%d %H:%M}: {s.suppressed_reason}")
         print(f"{len(rows)} subscribers ({describe_statuses(Counter(s.status for s in rows))})")
@@ -566,9 +652,11 @@ def forget_subscriber(args: argparse.Namespace, config: Config) -> int:
 
 
 IMPORT_HELP = """\
-Import subscribers from a UTF-8 CSV file with the columns email[,cadence,at,tz,day,sources]:
-either a header row naming them (any order), or no header and that order. Empty cells take
-the [digest] defaults; sources are names separated by ';'.
+Import subscribers from a UTF-8 CSV file with the columns
+email[,cadence,at,tz,day,sources,include,exclude]: either a header row naming them (any order),
+or no header and that order. Empty cells take the [digest] defaults; sources are names
+separated by ';', include and exclude are keyword filters: words or /regular expressions/
+separated by ';'. The email column may hold a webhook or an Apprise URL instead.
 
 Every row is checked first. Refused rows are listed one per line (FILE:LINE: reason), and if
 any row is refused nothing is imported, unless --skip-invalid is given. An address that
@@ -741,6 +829,11 @@ def show_status(args: argparse.Namespace, config: Config) -> int:
         print(f"subscribers: {sum(counts.values())} ({describe_statuses(counts)})")
         outbox = app.store.outbox_stats()
         print(f"outbox: {outbox.get('pending', 0)} pending, {outbox.get('sent', 0)} sent, {outbox.get('failed', 0)} failed")
+        by_channel = app.store.outbox_stats_by_channel()
+        if set(by_channel) - {"email"}:
+            for channel, counts in sorted(by_channel.items()):
+                print(f"  {channel}: {counts.get('pending', 0)} pending, {counts.get('sent', 0)} sent, "
+                      f"{counts.get('failed', 0)} failed")
         return 0
 
 
@@ -756,6 +849,35 @@ def check_config(args: argparse.Namespace, config: Config) -> int:
     if config.delivery_channel == "smtp":
         delivery += f", MAIL FROM {config.envelope_sender}, unsubscribe {config.unsubscribe_url}, {dkim_line}"
     print(f"{where}: ok — {len(config.sources)} sources, database {config.database}, {delivery}")
+    return 0
+
+
+def webhook_secret_command(args: argparse.Namespace, config: Config) -> int:
+    from digest.delivery import message_kind
+    from digest.webhook import endpoint_secret
+
+    if message_kind(args.url.strip()) != "webhook":
+        return _fail(f"{args.url!r} is not a webhook URL (http:// or https://)")
+    print(endpoint_secret(config.webhook_secret(), args.url.strip()))
+    return 0
+
+
+def webhook_verify_command(args: argparse.Namespace, config: Config) -> int:
+    from digest.webhook import InvalidSignature, verify_signature
+
+    secret = os.environ.get(args.secret_env, "")
+    if not secret:
+        return _fail(f"${args.secret_env} is empty: set it to the receiver's signing secret (whsec_...)")
+    try:
+        body = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as exc:
+        return _fail(f"{args.file}: cannot read the body: {exc.strerror or exc}")
+    try:
+        timestamp = verify_signature(secret, args.signature, body, tolerance=args.tolerance)
+    except InvalidSignature as exc:
+        return _fail(f"signature refused: {exc}", 1)
+    signed = datetime.fromtimestamp(timestamp, timezone.utc)
+    print(f"signature ok: signed {signed:%Y-%m-%d %H:%M:%S} UTC, {len(body)} bytes")
     return 0
 
 

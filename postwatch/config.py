@@ -93,6 +93,17 @@ class SourceConfig:
     sitemap_url: str | None = None
     interval: timedelta | None = None
     selectors: dict[str, str] = field(default_factory=dict)
+    # Keyword filters (digest/filters.py): which of this source's events anyone is told of.
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RouteConfig:
+    """An operator's own destination, kept in the config ([[routes]]): a subscriber whose
+    address is a webhook, an Apprise URL or an email address, synced into the database."""
+    to: str
+    options: dict[str, Any] = field(default_factory=dict)    # keyword arguments of Store.add_subscriber
 
 
 @dataclass
@@ -174,6 +185,14 @@ class DeliveryConfig:
 
 
 @dataclass
+class WebhookConfig:
+    # The master secret each receiver's signing secret is derived from (`postwatch webhook
+    # secret URL`); unset: derived from the unsubscribe secret.
+    secret_env: str = "POSTWATCH_WEBHOOK_SECRET"
+    timeout: float = between(10.0, 1, 120)
+
+
+@dataclass
 class UnsubscribeConfig:
     public_url: str | None = None
     mailto: str | None = None
@@ -244,6 +263,8 @@ class Config:
     alerts: AlertConfig = field(default_factory=AlertConfig)
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    routes: list[RouteConfig] = field(default_factory=list)
 
     @property
     def base_dir(self) -> Path:
@@ -304,6 +325,11 @@ class Config:
                                f"(unsubscribe links in digests already sent stop working) or set "
                                f"${self.unsubscribe.secret_env}"])
         return secret
+
+    def webhook_secret(self) -> bytes:
+        """The master secret of webhook signatures: $[webhook] secret_env, else the unsubscribe
+        secret (so one secret to keep, and nothing to configure for a first webhook)."""
+        return os.environ.get(self.webhook.secret_env, "").encode() or self.unsubscribe_secret()
 
     def listen_address(self) -> tuple[str, int]:
         host, _, port = self.daemon.listen.rpartition(":")
@@ -407,8 +433,10 @@ _SECTIONS: dict[str, tuple[type, dict[str, str]]] = {
     "alerts": (AlertConfig, {}),
     "feeds": (FeedsConfig, {}),
     "dkim": (DkimConfig, {}),
+    "webhook": (WebhookConfig, {}),
 }
-_SOURCE_KEYS = {"name", "url", "kind", "preset", "title", "feed_url", "sitemap_url", "interval", "selectors"}
+_SOURCE_KEYS = {"name", "url", "kind", "preset", "title", "feed_url", "sitemap_url", "interval", "selectors",
+                "include", "exclude"}
 _SELECTOR_KEYS = {"listing_item", "post_link", "next_page", "title", "date", "body", "exclude"}
 
 
@@ -481,7 +509,7 @@ def parse_config(raw: dict[str, Any], path: Path | None = None) -> Config:
     config = Config(path=path.resolve() if path else None)
 
     for key in raw:
-        if key not in {"database", "sources", *_SECTIONS}:
+        if key not in {"database", "sources", "routes", *_SECTIONS}:
             problems.append(f"{where}: unknown key '{key}'")
 
     if "database" in raw:
@@ -510,6 +538,7 @@ def parse_config(raw: dict[str, Any], path: Path | None = None) -> Config:
                 problems.append(f"{where}: [{section}] {key}: {exc}")
 
     config.sources = _parse_sources(raw.get("sources"), where, problems)
+    config.routes = _parse_routes(raw.get("routes"), config, where, problems)
     problems.extend(validate(config, where))
     if problems:
         raise ConfigError(problems)
@@ -628,11 +657,72 @@ def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceCo
                 problems.append(f"{label}: interval: {exc}")
         if any(s.name == name for s in sources):
             problems.append(f"{label}: defined twice")
+        from digest.filters import filter_problems
+
+        terms = {key: item.get(key) for key in ("include", "exclude")}
+        filters_wrong = filter_problems(terms["include"], terms["exclude"])
+        problems += [f"{label}: {problem}" for problem in filters_wrong]
         sources.append(SourceConfig(
             name=name, url=url, kind=kind, title=item.get("title"), feed_url=item.get("feed_url"),
             sitemap_url=item.get("sitemap_url"), interval=interval, selectors=dict(selectors),
+            include=[] if filters_wrong else list(terms["include"] or ()),
+            exclude=[] if filters_wrong else list(terms["exclude"] or ()),
         ))
     return sources
+
+
+_ROUTE_KEYS = {"to", "cadence", "at", "tz", "day", "sources", "include", "exclude"}
+
+
+def _parse_routes(items: Any, config: Config, where: str, problems: list[str]) -> list[RouteConfig]:
+    """[[routes]]: each checked as `subscribers add` checks its arguments."""
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        problems.append(f"{where}: 'routes' must be an array of tables ([[routes]])")
+        return []
+    # email_validator (and Apprise for its URLs) only for a config that has routes.
+    from postwatch.subscribers import filter_options, normalized_address, schedule_options
+
+    routes: list[RouteConfig] = []
+    for index, item in enumerate(items, 1):
+        label = f"{where}: [[routes]] #{index}"
+        if not isinstance(item, dict):
+            problems.append(f"{label} must be a table")
+            continue
+        unknown = [key for key in item if key not in _ROUTE_KEYS]
+        if unknown:
+            problems.append(f"{label}: unknown key '{unknown[0]}' (keys: {', '.join(sorted(_ROUTE_KEYS))})")
+            continue
+        if not isinstance(item.get("to"), str) or not item["to"].strip():
+            problems.append(f"{label}: 'to' must be a webhook URL, an Apprise URL or an email address")
+            continue
+        # A route's URL may hold a token (a Telegram bot's, a Slack webhook's): only its scheme is shown.
+        label = f"{label} ({item['to'].partition('://')[0]}://…)" if "://" in item["to"] else f"{label} ({item['to']})"
+        try:
+            to = normalized_address(item["to"])
+            for key in ("sources", "include", "exclude"):
+                if item.get(key) is not None and not (isinstance(item[key], list)
+                                                       and all(isinstance(v, str) for v in item[key])):
+                    raise ValueError(f"{key} must be a list of strings")
+            strings = {key: item.get(key) for key in ("cadence", "at", "tz", "day")}
+            if any(value is not None and not isinstance(value, str) for value in strings.values()):
+                raise ValueError("cadence, at, tz and day must be strings")
+            options = schedule_options(config, strings["cadence"] or "immediate", strings["at"], strings["tz"],
+                                       strings["day"], item.get("sources"))
+            options.update(filter_options(item.get("include"), item.get("exclude")))
+        except ValueError as exc:
+            problems.append(f"{label}: {exc}")
+            continue
+        unknown_sources = [name for name in options["sources"] or () if name not in {s.name for s in config.sources}]
+        if unknown_sources:
+            problems.append(f"{label}: no such source in the config: {', '.join(unknown_sources)}")
+            continue
+        if any(r.to.lower() == to.lower() for r in routes):
+            problems.append(f"{label}: defined twice")
+            continue
+        routes.append(RouteConfig(to=to, options=options))
+    return routes
 
 
 def selector_problem(key: str, css: Any) -> str | None:
@@ -754,7 +844,11 @@ def validate(config: Config, where: str = "config") -> list[str]:
 def _delivery_problems(config: Config) -> list[str]:
     channel = config.delivery_channel
     if channel not in CHANNELS:
-        return [f"channel '{channel}' is not a delivery channel (known: {', '.join(sorted(CHANNELS))})"]
+        mail = sorted(name for name, cls in CHANNELS.items() if cls.carries == "email")
+        return [f"channel '{channel}' is not a delivery channel (known: {', '.join(mail)})"]
+    if CHANNELS[channel].carries != "email":
+        return [f"channel '{channel}' does not deliver email digests; it is used by itself for subscribers and "
+                f"routes whose address it claims (a URL), so leave [delivery] channel for the mail channel"]
     if channel in ("smtp", "folder"):
         if config.delivery.options:
             return [f"options: channel '{channel}' takes its settings from "

@@ -19,6 +19,10 @@ class Metrics:
         self.digests_retried = Counter("postwatch_digests_retried", "Send attempts put off for a retry", registry=self.registry)
         self.subscribers = Gauge("postwatch_subscribers", "Subscribers by status (active, unsubscribed, suppressed)",
                                  ["status"], registry=self.registry)
+        self.deliveries = Counter("postwatch_deliveries", "Delivery attempts by channel (email, webhook, apprise) "
+                                  "and result (sent, failed, retried)", ["channel", "result"], registry=self.registry)
+        self.outbox_pending = Gauge("postwatch_outbox_pending", "Messages waiting in the outbox by channel",
+                                    ["channel"], registry=self.registry)
         self.outbox_depth = Gauge("postwatch_outbox_depth", "Messages waiting in the outbox", registry=self.registry)
         self.last_success = Gauge("postwatch_source_last_success_timestamp_seconds", "Last successful check", ["source"], registry=self.registry)
         self.check_cycle_end = Gauge("postwatch_last_check_cycle_end_timestamp_seconds", "When the last check ended", registry=self.registry)

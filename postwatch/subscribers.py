@@ -17,7 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 from postwatch.config import CADENCES, TIME_OF_DAY, WEEKDAYS, Config
 from state import Subscriber
 
-IMPORT_COLUMNS = ("email", "cadence", "at", "tz", "day", "sources")
+IMPORT_COLUMNS = ("email", "cadence", "at", "tz", "day", "sources", "include", "exclude")
 
 # email_validator spends most of its time on the domain (UTS-46, IDNA), and a list of 20,000
 # subscribers has a few hundred domains: each is validated once, and the part before the @ is
@@ -44,6 +44,40 @@ def normalized_email(address: str) -> str:
         return validate_email(address, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise ValueError(f"{address!r} is not a valid email address: {exc}") from None
+
+
+def normalized_address(address: str) -> str:
+    """A subscriber's address normalised: an email address, or the URL of a channel that claims
+    it (a webhook's https://..., an Apprise URL such as tgram://...); ValueError saying why not."""
+    from digest.delivery import address_problem, channel_for_address
+
+    address = address.strip()
+    if channel_for_address(address) is None:
+        return normalized_email(address)
+    problem = address_problem(address)
+    if problem:
+        raise ValueError(problem)
+    return address
+
+
+def filter_options(include: list[str] | None, exclude: list[str] | None) -> dict:
+    """Keyword arguments `include` and `exclude` of Store.add_subscriber; ValueError naming a
+    term that is not a word or a regular expression."""
+    from digest.filters import filter_problems
+
+    include = [t.strip() for t in include or () if t.strip()]
+    exclude = [t.strip() for t in exclude or () if t.strip()]
+    problems = filter_problems(include, exclude)
+    if problems:
+        raise ValueError(problems[0])
+    return {"include": include, "exclude": exclude}
+
+
+def describe_filters(subscriber: Subscriber) -> str:
+    """ "include visa, /refugees?/; exclude podcast" or "" with no filter."""
+    parts = [f"{name} {', '.join(terms)}" for name, terms in (("include", subscriber.include),
+                                                              ("exclude", subscriber.exclude)) if terms]
+    return "; ".join(parts)
 
 
 def schedule_options(config: Config, cadence: str | None, at: str | None, tz: str | None, day: str | None,
@@ -201,11 +235,13 @@ def check_rows(config: Config, records: list[Record], known_sources: set[str]) -
                 raise ValueError(f"more cells than columns ({', '.join(IMPORT_COLUMNS)})")
             address = (row.get("email") or "").strip()
             if not address:
-                raise ValueError("no email address")
-            email = normalized_email(address)
+                raise ValueError("no email address (or webhook or Apprise URL)")
+            email = normalized_address(address)
             sources = [s.strip() for s in (row.get("sources") or "").replace(";", ",").split(",") if s.strip()] or None
             options = schedule_options(config, *((row.get(key) or "").strip() or None
                                                  for key in ("cadence", "at", "tz", "day")), sources)
+            # Terms are separated by ';' (a comma may be part of a phrase or a regular expression).
+            options.update(filter_options((row.get("include") or "").split(";"), (row.get("exclude") or "").split(";")))
             unknown = [name for name in sources or () if name not in known_sources]
             if unknown:
                 raise ValueError(f"no such source: {', '.join(unknown)}")

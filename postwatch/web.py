@@ -158,7 +158,7 @@ async def metrics(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
 
     def collect() -> bytes:
-        ctx.app.metrics.outbox_depth.set(ctx.app.store.outbox_stats().get("pending", 0))
+        ctx.app.update_outbox_gauges()
         counts = ctx.app.store.subscriber_counts()
         for status in ("active", "pending", "unsubscribed", "suppressed", *counts):
             ctx.app.metrics.subscribers.labels(status=status).set(counts.get(status, 0))

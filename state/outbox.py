@@ -25,7 +25,11 @@ class OutboxStorage(Database):
     accepted: AcceptedJournal | None     # SQLite only: PostgreSQL marks a row without waiting behind other writers
 
     def compose_digests(self, build: Callable[[Subscriber, list[EventRecord]], ComposedMessage], now: datetime,
-                        subscriber_ids: Iterable[int] | None = None) -> list[int]:
+                        subscriber_ids: Iterable[int] | None = None,
+                        choose: Callable[[Subscriber, list[EventRecord]], list[EventRecord]] | None = None) -> list[int]:
+        """Queue a message for each active subscriber with pending events. `choose(subscriber,
+        events)` picks the events their message tells of (keyword filters); the cursor moves past
+        all of them either way, so an event filtered out is not held back for the next digest."""
         query = select(subscribers.c.id).where(subscribers.c.status == "active").order_by(subscribers.c.id)
         if subscriber_ids is not None:
             query = query.where(subscribers.c.id.in_(list(subscriber_ids)))
@@ -50,12 +54,14 @@ class OutboxStorage(Database):
                     if key not in shared:
                         shared[key] = read_events(conn, pending_query(subscriber))
                     pending = shared[key]
-                    if pending:
-                        message = build(subscriber, pending)
+                    told = choose(subscriber, pending) if choose is not None and pending else pending
+                    if told:
+                        message = build(subscriber, told)
                         messages.append(dict(
                             subscriber_id=subscriber.id, to_addr=message.to_addr, message_id=message.message_id,
                             subject=message.subject, raw=message.raw, status="pending", attempts=0,
-                            next_attempt_at=now, first_seq=pending[0].seq, last_seq=pending[-1].seq, created_at=now))
+                            next_attempt_at=now, first_seq=told[0].seq, last_seq=told[-1].seq, created_at=now,
+                            channel=message.channel))
                     # Events of other sources the subscriber does not follow are passed too.
                     cursor = max(subscriber.cursor, pending[-1].seq if pending else newest)
                     if cursor != subscriber.cursor:
@@ -76,21 +82,24 @@ class OutboxStorage(Database):
             return conn.execute(insert(outbox).values(
                 subscriber_id=subscriber_id, to_addr=message.to_addr, message_id=message.message_id,
                 subject=message.subject, raw=message.raw, status="pending", attempts=0, next_attempt_at=now,
-                created_at=now)).inserted_primary_key[0]
+                created_at=now, channel=message.channel)).inserted_primary_key[0]
 
     @staticmethod
-    def _due_clause(now: datetime):
-        return and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now,
-                    or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= now))
+    def _due_clause(now: datetime, channel: str | None = None):
+        due = and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now,
+                   or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= now))
+        return due if channel is None else and_(due, outbox.c.channel == channel)
 
-    def due_outbox(self, now: datetime, limit: int = 1000, *, claim: bool = True) -> list[OutboxItem]:
-        """Pending messages whose next attempt is due, leased to the caller for `send_lease`
-        so that a daemon and a CLI run never hand the same message to the server at once."""
+    def due_outbox(self, now: datetime, limit: int = 1000, *, claim: bool = True,
+                   channel: str | None = None) -> list[OutboxItem]:
+        """Pending messages whose next attempt is due (of one channel, or of all), leased to the
+        caller for `send_lease` so that a daemon and a CLI run never hand the same message to
+        the server at once."""
         lease = now + self.send_lease if claim else None
         with self.engine.begin() as conn:
             query = (select(outbox.c.id, outbox.c.subscriber_id, outbox.c.to_addr, outbox.c.message_id, outbox.c.raw,
-                            outbox.c.attempts, outbox.c.created_at)
-                     .where(self._due_clause(now))
+                            outbox.c.attempts, outbox.c.created_at, outbox.c.channel)
+                     .where(self._due_clause(now, channel))
                      .order_by(outbox.c.id).limit(limit))
             if not self.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
@@ -100,13 +109,18 @@ class OutboxStorage(Database):
                              .values(claimed_until=lease))
             return [OutboxItem(id=r.id, subscriber_id=r.subscriber_id, to_addr=r.to_addr, message_id=r.message_id,
                                raw=bytes(r.raw), attempts=r.attempts, created_at=as_utc(r.created_at),
-                               claimed_until=lease) for r in rows]
+                               claimed_until=lease, channel=r.channel) for r in rows]
 
     def outbox_due(self, now: datetime) -> bool:
         """Whether any message is due. Only looks: a lease taken here would hide the message
         from the flush that follows for the whole lease."""
         with self.engine.connect() as conn:
             return conn.execute(select(outbox.c.id).where(self._due_clause(now)).limit(1)).first() is not None
+
+    def due_channels(self, now: datetime) -> list[str]:
+        """The channels that have a message due, by name. Only looks, as `outbox_due`."""
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(select(outbox.c.channel).where(self._due_clause(now)).distinct()).scalars())
 
     def release_claims(self, items: Iterable[OutboxItem]) -> int:
         """Hand leased messages that never reached the server back to the queue at once (a
@@ -199,6 +213,15 @@ class OutboxStorage(Database):
             oldest = as_utc(conn.execute(select(func.min(outbox.c.created_at)).where(outbox.c.status == "pending")).scalar())
         return {"pending": counts.get("pending", 0), "sent": counts.get("sent", 0), "failed": counts.get("failed", 0),
                 "oldest_pending_age_s": int((now - oldest).total_seconds()) if oldest else 0}
+
+    def outbox_stats_by_channel(self) -> dict[str, dict[str, int]]:
+        """Channel -> status (pending, sent, failed, cancelled) -> messages."""
+        by_channel: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for channel, status, count in conn.execute(select(outbox.c.channel, outbox.c.status, func.count())
+                                                       .group_by(outbox.c.channel, outbox.c.status)):
+                by_channel.setdefault(channel, {})[status] = count
+        return by_channel
 
     def outbox_errors(self, limit: int = 20) -> list[tuple[str, str | None]]:
         with self.engine.connect() as conn:

@@ -149,6 +149,11 @@ class Subscriber:
     confirm_ip: str | None = None
     confirm_user_agent: str | None = None
     consent_note: str | None = None
+    # Keyword filters (digest/filters.py): words or /regular expressions/ on an event's title
+    # and text. An event must match an `include` term (when there are any) and no `exclude` term.
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    origin: str = "cli"            # "config": a [[routes]] entry of the config file, kept in step with it
 
 
 @dataclass
@@ -167,6 +172,7 @@ class ComposedMessage:
     subject: str
     to_addr: str
     raw: bytes
+    channel: str = "email"            # the kind of message: email, webhook, apprise (digest/delivery.py)
 
 
 @dataclass
@@ -179,6 +185,7 @@ class OutboxItem:
     attempts: int
     created_at: datetime
     claimed_until: datetime | None = None   # the lease this caller holds, to hand back unsent
+    channel: str = "email"
 
 
 @dataclass

@@ -111,6 +111,10 @@ subscribers = Table(
     Column("confirm_ip", String(64)),
     Column("confirm_user_agent", String(300)),
     Column("consent_note", String(200)),
+    # Added by revision 0009: keyword filters, JSON {"include": [...], "exclude": [...]} (NULL: none).
+    Column("filters", Text),
+    # ...and where the subscriber was added: "cli" (subscribers add/import), "config" ([[routes]]).
+    Column("origin", String(20), nullable=False, server_default="cli"),
 )
 
 # Added by revision 0007: addresses erased on request (`subscribers forget`), as the sha256 of the
@@ -138,6 +142,8 @@ outbox = Table(
     Column("last_seq", Integer),
     Column("created_at", UTC, nullable=False),
     Column("sent_at", UTC),
+    # Added by revision 0009: the channel the message leaves through (email, webhook, apprise).
+    Column("channel", String(20), nullable=False, server_default="email"),
     Index("ix_outbox_due", "status", "next_attempt_at"),
 )
 

@@ -17,10 +17,18 @@ from state.suppression import DEFAULT_BOUNCE_LIMIT, refusal, suppressed_by, supp
 
 FORGOTTEN = "erased on request (subscribers forget); not re-subscribed without their consent"
 
-SETTINGS = ("cadence", "send_time", "timezone", "weekday", "sources")
+SETTINGS = ("cadence", "send_time", "timezone", "weekday", "sources", "filters")
+
+
+def filters_value(include, exclude) -> str | None:
+    """The stored form of a subscriber's keyword filters (NULL when there are none)."""
+    if not include and not exclude:
+        return None
+    return json.dumps({"include": list(include or ()), "exclude": list(exclude or ())}, ensure_ascii=False)
 
 
 def subscriber_from_row(row) -> Subscriber:
+    filters = json.loads(row["filters"]) if row.get("filters") else {}
     return Subscriber(id=row["id"], email=row["email"], cadence=row["cadence"], send_time=row["send_time"],
                       timezone=row["timezone"], weekday=row["weekday"],
                       sources=json.loads(row["sources"]) if row["sources"] else None, status=row["status"],
@@ -30,7 +38,9 @@ def subscriber_from_row(row) -> Subscriber:
                       joined_via=row["joined_via"], signup_at=as_utc(row["signup_at"]),
                       reminded_at=as_utc(row["reminded_at"]), confirmed_at=as_utc(row["confirmed_at"]),
                       confirm_ip=row["confirm_ip"], confirm_user_agent=row["confirm_user_agent"],
-                      consent_note=row["consent_note"])
+                      consent_note=row["consent_note"],
+                      include=tuple(filters.get("include", ())), exclude=tuple(filters.get("exclude", ())),
+                      origin=row.get("origin") or "cli")
 
 
 def is_forgotten(conn, email: str) -> bool:
@@ -41,13 +51,14 @@ def is_forgotten(conn, email: str) -> bool:
 class SubscriberStorage(Database):
     def add_subscriber(self, email: str, *, cadence: str = "daily", send_time: str = "08:00", timezone: str = "UTC",
                        weekday: int | None = None, sources: list[str] | None = None,
-                       now: datetime | None = None, resubscribe: bool = False) -> Subscriber:
+                       now: datetime | None = None, resubscribe: bool = False,
+                       include: list[str] | tuple[str, ...] = (), exclude: list[str] | tuple[str, ...] = ()) -> Subscriber:
         """Add a subscriber, or change an active one's settings. An address that unsubscribed,
         was suppressed or was erased on request raises NeedsConsent, unless `resubscribe`: the
         operator has the person's new consent (recorded as the consent note)."""
         now = now or utc_now()
         values = dict(cadence=cadence, send_time=send_time, timezone=timezone, weekday=weekday,
-                      sources=json.dumps(sources) if sources else None)
+                      sources=json.dumps(sources) if sources else None, filters=filters_value(include, exclude))
         with self.engine.begin() as conn:
             current = last_seq(conn)
             row = conn.execute(select(subscribers).where(func.lower(subscribers.c.email) == email.lower())).mappings().first()
@@ -90,19 +101,22 @@ class SubscriberStorage(Database):
             try:
                 current = last_seq(conn)
                 existing = {row["email"].lower(): row for row in conn.execute(
-                    select(subscribers.c.id, subscribers.c.email, subscribers.c.status,
+                    select(subscribers.c.id, subscribers.c.email, subscribers.c.status, subscribers.c.origin,
                            *(subscribers.c[name] for name in SETTINGS))).mappings()}
                 forgotten = set(conn.execute(select(forgotten_addresses.c.address_hash)).scalars())
                 for index, entry in enumerate(entries):
                     values = {"cadence": entry["cadence"], "send_time": entry["send_time"], "timezone": entry["timezone"],
                               "weekday": entry.get("weekday"),
-                              "sources": json.dumps(entry["sources"]) if entry.get("sources") else None}
+                              "sources": json.dumps(entry["sources"]) if entry.get("sources") else None,
+                              "filters": filters_value(entry.get("include"), entry.get("exclude"))}
                     row = existing.get(entry["email"].lower())
                     if row is None and forgotten and address_hash(entry["email"]) in forgotten:
                         result.refused[index] = FORGOTTEN
                     elif row is None:
                         additions.append({"email": entry["email"], "status": "active", "cursor": current,
                                           "created_at": now, "subscribed_at": now, "joined_via": "import", **values})
+                    elif row["origin"] == "config":
+                        result.refused[index] = "a route of the config file ([[routes]]); change it there"
                     elif refusal(row["status"]) is not None:
                         result.refused[index] = refusal(row["status"])
                     elif row["status"] != "active":
@@ -128,6 +142,35 @@ class SubscriberStorage(Database):
                 if transaction.is_active:
                     transaction.rollback()
                 raise
+
+    def sync_routes(self, routes: list[dict], now: datetime | None = None) -> None:
+        """The config's [[routes]] become these subscribers: each entry (`email` and the settings
+        of `add_subscriber`) added, or updated in place (an existing subscriber of that address
+        is taken over by the config); routes no longer in the config are removed, with what
+        was queued for them cancelled. A route keeps its status: one suppressed stays so."""
+        now = now or utc_now()
+        wanted = {entry["email"].lower(): entry for entry in routes}
+        with self.engine.begin() as conn:
+            current = last_seq(conn)
+            # Only the rows that are or become routes: not every subscriber, at every start.
+            rows = {row["email"].lower(): row for row in conn.execute(
+                select(subscribers.c.id, subscribers.c.email, subscribers.c.origin).where(
+                    or_(subscribers.c.origin == "config", func.lower(subscribers.c.email).in_(list(wanted))))).mappings()}
+            for key, entry in wanted.items():
+                values = {"cadence": entry["cadence"], "send_time": entry["send_time"], "timezone": entry["timezone"],
+                          "weekday": entry.get("weekday"),
+                          "sources": json.dumps(entry["sources"]) if entry.get("sources") else None,
+                          "filters": filters_value(entry.get("include"), entry.get("exclude")), "origin": "config"}
+                if key in rows:
+                    conn.execute(update(subscribers).where(subscribers.c.id == rows[key]["id"]).values(**values))
+                else:
+                    conn.execute(insert(subscribers).values(email=entry["email"], status="active", cursor=current,
+                                                            created_at=now, subscribed_at=now, **values))
+            gone = [row["id"] for key, row in rows.items() if row["origin"] == "config" and key not in wanted]
+            if gone:
+                conn.execute(update(outbox).where(outbox.c.subscriber_id.in_(gone), outbox.c.status == "pending")
+                             .values(status="cancelled", claimed_until=None, last_error="route removed from the config"))
+                conn.execute(delete(subscribers).where(subscribers.c.id.in_(gone)))
 
     def remove_subscriber(self, email: str) -> bool:
         with self.engine.begin() as conn:

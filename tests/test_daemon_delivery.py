@@ -225,3 +225,30 @@ def test_a_cli_digest_beside_a_daemon_whose_flush_outlasts_its_lease_sends_nothi
         assert {status for _, status, _, _ in outbox_rows(tmp_path)} == {"sent"}
     finally:
         controller.stop()
+
+
+def test_a_webhook_answered_500_is_delivered_once_by_the_daemon_after_a_retry(tmp_path, site, smtp):
+    from postwatch.testing.webhook_receiver import WebhookReceiver
+
+    secret: dict[str, str] = {}
+    with WebhookReceiver(lambda url: secret["value"]) as receiver:
+        cli, port = delivery_cli(tmp_path, site, smtp.port)
+        cli("check", check=True)
+        added = cli("subscribers", "add", receiver.url("/hook"), "--cadence", "immediate", check=True).stdout
+        secret["value"] = added.rsplit(": ", 1)[1].strip()
+        receiver.answers.append(500)
+        with Daemon(cli, port) as daemon:
+            site.add_post("Hooked by the daemon", body_paragraphs=["500 first, then 200."])
+            cli("check", check=True)       # published by the command line; composed and sent by the daemon
+            wait_for(lambda: receiver.accepted, timeout=30, what="the webhook delivery after its 500")
+            time.sleep(4)                  # several more outbox periods and retry delays: no second delivery
+            _, metrics = get(f"http://127.0.0.1:{port}/metrics")
+            assert daemon.stop() == 0
+    assert [d.verdict for d in receiver.requests] == ["answered 500", "accepted"]
+    assert [e["title"] for e in receiver.accepted[0].json["events"]] == ["Hooked by the daemon"]
+    assert smtp.messages == []
+    assert 'postwatch_deliveries_total{channel="webhook",result="sent"} 1.0' in metrics
+    assert 'postwatch_deliveries_total{channel="webhook",result="retried"} 1.0' in metrics
+    assert 'postwatch_outbox_pending{channel="webhook"} 0.0' in metrics
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT channel, status, attempts FROM outbox").fetchall() == [("webhook", "sent", 2)]

@@ -86,3 +86,13 @@ def test_options_the_channel_does_not_take_are_one_config_line(tmp_path, postwat
     [line] = err.strip().splitlines()
     assert line.startswith(f"postwatch: {config}: [delivery] options do not fit channel 'notebook': ")
     assert "colour" in line or "label" in line
+
+
+def test_a_channel_that_claims_urls_is_not_a_mail_channel(tmp_path, postwatch):
+    config = tmp_path / "postwatch.toml"
+    config.write_text('[delivery]\nchannel = "webhook"\n', encoding="utf-8")
+    status, out, err = postwatch("--config", str(config), "config", "check")
+    assert status == 2 and out == ""
+    assert err.strip() == (f"postwatch: {config}: [delivery] channel 'webhook' does not deliver email digests; it is "
+                           "used by itself for subscribers and routes whose address it claims (a URL), so leave "
+                           "[delivery] channel for the mail channel")
