@@ -187,8 +187,7 @@ class BlogSpider(Spider):
         if result.warning:
             report.warnings.append(f"{source.name}: {result.warning}")
         crawl.complete_in_feed = {item.url for item in result.entries if item.body_html}
-        dated = [item.published for item in result.entries if item.published]
-        yield from self._missing_from_window(crawl, {item.url for item in result.entries}, min(dated, default=None))
+        yield from self._missing_from_window(crawl, {item.url for item in result.entries}, _edge(result.entries))
         if reads_listing:
             yield self._listing_request(crawl, source.url, first=True)
         for item in result.entries:
@@ -223,10 +222,7 @@ class BlogSpider(Spider):
                 yield self._feed_request(crawl, feeds[0], discovered=True)
         entries, next_url = crawl.kind.listing(sel, response.url, crawl.site)
         if first:
-            # Newest first: the last dated entry is the window's edge (a pinned old post at the top
-            # does not move it).
-            edge = next((entry.published for entry in reversed(entries) if entry.published), None)
-            yield from self._missing_from_window(crawl, {entry.url for entry in entries}, edge)
+            yield from self._missing_from_window(crawl, {entry.url for entry in entries}, _edge(entries))
         for entry in entries:
             known = entry.url in plan.known_urls or entry.url in crawl.complete_in_feed
             yield PostItem(url=entry.url, title=entry.title, published=entry.published, body_html=None,
@@ -274,6 +270,14 @@ class BlogSpider(Spider):
     def on_post_error(self, failure):
         request = failure.request
         self._crawl_of(request).report.failed[request.meta["post_url"]] = describe_failure(failure, request)
+
+
+def _edge(entries):
+    """The date where a listing's or feed's window ends: its last dated entry in page order.
+    Windows are newest first, so a pinned old post at the top does not move it, a feed whose
+    order disagrees with its dates flags only what is newer than its tail, and an oldest-first
+    feed flags nothing."""
+    return next((entry.published for entry in reversed(entries) if entry.published), None)
 
 
 def _headers(response) -> dict[str, str]:
