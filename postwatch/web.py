@@ -226,6 +226,20 @@ class _Page:
     def csrf_ok(self, form) -> bool:
         return not self.new_nonce and self.ctx.csrf.valid(self.nonce, str(form.get(CSRF_FIELD) or ""))
 
+    async def token_and_form(self):
+        """(token, form) of a page reached by a signed link: the token from the query, or from the
+        form posted with it, and that form (None for a GET). None when a POST's CSRF token is not
+        valid: answer with `refused()`."""
+        request = self.request
+        if request.method == "GET":
+            return request.query.get("token", ""), None
+        if request.method != "POST":
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+        form = await _read_form(request)
+        if not self.csrf_ok(form):
+            return None
+        return str(form.get("token") or request.query.get("token", "")), form
+
     def answer(self, status: int, html: str, headers: dict | None = None) -> web.Response:
         response = web.Response(status=status, body=html.encode(), headers={"Content-Type": HTML, **(headers or {})})
         if self.new_nonce:
@@ -325,14 +339,10 @@ async def confirm(request: web.Request) -> web.Response:
 
     page = _Page(request)
     app = page.ctx.app
-    token = request.query.get("token", "")
-    if request.method == "POST":
-        form = await _read_form(request)
-        if not page.csrf_ok(form):
-            return await page.refused()
-        token = str(form.get("token") or token)
-    elif request.method != "GET":
-        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+    linked = await page.token_and_form()
+    if linked is None:
+        return await page.refused()
+    token, form = linked
     now = datetime.now(timezone.utc)
     secret = app.config.unsubscribe_secret()
     verdict, subscriber_id = await page.ctx.database(
@@ -376,15 +386,10 @@ async def preferences(request: web.Request) -> web.Response:
 
     page = _Page(request)
     app = page.ctx.app
-    token = request.query.get("token", "")
-    form = None
-    if request.method == "POST":
-        form = await _read_form(request)
-        if not page.csrf_ok(form):
-            return await page.refused()
-        token = str(form.get("token") or token)
-    elif request.method != "GET":
-        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+    linked = await page.token_and_form()
+    if linked is None:
+        return await page.refused()
+    token, form = linked
     secret = app.config.unsubscribe_secret()
     subscriber_id = await page.ctx.database(
         "/preferences", lambda: verify_token(token, secret, app.store.get_subscriber, purpose="preferences"))

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,12 +11,12 @@ from crawler.items import PostItem
 from digest.compose import build_message
 from digest.render import HTML_BUDGET
 from digest.settings import DigestSettings
+from postwatch.testing.browser import CHROMIUM, measure_in_frame
 from digests import NOW, SEEDS, SETTINGS, event, hostile_events, parts
 from state import CheckInput, SourceRecord, Store
 from state.diff import paragraph_diff
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Headless Chromium will not make a window narrower than 500 px, so the digest is laid out in an
 # iframe of the width under test (srcdoc keeps it same-origin, so the page can measure it).
 FRAME = """<!DOCTYPE html><html><body style="margin:0">
@@ -64,22 +62,7 @@ def digest_html(tmp_path) -> str:
 
 
 def render(html: str, width: int, folder: Path, name: str) -> dict:
-    page = folder / f"{name}.html"
-    import html as html_lib
-
-    page.write_text(FRAME.format(width=width, srcdoc=html_lib.escape(html, quote=True)), encoding="utf-8")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", "--hide-scrollbars", f"--user-data-dir={folder / ('profile-' + name)}",
-             f"--window-size={max(width, 500)},1400", "--virtual-time-budget=3000"]
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / f"digest-{name}.png"
-    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=60, check=True)
-    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, timeout=60, check=True,
-                         text=True).stdout
-    import json
-
-    title = re.search(r"<title>(.*?)</title>", dom, re.S).group(1)
-    return {**json.loads(html_lib.unescape(title)), "screenshot": shot}
+    return measure_in_frame(FRAME, html, width, folder, ARTIFACTS / f"digest-{name}.png")
 
 
 def hostile_html(tmp_path) -> str:

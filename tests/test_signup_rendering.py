@@ -3,20 +3,15 @@ page and /preferences from the daemon's real HTTP server, laid out by headless C
 375 px and 1024 px: no horizontal overflow, and a label for every field."""
 from __future__ import annotations
 
-import html as html_lib
-import json
-import re
-import shutil
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from postwatch.testing.browser import CHROMIUM, measure_in_frame
 from test_signup import Browser, web  # noqa: F401 - the fixture
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Headless Chromium will not make a window narrower than 500 px, so the page is laid out in an
 # iframe of the width under test (srcdoc keeps it same-origin, so the page can measure it; the
 # daemon's own frame-ancestors 'none' would refuse to be framed by URL, as it should).
@@ -37,18 +32,7 @@ document.getElementById("page").addEventListener("load", function () {{
 
 
 def measure(html: str, width: int, folder: Path, name: str) -> dict:
-    page = folder / f"{name}.html"
-    page.write_text(FRAME.format(width=width, srcdoc=html_lib.escape(html, quote=True)), encoding="utf-8")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", "--hide-scrollbars", f"--user-data-dir={folder / ('profile-' + name)}",
-             f"--window-size={max(width, 500)},1400", "--virtual-time-budget=3000"]
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / f"{name}.png"
-    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=60, check=True)
-    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, timeout=60, check=True,
-                         text=True).stdout
-    title = re.search(r"<title>(.*?)</title>", dom, re.S).group(1)
-    return {**json.loads(html_lib.unescape(title)), "screenshot": shot}
+    return measure_in_frame(FRAME, html, width, folder, ARTIFACTS / f"{name}.png")
 
 
 def pages(app, base: str) -> dict[str, str]:
