@@ -2,7 +2,6 @@
 settings, and the work both do (check sources, compose and send digests, alerts, housekeeping)."""
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import logging
@@ -10,15 +9,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from crawler.plan import CrawlPlan, SourceSpec
-from digest.delivery import CHANNELS, Channel, make_channel
 from digest.settings import DigestSettings, SmtpSettings
 from postwatch.config import Config, scrapy_overrides
-from postwatch.metrics import Metrics
-from state import SourceRecord, Store, StorageError
-from state.changes import RevisitSchedule
+from state import SourceRecord, StorageError
+
+if TYPE_CHECKING:
+    from digest.delivery import Channel
+    from postwatch.metrics import Metrics
+    from state import Store
 
 # Imported where they are used, not here: Scrapy and Twisted (crawler.run, 0.5-1.2 s measured on
 # this 2-core machine) and the digest's rendering stack (digest.sender / digest.compose: Jinja2,
@@ -75,7 +76,11 @@ class App:
         `App.open` for the config's own database."""
         self.config = config
         self.store = store
-        self.metrics = metrics or Metrics()
+        if metrics is None:
+            from postwatch.metrics import Metrics     # prometheus_client: not for --help
+
+            metrics = Metrics()
+        self.metrics = metrics
         self.crawl_settings = scrapy_overrides(config)
         self.last_cycle_end: float | None = None
         self.alerts_queued = 0
@@ -87,6 +92,9 @@ class App:
         is (no migration, no file created) and the config's sources are not synced into it, so a
         command that only reads writes nothing. Otherwise the database is created or migrated
         as needed and the config's sources are synced into it."""
+        from state import Store                  # SQLAlchemy: loaded by commands that open a database
+        from state.changes import RevisitSchedule
+
         store = Store(
             config.database_url,
             removal_confirm_after=config.crawl.removal_confirm_after,
@@ -185,6 +193,8 @@ class App:
     def delivery_channel(self) -> Channel:
         """The channel of [delivery] channel: SMTP when a host is configured, else .eml files in
         the outbox folder, or any other registered channel with its [delivery] options."""
+        from digest.delivery import make_channel
+
         channel = self.config.delivery_channel
         if channel == "smtp":
             smtp = self.config.smtp
@@ -201,6 +211,8 @@ class App:
     def channel_for(self, kind: str) -> Channel:
         """The channel that delivers the outbox messages of `kind`: the mail channel for
         "email", else the registered channel that carries that kind, as the config sets it up."""
+        from digest.delivery import CHANNELS
+
         if kind == "email":
             return self.delivery_channel()
         for cls in CHANNELS.values():
@@ -262,6 +274,8 @@ class App:
         summaries = await self._sweep(names, full)
         confirm = [n for n, s in summaries.items() if s.ok and s.pending_edits]
         if confirm:
+            import asyncio
+
             await asyncio.sleep(self.config.crawl.confirm_edits_after.total_seconds())
             for name, confirming in (await self._sweep(confirm, False)).items():
                 summaries[name].then(confirming)

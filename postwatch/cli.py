@@ -19,9 +19,6 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from crawler.runtime import run_here
 from crawler.urls import LINK_BLOG_URL, is_http_url
 from digest.errors import TemplateProblem
 from postwatch import __version__
@@ -33,7 +30,7 @@ from postwatch.subscribers import (ImportFileError, Record, check_rows, consent_
                                    describe_filters, describe_statuses, export_row, export_text, filter_options,
                                    normalized_address, normalized_email, read_subscriber_rows,
                                    schedule_options)
-from state import NeedsConsent, SourceRecord, StorageError, database_display_name, describe_error
+from state import NeedsConsent, SourceRecord, StorageError, database_error_types, describe_error
 
 # Not imported here: crawler.run (Scrapy and Twisted, 0.5-1.2 s measured on this 2-core machine)
 # for `sources test` and `sources add`, scheduler (APScheduler) for `run`, and digest.sender (the
@@ -422,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     except TemplateProblem as exc:
         print(f"postwatch: {exc}", file=sys.stderr)
         return 2
-    except (StorageError, SQLAlchemyError) as exc:
+    except database_error_types() as exc:
         print(f"postwatch: {_storage_error_line(exc, config)}", file=sys.stderr)
         return 1
 
@@ -432,11 +429,13 @@ def _print_problems(exc: ConfigError) -> None:
         print(f"postwatch: {line}", file=sys.stderr)
 
 
-def _storage_error_line(exc: StorageError | SQLAlchemyError, config: Config) -> str:
+def _storage_error_line(exc: Exception, config: Config) -> str:
     """One line for a database failure, whichever layer it surfaced from."""
     if isinstance(exc, StorageError):
         return str(exc)
     # e.g. from APScheduler's job store, which talks to the database without the Store
+    from state import database_display_name
+
     return f"database {database_display_name(config.database_url)}: {describe_error(exc)}"
 
 
@@ -446,6 +445,8 @@ def _fail(message: str, status: int = 2) -> int:
 
 
 def _run_async(fn, *args, **kwargs):
+    from crawler.runtime import run_here
+
     return run_here(functools.partial(fn, *args, **kwargs))
 
 

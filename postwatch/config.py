@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from crawler.urls import LINK_BLOG_URL, is_http_url
-from digest.delivery import CHANNELS
 from digest.settings import plain_address, wire_address
 
 CONFIG_ENV = "POSTWATCH_CONFIG"
@@ -842,6 +841,8 @@ def validate(config: Config, where: str = "config") -> list[str]:
 
 
 def _delivery_problems(config: Config) -> list[str]:
+    from digest.delivery import CHANNELS     # smtplib, ssl and the channels: only when a config is checked
+
     channel = config.delivery_channel
     if channel not in CHANNELS:
         mail = sorted(name for name, cls in CHANNELS.items() if cls.carries == "email")

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from email_validator import EmailNotValidError, validate_email
 
 from postwatch.config import CADENCES, TIME_OF_DAY, WEEKDAYS, Config
 from state import Subscriber
@@ -28,12 +27,16 @@ _PROBE_DOMAIN = "a.co"
 
 @functools.lru_cache(maxsize=8192)
 def _checked_domain(domain: str) -> tuple[str, str]:
+    from email_validator import validate_email
+
     checked = validate_email(f"postmaster@{domain}", check_deliverability=False)
     return checked.domain, checked.ascii_domain
 
 
 def normalized_email(address: str) -> str:
     """The address normalised; ValueError saying why it is not one."""
+    from email_validator import EmailNotValidError, validate_email     # its DNS tables: not for --help
+
     try:
         local, at, domain = address.rpartition("@")
         if at and local and len(local) <= 64:

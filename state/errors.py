@@ -6,7 +6,6 @@ import functools
 import inspect
 import re
 
-from sqlalchemy.exc import SQLAlchemyError, StatementError
 
 
 class AlreadyRunning(RuntimeError):
@@ -47,9 +46,21 @@ class SchemaMismatch(NoDatabase):
     """A command that only reads found a database at another schema revision than this code's."""
 
 
+def database_error_types() -> tuple[type[BaseException], ...]:
+    """What a database failure reaches a caller as: StorageError, or SQLAlchemy's own error from
+    code that talks to the database without the Store (APScheduler's job store). Asked for when
+    an exception is being matched, so a command that touches no database (--help) never loads
+    SQLAlchemy."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return StorageError, SQLAlchemyError
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for a driver or OS error: the first line of the DBAPI's own message, without
     SQLAlchemy's SQL echo and background link or the server's LINE/HINT lines."""
+    from sqlalchemy.exc import StatementError    # loaded already whenever a database error exists
+
     cause = (exc.orig if isinstance(exc, StatementError) else None) or exc
     if isinstance(cause, OSError) and cause.strerror:
         where = f" ({cause.filename})" if cause.filename else ""
@@ -62,6 +73,8 @@ def describe_error(exc: BaseException) -> str:
 def raises_storage_errors(method):
     """Turn SQLAlchemy and OS errors raised by a storage method into a StorageError naming the
     database (`self.display_name`)."""
+    from sqlalchemy.exc import SQLAlchemyError     # storage classes load SQLAlchemy anyway
+
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
