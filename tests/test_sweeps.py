@@ -148,7 +148,8 @@ def test_the_daemon_sweeps_many_sources_on_one_host_without_breaking_its_delay(t
             # Each sweep revalidates all 8 sources; three sweeps' worth of requests.
             wait_for(lambda: site.count("/blog") >= 24, timeout=40, what="three sweeps of 8 sources")
             site.add_post("Outside information reaches Pyongyang")
-            wait_for(lambda: "Outside information" in cli("history").stdout, timeout=40, what="the new post")
+            wait_for(lambda: cli("history").stdout.count("Outside information") == 8, timeout=40,
+                     what="the new post, in all 8 sources")
         gaps = start_gaps(site)
         assert min(gaps) >= LEAST_GAP, sorted(gaps)[:5]
         history = cli("history").stdout
