@@ -154,3 +154,17 @@ def test_the_daemon_sweeps_many_sources_on_one_host_without_breaking_its_delay(t
         assert min(gaps) >= LEAST_GAP, sorted(gaps)[:5]
         history = cli("history").stdout
         assert history.count("Outside information reaches Pyongyang") == 8, history
+
+
+def test_a_full_sweep_of_a_source_whose_listing_fails_asks_no_post_page(tmp_path):
+    with BlogReplica(generate_posts(40), url_variants=False) as site:
+        cli = Cli(many_sources_config(tmp_path, [site.blog_url], delay=0))
+        cli("check", check=True)
+        cli("check", "--full", check=True)              # every one of the 40 posts is known by its page
+        site.clear_log()
+        site.set_fault("/blog", status=500)
+        result = cli("check", "--full")
+        assert result.returncode == 1 and "HTTP 500" in result.stderr
+        # The listing and its one retry: no post page is asked once the listing has failed
+        # (before: 132 requests and 10 s for a failing 43-post source).
+        assert [r.path for r in site.requests] == ["/blog", "/blog"], [r.path for r in site.requests][:5]
