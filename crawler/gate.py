@@ -88,8 +88,15 @@ class HostGate:
         with self._lock:
             slot = self._hosts.setdefault(key, _Host())
             slot.in_flight = max(0, slot.in_flight - 1)
-            if retry_after:
-                slot.held_until = max(slot.held_until, time.monotonic() + retry_after)
+        if retry_after:
+            self.hold(host, retry_after)
+
+    def hold(self, host: str, seconds: float) -> None:
+        """No request to `host` starts for `seconds` (its Retry-After)."""
+        key = host.lower().rstrip(".")
+        with self._lock:
+            slot = self._hosts.setdefault(key, _Host())
+            slot.held_until = max(slot.held_until, time.monotonic() + seconds)
 
     def _next_gap(self, slot: _Host) -> float:
         delay, jitter = self.settings.delay, self.settings.jitter

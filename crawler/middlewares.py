@@ -12,6 +12,7 @@ import random
 from datetime import datetime, timezone
 
 from protego import Protego
+from scrapy import signals as scrapy_signals
 from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.exceptions import IgnoreRequest, NotConfigured
@@ -263,12 +264,15 @@ class HostGateMiddleware:
     """Every download waits at the process's one gate for its host (crawler.gate): per-host
     delay, concurrency and Retry-After hold across every crawl and the lean revalidation client
     of the process, not only inside this crawler's slots. Placed last before the download, so
-    that its wait is the one right before the request leaves and its release the first thing
-    after the answer (a retry's new request passes the gate again)."""
+    that its wait is the one right before the request leaves (a retry's new request passes the
+    gate again). The place is given back when the request leaves the downloader, which Scrapy
+    signals for every request, answered, failed or cancelled: a place never given back would
+    stop every later request to that host."""
 
     def __init__(self, crawler: Crawler):
         self.retry_after_max = crawler.settings.getfloat("RETRY_AFTER_MAX", 300.0)
         GATE.configure(gate_settings(crawler.settings))
+        crawler.signals.connect(self.request_left_downloader, signal=scrapy_signals.request_left_downloader)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler):
@@ -281,18 +285,26 @@ class HostGateMiddleware:
             request.meta["gate_host"] = host
         return None
 
+    def request_left_downloader(self, request: Request) -> None:
+        self._give_back(request)
+
     def process_response(self, request: Request, response: Response):
-        host = request.meta.pop("gate_host", None)
-        if host:
-            GATE.release(host, retry_after=host_hold(response.status, response.headers.get(b"Retry-After"),
-                                                     self.retry_after_max))
+        self._give_back(request)
+        host = urlparse_cached(request).hostname
+        hold = host_hold(response.status, response.headers.get(b"Retry-After"), self.retry_after_max)
+        if host and hold:
+            GATE.hold(host, hold)
         return response
 
     def process_exception(self, request: Request, exception: Exception):
-        host = request.meta.pop("gate_host", None)
+        self._give_back(request)
+        return None
+
+    @staticmethod
+    def _give_back(request: Request) -> None:
+        host = request.meta.pop("gate_host", None)     # once per acquire, whichever comes first
         if host:
             GATE.release(host)
-        return None
 
 
 class PrefetchedResponseMiddleware:

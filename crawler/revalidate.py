@@ -227,11 +227,14 @@ def _exchange(client: _Client, plan: CrawlPlan, urls: list[str], result: Revalid
         try:
             answer = client.get(url, addresses[0], plan.validators.get(url))
         except CannotRevalidate as exc:
-            GATE.release(host)
             result.reason = str(exc)
             return
+        finally:                # whatever happened, the host's place is given back
+            GATE.release(host)
         headers = {name.lower(): value for name, value in answer.headers}
-        GATE.release(host, retry_after=host_hold(answer.status, headers.get("retry-after"), retry_after_max))
+        hold = host_hold(answer.status, headers.get("retry-after"), retry_after_max)
+        if hold:
+            GATE.hold(host, hold)
         result.answers[url] = answer
         if answer.status != 304:
             result.reason = f"HTTP {answer.status}"

@@ -165,7 +165,11 @@ def test_daemon_jobs_log_one_line_per_storage_failure_and_run_on_when_the_databa
         sql(pg_database, "ALTER TABLE sources_away RENAME TO sources")
         assert process.poll() is None
         after_outage = _checks(port)
-        wait_for(lambda: _checks(port) > after_outage, timeout=30, what="a check after the outage")
+        try:
+            wait_for(lambda: _checks(port) > after_outage, timeout=30, what="a check after the outage")
+        except AssertionError as exc:
+            process.kill()
+            raise AssertionError(f"{exc}; the daemon said:\n{process.communicate()[1]}") from None
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

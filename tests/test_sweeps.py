@@ -168,3 +168,24 @@ def test_a_full_sweep_of_a_source_whose_listing_fails_asks_no_post_page(tmp_path
         # The listing and its one retry: no post page is asked once the listing has failed
         # (before: 132 requests and 10 s for a failing 43-post source).
         assert [r.path for r in site.requests] == ["/blog", "/blog"], [r.path for r in site.requests][:5]
+
+
+def test_a_gate_place_is_given_back_whatever_the_exchange_raises():
+    from crawler.gate import GATE
+    from crawler.plan import CrawlPlan, SourceSpec
+    from crawler.revalidate import Revalidation, _exchange
+
+    class Broken:
+        def addresses(self, url, source_url):
+            return ["127.0.0.9"]
+
+        def get(self, url, address, validators):
+            raise RuntimeError("a bug in the client")
+
+    plan = CrawlPlan(source=SourceSpec(name="b", url="http://127.0.0.9:1/blog"))
+    try:
+        _exchange(Broken(), plan, [plan.source.url], Revalidation(source="b"), 300)
+    except RuntimeError:
+        pass
+    # A place kept would make every later request to this host wait forever.
+    assert GATE.in_flight("127.0.0.9") == 0
