@@ -30,6 +30,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -127,7 +128,8 @@ class Worker:
     # -- the tasks ----------------------------------------------------------------------------
     def _register_tasks(self) -> None:
         queue, s = self.queue, self.settings
-        every_plan = f"*/{s.plan_every} * * * * *" if s.plan_every < 60 else "* * * * *"
+        # The sixth field is the seconds (croniter): every plan_every seconds of every minute.
+        every_plan = f"* * * * * */{s.plan_every}" if s.plan_every < 60 else "* * * * *"
 
         @queue.periodic(cron=every_plan)
         @queue.task(name="postwatch.cluster.plan_checks", queue=QUEUE, priority=10,
@@ -182,7 +184,10 @@ class Worker:
 
     async def check_batch(self, sources: list[str]) -> None:
         # A failed source is logged by the App; the next planned check is its retry.
+        started = time.monotonic()
         summaries = await self.app.check_many(sources)
+        log.info("checked %d sources (%d failed, %d requests) in %.1fs", len(summaries), sum(not s.ok for s in summaries),
+                 sum(s.requests for s in summaries), time.monotonic() - started)
         if any(s.events and not s.held for s in summaries) or any(s.published_held for s in summaries):
             await asyncio.to_thread(self.app.store.defer_immediate_delivery)
 

@@ -113,12 +113,13 @@ class ClusterStorage(Database):
         LOCKED so that two planners never take one source; their next_check_at moved to now +
         interval + their share of the jitter; and one check job per batch of at most
         `batch_size` sources of one host, with the host as the job's lock, so that two workers
-        never crawl one host at once. A host that still has a check waiting or running is left
-        for a later planning: the queue holds at most one host's worth of work per host, and a
-        slow host's sources are not planned twice."""
+        never crawl one host at once. A host that still has a check waiting is left for a later
+        planning: the queue holds at most one waiting batch per host (plus the one running), so
+        it stays short however far the workers fall behind."""
         with self.engine.begin() as conn:
             candidates = conn.execute(text("""
-                SELECT s.id, s.name, s.url FROM sources s
+                SELECT s.id, s.name, s.url, (s.next_check_at IS NULL OR s.next_check_at <= :now) AS due_by_time
+                  FROM sources s
                  WHERE s.enabled
                    AND (s.next_check_at IS NULL OR s.next_check_at <= :now
                         OR EXISTS (SELECT 1 FROM posts p
@@ -131,13 +132,18 @@ class ClusterStorage(Database):
                 {"now": now, "removal_delay": removal_delay, "limit": max_sources}).all()
             if not candidates:
                 return []
-            busy = set(conn.execute(text("SELECT DISTINCT lock FROM procrastinate_jobs WHERE task_name = :task "
-                                         "AND status IN ('todo', 'doing')"), {"task": CHECK_TASK}).scalars())
+            jobs = conn.execute(text("SELECT DISTINCT lock, status::text FROM procrastinate_jobs WHERE task_name = :task "
+                                     "AND status IN ('todo', 'doing')"), {"task": CHECK_TASK}).all()
+            waiting = {lock for lock, status in jobs if status == "todo"}
+            running = {lock for lock, status in jobs if status == "doing"}
             by_host: dict[str, list[str]] = {}
             for row in candidates:
                 host = host_of(row.url)
-                if host not in busy:
-                    by_host.setdefault(host, []).append(row.name)
+                # A removal to confirm may be in the batch that is running now (its last check not
+                # yet recorded): planned once that batch is done.
+                if host in waiting or (host in running and not row.due_by_time):
+                    continue
+                by_host.setdefault(host, []).append(row.name)
             if not by_host:
                 return []
             planned = [{"source": name, "next": now + interval_of(name) + jitter * jitter_share(name, now)}
