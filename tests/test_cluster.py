@@ -54,6 +54,8 @@ def assert_checked_once_per_interval(trial: ClusterTrial) -> None:
 
 
 def assert_politeness(trial: ClusterTrial) -> None:
+    """No request to a host began before the one before it was answered, and request starts
+    to a host are at least half the delay apart (the gate's jitter is ±50 %)."""
     for host, requests in trial.requests_by_host().items():
         overlapping, min_gap = overlaps_and_gaps(requests)
         assert overlapping == 0, f"{host}: {overlapping} requests started while another was in flight"
@@ -162,6 +164,41 @@ def test_planning_twice_plans_nothing_twice_and_mail_jobs_run_twice_send_once(tm
             assert len(ids) == len(set(ids)) == 2
         finally:
             worker.close()
+
+
+def test_a_worker_killed_mid_check_is_recovered_and_its_host_checked_again(tmp_path):
+    """SIGKILL while a check is in flight: another worker finds the job stalled (no heartbeat
+    for --stalled-after), marks it failed, which frees the host's lock, and the sources are
+    checked at their next planned time. `status` shows the failed job."""
+    with ClusterTrial(tmp_path, HOSTS[:1], 2, None, interval="8s", jitter="0s",
+                      worker_args=("--plan-every", "1", "--heartbeat", "1", "--stalled-after", "3")) as trial:
+        trial.sites[0].replica.set_fault("/blog", delay=30, times=1)       # its first listing request hangs
+        doomed = trial.start_worker()
+        doing = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'doing'"
+        from state.cluster import CHECK_TASK
+
+        wait_for(lambda: trial.sites[0].replica.requests and sql(trial.database, doing, CHECK_TASK)[0][0] == 1,
+                 timeout=30, what="a check in flight")
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+        trial.start_worker()
+        try:
+            failed = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'failed'"
+            wait_for(lambda: sql(trial.database, failed, CHECK_TASK)[0][0] == 1, timeout=20, what="the stalled check failed")
+            wait_for(lambda: sql(trial.database, "SELECT count(*) FROM sources WHERE last_success_at IS NOT NULL")[0][0] == 2,
+                     timeout=20, what="both sources checked by the other worker")
+            status = trial.cli("status", check=True).stdout
+        finally:
+            codes = trial.stop_workers()
+        assert codes == [-signal.SIGKILL, 0], trial.worker_output()
+        assert "jobs 0 waiting, 0 running, 1 failed" in status and "check_batch" in status, status
+        assert "stalled (its worker stopped): marked failed" in trial.worker_output()
+        # The hung request's server thread sleeps on after its client was killed: the politeness
+        # that matters is that of the live workers.
+        hung = [r for r in trial.sites[0].replica.requests if r.finished is None or r.finished - r.time > 20]
+        assert len(hung) == 1
+        trial.sites[0].replica.requests.remove(hung[0])
+        assert_politeness(trial)
 
 
 def test_worker_refuses_sqlite_with_one_line(tmp_path):
