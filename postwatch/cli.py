@@ -561,21 +561,21 @@ def _bounded_int(text: str, *, low: int, high: int) -> int:
 
 
 def run_worker(args: argparse.Namespace, config: Config) -> int:
-    try:
-        from postwatch.cluster import WorkerSettings, require_postgresql, run_worker as run
-    except ImportError as exc:
-        return _fail(f"postwatch worker needs procrastinate: pip install 'postwatch[cluster]' ({exc.name} is missing)")
+    from postwatch.cluster import WorkerSettings, require_postgresql, run_worker as run
     from state.cluster import NotPostgreSQL
 
     try:
         require_postgresql(config)
-        if 60 % args.plan_every:
-            return _fail(f"--plan-every must divide 60 seconds, not {args.plan_every}")
-        return run(config, WorkerSettings(plan_every=args.plan_every, batch_size=args.batch, concurrency=args.concurrency,
-                                          heartbeat_every=args.heartbeat, stalled_after=args.stalled_after,
-                                          name=args.name))
     except NotPostgreSQL as exc:
         return _fail(str(exc))
+    try:
+        import procrastinate  # noqa: F401 - the optional extra: said in one line when it is missing
+    except ImportError as exc:
+        return _fail(f"postwatch worker needs procrastinate: pip install 'postwatch[cluster]' ({exc.name} is missing)")
+    if 60 % args.plan_every:
+        return _fail(f"--plan-every must divide 60 seconds, not {args.plan_every}")
+    return run(config, WorkerSettings(plan_every=args.plan_every, batch_size=args.batch, concurrency=args.concurrency,
+                                      heartbeat_every=args.heartbeat, stalled_after=args.stalled_after, name=args.name))
 
 
 def demo_command(args: argparse.Namespace, config: Config) -> int:

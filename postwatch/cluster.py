@@ -17,7 +17,8 @@ The jobs, and why they are cut this way:
 - compose_batch / deliver_immediate: compose (the subscriber's cursor moves in the same
   transaction as the message enters the outbox, rows locked FOR UPDATE) and flush (the outbox
   leases each row): a job run twice composes and sends nothing twice.
-- flush_outbox (periodic): retries that fell due, and mail queued by other processes.
+- flush_outbox (periodic): retries that fell due, and mail queued or events published by other
+  processes.
 - recover_stalled (periodic): jobs of a worker that stopped sending heartbeats (killed). A
   stalled check is marked failed (its host's lock is released; the source is planned again at its
   next check); a stalled compose or delivery is retried (it is idempotent and holds no lock).
@@ -213,8 +214,9 @@ class Worker:
             log.info("mail: %d composed, %d sent, %d retrying", len(queued), stats.sent, stats.retried)
 
     def flush_if_due(self) -> None:
-        if self.app.store.outbox_due(utcnow()):
-            self.app.flush_outbox()
+        """Retries that fell due, alerts, and the immediate subscribers behind events published
+        by other processes (`sources release`, a CLI check): each period catches up on them."""
+        self.deliver([])
         self.app.check_outbox_health()
 
     async def recover_stalled(self) -> None:
