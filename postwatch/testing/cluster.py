@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,8 +150,9 @@ shutdown_grace = "3s"
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        for site in self.sites:
-            site.replica.stop()
+        # One at a time, each stop waits out its server's 0.5 s poll: 15 s for 30 replicas.
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            list(pool.map(lambda site: site.replica.stop(), self.sites))
         if self.database:
             time.sleep(0.1)
             drop_database(self.database)
