@@ -240,7 +240,8 @@ postwatch[cluster] and a PostgreSQL `database`; stops cleanly on SIGTERM or Ctrl
 Workers serve no HTTP (no /subscribe pages, feeds, /metrics or inbound mail), and `postwatch run`
 must not run beside them on the same database: it would check the sources too.
 
-exit status: 0 stopped; 2 the database is not PostgreSQL, or procrastinate is not installed.""", """\
+exit status: 0 stopped; 1 a `postwatch run` daemon holds the database; 2 the database is not
+PostgreSQL, or procrastinate is not installed.""", """\
   postwatch worker                        one worker; start as many as there are machines or cores
   postwatch worker --concurrency 8        more hosts crawled at once by this worker
   systemctl start postwatch-worker@{1..3} three workers (deploy/postwatch-worker@.service)
@@ -574,8 +575,13 @@ def run_worker(args: argparse.Namespace, config: Config) -> int:
         return _fail(f"postwatch worker needs procrastinate: pip install 'postwatch[cluster]' ({exc.name} is missing)")
     if 60 % args.plan_every:
         return _fail(f"--plan-every must divide 60 seconds, not {args.plan_every}")
-    return run(config, WorkerSettings(plan_every=args.plan_every, batch_size=args.batch, concurrency=args.concurrency,
-                                      heartbeat_every=args.heartbeat, stalled_after=args.stalled_after, name=args.name))
+    from state import AlreadyRunning
+
+    try:
+        return run(config, WorkerSettings(plan_every=args.plan_every, batch_size=args.batch, concurrency=args.concurrency,
+                                          heartbeat_every=args.heartbeat, stalled_after=args.stalled_after, name=args.name))
+    except AlreadyRunning as exc:
+        return _fail(str(exc), 1)
 
 
 def demo_command(args: argparse.Namespace, config: Config) -> int:

@@ -40,6 +40,7 @@ from sqlalchemy.engine import make_url
 
 from postwatch.app import App, utcnow
 from postwatch.config import Config
+from state import AlreadyRunning
 from state.cluster import CHECK_TASK, COMPOSE_TASK, DELIVER_TASK, QUEUE, NotPostgreSQL
 from state.database import pg_connect_args, sqlite_path
 
@@ -100,6 +101,11 @@ class Worker:
                 conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _STARTUP_LOCK_KEY})
                 try:
                     self.app = App.open(self.config)
+                    daemon = self.app.store.lease_holder()
+                    if daemon is not None and daemon["remaining"] > 0:
+                        raise AlreadyRunning(f"a `postwatch run` daemon ({daemon['host']}, pid {daemon['pid']}) runs on "
+                                             f"{self.app.store.display_name}; workers beside it would check its sources "
+                                             "too: stop it first")
                     if self.app.store.install_job_queue(self.queue.schema_manager.get_schema()):
                         log.info("job queue installed in %s", self.app.store.display_name)
                 finally:

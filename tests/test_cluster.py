@@ -201,6 +201,21 @@ def test_a_worker_killed_mid_check_is_recovered_and_its_host_checked_again(tmp_p
         assert_politeness(trial)
 
 
+def test_worker_refuses_a_database_a_daemon_runs_on(tmp_path):
+    import re
+
+    from postwatch.testing.harness import Daemon
+
+    with ClusterTrial(tmp_path, HOSTS[:1], 1, None, interval="1h") as trial:
+        port = int(re.search(r'listen = "127.0.0.1:(\d+)"', trial.cli.config.read_text()).group(1))
+        with Daemon(trial.cli, port) as daemon:
+            result = trial.cli("worker", timeout=60)
+            assert daemon.stop() == 0
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "a `postwatch run` daemon" in line and "stop it first" in line, result.stderr
+
+
 def test_worker_refuses_sqlite_with_one_line(tmp_path):
     config = write_config(tmp_path, "http://127.0.0.1:9/blog", None)
     result = subprocess.run([sys.executable, "-m", "postwatch", "--config", str(config), "worker"], capture_output=True,
