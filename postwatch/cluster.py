@@ -24,6 +24,7 @@ The jobs, and why they are cut this way:
   next check); a stalled compose or delivery is retried (it is idempotent and holds no lock).
 - remove_old_jobs (periodic, hourly): failed and aborted jobs older than a day; succeeded ones
   are deleted as they finish, so the queue stays short (procrastinate #1242).
+- housekeeping (periodic, [daemon] housekeeping): the daemon's pruning and signup reminders.
 """
 from __future__ import annotations
 
@@ -182,6 +183,11 @@ class Worker:
         async def remove_old_jobs(timestamp: int) -> None:
             await self.queue.job_manager.delete_old_jobs(nb_hours=s.keep_failed_hours, include_failed=True,
                                                          include_aborted=True, include_cancelled=True)
+
+        @queue.periodic(cron=self.config.daemon.housekeeping)
+        @queue.task(name="postwatch.cluster.housekeeping", queue=QUEUE, priority=1,
+                    queueing_lock="postwatch.cluster.housekeeping")
+        async def housekeeping(timestamp: int) -> None:
             await asyncio.to_thread(self.app.housekeeping)
 
     def plan_checks(self):
