@@ -237,8 +237,9 @@ failed (the source's next planned check retries it), its mail jobs run again. Ne
 postwatch[cluster] and a PostgreSQL `database`; stops cleanly on SIGTERM or Ctrl-C.
 `postwatch status` shows the queue: jobs waiting, running and failed, workers alive.
 
-Workers serve no HTTP (no /subscribe pages, feeds, /metrics or inbound mail), and `postwatch run`
-must not run beside them on the same database: it would check the sources too.
+Workers serve no pages (no /subscribe, feeds or inbound mail; --metrics serves Prometheus
+metrics), and `postwatch run` must not run beside them on the same database: it would check the
+sources too.
 
 exit status: 0 stopped; 1 a `postwatch run` daemon holds the database; 2 the database is not
 PostgreSQL, or procrastinate is not installed.""", """\
@@ -257,6 +258,9 @@ PostgreSQL, or procrastinate is not installed.""", """\
     worker.add_argument("--stalled-after", type=float, default=30.0, metavar="SECONDS",
                         help="a worker silent this long is taken for dead and its jobs are recovered (default 30)")
     worker.add_argument("--name", help="this worker's name in the logs (default host:pid)")
+    worker.add_argument("--metrics", metavar="HOST:PORT",
+                        help="serve Prometheus /metrics here: this worker's checks and deliveries, and the cluster's "
+                             "queue (jobs by task and state, workers alive)")
 
     subscribers = _group(commands, "subscribers", "add, remove, list, show, import, export or forget subscribers")
     add = _command(subscribers, "add", add_subscriber, "add a subscriber (or change one's settings); they get changes from now on",
@@ -579,7 +583,8 @@ def run_worker(args: argparse.Namespace, config: Config) -> int:
 
     try:
         return run(config, WorkerSettings(plan_every=args.plan_every, batch_size=args.batch, concurrency=args.concurrency,
-                                          heartbeat_every=args.heartbeat, stalled_after=args.stalled_after, name=args.name))
+                                          heartbeat_every=args.heartbeat, stalled_after=args.stalled_after, name=args.name,
+                                          metrics=args.metrics))
     except AlreadyRunning as exc:
         return _fail(str(exc), 1)
 

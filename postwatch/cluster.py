@@ -62,6 +62,7 @@ class WorkerSettings:
     stalled_after: float = 30.0     # ...and how long without one before its jobs are recovered
     keep_failed_hours: int = 24
     name: str | None = None
+    metrics: str | None = None      # HOST:PORT of this worker's /metrics (None: not served)
 
 
 def require_postgresql(config: Config) -> None:
@@ -245,6 +246,45 @@ class Worker:
                 log.warning("%s job %d stalled (its worker stopped): retried", job.task_name, job.id)
 
 
+class QueueCollector:
+    """Prometheus gauges of the whole cluster's queue, read from the database at each scrape:
+    jobs by task and state, workers with a recent heartbeat."""
+
+    def __init__(self, store, stalled_after: float):
+        self.store, self.stalled_after = store, stalled_after
+
+    def describe(self):
+        return self._families()
+
+    def collect(self):
+        status = self.store.queue_status(timedelta(seconds=self.stalled_after))
+        return self._families(status)
+
+    @staticmethod
+    def _families(status=None):
+        from prometheus_client.core import GaugeMetricFamily
+
+        jobs = GaugeMetricFamily("postwatch_cluster_jobs", "Jobs in the cluster's queue by task and state "
+                                 "(todo, doing, failed...)", labels=["task", "state"])
+        workers = GaugeMetricFamily("postwatch_cluster_workers_alive", "Workers whose heartbeat is recent")
+        if status is not None:
+            for task, states in sorted(status.by_task.items()):
+                for state, count in sorted(states.items()):
+                    jobs.add_metric([task.rsplit(".", 1)[-1], state], count)
+            workers.add_metric([], status.workers_alive)
+        return [jobs, workers]
+
+
+def serve_metrics(app: App, address: str, stalled_after: float) -> None:
+    """/metrics of this worker (its checks and deliveries) and of the cluster's queue, from a
+    thread of prometheus_client's own: the event loop never waits on a scrape."""
+    from prometheus_client import start_http_server
+
+    host, _, port = address.rpartition(":")
+    app.metrics.registry.register(QueueCollector(app.store, stalled_after))
+    start_http_server(int(port), addr=host or "127.0.0.1", registry=app.metrics.registry)
+
+
 def run_worker(config: Config, settings: WorkerSettings) -> int:
     """Entry point of `postwatch worker`: the asyncio reactor carries Scrapy and the worker."""
     from crawler.runtime import run_main
@@ -253,6 +293,8 @@ def run_worker(config: Config, settings: WorkerSettings) -> int:
     worker = Worker(config, settings)
     try:
         worker.open()
+        if settings.metrics:
+            serve_metrics(worker.app, settings.metrics, settings.stalled_after)
         return run_main(worker.serve)
     finally:
         worker.close()

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from postwatch.testing.cluster import ClusterTrial, overlaps_and_gaps
-from postwatch.testing.harness import ENVIRONMENT, sql, wait_for, write_config
+from postwatch.testing.harness import ENVIRONMENT, free_port, get, sql, wait_for, write_config
 from postwatch.testing.mailcatcher import MailCatcher
 
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
@@ -85,7 +85,9 @@ def test_three_workers_share_the_checks_politely_and_mail_new_posts_once(tmp_pat
                       delay=DELAY) as trial:
         for address in subscribers:
             trial.cli("subscribers", "add", address, "--cadence", "immediate", check=True)
-        trial.start_workers(3)
+        metrics_port = free_port()
+        trial.start_workers(2)
+        trial.start_worker("--metrics", f"127.0.0.1:{metrics_port}")
         try:
             wait_for(lambda: all_checked(trial), timeout=40, what="every source's first check (baseline)")
             wait_for(lambda: sql(trial.database, "SELECT count(*) FROM sources WHERE NOT baseline_done")[0][0] == 0,
@@ -98,10 +100,13 @@ def test_three_workers_share_the_checks_politely_and_mail_new_posts_once(tmp_pat
                      and all(any(url in body(m) for m in smtp.messages) for url in new_urls),
                      timeout=15, what="the new posts mailed")
             status = trial.cli("status", check=True).stdout
+            _, metrics = get(f"http://127.0.0.1:{metrics_port}/metrics")
         finally:
             codes = trial.stop_workers()
         output = trial.worker_output()
         assert codes == [0, 0, 0], output
+        assert "postwatch_cluster_workers_alive 3.0" in metrics, metrics
+        assert 'postwatch_checks_total{result="ok",source="blog-' in metrics
 
         assert_checked_once_per_interval(trial)
         assert_politeness(trial)
