@@ -33,6 +33,7 @@ sources = Table(
     Column("discovered_feed_url", Text),      # the feed its listing advertises (kind "auto")
     # Added by revision 0010: when the cluster's planning task next hands it to a worker (NULL: now).
     Column("next_check_at", UTC),
+    Index("ix_sources_next_check", "next_check_at"),
 )
 
 posts = Table(
