@@ -193,8 +193,10 @@ class Worker:
 
     def plan_checks(self):
         crawl = self.config.crawl
-        return self.app.store.plan_checks(utcnow(), self.app.source_interval, crawl.jitter, crawl.removal_confirm_after,
-                                          self.settings.batch_size)
+        # A dict, not App.source_interval: that walks the config's sources for every name.
+        own = {source.name: source.interval for source in self.config.sources if source.interval}
+        return self.app.store.plan_checks(utcnow(), lambda name: own.get(name, crawl.interval), crawl.jitter,
+                                          crawl.removal_confirm_after, self.settings.batch_size)
 
     async def check_batch(self, sources: list[str]) -> None:
         # A failed source is logged by the App; the next planned check is its retry.
