@@ -246,6 +246,7 @@ def test_workers_killed_at_random_lose_and_double_nothing(tmp_path, smtp):
         wait_for(lambda: sql(trial.database, "SELECT count(*) FROM sources WHERE NOT baseline_done")[0][0] == 0,
                  timeout=20, what="the baselines recorded")
         new_urls: set[str] = set()
+        kills = 0
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             site = rng.choice(trial.sites)
@@ -254,6 +255,7 @@ def test_workers_killed_at_random_lose_and_double_nothing(tmp_path, smtp):
             alive = [p for p in trial.workers if p.poll() is None]
             if alive and rng.random() < 0.5:
                 rng.choice(alive).send_signal(signal.SIGKILL)
+                kills += 1
                 trial.start_worker()
         wait_for(lambda: all(sum(url in body(m) for m in smtp.messages if a in str(m["To"])) >= 1
                              for a in subscribers for url in new_urls),
@@ -262,3 +264,6 @@ def test_workers_killed_at_random_lose_and_double_nothing(tmp_path, smtp):
         assert codes.count(0) >= 3, trial.worker_output()
         assert_politeness(trial)
         assert_mailed_once(trial, smtp, subscribers, new_urls)
+        print(f"\n{kills} workers SIGKILLed, {len(new_urls)} new posts, {len(smtp.messages)} messages delivered "
+              f"({len(set(smtp.message_ids()))} distinct), "
+              f"{sum(len(r) for r in trial.requests_by_host().values())} requests, 0 overlapping")
