@@ -116,6 +116,14 @@ class Worker:
         finally:
             engine.dispose()
 
+        # Scrapy and Twisted are loaded now, before the worker's first heartbeat, not inside its
+        # first check on the event loop: on a loaded machine the import holds the loop for
+        # seconds, long enough for the others to take this worker for dead and free its host.
+        from crawler.runtime import install_reactor
+
+        install_reactor()       # first: Scrapy's modules must find the asyncio reactor in place
+        import crawler.run  # noqa: F401
+
     def close(self) -> None:
         if self.app is not None:
             self.app.close()

@@ -238,7 +238,7 @@ def test_workers_killed_at_random_lose_and_double_nothing(tmp_path, smtp):
     subscribers = [f"reader{i}@example.org" for i in range(5)]
     rng = random.Random(19)
     with ClusterTrial(tmp_path, HOSTS, 10, smtp.port, interval="10s", jitter="2s", delay=DELAY,
-                      worker_args=("--plan-every", "2", "--heartbeat", "1", "--stalled-after", "4")) as trial:
+                      worker_args=("--plan-every", "2", "--heartbeat", "1", "--stalled-after", "8")) as trial:
         for address in subscribers:
             trial.cli("subscribers", "add", address, "--cadence", "immediate", check=True)
         trial.start_workers(3)
