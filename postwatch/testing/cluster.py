@@ -55,7 +55,8 @@ class ClusterTrial:
     jitter: str = "2s"
     delay: float = 0.2
     posts_per_blog: int = 3
-    worker_args: tuple[str, ...] = ("--plan-every", "2", "--heartbeat", "1", "--stalled-after", "5")
+    # Short periods, but a stall well above what a loaded 2-core machine holds a loop for.
+    worker_args: tuple[str, ...] = ("--plan-every", "2", "--heartbeat", "1", "--stalled-after", "10")
     database: str = ""
     sites: list[ClusterSite] = field(default_factory=list)
     workers: list[subprocess.Popen] = field(default_factory=list)
