@@ -164,6 +164,14 @@ def trigger_for_cadence(key: str):
     return CronTrigger(day_of_week=int(weekday), hour=int(hour), minute=int(minute), timezone=tz)
 
 
+def cadence_due_between(key: str, after: datetime, until: datetime) -> bool:
+    """Whether a digest of cadence `key` (cadence_key_of) falls due in (after, until]: the same
+    trigger the daemon's digest job runs on, asked by the cluster's digest planner."""
+    trigger = trigger_for_cadence(key)
+    fire = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
+    return fire is not None and fire <= until
+
+
 # --------------------------------------------------------------------------------------------
 # The daemon
 # --------------------------------------------------------------------------------------------

@@ -221,6 +221,44 @@ is set. Stops cleanly on SIGTERM or Ctrl-C. One daemon per database.""", """\
 """)
     run_command.add_argument("--once", action="store_true", help="one check of every source and one digest run, then exit")
 
+    worker = _command(commands, "worker", run_worker, "run a cluster worker: one of several processes sharing the work "
+                      "through PostgreSQL", """\
+Run one worker of a cluster: any number of `postwatch worker` processes, on one machine or many,
+with the same config and one PostgreSQL database, share the checks and the mail through a
+procrastinate job queue kept in that database (installed by the first worker). Every few seconds
+one of them plans: the due sources, in batches of one host each, and no two workers ever crawl
+one host at once, so [crawl] download_delay holds across the cluster. Digests are planned on each
+subscriber's schedule; the outbox makes sure no message is sent twice. A worker that is killed is
+noticed by the others after --stalled-after seconds without its heartbeat: its check is marked
+failed (the source's next planned check retries it), its mail jobs run again. Needs
+postwatch[cluster] and a PostgreSQL `database`; stops cleanly on SIGTERM or Ctrl-C.
+`postwatch status` shows the queue: jobs waiting, running and failed, workers alive.
+
+Workers serve no pages (no /subscribe, feeds or inbound mail; --metrics serves Prometheus
+metrics), and `postwatch run` must not run beside them on the same database: it would check the
+sources too.
+
+exit status: 0 stopped; 1 a `postwatch run` daemon holds the database; 2 the database is not
+PostgreSQL, or procrastinate is not installed.""", """\
+  postwatch worker                        one worker; start as many as there are machines or cores
+  postwatch worker --concurrency 8        more hosts crawled at once by this worker
+  systemctl start postwatch-worker@{1..3} three workers (deploy/postwatch-worker@.service)
+""")
+    worker.add_argument("--concurrency", type=functools.partial(_bounded_int, low=1, high=64), default=4,
+                        help="jobs this worker runs at once: checks of different hosts, mail (default 4)")
+    worker.add_argument("--plan-every", type=functools.partial(_bounded_int, low=1, high=60), default=5, metavar="SECONDS",
+                        help="how often the cluster plans due sources; divides 60 (default 5; same on every worker)")
+    worker.add_argument("--batch", type=functools.partial(_bounded_int, low=1, high=500), default=50, metavar="N",
+                        help="sources per check job, all of one host (default 50)")
+    worker.add_argument("--heartbeat", type=float, default=10.0, metavar="SECONDS",
+                        help="seconds between this worker's heartbeats (default 10)")
+    worker.add_argument("--stalled-after", type=float, default=30.0, metavar="SECONDS",
+                        help="a worker silent this long is taken for dead and its jobs are recovered (default 30)")
+    worker.add_argument("--name", help="this worker's name in the logs (default host:pid)")
+    worker.add_argument("--metrics", metavar="HOST:PORT",
+                        help="serve Prometheus /metrics here: this worker's checks and deliveries, and the cluster's "
+                             "queue (jobs by task and state, workers alive)")
+
     subscribers = _group(commands, "subscribers", "add, remove, list, show, import, export or forget subscribers")
     add = _command(subscribers, "add", add_subscriber, "add a subscriber (or change one's settings); they get changes from now on",
                    ADD_HELP, examples="""\
@@ -516,6 +554,40 @@ def run_daemon(args: argparse.Namespace, config: Config) -> int:
     import scheduler
 
     return scheduler.run_daemon(config, once=args.once)
+
+
+def _bounded_int(text: str, *, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from {low} to {high}")
+    return value
+
+
+def run_worker(args: argparse.Namespace, config: Config) -> int:
+    from postwatch.cluster import WorkerSettings, require_postgresql, run_worker as run
+    from state.cluster import NotPostgreSQL
+
+    try:
+        require_postgresql(config)
+    except NotPostgreSQL as exc:
+        return _fail(str(exc))
+    try:
+        import procrastinate  # noqa: F401 - the optional extra: said in one line when it is missing
+    except ImportError as exc:
+        return _fail(f"postwatch worker needs procrastinate: pip install 'postwatch[cluster]' ({exc.name} is missing)")
+    if 60 % args.plan_every:
+        return _fail(f"--plan-every must divide 60 seconds, not {args.plan_every}")
+    from state import AlreadyRunning
+
+    try:
+        return run(config, WorkerSettings(plan_every=args.plan_every, batch_size=args.batch, concurrency=args.concurrency,
+                                          heartbeat_every=args.heartbeat, stalled_after=args.stalled_after, name=args.name,
+                                          metrics=args.metrics))
+    except AlreadyRunning as exc:
+        return _fail(str(exc), 1)
 
 
 def demo_command(args: argparse.Namespace, config: Config) -> int:
@@ -835,6 +907,12 @@ def show_status(args: argparse.Namespace, config: Config) -> int:
             for channel, counts in sorted(by_channel.items()):
                 print(f"  {channel}: {counts.get('pending', 0)} pending, {counts.get('sent', 0)} sent, "
                       f"{counts.get('failed', 0)} failed")
+        queue = None if app.store.is_sqlite else app.store.queue_status()
+        if queue is not None:
+            print(f"cluster: {queue.workers_alive} workers alive, jobs {queue.todo} waiting, {queue.doing} running, "
+                  f"{queue.failed} failed")
+            for job_id, task, job_args in app.store.failed_jobs(5) if queue.failed else []:
+                print(f"  failed job {job_id}: {task.rsplit('.', 1)[-1]} {json.dumps(job_args, sort_keys=True)[:200]}")
         return 0
 
 

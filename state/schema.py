@@ -31,6 +31,9 @@ sources = Table(
     Column("last_full_sweep_at", UTC),
     Column("created_at", UTC, nullable=False),
     Column("discovered_feed_url", Text),      # the feed its listing advertises (kind "auto")
+    # Added by revision 0010: when the cluster's planning task next hands it to a worker (NULL: now).
+    Column("next_check_at", UTC),
+    Index("ix_sources_next_check", "next_check_at"),
 )
 
 posts = Table(

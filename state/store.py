@@ -6,7 +6,7 @@ composed the way Miniflux's storage is. SQLite by default, PostgreSQL by URL.
 - state.posts      posts, kept versions, pending edits; applying a check
 - state.events     what subscribers hear of, held or published
 - state.subscribers, state.signups (the /subscribe page's pending signups), state.outbox,
-  state.lease (one daemon per database)
+  state.lease (one daemon per database), state.cluster (`postwatch worker`'s queue and planning)
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from state.accepted import AcceptedJournal
+from state.cluster import ClusterStorage
 from state.changes import VOLATILE_AFTER, RevisitSchedule
 from state.database import as_utc, sqlite_path
 from state.events import EventStorage, last_seq
@@ -27,7 +28,8 @@ from state.sources import SourceStorage
 from state.subscribers import SubscriberStorage
 
 
-class Store(SourceStorage, PostStorage, EventStorage, SubscriberStorage, SignupStorage, OutboxStorage, LeaseStorage):
+class Store(SourceStorage, PostStorage, EventStorage, SubscriberStorage, SignupStorage, OutboxStorage, LeaseStorage,
+            ClusterStorage):
     """State of every source, post, event, subscriber and queued message (see Database for
     `url`, `migrate`, `connect_args` and `read_only`). The rest are the store's policies: how
     long a post must stay missing to be removed, the share of known posts a check may change

@@ -106,7 +106,8 @@ class LoggedRequest:
     headers: dict[str, str]
     status: int
     body_bytes: int
-    time: float
+    time: float                     # when the request arrived
+    finished: float | None = None   # when its response was written (None: never, or still being written)
 
 
 @dataclass
@@ -419,8 +420,10 @@ class BaseReplica:
             handler.end_headers()
             if not head and status != 304:
                 handler.wfile.write(body)
+            handler.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass
+        entry.finished = time.time()
 
     # -- rendering: subclasses -------------------------------------------------------------
     def render(self, path: str, query: dict) -> tuple[int, str, bytes, datetime] | None:

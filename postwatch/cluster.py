@@ -1,0 +1,310 @@
+"""`postwatch worker`: several processes, on one machine or many, share postwatch's work through
+a procrastinate job queue in the same PostgreSQL database.
+
+The jobs, and why they are cut this way:
+
+- plan_checks (periodic, every `plan_every` s, deferred once per period across all workers):
+  picks due sources with FOR UPDATE SKIP LOCKED, moves their next check on (interval + jitter)
+  and defers batch checks of one host each, with the host as the job's procrastinate `lock`, in
+  one transaction (state.cluster). One host's batch runs in one worker at a time, whose process
+  gate (crawler.gate) spaces its requests: the per-host delay holds across the cluster.
+- check_batch: `App.check_many(batch)` on the worker's event loop (the asyncio reactor's), then a
+  delivery job for the immediate subscribers if the check published anything. Never retried by
+  the queue: a job scheduled later would hold every job of its host's lock (procrastinate
+  #1599, #1543); the next planned check is the retry, and Scrapy keeps its in-crawl retries.
+- plan_digests (periodic, every minute): the subscribers whose daily or weekly digest fell due
+  since the last planning (the window is stored), in compose batches.
+- compose_batch / deliver_immediate: compose (the subscriber's cursor moves in the same
+  transaction as the message enters the outbox, rows locked FOR UPDATE) and flush (the outbox
+  leases each row): a job run twice composes and sends nothing twice.
+- flush_outbox (periodic): retries that fell due, and mail queued or events published by other
+  processes.
+- recover_stalled (periodic): jobs of a worker that stopped sending heartbeats (killed). A
+  stalled check is marked failed (its host's lock is released; the source is planned again at its
+  next check); a stalled compose or delivery is retried (it is idempotent and holds no lock).
+- remove_old_jobs (periodic, hourly): failed and aborted jobs older than a day; succeeded ones
+  are deleted as they finish, so the queue stays short (procrastinate #1242).
+- housekeeping (periodic, [daemon] housekeeping): the daemon's pruning and signup reminders.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from postwatch.app import App, utcnow
+from postwatch.config import Config
+from state import AlreadyRunning
+from state.cluster import CHECK_TASK, COMPOSE_TASK, DELIVER_TASK, QUEUE, NotPostgreSQL
+from state.database import pg_connect_args, sqlite_path
+
+log = logging.getLogger("postwatch")
+
+# Serialises the start-up of workers that start together (migrations, syncing the config's
+# sources, installing the queue's schema): each would otherwise race the others' inserts.
+_STARTUP_LOCK_KEY = 0x70777374  # "pwst"
+
+
+@dataclass
+class WorkerSettings:
+    plan_every: int = 5             # seconds between planning runs (divides 60: a cron's seconds field)
+    batch_size: int = 50            # sources per check job
+    digest_batch: int = 500         # subscribers per compose job
+    concurrency: int = 4            # jobs a worker runs at once (checks of different hosts, mail)
+    heartbeat_every: float = 10.0   # a worker's heartbeat...
+    stalled_after: float = 30.0     # ...and how long without one before its jobs are recovered
+    keep_failed_hours: int = 24
+    name: str | None = None
+    metrics: str | None = None      # HOST:PORT of this worker's /metrics (None: not served)
+
+
+def require_postgresql(config: Config) -> None:
+    """Raises NotPostgreSQL, before anything is opened or created, for any other database."""
+    url = config.database_url
+    if sqlite_path(url) is not None or make_url(url).get_backend_name() != "postgresql":
+        shown = sqlite_path(url) or make_url(url).render_as_string(hide_password=True)
+        raise NotPostgreSQL(f"postwatch worker needs a PostgreSQL database (its job queue lives there), not {shown}; "
+                            "use `postwatch run` on one machine, or set database = \"postgresql://...\"")
+
+
+def psycopg_conninfo(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Worker:
+    """One worker process: postwatch's App and the procrastinate app whose tasks use it."""
+
+    def __init__(self, config: Config, settings: WorkerSettings):
+        import procrastinate
+
+        if 60 % settings.plan_every:
+            raise ValueError(f"plan_every must divide 60 seconds, not {settings.plan_every}")
+        self.config = config
+        self.settings = settings
+        self.app: App | None = None
+        self.queue = procrastinate.App(connector=procrastinate.PsycopgConnector(
+            conninfo=psycopg_conninfo(config.database_url), min_size=1, max_size=settings.concurrency + 3,
+            kwargs=pg_connect_args({})))
+        self._register_tasks()
+
+    # -- start-up -----------------------------------------------------------------------------
+    def open(self) -> None:
+        """Migrate, sync the config's sources, install the queue's schema: one worker at a time."""
+        engine = create_engine(self.config.database_url, connect_args=pg_connect_args({}))
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _STARTUP_LOCK_KEY})
+                try:
+                    self.app = App.open(self.config)
+                    daemon = self.app.store.lease_holder()
+                    if daemon is not None and daemon["remaining"] > 0:
+                        raise AlreadyRunning(f"a `postwatch run` daemon ({daemon['host']}, pid {daemon['pid']}) runs on "
+                                             f"{self.app.store.display_name}; workers beside it would check its sources "
+                                             "too: stop it first")
+                    if self.app.store.install_job_queue(self.queue.schema_manager.get_schema()):
+                        log.info("job queue installed in %s", self.app.store.display_name)
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _STARTUP_LOCK_KEY})
+                    conn.commit()
+        finally:
+            engine.dispose()
+
+        # Scrapy and Twisted are loaded now, before the worker's first heartbeat, not inside its
+        # first check on the event loop: on a loaded machine the import holds the loop for
+        # seconds, long enough for the others to take this worker for dead and free its host.
+        from crawler.runtime import install_reactor
+
+        install_reactor()       # first: Scrapy's modules must find the asyncio reactor in place
+        import crawler.run  # noqa: F401
+
+    def close(self) -> None:
+        if self.app is not None:
+            self.app.close()
+
+    async def serve(self) -> int:
+        s = self.settings
+        name = s.name or f"{socket.gethostname()}:{os.getpid()}"
+        async with self.queue.open_async():
+            log.info("postwatch worker %s started: %d sources, database %s, planning every %ds", name,
+                     len(self.app.store.list_sources()), self.app.store.display_name, s.plan_every)
+            await self.queue.run_worker_async(
+                queues=[QUEUE], name=name, concurrency=s.concurrency, delete_jobs="successful",
+                update_heartbeat_interval=s.heartbeat_every, stalled_worker_timeout=s.stalled_after,
+                shutdown_graceful_timeout=self.config.daemon.shutdown_grace.total_seconds(),
+                fetch_job_polling_interval=min(5.0, float(s.plan_every)), install_signal_handlers=True)
+        log.info("postwatch worker %s stopped", name)
+        return 0
+
+    # -- the tasks ----------------------------------------------------------------------------
+    def _register_tasks(self) -> None:
+        queue, s = self.queue, self.settings
+        # The sixth field is the seconds (croniter): every plan_every seconds of every minute.
+        every_plan = f"* * * * * */{s.plan_every}" if s.plan_every < 60 else "* * * * *"
+
+        @queue.periodic(cron=every_plan)
+        @queue.task(name="postwatch.cluster.plan_checks", queue=QUEUE, priority=10,
+                    queueing_lock="postwatch.cluster.plan_checks")
+        async def plan_checks(timestamp: int) -> None:
+            batches = await asyncio.to_thread(self.plan_checks)
+            if batches:
+                log.info("planned %d sources in %d batches", sum(len(b.sources) for b in batches), len(batches))
+
+        @queue.task(name=CHECK_TASK, queue=QUEUE)
+        async def check_batch(sources: list[str]) -> None:
+            await self.check_batch(sources)
+
+        @queue.periodic(cron="* * * * *")
+        @queue.task(name="postwatch.cluster.plan_digests", queue=QUEUE, priority=10,
+                    queueing_lock="postwatch.cluster.plan_digests")
+        async def plan_digests(timestamp: int) -> None:
+            await asyncio.to_thread(self.plan_digests)
+
+        @queue.task(name=COMPOSE_TASK, queue=QUEUE, priority=5)
+        async def compose_batch(subscribers: list[int]) -> None:
+            await asyncio.to_thread(self.deliver, subscribers)
+
+        @queue.task(name=DELIVER_TASK, queue=QUEUE, priority=5, queueing_lock=DELIVER_TASK)
+        async def deliver_immediate() -> None:
+            await asyncio.to_thread(self.deliver, [])
+
+        @queue.periodic(cron=every_plan)
+        @queue.task(name="postwatch.cluster.flush_outbox", queue=QUEUE, priority=5,
+                    queueing_lock="postwatch.cluster.flush_outbox")
+        async def flush_outbox(timestamp: int) -> None:
+            await asyncio.to_thread(self.flush_if_due)
+
+        @queue.periodic(cron=every_plan)
+        @queue.task(name="postwatch.cluster.recover_stalled", queue=QUEUE, priority=20,
+                    queueing_lock="postwatch.cluster.recover_stalled")
+        async def recover_stalled(timestamp: int) -> None:
+            await self.recover_stalled()
+
+        @queue.periodic(cron="17 * * * *")
+        @queue.task(name="postwatch.cluster.remove_old_jobs", queue=QUEUE, priority=1,
+                    queueing_lock="postwatch.cluster.remove_old_jobs")
+        async def remove_old_jobs(timestamp: int) -> None:
+            await self.queue.job_manager.delete_old_jobs(nb_hours=s.keep_failed_hours, include_failed=True,
+                                                         include_aborted=True, include_cancelled=True)
+
+        @queue.periodic(cron=self.config.daemon.housekeeping)
+        @queue.task(name="postwatch.cluster.housekeeping", queue=QUEUE, priority=1,
+                    queueing_lock="postwatch.cluster.housekeeping")
+        async def housekeeping(timestamp: int) -> None:
+            await asyncio.to_thread(self.app.housekeeping)
+
+    def plan_checks(self):
+        crawl = self.config.crawl
+        # A dict, not App.source_interval: that walks the config's sources for every name.
+        own = {source.name: source.interval for source in self.config.sources if source.interval}
+        return self.app.store.plan_checks(utcnow(), lambda name: own.get(name, crawl.interval), crawl.jitter,
+                                          crawl.removal_confirm_after, self.settings.batch_size)
+
+    async def check_batch(self, sources: list[str]) -> None:
+        # A failed source is logged by the App; the next planned check is its retry.
+        started = time.monotonic()
+        summaries = await self.app.check_many(sources)
+        log.info("checked %d sources (%d failed, %d requests) in %.1fs", len(summaries), sum(not s.ok for s in summaries),
+                 sum(s.requests for s in summaries), time.monotonic() - started)
+        if any(s.events and not s.held for s in summaries) or any(s.published_held for s in summaries):
+            await asyncio.to_thread(self.app.store.defer_immediate_delivery)
+
+    def plan_digests(self) -> None:
+        from scheduler import cadence_due_between, cadence_key_of
+
+        def due(subscriber, t0, t1) -> bool:
+            key = cadence_key_of(subscriber)
+            return key is not None and cadence_due_between(key, t0, t1)
+
+        batches = self.app.store.plan_digests(utcnow(), due, self.settings.digest_batch)
+        if batches:
+            log.info("digests planned for %d subscribers", sum(map(len, batches)))
+
+    def deliver(self, subscriber_ids: list[int]) -> None:
+        """Compose for `subscriber_ids` and the immediate subscribers behind the newest event,
+        then send what is due."""
+        store = self.app.store
+        ids = sorted(set(subscriber_ids) | set(store.immediate_subscribers_behind()))
+        queued = self.app.compose_digests(ids) if ids else []
+        if queued or store.outbox_due(utcnow()):
+            stats = self.app.flush_outbox()
+            log.info("mail: %d composed, %d sent, %d retrying", len(queued), stats.sent, stats.retried)
+
+    def flush_if_due(self) -> None:
+        """Retries that fell due, alerts, and the immediate subscribers behind events published
+        by other processes (`sources release`, a CLI check): each period catches up on them."""
+        self.deliver([])
+        self.app.check_outbox_health()
+
+    async def recover_stalled(self) -> None:
+        from procrastinate.jobs import Status
+
+        manager = self.queue.job_manager
+        for job in await manager.get_stalled_jobs(seconds_since_heartbeat=self.settings.stalled_after):
+            if job.task_name == CHECK_TASK:
+                await manager.finish_job(job, Status.FAILED, delete_job=False)
+                log.warning("check of %s stalled (its worker stopped): marked failed; its next planned check "
+                            "retries it", ", ".join(job.task_kwargs.get("sources", [])))
+            else:
+                await manager.retry_job(job)
+                log.warning("%s job %d stalled (its worker stopped): retried", job.task_name, job.id)
+
+
+class QueueCollector:
+    """Prometheus gauges of the whole cluster's queue, read from the database at each scrape:
+    jobs by task and state, workers with a recent heartbeat."""
+
+    def __init__(self, store, stalled_after: float):
+        self.store, self.stalled_after = store, stalled_after
+
+    def describe(self):
+        return self._families()
+
+    def collect(self):
+        status = self.store.queue_status(timedelta(seconds=self.stalled_after))
+        return self._families(status)
+
+    @staticmethod
+    def _families(status=None):
+        from prometheus_client.core import GaugeMetricFamily
+
+        jobs = GaugeMetricFamily("postwatch_cluster_jobs", "Jobs in the cluster's queue by task and state "
+                                 "(todo, doing, failed...)", labels=["task", "state"])
+        workers = GaugeMetricFamily("postwatch_cluster_workers_alive", "Workers whose heartbeat is recent")
+        if status is not None:
+            for task, states in sorted(status.by_task.items()):
+                for state, count in sorted(states.items()):
+                    jobs.add_metric([task.rsplit(".", 1)[-1], state], count)
+            workers.add_metric([], status.workers_alive)
+        return [jobs, workers]
+
+
+def serve_metrics(app: App, address: str, stalled_after: float) -> None:
+    """/metrics of this worker (its checks and deliveries) and of the cluster's queue, from a
+    thread of prometheus_client's own: the event loop never waits on a scrape."""
+    from prometheus_client import start_http_server
+
+    host, _, port = address.rpartition(":")
+    app.metrics.registry.register(QueueCollector(app.store, stalled_after))
+    start_http_server(int(port), addr=host or "127.0.0.1", registry=app.metrics.registry)
+
+
+def run_worker(config: Config, settings: WorkerSettings) -> int:
+    """Entry point of `postwatch worker`: the asyncio reactor carries Scrapy and the worker."""
+    from crawler.runtime import run_main
+
+    require_postgresql(config)
+    worker = Worker(config, settings)
+    try:
+        worker.open()
+        if settings.metrics:
+            serve_metrics(worker.app, settings.metrics, settings.stalled_after)
+        return run_main(worker.serve)
+    finally:
+        worker.close()

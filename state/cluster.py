@@ -1,0 +1,223 @@
+"""The cluster's own SQL (`postwatch worker`, PostgreSQL only): the job queue's schema, planning
+which sources are checked next and by which batch, planning digests, and what `status` says of
+the queue.
+
+Jobs are deferred in the same transaction that moves postwatch's own rows on, by calling the
+queue's defer function (procrastinate_defer_jobs_v1, the one procrastinate's own `defer` calls)
+on this transaction's connection: a planner that dies mid-way has planned nothing and moved
+nothing, so no source skips an interval and no digest is planned twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable
+from urllib.parse import urlsplit
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from state.database import Database, as_utc
+
+# Serialises the schema's installation between workers starting together (any constant that
+# is postwatch's own).
+_SCHEMA_LOCK_KEY = 0x706F7374  # "post"
+_DIGESTS_PLANNED_UNTIL = "cluster_digests_planned_until"   # a counters row: epoch seconds
+
+CHECK_TASK = "postwatch.cluster.check_batch"
+COMPOSE_TASK = "postwatch.cluster.compose_batch"
+DELIVER_TASK = "postwatch.cluster.deliver_immediate"
+QUEUE = "postwatch"
+
+
+class NotPostgreSQL(ValueError):
+    """The cluster needs PostgreSQL (its job queue lives there); str() is one line."""
+
+
+@dataclass
+class PlannedBatch:
+    host: str
+    sources: list[str]
+    job_id: int
+
+
+@dataclass
+class QueueStatus:
+    todo: int = 0
+    doing: int = 0
+    failed: int = 0
+    workers_alive: int = 0
+    by_task: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def host_of(url: str) -> str:
+    """The politeness key of a source: its lower-cased hostname, as crawler.gate keys hosts."""
+    return (urlsplit(url).hostname or url).lower()
+
+
+def jitter_share(name: str, at: datetime) -> float:
+    """A source's share of the jitter, 0..1, fixed per source and planning time (a hash, not a
+    draw, like the daemon's due_sources): sources planned together spread over the jitter."""
+    digest = hashlib.sha256(f"{name}@{at.isoformat()}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2 ** 64
+
+
+def defer_job(conn: Connection, task_name: str, args: dict, *, lock: str | None = None,
+              queueing_lock: str | None = None, priority: int = 0) -> int | None:
+    """Defer one job on `conn`'s transaction. A job whose queueing lock is already waiting is
+    not deferred (None)."""
+    if queueing_lock is not None:
+        waiting = conn.execute(text("SELECT 1 FROM procrastinate_jobs WHERE queueing_lock = :q AND status = 'todo'"),
+                               {"q": queueing_lock}).first()
+        if waiting:
+            return None
+    return conn.execute(text(
+        "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, :priority, :lock, :queueing_lock, "
+        "CAST(:args AS jsonb), NULL)::procrastinate_job_to_defer_v1]))"),
+        {"queue": QUEUE, "task": task_name, "priority": priority, "lock": lock, "queueing_lock": queueing_lock,
+         "args": json.dumps(args)}).scalar()
+
+
+class ClusterStorage(Database):
+    def require_postgresql(self) -> None:
+        if self.is_sqlite:
+            raise NotPostgreSQL(f"postwatch worker needs a PostgreSQL database (its job queue lives there); "
+                                f"{self.display_name} is SQLite: use `postwatch run` on one machine, or set "
+                                "database = \"postgresql://...\"")
+
+    def job_queue_installed(self) -> bool:
+        if self.is_sqlite:
+            return False
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")).scalar()
+
+    def install_job_queue(self, schema_sql: str) -> bool:
+        """The job queue's tables and functions, unless they are there already; True if this
+        call created them. Workers that start together wait for each other here."""
+        self.require_postgresql()
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            if conn.execute(text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")).scalar():
+                return False
+            # The DBAPI cursor itself: no parameters, so psycopg sends the script as it is.
+            conn.connection.dbapi_connection.cursor().execute(schema_sql)
+            return True
+
+    # -- checks -------------------------------------------------------------------------------
+    def plan_checks(self, now: datetime, interval_of: Callable[[str], timedelta], jitter: timedelta,
+                    removal_delay: timedelta, batch_size: int, max_sources: int = 5000) -> list[PlannedBatch]:
+        """In one transaction: the due sources (never planned; next_check_at passed; or holding a
+        missing post whose removal delay has passed since the last check), locked with SKIP
+        LOCKED so that two planners never take one source; their next_check_at moved to now +
+        interval + their share of the jitter; and one check job per batch of at most
+        `batch_size` sources of one host, with the host as the job's lock, so that two workers
+        never crawl one host at once. A host that still has a check waiting is left for a later
+        planning: the queue holds at most one waiting batch per host (plus the one running), so
+        it stays short however far the workers fall behind."""
+        with self.engine.begin() as conn:
+            candidates = conn.execute(text("""
+                SELECT s.id, s.name, s.url, (s.next_check_at IS NULL OR s.next_check_at <= :now) AS due_by_time
+                  FROM sources s
+                 WHERE s.enabled
+                   AND (s.next_check_at IS NULL OR s.next_check_at <= :now
+                        OR EXISTS (SELECT 1 FROM posts p
+                                    WHERE p.source_id = s.id AND p.status = 'gone_pending'
+                                      AND p.gone_since + :removal_delay <= :now
+                                      AND (s.last_check_at IS NULL OR s.last_check_at < p.gone_since + :removal_delay)))
+                 ORDER BY s.next_check_at NULLS FIRST, s.id
+                 LIMIT :limit
+                   FOR UPDATE OF s SKIP LOCKED"""),
+                {"now": now, "removal_delay": removal_delay, "limit": max_sources}).all()
+            if not candidates:
+                return []
+            jobs = conn.execute(text("SELECT DISTINCT lock, status::text FROM procrastinate_jobs WHERE task_name = :task "
+                                     "AND status IN ('todo', 'doing')"), {"task": CHECK_TASK}).all()
+            waiting = {lock for lock, status in jobs if status == "todo"}
+            running = {lock for lock, status in jobs if status == "doing"}
+            by_host: dict[str, list[str]] = {}
+            for row in candidates:
+                host = host_of(row.url)
+                # A removal to confirm may be in the batch that is running now (its last check not
+                # yet recorded): planned once that batch is done.
+                if host in waiting or (host in running and not row.due_by_time):
+                    continue
+                by_host.setdefault(host, []).append(row.name)
+            if not by_host:
+                return []
+            planned = [{"source": name, "next": now + interval_of(name) + jitter * jitter_share(name, now)}
+                       for names in by_host.values() for name in names]
+            conn.execute(text("UPDATE sources SET next_check_at = :next WHERE name = :source"), planned)
+            batches = []
+            for host, names in sorted(by_host.items()):
+                for start in range(0, len(names), batch_size):
+                    chunk = names[start:start + batch_size]
+                    job_id = defer_job(conn, CHECK_TASK, {"sources": chunk}, lock=host)
+                    batches.append(PlannedBatch(host, chunk, job_id))
+            return batches
+
+    def next_checks(self) -> dict[str, datetime | None]:
+        with self.engine.connect() as conn:
+            return {r.name: as_utc(r.next_check_at) for r in conn.execute(
+                text("SELECT name, next_check_at FROM sources WHERE enabled"))}
+
+    def defer_immediate_delivery(self) -> int | None:
+        """One delivery job for the immediate subscribers behind the newest event, unless one is
+        waiting already (it will see this check's events too)."""
+        with self.engine.begin() as conn:
+            return defer_job(conn, DELIVER_TASK, {}, queueing_lock=DELIVER_TASK)
+
+    # -- digests ------------------------------------------------------------------------------
+    def plan_digests(self, now: datetime, due_between: Callable[[object, datetime, datetime], bool],
+                     batch_size: int, first_window: timedelta = timedelta(minutes=1)) -> list[list[int]]:
+        """In one transaction: the window since the last planning (stored, so that a minute no
+        worker was up for is planned at the next one), the active subscribers whose digest falls
+        due in it (`due_between(subscriber, t0, t1)`), one compose job per batch of them, and the
+        window's end stored. Run twice for one moment, the second finds an empty window."""
+        from state.subscribers import subscriber_from_row
+
+        with self.engine.begin() as conn:
+            row = conn.execute(text("SELECT value FROM counters WHERE name = :n FOR UPDATE"),
+                               {"n": _DIGESTS_PLANNED_UNTIL}).first()
+            until = int(now.timestamp())
+            if row is None:
+                since = until - int(first_window.total_seconds())
+                conn.execute(text("INSERT INTO counters (name, value) VALUES (:n, :v)"),
+                             {"n": _DIGESTS_PLANNED_UNTIL, "v": until})
+            else:
+                since = row.value
+                if since >= until:
+                    return []
+                conn.execute(text("UPDATE counters SET value = :v WHERE name = :n"), {"n": _DIGESTS_PLANNED_UNTIL, "v": until})
+            t0, t1 = datetime.fromtimestamp(since, now.tzinfo), datetime.fromtimestamp(until, now.tzinfo)
+            rows = conn.execute(text("SELECT * FROM subscribers WHERE status = 'active' AND cadence IN ('daily', 'weekly') "
+                                     "ORDER BY id")).mappings().all()
+            due = [r["id"] for r in rows if due_between(subscriber_from_row(r), t0, t1)]
+            batches = [due[i:i + batch_size] for i in range(0, len(due), batch_size)]
+            for batch in batches:
+                defer_job(conn, COMPOSE_TASK, {"subscribers": batch})
+            return batches
+
+    # -- what status says ---------------------------------------------------------------------
+    def queue_status(self, stalled_after: timedelta = timedelta(seconds=30)) -> QueueStatus | None:
+        """Jobs by state and task, and workers whose heartbeat is recent; None without a queue."""
+        if not self.job_queue_installed():
+            return None
+        status = QueueStatus()
+        with self.engine.connect() as conn:
+            for task, state, count in conn.execute(text(
+                    "SELECT task_name, status::text, count(*) FROM procrastinate_jobs GROUP BY 1, 2")):
+                status.by_task.setdefault(task, {})[state] = count
+                if state in ("todo", "doing", "failed"):
+                    setattr(status, state, getattr(status, state) + count)
+            status.workers_alive = conn.execute(text(
+                "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat >= NOW() - :age"),
+                {"age": stalled_after}).scalar()
+        return status
+
+    def failed_jobs(self, limit: int = 10) -> list[tuple[int, str, dict]]:
+        with self.engine.connect() as conn:
+            return [(r.id, r.task_name, r.args) for r in conn.execute(text(
+                "SELECT id, task_name, args FROM procrastinate_jobs WHERE status = 'failed' ORDER BY id DESC LIMIT :n"),
+                {"n": limit})]

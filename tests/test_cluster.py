@@ -1,0 +1,269 @@
+"""`postwatch worker` (issue #19): several workers on one PostgreSQL database, against replica blogs
+bound to three loopback addresses (three hosts to the politeness gate), a real SMTP server, the
+workers as subprocesses. Every source is checked once per interval, no host ever has two
+requests in flight and its delay holds across workers (the replicas' own request logs), new
+posts are mailed exactly once; the planners and the mail jobs are idempotent; SQLite is refused."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from postwatch.testing.cluster import ClusterTrial, overlaps_and_gaps
+from postwatch.testing.harness import ENVIRONMENT, free_port, get, sql, wait_for, write_config
+from postwatch.testing.mailcatcher import MailCatcher
+
+HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+INTERVAL, JITTER, PLAN_EVERY, DELAY = 10.0, 2.0, 2.0, 0.2
+SLACK = 0.05    # scheduling slack between the gate's clock and the replica's
+LAG = 1.5       # from a batch's planning to its first request, at most (2 loaded cores)
+
+
+def body(message) -> str:
+    return message.get_body(preferencelist=("plain",)).get_content()
+
+
+def all_checked(trial: ClusterTrial, times: int = 1) -> bool:
+    return all(len(trial.check_times(site)) >= times for site in trial.sites)
+
+
+def assert_checked_once_per_interval(trial: ClusterTrial) -> None:
+    """Each source's k-th and k+1-th checks are an interval apart, give or take its jitter share,
+    the planning period and the spread of its host's batch: a batch's sources are planned
+    together and checked one after the other (the per-host delay), so the last of them is
+    checked as late after the first as the batch took; and a batch starts up to LAG after its
+    planning (a worker to take it; the first crawl of a worker loads Scrapy). Next checks are planned from the planning
+    time, so a late check in one batch does not push the source's later checks back."""
+    for host in HOSTS:
+        sites = [site for site in trial.sites if site.host == host]
+        times = {site.name: trial.check_times(site) for site in sites}
+        rounds = min(len(t) for t in times.values())
+        spread = [max(t[k] for t in times.values()) - min(t[k] for t in times.values()) for k in range(rounds)]
+        for name, checks in times.items():
+            for k in range(rounds - 1):
+                gap = checks[k + 1] - checks[k]
+                low, high = INTERVAL - spread[k] - LAG, INTERVAL + JITTER + PLAN_EVERY + spread[k + 1] + LAG
+                assert low <= gap <= high, f"{name}: check {k + 1} and {k + 2} {gap:.1f}s apart, not {low:.1f}..{high:.1f}s"
+
+
+def assert_politeness(trial: ClusterTrial) -> None:
+    """No request to a host began before the one before it was answered, and request starts
+    to a host are at least half the delay apart (the gate's jitter is ±50 %)."""
+    for host, requests in trial.requests_by_host().items():
+        overlapping, min_gap = overlaps_and_gaps(requests)
+        assert overlapping == 0, f"{host}: {overlapping} requests started while another was in flight"
+        assert min_gap >= DELAY * 0.5 - SLACK, f"{host}: two requests {min_gap:.3f}s apart (delay {DELAY}s)"
+
+
+def assert_mailed_once(trial: ClusterTrial, smtp: MailCatcher, subscribers: list[str], new_urls: set[str]) -> None:
+    delivered = smtp.message_ids()
+    assert len(delivered) == len(set(delivered)), f"duplicates: {[m for m, n in Counter(delivered).items() if n > 1]}"
+    sent = {row[0] for row in sql(trial.database, "SELECT message_id FROM outbox WHERE status = 'sent'")}
+    assert set(delivered) == sent, "the messages delivered are not the ones the outbox sent"
+    for address in subscribers:
+        told = Counter(url for message in smtp.messages if address in str(message["To"])
+                       for url in new_urls if url in body(message))
+        assert told == Counter({url: 1 for url in new_urls}), f"{address}: {told}"
+
+
+@pytest.fixture
+def smtp(tmp_path):
+    with MailCatcher(tmp_path / "received") as catcher:
+        yield catcher
+
+
+def test_three_workers_share_the_checks_politely_and_mail_new_posts_once(tmp_path, smtp):
+    subscribers = ["ada@example.org", "kim@example.org"]
+    with ClusterTrial(tmp_path, HOSTS, 10, smtp.port, interval=f"{INTERVAL:.0f}s", jitter=f"{JITTER:.0f}s",
+                      delay=DELAY) as trial:
+        for address in subscribers:
+            trial.cli("subscribers", "add", address, "--cadence", "immediate", check=True)
+        metrics_port = free_port()
+        trial.start_workers(2)
+        trial.start_worker("--metrics", f"127.0.0.1:{metrics_port}")
+        try:
+            wait_for(lambda: all_checked(trial), timeout=40, what="every source's first check (baseline)")
+            wait_for(lambda: sql(trial.database, "SELECT count(*) FROM sources WHERE NOT baseline_done")[0][0] == 0,
+                     timeout=10, what="the baselines recorded")
+            new = [site.replica.add_post(f"News from {site.name}") for site in trial.sites[::5]]
+            new_urls = {site.replica.post_url(post) for site, post in zip(trial.sites[::5], new)}
+            wait_for(lambda: all_checked(trial, 3), timeout=2 * (INTERVAL + JITTER + PLAN_EVERY) + 15,
+                     what="three checks of every source")
+            wait_for(lambda: len(smtp.messages) >= len(subscribers)
+                     and all(any(url in body(m) for m in smtp.messages) for url in new_urls),
+                     timeout=15, what="the new posts mailed")
+            status = trial.cli("status", check=True).stdout
+            _, metrics = get(f"http://127.0.0.1:{metrics_port}/metrics")
+        finally:
+            codes = trial.stop_workers()
+        output = trial.worker_output()
+        assert codes == [0, 0, 0], output
+        assert "postwatch_cluster_workers_alive 3.0" in metrics, metrics
+        assert 'postwatch_checks_total{result="ok",source="blog-' in metrics
+
+        assert_checked_once_per_interval(trial)
+        assert_politeness(trial)
+        time.sleep(0.5)
+        assert_mailed_once(trial, smtp, subscribers, new_urls)
+        assert "cluster: " in status and " 0 failed" in status.split("cluster: ")[1], status
+        assert "Traceback" not in output, output
+
+
+def test_planning_twice_plans_nothing_twice_and_mail_jobs_run_twice_send_once(tmp_path, smtp):
+    """The jobs as a worker runs them, called directly (no worker process): a second planning at
+    the same moment finds nothing due and no idle host; a delivery or a digest run twice sends
+    nothing twice."""
+    from postwatch.cluster import Worker, WorkerSettings
+    from postwatch.config import load_config
+    from scheduler import cadence_due_between, cadence_key_of
+    from state.cluster import CHECK_TASK
+
+    with ClusterTrial(tmp_path, HOSTS[:2], 2, smtp.port) as trial:
+        trial.cli("subscribers", "add", "lee@example.org", "--cadence", "immediate", check=True)
+        trial.cli("subscribers", "add", "bo@example.org", "--cadence", "daily", "--at", "08:00", "--tz", "UTC", check=True)
+        worker = Worker(load_config(trial.cli.config), WorkerSettings())
+        worker.open()
+        try:
+            store = worker.app.store
+            now = datetime.now(timezone.utc)
+            first = store.plan_checks(now, worker.app.source_interval, timedelta(0), timedelta(hours=1), 50)
+            assert sorted(b.host for b in first) == HOSTS[:2] and sum(len(b.sources) for b in first) == 4
+            assert store.plan_checks(now, worker.app.source_interval, timedelta(0), timedelta(hours=1), 50) == []
+            jobs = sql(trial.database, "SELECT lock, args FROM procrastinate_jobs WHERE task_name = %s", CHECK_TASK)
+            assert sorted(lock for lock, _ in jobs) == HOSTS[:2]
+
+            # The checks run here (jobs left in the queue: no worker takes them), then a post appears.
+            from crawler.runtime import run
+
+            run(lambda: worker.check_batch([s.name for s in trial.sites]))
+            post = trial.sites[0].replica.add_post("Only once")
+            run(lambda: worker.check_batch([trial.sites[0].name]))
+            worker.deliver([])
+            worker.deliver([])
+            worker.flush_if_due()
+            lee = [m for m in smtp.messages if "lee@example.org" in str(m["To"])]
+            assert len(lee) == 1 and trial.sites[0].replica.post_url(post) in body(lee[0])
+
+            def due(subscriber, t0, t1):
+                key = cadence_key_of(subscriber)
+                return key is not None and cadence_due_between(key, t0, t1)
+
+            eight = datetime(2030, 1, 2, 8, 0, 30, tzinfo=timezone.utc)
+            sql(trial.database, "INSERT INTO counters (name, value) VALUES ('cluster_digests_planned_until', %s)",
+                int(eight.timestamp()) - 60)
+            [[bo]] = store.plan_digests(eight, due, 500)
+            assert store.plan_digests(eight, due, 500) == []          # the same minute again: nothing
+            assert store.plan_digests(eight + timedelta(minutes=1), due, 500) == []     # 08:01: not due
+            worker.deliver([bo])
+            worker.deliver([bo])
+            to_bo = [m for m in smtp.messages if "bo@example.org" in str(m["To"])]
+            assert len(to_bo) == 1 and trial.sites[0].replica.post_url(post) in body(to_bo[0])
+            ids = smtp.message_ids()
+            assert len(ids) == len(set(ids)) == 2
+        finally:
+            worker.close()
+
+
+def test_a_worker_killed_mid_check_is_recovered_and_its_host_checked_again(tmp_path):
+    """SIGKILL while a check is in flight: another worker finds the job stalled (no heartbeat
+    for --stalled-after), marks it failed, which frees the host's lock, and the sources are
+    checked at their next planned time. `status` shows the failed job."""
+    with ClusterTrial(tmp_path, HOSTS[:1], 2, None, interval="8s", jitter="0s",
+                      worker_args=("--plan-every", "1", "--heartbeat", "1", "--stalled-after", "3")) as trial:
+        trial.sites[0].replica.set_fault("/blog", delay=30, times=1)       # its first listing request hangs
+        doomed = trial.start_worker()
+        doing = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'doing'"
+        from state.cluster import CHECK_TASK
+
+        wait_for(lambda: trial.sites[0].replica.requests and sql(trial.database, doing, CHECK_TASK)[0][0] == 1,
+                 timeout=30, what="a check in flight")
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+        trial.start_worker()
+        try:
+            failed = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'failed'"
+            wait_for(lambda: sql(trial.database, failed, CHECK_TASK)[0][0] == 1, timeout=20, what="the stalled check failed")
+            wait_for(lambda: sql(trial.database, "SELECT count(*) FROM sources WHERE last_success_at IS NOT NULL")[0][0] == 2,
+                     timeout=20, what="both sources checked by the other worker")
+            status = trial.cli("status", check=True).stdout
+        finally:
+            codes = trial.stop_workers()
+        assert codes == [-signal.SIGKILL, 0], trial.worker_output()
+        assert "jobs 0 waiting, 0 running, 1 failed" in status and "check_batch" in status, status
+        assert "stalled (its worker stopped): marked failed" in trial.worker_output()
+        # The hung request's server thread sleeps on after its client was killed: the politeness
+        # that matters is that of the live workers.
+        hung = [r for r in trial.sites[0].replica.requests if r.finished is None or r.finished - r.time > 20]
+        assert len(hung) == 1
+        trial.sites[0].replica.requests.remove(hung[0])
+        assert_politeness(trial)
+
+
+def test_worker_refuses_a_database_a_daemon_runs_on(tmp_path):
+    import re
+
+    from postwatch.testing.harness import Daemon
+
+    with ClusterTrial(tmp_path, HOSTS[:1], 1, None, interval="1h") as trial:
+        port = int(re.search(r'listen = "127.0.0.1:(\d+)"', trial.cli.config.read_text()).group(1))
+        with Daemon(trial.cli, port) as daemon:
+            result = trial.cli("worker", timeout=60)
+            assert daemon.stop() == 0
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "a `postwatch run` daemon" in line and "stop it first" in line, result.stderr
+
+
+def test_worker_refuses_sqlite_with_one_line(tmp_path):
+    config = write_config(tmp_path, "http://127.0.0.1:9/blog", None)
+    result = subprocess.run([sys.executable, "-m", "postwatch", "--config", str(config), "worker"], capture_output=True,
+                            text=True, timeout=60, env={**os.environ, **ENVIRONMENT}, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs a PostgreSQL database" in lines[0] and "state.db" in lines[0], result.stderr
+    assert not (tmp_path / "state.db").exists()        # refused before anything was created
+
+
+@pytest.mark.slow
+def test_workers_killed_at_random_lose_and_double_nothing(tmp_path, smtp):
+    """Workers SIGKILLed at random points and started again for two minutes: every new post is
+    mailed to every subscriber exactly once, no host ever sees two requests at once."""
+    subscribers = [f"reader{i}@example.org" for i in range(5)]
+    rng = random.Random(19)
+    with ClusterTrial(tmp_path, HOSTS, 10, smtp.port, interval="10s", jitter="2s", delay=DELAY,
+                      worker_args=("--plan-every", "2", "--heartbeat", "1", "--stalled-after", "8")) as trial:
+        for address in subscribers:
+            trial.cli("subscribers", "add", address, "--cadence", "immediate", check=True)
+        trial.start_workers(3)
+        wait_for(lambda: all_checked(trial), timeout=60, what="every source's baseline")
+        wait_for(lambda: sql(trial.database, "SELECT count(*) FROM sources WHERE NOT baseline_done")[0][0] == 0,
+                 timeout=20, what="the baselines recorded")
+        new_urls: set[str] = set()
+        kills = 0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            site = rng.choice(trial.sites)
+            new_urls.add(site.replica.post_url(site.replica.add_post(f"Post {len(new_urls)} on {site.name}")))
+            time.sleep(rng.uniform(1, 6))
+            alive = [p for p in trial.workers if p.poll() is None]
+            if alive and rng.random() < 0.5:
+                rng.choice(alive).send_signal(signal.SIGKILL)
+                kills += 1
+                trial.start_worker()
+        wait_for(lambda: all(sum(url in body(m) for m in smtp.messages if a in str(m["To"])) >= 1
+                             for a in subscribers for url in new_urls),
+                 timeout=90, what="every new post mailed to every subscriber")
+        codes = [c for c in trial.stop_workers()]
+        assert codes.count(0) >= 3, trial.worker_output()
+        assert_politeness(trial)
+        assert_mailed_once(trial, smtp, subscribers, new_urls)
+        print(f"\n{kills} workers SIGKILLed, {len(new_urls)} new posts, {len(smtp.messages)} messages delivered "
+              f"({len(set(smtp.message_ids()))} distinct), "
+              f"{sum(len(r) for r in trial.requests_by_host().values())} requests, 0 overlapping")
