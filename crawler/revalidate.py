@@ -23,6 +23,7 @@ robots.txt to fetch, a network error) goes to the crawl, which asks itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import socket
 import ssl
@@ -197,9 +198,6 @@ def _resolve(host: str, port: int | None) -> list[str]:
 
 def _robots_allow(plan: CrawlPlan, url: str, settings: Mapping, now: datetime) -> bool:
     """Whether the stored robots.txt of `url`'s origin is fresh and lets us fetch it."""
-    from protego import Protego
-
-    scheme, host, port = origin(url)
     parts = urlsplit(url)
     stored = plan.robots.get(f"{parts.scheme}://{parts.netloc}")
     if stored is None:
@@ -210,7 +208,15 @@ def _robots_allow(plan: CrawlPlan, url: str, settings: Mapping, now: datetime) -
     if not body:
         return True
     agent = str(settings.get("USER_AGENT", "postwatch")).split("/")[0].split()[0] or "postwatch"
-    return Protego.parse(body.decode("utf-8", "replace")).can_fetch(url, agent)
+    return _robots_rules(body).can_fetch(url, agent)
+
+
+@functools.lru_cache(maxsize=4096)
+def _robots_rules(body: bytes):
+    """A stored robots.txt parsed once per process, not at every sweep of every source on it."""
+    from protego import Protego
+
+    return Protego.parse(body.decode("utf-8", "replace"))
 
 
 def _exchange(client: _Client, plan: CrawlPlan, urls: list[str], result: Revalidation, retry_after_max: float) -> None:
@@ -302,11 +308,6 @@ class Revalidator:
         if not all(_robots_allow(plan, url, settings, now) for url in urls):
             return "robots.txt to fetch or obey"
         return None
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 _revalidator: Revalidator | None = None

@@ -599,6 +599,20 @@ def _coerce(current: Any, annotation: Any, value: Any) -> Any:
     return value
 
 
+def _tables(items: Any, table: str, where: str, problems: list[str]):
+    """(label, table) for each entry of the array of tables [[table]]; one line for an array that
+    is not one, and for each entry that is not a table."""
+    if not isinstance(items, list):
+        problems.append(f"{where}: '{table}' must be an array of tables ([[{table}]])")
+        return
+    for index, item in enumerate(items, 1):
+        label = f"{where}: [[{table}]] #{index}"
+        if isinstance(item, dict):
+            yield label, item
+        else:
+            problems.append(f"{label} must be a table")
+
+
 def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceConfig]:
     # crawler.kinds loads parsel and lxml (45 ms measured): `--help` and a run on the built-in
     # default source do not read [[sources]] and need not pay it.
@@ -606,15 +620,8 @@ def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceCo
 
     if items is None:
         return default_sources()
-    if not isinstance(items, list):
-        problems.append(f"{where}: 'sources' must be an array of tables ([[sources]])")
-        return []
     sources: list[SourceConfig] = []
-    for index, item in enumerate(items, 1):
-        label = f"{where}: [[sources]] #{index}"
-        if not isinstance(item, dict):
-            problems.append(f"{label} must be a table")
-            continue
+    for label, item in _tables(items, "sources", where, problems):
         for key in item:
             if key not in _SOURCE_KEYS:
                 problems.append(f"{label}: unknown key '{key}'")
@@ -677,18 +684,11 @@ def _parse_routes(items: Any, config: Config, where: str, problems: list[str]) -
     """[[routes]]: each checked as `subscribers add` checks its arguments."""
     if items is None:
         return []
-    if not isinstance(items, list):
-        problems.append(f"{where}: 'routes' must be an array of tables ([[routes]])")
-        return []
     # email_validator (and Apprise for its URLs) only for a config that has routes.
     from postwatch.subscribers import filter_options, normalized_address, schedule_options
 
     routes: list[RouteConfig] = []
-    for index, item in enumerate(items, 1):
-        label = f"{where}: [[routes]] #{index}"
-        if not isinstance(item, dict):
-            problems.append(f"{label} must be a table")
-            continue
+    for label, item in _tables(items, "routes", where, problems):
         unknown = [key for key in item if key not in _ROUTE_KEYS]
         if unknown:
             problems.append(f"{label}: unknown key '{unknown[0]}' (keys: {', '.join(sorted(_ROUTE_KEYS))})")
