@@ -25,31 +25,44 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_once(subscribers: int, connections: int, dkim) -> dict:
+def seeded_store(url: str, subscribers: int, now: datetime):
+    """A store of `url` with one source, 20 posts known, `subscribers` readers and 5 new posts
+    that each of them is owed a digest of."""
     from crawler.items import PostItem
-    from digest.delivery import make_channel
-    from digest.sender import compose_and_queue, flush_outbox
-    from digest.settings import DigestSettings, SmtpSettings
     from state import CheckInput, SourceRecord, Store
 
-    now = datetime.now(timezone.utc)
-    # The SMTP server runs in its own process, as a real one would: its CPU is not ours to count.
+    store = Store(url)
+    store.sync_sources([SourceRecord(name="link", url="https://libertyinnorthkorea.org/blog")])
+    base = [PostItem(url=f"https://libertyinnorthkorea.org/blog/p{n}", title=f"Post {n}", published=now,
+                     body_html=f"<p>Body {n}.</p>", summary=None, origin="page") for n in range(20)]
+    store.apply_check("link", CheckInput(posts=base, baseline=True), now)
+    for n in range(subscribers):
+        store.add_subscriber(f"reader{n}@example.org", now=now)
+    fresh = [PostItem(url=f"https://libertyinnorthkorea.org/blog/new{n}", title=f"Twelve refugees reach freedom, part {n}",
+                      published=now, body_html="<p>" + "A paragraph about the journey. " * 20 + "</p>" * 3,
+                      summary=None, origin="page") for n in range(5)]
+    store.apply_check("link", CheckInput(posts=base + fresh), now)
+    return store
+
+
+def sink_server() -> tuple[subprocess.Popen, int]:
+    """aiosmtpd's Sink in its own process, as a real server would be: its CPU is not ours to count."""
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
                                "-c", "aiosmtpd.handlers.Sink"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
+    return server, port
+
+
+def run_once(subscribers: int, connections: int, dkim) -> dict:
+    from digest.delivery import make_channel
+    from digest.sender import compose_and_queue, flush_outbox
+    from digest.settings import DigestSettings, SmtpSettings
+
+    now = datetime.now(timezone.utc)
+    server, port = sink_server()
     with tempfile.TemporaryDirectory() as folder:
-        store = Store(str(Path(folder) / "bench.db"))
-        store.sync_sources([SourceRecord(name="link", url="https://libertyinnorthkorea.org/blog")])
-        base = [PostItem(url=f"https://libertyinnorthkorea.org/blog/p{n}", title=f"Post {n}", published=now,
-                         body_html=f"<p>Body {n}.</p>", summary=None, origin="page") for n in range(20)]
-        store.apply_check("link", CheckInput(posts=base, baseline=True), now)
-        for n in range(subscribers):
-            store.add_subscriber(f"reader{n}@example.org", now=now)
-        fresh = [PostItem(url=f"https://libertyinnorthkorea.org/blog/new{n}", title=f"Twelve refugees reach freedom, part {n}",
-                          published=now, body_html="<p>" + "A paragraph about the journey. " * 20 + "</p>" * 3,
-                          summary=None, origin="page") for n in range(5)]
-        store.apply_check("link", CheckInput(posts=base + fresh), now)
+        store = seeded_store(str(Path(folder) / "bench.db"), subscribers, now)
         settings = DigestSettings(secret=b"bench", source_titles={"link": "Liberty in North Korea"})
         started, cpu_before = time.perf_counter(), _cpu_seconds(None)
         queued = compose_and_queue(store, settings, now)

@@ -98,6 +98,14 @@ class HostGate:
             slot = self._hosts.setdefault(key, _Host())
             slot.held_until = max(slot.held_until, time.monotonic() + seconds)
 
+    def quiet_for(self, host: str) -> float:
+        """Seconds before a request to `host` may start (the delay since the last one, a
+        Retry-After), 0 if one may start now: what another process crawling the host next must
+        wait (state.cluster.host_turn)."""
+        with self._lock:
+            slot = self._hosts.get(host.lower().rstrip("."))
+            return max(0.0, max(slot.next_start, slot.held_until) - time.monotonic()) if slot else 0.0
+
     def _next_gap(self, slot: _Host) -> float:
         delay, jitter = self.settings.delay, self.settings.jitter
         if delay <= 0:

@@ -89,7 +89,7 @@ def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit
         log.warning("mail: %d messages the server had accepted before postwatch was stopped are marked sent", recovered)
     handout = _Handout(store, now, limit, stop, kind=channel.carries)
     try:
-        for item, result in channel.send_many(handout, on_sent=lambda sent: store.note_accepted(sent.message_id),
+        for item, result in channel.send_many(handout, on_sent=store.note_accepted,
                                               wanted=handout.wanted):
             if result.status == "sent":
                 store.mark_sent(item.id, datetime.now(timezone.utc), item.subscriber_id)

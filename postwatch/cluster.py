@@ -6,12 +6,15 @@ The jobs, and why they are cut this way:
 - plan_checks (periodic, every `plan_every` s, deferred once per period across all workers):
   picks due sources with FOR UPDATE SKIP LOCKED, moves their next check on (interval + jitter)
   and defers batch checks of one host each, with the host as the job's procrastinate `lock`, in
-  one transaction (state.cluster). One host's batch runs in one worker at a time, whose process
-  gate (crawler.gate) spaces its requests: the per-host delay holds across the cluster.
-- check_batch: `App.check_many(batch)` on the worker's event loop (the asyncio reactor's), then a
-  delivery job for the immediate subscribers if the check published anything. Never retried by
-  the queue: a job scheduled later would hold every job of its host's lock (procrastinate
-  #1599, #1543); the next planned check is the retry, and Scrapy keeps its in-crawl retries.
+  one transaction (state.cluster).
+- check_batch: `App.check_many(batch)` on the worker's event loop (the asyncio reactor's), in the
+  worker's turn at the host (state.cluster.host_turn: an advisory lock that lives as long as the
+  worker's process, so a worker taken for dead but alive is never crawling beside the next one,
+  and that hands the per-host delay from one worker to the next; within a worker the process
+  gate, crawler.gate, spaces the requests). Then a delivery job for the immediate subscribers if
+  the check published anything. Never retried by the queue: a job scheduled later would hold
+  every job of its host's lock (procrastinate #1599, #1543); the next planned check is the
+  retry, and Scrapy keeps its in-crawl retries.
 - plan_digests (periodic, every minute): the subscribers whose daily or weekly digest fell due
   since the last planning (the window is stored), in compose batches.
 - compose_batch / deliver_immediate: compose (the subscriber's cursor moves in the same
@@ -42,7 +45,7 @@ from sqlalchemy.engine import make_url
 from postwatch.app import App, utcnow
 from postwatch.config import Config
 from state import AlreadyRunning
-from state.cluster import CHECK_TASK, COMPOSE_TASK, DELIVER_TASK, QUEUE, NotPostgreSQL
+from state.cluster import CHECK_TASK, COMPOSE_TASK, DELIVER_TASK, QUEUE, HostBusy, NotPostgreSQL, host_turn
 from state.database import pg_connect_args, sqlite_path
 
 log = logging.getLogger("postwatch")
@@ -61,6 +64,9 @@ class WorkerSettings:
     heartbeat_every: float = 10.0   # a worker's heartbeat...
     stalled_after: float = 30.0     # ...and how long without one before its jobs are recovered
     keep_failed_hours: int = 24
+    # How long a check waits for its host while a worker taken for dead still crawls it (see
+    # state.cluster.host_turn); then it gives up and the host's next planned check is the retry.
+    turn_wait: float = 120.0
     name: str | None = None
     metrics: str | None = None      # HOST:PORT of this worker's /metrics (None: not served)
 
@@ -89,8 +95,10 @@ class Worker:
         self.config = config
         self.settings = settings
         self.app: App | None = None
+        self._silent_checks: set[int] = set()       # stalled-looking checks already reported alive
+        self.conninfo = psycopg_conninfo(config.database_url)
         self.queue = procrastinate.App(connector=procrastinate.PsycopgConnector(
-            conninfo=psycopg_conninfo(config.database_url), min_size=1, max_size=settings.concurrency + 3,
+            conninfo=self.conninfo, min_size=1, max_size=settings.concurrency + 3,
             kwargs=pg_connect_args({})))
         self._register_tasks()
 
@@ -157,8 +165,8 @@ class Worker:
                 log.info("planned %d sources in %d batches", sum(len(b.sources) for b in batches), len(batches))
 
         @queue.task(name=CHECK_TASK, queue=QUEUE)
-        async def check_batch(sources: list[str]) -> None:
-            await self.check_batch(sources)
+        async def check_batch(sources: list[str], host: str) -> None:
+            await self.check_batch(sources, host)
 
         @queue.periodic(cron="* * * * *")
         @queue.task(name="postwatch.cluster.plan_digests", queue=QUEUE, priority=10,
@@ -206,12 +214,24 @@ class Worker:
         return self.app.store.plan_checks(utcnow(), lambda name: own.get(name, crawl.interval), crawl.jitter,
                                           crawl.removal_confirm_after, self.settings.batch_size)
 
-    async def check_batch(self, sources: list[str]) -> None:
-        # A failed source is logged by the App; the next planned check is its retry.
+    async def check_batch(self, sources: list[str], host: str) -> None:
+        """Check `sources` (all on `host`) in this worker's turn at the host. A failed source is
+        logged by the App; the next planned check is its retry."""
+        from crawler.gate import GATE
+
         started = time.monotonic()
-        summaries = await self.app.check_many(sources)
-        log.info("checked %d sources (%d failed, %d requests) in %.1fs", len(summaries), sum(not s.ok for s in summaries),
-                 sum(s.requests for s in summaries), time.monotonic() - started)
+        try:
+            async with host_turn(self.conninfo, host, wait=self.settings.turn_wait, connect_args={},
+                                 quiet_after=lambda: GATE.quiet_for(host)) as quiet:
+                if quiet:
+                    GATE.hold(host, quiet)
+                summaries = await self.app.check_many(sources)
+        except HostBusy as exc:
+            log.warning("check of %d sources skipped: %s (a worker taken for dead?); their next planned check "
+                        "retries them", len(sources), exc)
+            return
+        log.info("checked %d sources on %s (%d failed, %d requests) in %.1fs", len(summaries), host,
+                 sum(not s.ok for s in summaries), sum(s.requests for s in summaries), time.monotonic() - started)
         if any(s.events and not s.held for s in summaries) or any(s.published_held for s in summaries):
             await asyncio.to_thread(self.app.store.defer_immediate_delivery)
 
@@ -243,14 +263,26 @@ class Worker:
         self.app.check_outbox_health()
 
     async def recover_stalled(self) -> None:
+        """Jobs of workers without a recent heartbeat. A check whose worker still holds its turn
+        at the host is left running: that worker is alive (paused, or its loop held), and will
+        finish it; marked failed, its host would be crawled by the next worker beside it once it
+        resumes, and its own finish would find the job gone."""
         from procrastinate.jobs import Status
 
         manager = self.queue.job_manager
         for job in await manager.get_stalled_jobs(seconds_since_heartbeat=self.settings.stalled_after):
             if job.task_name == CHECK_TASK:
+                sources = ", ".join(job.task_kwargs.get("sources", []))
+                host = job.task_kwargs.get("host")
+                if host and await asyncio.to_thread(self.app.store.host_turn_held, host):
+                    if job.id not in self._silent_checks:
+                        self._silent_checks.add(job.id)
+                        log.warning("check of %s: its worker sends no heartbeat but still holds %s, so it is alive: "
+                                    "left to finish", sources, host)
+                    continue
                 await manager.finish_job(job, Status.FAILED, delete_job=False)
                 log.warning("check of %s stalled (its worker stopped): marked failed; its next planned check "
-                            "retries it", ", ".join(job.task_kwargs.get("sources", [])))
+                            "retries it", sources)
             else:
                 await manager.retry_job(job)
                 log.warning("%s job %d stalled (its worker stopped): retried", job.task_name, job.id)

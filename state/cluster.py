@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from state.database import Database, as_utc
+from state.database import Database, as_utc, pg_connect_args
 
 # Serialises the schema's installation between workers starting together (any constant that
 # is postwatch's own).
 _SCHEMA_LOCK_KEY = 0x706F7374  # "post"
 _DIGESTS_PLANNED_UNTIL = "cluster_digests_planned_until"   # a counters row: epoch seconds
+# The first key of every host's advisory lock (pg_advisory_lock(int, int)): postwatch's own
+# space, apart from the one-key locks above.
+_HOST_FENCE_SPACE = 0x7077   # "pw"
 
 CHECK_TASK = "postwatch.cluster.check_batch"
 COMPOSE_TASK = "postwatch.cluster.compose_batch"
@@ -34,6 +38,54 @@ QUEUE = "postwatch"
 
 class NotPostgreSQL(ValueError):
     """The cluster needs PostgreSQL (its job queue lives there); str() is one line."""
+
+
+class HostBusy(RuntimeError):
+    """Another worker still crawls the host: its turn did not end within the wait."""
+
+    def __init__(self, host: str, waited: float):
+        super().__init__(f"{host} is still being crawled by another worker after {waited:.0f}s")
+        self.host = host
+
+
+@asynccontextmanager
+async def host_turn(conninfo: str, host: str, *, wait: float, quiet_after: Callable[[], float],
+                    connect_args: dict) -> AsyncIterator[float]:
+    """`async with host_turn(...) as quiet:` — this worker's turn at `host`, held until the block
+    ends; `quiet` is how many seconds to keep from the host before the first request (what the
+    last worker left, below). Raises HostBusy if another worker holds the host for `wait`
+    seconds.
+
+    The job queue's lock on the host keeps two of its checks from running at once only while
+    the first worker sends heartbeats: a worker that is alive but silent (a paused process, a
+    loop held longer than --stalled-after) is taken for dead, its job marked failed and the lock
+    freed, and it goes on crawling when it resumes. This turn is a PostgreSQL advisory lock on a
+    connection of its own: it ends with the worker's process (the kernel closes the socket; a
+    machine that vanished, by the server's TCP keepalives), never while the worker lives. At the
+    end the turn leaves `quiet_after()` seconds (the process gate's delay still to run, or a
+    Retry-After) for the next worker, so the per-host delay holds from one worker to the next."""
+    import psycopg
+
+    # No idle timeout may end the session while the crawl leaves it idle: that would free the host.
+    connection = await psycopg.AsyncConnection.connect(
+        conninfo, autocommit=True, **pg_connect_args(connect_args, "-c idle_session_timeout=0"))
+    try:
+        await connection.execute(f"SET lock_timeout = {max(1, int(wait * 1000))}")
+        try:
+            await connection.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_HOST_FENCE_SPACE, host))
+        except psycopg.errors.LockNotAvailable:
+            raise HostBusy(host, wait) from None
+        row = await (await connection.execute(
+            "SELECT EXTRACT(EPOCH FROM free_at - clock_timestamp()) FROM host_fences WHERE host = %s", (host,))).fetchone()
+        try:
+            yield max(0.0, float(row[0])) if row else 0.0
+        finally:
+            # Also when the check failed: its requests were made all the same.
+            await connection.execute(
+                "INSERT INTO host_fences (host, free_at) VALUES (%s, clock_timestamp() + make_interval(secs => %s)) "
+                "ON CONFLICT (host) DO UPDATE SET free_at = EXCLUDED.free_at", (host, quiet_after()))
+    finally:
+        await connection.close()       # and with it the turn
 
 
 @dataclass
@@ -153,9 +205,21 @@ class ClusterStorage(Database):
             for host, names in sorted(by_host.items()):
                 for start in range(0, len(names), batch_size):
                     chunk = names[start:start + batch_size]
-                    job_id = defer_job(conn, CHECK_TASK, {"sources": chunk}, lock=host)
+                    job_id = defer_job(conn, CHECK_TASK, {"sources": chunk, "host": host}, lock=host)
                     batches.append(PlannedBatch(host, chunk, job_id))
             return batches
+
+    def host_turn_held(self, host: str) -> bool:
+        """Whether a live worker holds its turn at `host` (host_turn): its process is alive,
+        however long it has been silent. Probed by taking the turn and handing it straight back."""
+        with self.engine.connect() as conn:
+            free = conn.execute(text("SELECT pg_try_advisory_lock(:space, hashtext(:host))"),
+                                {"space": _HOST_FENCE_SPACE, "host": host}).scalar()
+            if free:
+                conn.execute(text("SELECT pg_advisory_unlock(:space, hashtext(:host))"),
+                             {"space": _HOST_FENCE_SPACE, "host": host})
+            conn.commit()
+            return not free
 
     def next_checks(self) -> dict[str, datetime | None]:
         with self.engine.connect() as conn:

@@ -5,13 +5,15 @@ transaction, so a crash neither loses a digest nor sends one twice; senders leas
 take, so two never hand the same message to the server at once."""
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 from typing import Callable, Iterable
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, create_engine, func, insert, or_, select, text, update
+from sqlalchemy.engine import Engine
 
 from state.accepted import AcceptedJournal
-from state.database import Database, as_utc, utc_now
+from state.database import Database, as_utc, pg_connect_args, utc_now
 from state.errors import StorageError
 from state.events import last_seq, pending_query, read_events
 from state.records import ComposedMessage, EventRecord, OutboxItem, Subscriber
@@ -22,7 +24,8 @@ from state.subscribers import subscriber_from_row
 class OutboxStorage(Database):
     COMPOSE_BATCH = 200
     send_lease: timedelta
-    accepted: AcceptedJournal | None     # SQLite only: PostgreSQL marks a row without waiting behind other writers
+    accepted: AcceptedJournal | None     # SQLite only: PostgreSQL notes a message in its row (note_accepted)
+    notes_engine: Engine | None = None   # PostgreSQL only
 
     def compose_digests(self, build: Callable[[Subscriber, list[EventRecord]], ComposedMessage], now: datetime,
                         subscriber_ids: Iterable[int] | None = None,
@@ -164,13 +167,47 @@ class OutboxStorage(Database):
     _MARK_FAILED = _MARK.values(status="failed", attempts=outbox.c.attempts + 1, claimed_until=None,
                                 last_error=bindparam("error"))
 
-    def note_accepted(self, message_id: str) -> None:
-        """Written down the moment the server accepted it, before `mark_sent` commits."""
+    # PostgreSQL's note is the mark itself, made in the thread that sent the message: one round
+    # trip on a session of its own (open_notes) that commits without waiting for the write-ahead
+    # log's flush (synchronous_commit off). It survives the sender being killed, as the server
+    # has it; a crash of the database server itself may lose the last fraction of a second of
+    # them, the same window as the journal's operating-system crash.
+    _NOTE_SENT = text("""
+        WITH sent AS (UPDATE outbox SET status = 'sent', sent_at = :at, attempts = attempts + 1,
+                                        claimed_until = NULL, last_error = NULL
+                       WHERE id = :outbox_id AND status = 'pending' RETURNING subscriber_id)
+        UPDATE subscribers SET bounces = 0 WHERE id IN (SELECT subscriber_id FROM sent) AND bounces > 0""")
+
+    def note_accepted(self, item: OutboxItem) -> None:
+        """Written down the moment the server accepted `item`, in the thread that sent it, before
+        `mark_sent`: the window in which a killed sender forgets a delivered message (and the
+        next one sends it again) is a file append (SQLite: state/accepted.py) or one round trip to
+        PostgreSQL (which marks the row sent there and then), not the wait for the flush's turn
+        to write."""
         if self.accepted is not None:
             try:
-                self.accepted.record(message_id)
+                self.accepted.record(item.message_id)
             except OSError as exc:
                 raise StorageError(self.display_name, exc) from exc
+        elif self.notes_engine is not None:
+            with self.notes_engine.connect() as conn:
+                conn.execute(self._NOTE_SENT, {"outbox_id": item.id, "at": utc_now()})
+            with self._noted_lock:
+                self._noted.add(item.id)
+
+    def open_notes(self) -> None:
+        """PostgreSQL's notes go through sessions of their own: autocommit and synchronous_commit
+        off are theirs only, never those of the transactions that compose or mark."""
+        self._noted: set[int] = set()         # marked sent by their note: mark_sent has nothing to do
+        self._noted_lock = threading.Lock()
+        self.notes_engine = None if self.is_sqlite else create_engine(
+            self.url, isolation_level="AUTOCOMMIT",
+            connect_args=pg_connect_args(self.connect_args, "-c synchronous_commit=off"))
+
+    def close(self) -> None:
+        if self.notes_engine is not None:
+            self.notes_engine.dispose()
+        super().close()
 
     def reconcile_accepted(self, now: datetime) -> int:
         """Mark sent what a killed sender had written down as accepted but not yet committed."""
@@ -193,6 +230,10 @@ class OutboxStorage(Database):
                       .values(bounces=0))
 
     def mark_sent(self, outbox_id: int, now: datetime, subscriber_id: int | None = None) -> None:
+        with self._noted_lock:
+            if outbox_id in self._noted:
+                self._noted.discard(outbox_id)
+                return
         with self.engine.begin() as conn:
             conn.execute(self._MARK_SENT, {"outbox_id": outbox_id, "at": now})
             if subscriber_id is not None:

@@ -159,6 +159,13 @@ http_validators = Table(
     Column("updated_at", UTC, nullable=False),
 )
 
+# Added by revision 0011 (`postwatch worker`): when the next request to a host may start.
+host_fences = Table(
+    "host_fences", metadata,
+    Column("host", String(255), primary_key=True),
+    Column("free_at", UTC, nullable=False),
+)
+
 robots_cache = Table(
     "robots_cache", metadata,
     Column("origin", String(512), primary_key=True),

@@ -48,6 +48,7 @@ class Store(SourceStorage, PostStorage, EventStorage, SubscriberStorage, SignupS
         super().__init__(url, connect_args=connect_args, migrate=migrate, read_only=read_only)
         path = sqlite_path(self.url)
         self.accepted = AcceptedJournal(f"{path}.accepted") if path and path != ":memory:" else None
+        self.open_notes()
 
     # -- across entities -----------------------------------------------------------------------
     def alert_due(self, key: str, now: datetime, every: timedelta = timedelta(days=1)) -> bool:

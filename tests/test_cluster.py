@@ -19,6 +19,7 @@ import pytest
 from postwatch.testing.cluster import ClusterTrial, overlaps_and_gaps
 from postwatch.testing.harness import ENVIRONMENT, free_port, get, sql, wait_for, write_config
 from postwatch.testing.mailcatcher import MailCatcher
+from state.cluster import CHECK_TASK
 
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 INTERVAL, JITTER, PLAN_EVERY, DELAY = 10.0, 2.0, 2.0, 0.2
@@ -123,7 +124,6 @@ def test_planning_twice_plans_nothing_twice_and_mail_jobs_run_twice_send_once(tm
     from postwatch.cluster import Worker, WorkerSettings
     from postwatch.config import load_config
     from scheduler import cadence_due_between, cadence_key_of
-    from state.cluster import CHECK_TASK
 
     with ClusterTrial(tmp_path, HOSTS[:2], 2, smtp.port) as trial:
         trial.cli("subscribers", "add", "lee@example.org", "--cadence", "immediate", check=True)
@@ -142,9 +142,10 @@ def test_planning_twice_plans_nothing_twice_and_mail_jobs_run_twice_send_once(tm
             # The checks run here (jobs left in the queue: no worker takes them), then a post appears.
             from crawler.runtime import run
 
-            run(lambda: worker.check_batch([s.name for s in trial.sites]))
+            for host in HOSTS[:2]:
+                run(lambda: worker.check_batch([s.name for s in trial.sites if s.host == host], host))
             post = trial.sites[0].replica.add_post("Only once")
-            run(lambda: worker.check_batch([trial.sites[0].name]))
+            run(lambda: worker.check_batch([trial.sites[0].name], trial.sites[0].host))
             worker.deliver([])
             worker.deliver([])
             worker.flush_if_due()
@@ -180,7 +181,6 @@ def test_a_worker_killed_mid_check_is_recovered_and_its_host_checked_again(tmp_p
         trial.sites[0].replica.set_fault("/blog", delay=30, times=1)       # its first listing request hangs
         doomed = trial.start_worker()
         doing = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'doing'"
-        from state.cluster import CHECK_TASK
 
         wait_for(lambda: trial.sites[0].replica.requests and sql(trial.database, doing, CHECK_TASK)[0][0] == 1,
                  timeout=30, what="a check in flight")
@@ -203,6 +203,40 @@ def test_a_worker_killed_mid_check_is_recovered_and_its_host_checked_again(tmp_p
         hung = [r for r in trial.sites[0].replica.requests if r.finished is None or r.finished - r.time > 20]
         assert len(hung) == 1
         trial.sites[0].replica.requests.remove(hung[0])
+        assert_politeness(trial)
+
+
+def test_a_silent_worker_that_is_alive_keeps_its_host_and_no_one_crawls_beside_it(tmp_path):
+    """A worker SIGSTOPped mid-check sends no heartbeat, but its process, and so its turn at the
+    host, is alive: the other worker leaves its check running instead of taking it for dead, and
+    its own next check of that host waits. Resumed, the first worker finishes; then, after the
+    per-host delay, the second one checks. From the replica's log: no request while the first was
+    stopped, no two at once, the delay held; and no error in either worker."""
+    delay = 0.5
+    with ClusterTrial(tmp_path, HOSTS[:1], 8, None, interval="5s", jitter="0s", delay=delay,
+                      worker_args=("--plan-every", "1", "--heartbeat", "1", "--stalled-after", "3")) as trial:
+        paused = trial.start_worker()
+        wait_for(lambda: len(trial.requests_by_host().get(HOSTS[0], [])) >= 3, timeout=40, what="a check under way")
+        paused.send_signal(signal.SIGSTOP)
+        stopped_at = time.time()       # the replica logs wall-clock times
+        trial.start_worker()
+        try:
+            wait_for(lambda: "still holds 127.0.0.2, so it is alive" in trial.logs[1].read_text(), timeout=30,
+                     what="the silent worker's check noticed and left running")
+            waiting = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'todo'"
+            wait_for(lambda: sql(trial.database, waiting, CHECK_TASK)[0][0] == 1, timeout=30,
+                     what="the host's next check planned")
+            time.sleep(3 * delay * 2)        # were the host free, three requests would have been made
+            requests_while_stopped = [r for r in trial.requests_by_host()[HOSTS[0]] if r.time > stopped_at]
+            paused.send_signal(signal.SIGCONT)
+            wait_for(lambda: trial.worker_output().count("checked 8 sources") >= 2, timeout=60,
+                     what="the resumed check finished and the next one done")
+        finally:
+            paused.send_signal(signal.SIGCONT)
+            codes = trial.stop_workers()
+        output = trial.worker_output()
+        assert requests_while_stopped == [], output
+        assert codes == [0, 0] and "marked failed" not in output and "Traceback" not in output, output
         assert_politeness(trial)
 
 
