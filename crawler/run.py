@@ -1,6 +1,7 @@
 """Running crawls for the application: plans in, reports out."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from urllib.parse import urlsplit
@@ -48,7 +49,16 @@ async def _crawl_sources(plans: list[CrawlPlan], settings: dict | None) -> dict[
     collector = ReportCollector(crawler, plans)
     _active_runners.add(runner)
     try:
-        await runner.crawl(crawler, plans=plans, reports=collector.reports)
+        crawling = runner.crawl(crawler, plans=plans, reports=collector.reports)
+        try:
+            await asyncio.shield(crawling)
+        except asyncio.CancelledError:
+            # A crawl task cancelled mid-way leaves its downloads to the reactor, and requests
+            # would go on leaving after this returned (and after a cluster worker's turn at the
+            # host ended). Stopped the way Scrapy stops, it returns once none is in flight.
+            await crawler.stop_async()
+            await asyncio.wait([crawling])
+            raise
     except Exception as exc:  # a bug or a crash in Scrapy: the sources fail, the process lives
         log.exception("%s: crawl crashed", ", ".join(collector.reports))
         for name, report in collector.reports.items():

@@ -228,9 +228,11 @@ with the same config and one PostgreSQL database, share the checks and the mail 
 procrastinate job queue kept in that database (installed by the first worker). Every few seconds
 one of them plans: the due sources, in batches of one host each, and no two workers ever crawl
 one host at once, so [crawl] download_delay holds across the cluster. Digests are planned on each
-subscriber's schedule; the outbox makes sure no message is sent twice. A worker that is killed is
-noticed by the others after --stalled-after seconds without its heartbeat: its check is marked
-failed (the source's next planned check retries it), its mail jobs run again. Needs
+subscriber's schedule; the outbox makes sure no message is sent twice. A worker crawls a host in
+its turn, a PostgreSQL lock that lives as long as its process: a worker that is killed is noticed
+by the others after --stalled-after seconds without its heartbeat, its check is marked failed
+(the source's next planned check retries it) and its mail jobs run again; one that is only
+silent (paused) keeps its host until it resumes, and no one crawls beside it. Needs
 postwatch[cluster] and a PostgreSQL `database`; stops cleanly on SIGTERM or Ctrl-C.
 `postwatch status` shows the queue: jobs waiting, running and failed, workers alive.
 

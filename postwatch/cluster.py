@@ -80,6 +80,42 @@ def require_postgresql(config: Config) -> None:
                             "use `postwatch run` on one machine, or set database = \"postgresql://...\"")
 
 
+def registration_removed(exc: BaseException) -> bool:
+    """Whether the queue failed because this worker's row was removed: a worker silent for longer
+    than the stall timeout (a paused machine or process) is pruned by the next worker to start,
+    and procrastinate then cannot take a job in its name (its worker_id no longer exists)."""
+    from procrastinate.exceptions import ConnectorException
+    from psycopg.errors import ForeignKeyViolation
+
+    cause = exc.__cause__
+    return (isinstance(exc, ConnectorException) and isinstance(cause, ForeignKeyViolation)
+            and cause.diag.constraint_name == "procrastinate_jobs_worker_id_fkey")
+
+
+def job_taken_over(exc: BaseException) -> bool:
+    """Whether procrastinate failed to record the end of a job because the job is no longer this
+    worker's: while it was silent, another worker took it for stalled and ran it again (a mail
+    or periodic job; its work is idempotent, so the second run did no harm)."""
+    from procrastinate.exceptions import ConnectorException
+    from psycopg.errors import RaiseException
+
+    cause = exc.__cause__
+    return (isinstance(exc, ConnectorException) and isinstance(cause, RaiseException)
+            and "Job was not found or not in" in str(cause))
+
+
+def report_taken_over_jobs(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """The event loop's exception handler: a job taken over (job_taken_over) is one line, not
+    asyncio's "Task exception was never retrieved" and two tracebacks."""
+    exc, task = context.get("exception"), context.get("future")
+    if exc is not None and job_taken_over(exc):
+        what = task.get_name().removeprefix("process job ") if isinstance(task, asyncio.Task) else "a job"
+        log.warning("%s: another worker took it over while this one was silent (no heartbeat for --stalled-after); "
+                    "it ran there again", what)
+        return
+    loop.default_exception_handler(context)
+
+
 def psycopg_conninfo(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -139,14 +175,24 @@ class Worker:
     async def serve(self) -> int:
         s = self.settings
         name = s.name or f"{socket.gethostname()}:{os.getpid()}"
+        asyncio.get_running_loop().set_exception_handler(report_taken_over_jobs)
         async with self.queue.open_async():
             log.info("postwatch worker %s started: %d sources, database %s, planning every %ds", name,
                      len(self.app.store.list_sources()), self.app.store.display_name, s.plan_every)
-            await self.queue.run_worker_async(
-                queues=[QUEUE], name=name, concurrency=s.concurrency, delete_jobs="successful",
-                update_heartbeat_interval=s.heartbeat_every, stalled_worker_timeout=s.stalled_after,
-                shutdown_graceful_timeout=self.config.daemon.shutdown_grace.total_seconds(),
-                fetch_job_polling_interval=min(5.0, float(s.plan_every)), install_signal_handlers=True)
+            while True:
+                try:
+                    await self.queue.run_worker_async(
+                        queues=[QUEUE], name=name, concurrency=s.concurrency, delete_jobs="successful",
+                        update_heartbeat_interval=s.heartbeat_every, stalled_worker_timeout=s.stalled_after,
+                        shutdown_graceful_timeout=self.config.daemon.shutdown_grace.total_seconds(),
+                        fetch_job_polling_interval=min(5.0, float(s.plan_every)), install_signal_handlers=True)
+                    break
+                except Exception as exc:
+                    if not registration_removed(exc):
+                        raise
+                    # Its running jobs have finished (procrastinate's shutdown waits for them).
+                    log.warning("postwatch worker %s was silent for more than --stalled-after %gs and another worker "
+                                "removed its registration; it registers again and goes on", name, s.stalled_after)
         log.info("postwatch worker %s stopped", name)
         return 0
 

@@ -211,7 +211,8 @@ def test_a_silent_worker_that_is_alive_keeps_its_host_and_no_one_crawls_beside_i
     host, is alive: the other worker leaves its check running instead of taking it for dead, and
     its own next check of that host waits. Resumed, the first worker finishes; then, after the
     per-host delay, the second one checks. From the replica's log: no request while the first was
-    stopped, no two at once, the delay held; and no error in either worker."""
+    stopped, no two at once, the delay held; and no error in either worker: the resumed one, whose
+    registration the other removed at its start, registers again and goes on working."""
     delay = 0.5
     with ClusterTrial(tmp_path, HOSTS[:1], 8, None, interval="5s", jitter="0s", delay=delay,
                       worker_args=("--plan-every", "1", "--heartbeat", "1", "--stalled-after", "3")) as trial:
@@ -219,6 +220,8 @@ def test_a_silent_worker_that_is_alive_keeps_its_host_and_no_one_crawls_beside_i
         wait_for(lambda: len(trial.requests_by_host().get(HOSTS[0], [])) >= 3, timeout=40, what="a check under way")
         paused.send_signal(signal.SIGSTOP)
         stopped_at = time.time()       # the replica logs wall-clock times
+        # Past the stall timeout: the new worker's start removes the silent one's registration.
+        time.sleep(4)
         trial.start_worker()
         try:
             wait_for(lambda: "still holds 127.0.0.2, so it is alive" in trial.logs[1].read_text(), timeout=30,
@@ -231,6 +234,11 @@ def test_a_silent_worker_that_is_alive_keeps_its_host_and_no_one_crawls_beside_i
             paused.send_signal(signal.SIGCONT)
             wait_for(lambda: trial.worker_output().count("checked 8 sources") >= 2, timeout=60,
                      what="the resumed check finished and the next one done")
+            wait_for(lambda: "registers again and goes on" in trial.logs[0].read_text(), timeout=20,
+                     what="the resumed worker registered again")
+            wait_for(lambda: sql(trial.database, "SELECT count(*) FROM procrastinate_workers WHERE "
+                                 "last_heartbeat > now() - interval '2 seconds'")[0][0] == 2, timeout=10,
+                     what="both workers alive")
         finally:
             paused.send_signal(signal.SIGCONT)
             codes = trial.stop_workers()
@@ -238,6 +246,46 @@ def test_a_silent_worker_that_is_alive_keeps_its_host_and_no_one_crawls_beside_i
         assert requests_while_stopped == [], output
         assert codes == [0, 0] and "marked failed" not in output and "Traceback" not in output, output
         assert_politeness(trial)
+
+
+def test_a_host_turn_is_one_workers_at_a_time_and_hands_the_delay_on():
+    """Two turns at one host, as two workers would take them: the second waits for the first to
+    end, gives up with HostBusy past its wait, and starts with the quiet time the first left."""
+    import asyncio
+
+    from postwatch.cluster import psycopg_conninfo
+    from postwatch.testing.cluster import create_database, drop_database
+    from postwatch.testing.harness import PG_SERVER
+    from state import Store
+    from state.cluster import HostBusy, host_turn
+
+    name = create_database()
+    try:
+        url = f"{PG_SERVER}/{name}"
+        Store(url).close()        # migrated: host_fences is there
+        conninfo = psycopg_conninfo(url.replace("postgresql://", "postgresql+psycopg://"))
+
+        def turn(wait, quiet_after=lambda: 0.0, host="blog.example.org"):
+            return host_turn(conninfo, host, wait=wait, quiet_after=quiet_after, connect_args={})
+
+        async def trial():
+            async with turn(1) as quiet:
+                assert quiet == 0.0                      # no one was here before
+                with pytest.raises(HostBusy, match="blog.example.org is still being crawled by another worker"):
+                    async with turn(0.3):
+                        pass
+                async with turn(0.3, host="other.example.org"):      # another host is not held by it
+                    pass
+            started = time.monotonic()
+            async with turn(1, quiet_after=lambda: 2.0):
+                pass
+            async with turn(1) as quiet:
+                assert 1.5 < quiet <= 2.0, quiet           # what the last turn left, less the time since
+            return time.monotonic() - started
+
+        assert asyncio.run(trial()) < 1.5
+    finally:
+        drop_database(name)
 
 
 def test_worker_refuses_a_database_a_daemon_runs_on(tmp_path):
