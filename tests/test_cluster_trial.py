@@ -182,3 +182,55 @@ def test_full_size_trial_checks_politely_and_mails_every_post_once(tmp_path):
 @pytest.mark.timeout(TIMEOUT)
 def test_full_size_trial_with_workers_killed_at_random_loses_and_doubles_nothing(tmp_path):
     run_trial(tmp_path, kill=True)
+
+
+# -- the trial's servers, in CI -----------------------------------------------------------------
+def finished_logs(farm):
+    logs = farm.requests()
+    return logs if all(r.finished for rows in logs.values() for r in rows) else None
+
+
+def test_the_replica_farm_serves_each_source_its_own_blog_and_logs_its_requests():
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from postwatch.testing.farm import Farm
+
+    with Farm(["127.0.0.2", "127.0.0.3"], 2) as farm:
+        assert [b.name for b in farm.blogs] == ["blog-2-0", "blog-2-1", "blog-3-0", "blog-3-1"]
+        assert len({b.blog_url for b in farm.blogs}) == 4
+        assert {b.host for b in farm.blogs} == {"127.0.0.2", "127.0.0.3"}
+        news = farm.blogs[1]
+        url = news.post_url(news.add_post("Only on this blog"))
+        before = time.time()
+        listings = {b.name: urllib.request.urlopen(b.blog_url, timeout=5).read().decode() for b in farm.blogs}
+        assert urllib.request.urlopen(url, timeout=5).status == 200
+        # The replica notes a response finished just after its last byte left: a moment later.
+        logs = wait_for(lambda: finished_logs(farm), timeout=5, every=0.05, what="the responses logged as finished")
+        after = time.time()
+        assert [name for name, page in listings.items() if "Only on this blog" in page] == [news.name]
+        assert [(r.path, r.status) for r in logs[news.name]] == [("/blog", 200), (urlsplit(url).path, 200)]
+        # One clock across processes: the farm's times fall inside the client's.
+        assert all(before <= r.time <= r.finished <= after for rows in logs.values() for r in rows)
+        assert {name: len(times) for name, times in farm.check_times().items()} == dict.fromkeys(listings, 1)
+        process = farm.process
+    assert process.poll() == 0
+
+
+def test_the_mail_catcher_process_writes_down_each_message_it_accepts(tmp_path):
+    import smtplib
+    from email.message import EmailMessage
+
+    with MailCatcherProcess(tmp_path / "received.jsonl") as smtp:
+        for n in range(2):
+            message = EmailMessage()
+            message["From"], message["To"], message["Subject"] = "d@postwatch.test", f"Reader <r{n}@example.org>", "Digest"
+            message["Message-ID"] = f"<m{n}@postwatch.test>"
+            message.set_content(f"[NEW] A post\nhttp://127.0.0.2:8000/blog/post-{n}\n\nUnsubscribe: http://127.0.0.1:1/u?t={n}\n")
+            with smtplib.SMTP("127.0.0.1", smtp.port, timeout=5) as client:
+                client.send_message(message)
+        assert smtp.count() == 2
+        [first, second] = smtp.deliveries()
+    assert (first.message_id, first.to) == ("<m0@postwatch.test>", "Reader <r0@example.org>")
+    assert first.urls == {"http://127.0.0.2:8000/blog/post-0", "http://127.0.0.1:1/u?t=0"}
+    assert second.message_id == "<m1@postwatch.test>"
