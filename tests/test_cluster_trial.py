@@ -46,6 +46,11 @@ INTERVAL, JITTER, PLAN_EVERY, DELAY = 60.0, 10.0, 5.0, 0.2
 IMMEDIATE_SHARE = 0.2
 TIME_ZONES = ["UTC", "Asia/Seoul", "America/New_York", "Europe/Berlin", "Asia/Kolkata"]
 POST_EVERY = (20.0, 40.0)          # seconds between new posts, at random sources
+# Seconds between SIGKILLs of a worker chosen at random (the kill trial), half of them at a
+# moment a check runs (at the reduced size, 13 kills at random instants found none in flight):
+# often enough that many hosts lose a check to a kill, rarely enough that 3 workers stay up
+# most of the time (a new worker takes a few seconds to load Scrapy and sync the sources).
+KILL_EVERY = (5.0, 25.0)
 SLACK = 0.05                       # between the gate's clock and the replica's
 # The longest a planned batch may wait for a worker to take it (all 3 x 4 job slots busy with
 # checks and mail jobs, 2 loaded cores): also the longest pause inside a host's busy spell.
@@ -117,18 +122,18 @@ def run_trial(folder: Path, kill: bool) -> None:
 
         new_urls: set[str] = set()
         window_ids: set[str] = set()       # accepted by the server, unrecorded when a sender was killed
-        ends = time.monotonic() + MINUTES * 60
-        while time.monotonic() < ends:
-            site = rng.choice(trial.sites)
-            new_urls.add(site.replica.post_url(site.replica.add_post(f"Post {len(new_urls)} on {site.name}")))
-            pause = min(rng.uniform(*POST_EVERY), max(0.0, ends - time.monotonic()))
-            if kill and rng.random() < 0.6:
-                before = rng.uniform(0, pause)
-                time.sleep(before)
-                trial.kill_a_worker(rng)
+        now = time.monotonic()
+        ends, next_post, next_kill = now + MINUTES * 60, now, now + rng.uniform(*KILL_EVERY) if kill else float("inf")
+        while (now := time.monotonic()) < ends:
+            if now >= next_post:
+                site = rng.choice(trial.sites)
+                new_urls.add(site.replica.post_url(site.replica.add_post(f"Post {len(new_urls)} on {site.name}")))
+                next_post = now + rng.uniform(*POST_EVERY)
+            if now >= next_kill:
+                trial.kill_a_worker(rng, mid_check=rng.random() < 0.5)
                 window_ids |= trial.accepted_but_pending(set(smtp.message_ids()))
-                pause -= before
-            time.sleep(pause)
+                next_kill = now + rng.uniform(*KILL_EVERY)
+            time.sleep(max(0.0, min(next_post, next_kill, ends) - time.monotonic()))
         wait_for(lambda: drained(trial, new_urls, max(daily.values(), default=0)), timeout=600, every=2,
                  what="every new post published and mailed, every digest composed and sent")
         codes = trial.stop_workers()
@@ -167,6 +172,8 @@ def run_trial(folder: Path, kill: bool) -> None:
               f"{sum(map(len, recovered.values()))} checks recovered ({checks['gaps_allowed_a_recovery']} gaps allowed it); "
               f"min gap per host {min(gaps.values()):.3f}..{max(gaps.values()):.3f}s, max check lateness "
               f"{checks['max_check_late_s']}s; {ran_s:.0f}s, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+        if kill:
+            assert recovered, f"none of {len(trial.kills)} kills hit a check: no recovery tried"
 
 
 TIMEOUT = MINUTES * 60 + 1800
