@@ -1,12 +1,13 @@
 """Cluster figures (issue #19): sources checked per second and digests per second with 1, 2 and 3
 `postwatch worker` processes on one PostgreSQL database, and the PostgreSQL load per check.
 
-Replica blogs (in this process) on HOSTS loopback addresses, SOURCES_PER_HOST each, no per-host
-delay: the figure is postwatch's and PostgreSQL's, not politeness. A check round makes every
+Replica blogs (a replica farm in a process of its own: postwatch.testing.farm) on HOSTS loopback
+addresses, SOURCES_PER_HOST each, no per-host delay: the figure is postwatch's and PostgreSQL's, not politeness. A check round makes every
 source due at once (next_check_at = NULL) and times until every source's last_check_at has
 moved; after one baseline round, rounds are no-change checks (one conditional GET each). A
 digest round defers compose jobs for SUBSCRIBERS daily subscribers (the jobs plan_digests
-would defer) after a new post, and times until the SMTP server has every message.
+would defer) after a new post, and times until the SMTP server (aiosmtpd, in a process of its
+own too) has every message.
 
 PostgreSQL load: transactions in the database (pg_stat_database xact_commit + xact_rollback
 deltas, every worker's job fetching, polling and heartbeats included) per source checked and
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from postwatch.testing.cluster import ClusterTrial  # noqa: E402
 from postwatch.testing.harness import sql, wait_for  # noqa: E402
-from postwatch.testing.mailcatcher import MailCatcher  # noqa: E402
+from postwatch.testing.mailcatcher import MailCatcherProcess  # noqa: E402
 
 
 def xacts(database: str) -> int:
@@ -45,7 +46,7 @@ def check_round(trial: ClusterTrial, sources: int) -> tuple[float, int]:
     return time.monotonic() - began, xacts(trial.database) - before
 
 
-def digest_round(trial: ClusterTrial, smtp: MailCatcher, subscribers: int) -> tuple[float, int]:
+def digest_round(trial: ClusterTrial, smtp: MailCatcherProcess, subscribers: int) -> tuple[float, int]:
     from state.cluster import COMPOSE_TASK
 
     site = trial.sites[0]
@@ -55,22 +56,22 @@ def digest_round(trial: ClusterTrial, smtp: MailCatcher, subscribers: int) -> tu
     wait_for(lambda: sql(trial.database, "SELECT count(*) FROM sources WHERE name = %s AND last_check_at >= %s",
                          site.name, start)[0][0] == 1, timeout=60, every=0.05, what="the new post's check")
     ids = [row[0] for row in sql(trial.database, "SELECT id FROM subscribers WHERE cadence = 'daily' ORDER BY id")]
-    had = len(smtp.messages)
+    had = smtp.count()
     before = xacts(trial.database)
     began = time.monotonic()
     for start_at in range(0, len(ids), 250):
         batch = ids[start_at:start_at + 250]
         sql(trial.database, "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW('postwatch', %s, 5, NULL, NULL, %s::jsonb, NULL)"
                             "::procrastinate_job_to_defer_v1])", COMPOSE_TASK, '{"subscribers": %s}' % batch)
-    wait_for(lambda: len(smtp.messages) - had >= subscribers, timeout=600, every=0.05, what="every digest delivered")
+    wait_for(lambda: smtp.count() - had >= subscribers, timeout=600, every=0.05, what="every digest delivered")
     return time.monotonic() - began, xacts(trial.database) - before
 
 
 def run(workers: int, hosts: int, per_host: int, subscribers: int, rounds: int) -> dict:
-    with tempfile.TemporaryDirectory() as folder, MailCatcher() as smtp:
+    with tempfile.TemporaryDirectory() as folder, MailCatcherProcess(Path(folder) / "received.jsonl") as smtp:
         addresses = [f"127.0.0.{2 + n}" for n in range(hosts)]
         with ClusterTrial(Path(folder), addresses, per_host, smtp.port, interval="1h", jitter="0s", delay=0.0,
-                          posts_per_blog=3, worker_args=("--plan-every", "1", "--batch", "50")) as trial:
+                          posts_per_blog=3, farm=True, worker_args=("--plan-every", "1", "--batch", "50")) as trial:
             people = Path(folder) / "people.csv"
             people.write_text("".join(f"reader{n}@example.org,daily,08:00,UTC\n" for n in range(subscribers)))
             trial.cli("subscribers", "import", str(people), check=True)
@@ -81,7 +82,8 @@ def run(workers: int, hosts: int, per_host: int, subscribers: int, rounds: int) 
             checks = [check_round(trial, sources) for _ in range(rounds)]
             digests = [digest_round(trial, smtp, subscribers) for _ in range(max(1, rounds - 1))]
             codes = trial.stop_workers()
-            duplicates = len(smtp.message_ids()) - len(set(smtp.message_ids()))
+            delivered = smtp.message_ids()
+            duplicates = len(delivered) - len(set(delivered))
             if any(codes):
                 print(trial.worker_output()[-3000:])
     best_check = min(checks)

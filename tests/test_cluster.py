@@ -11,14 +11,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from postwatch.testing.cluster import ClusterTrial, overlaps_and_gaps
+from postwatch.testing.cluster import (ClusterTrial, all_checked, assert_checked_once_per_interval, assert_mailed_once,
+                                       assert_politeness)
 from postwatch.testing.harness import ENVIRONMENT, free_port, get, sql, wait_for, write_config
-from postwatch.testing.mailcatcher import MailCatcher
+from postwatch.testing.mailcatcher import MailCatcher, deliveries_of
 from state.cluster import CHECK_TASK
 
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
@@ -29,49 +29,6 @@ LAG = 1.5       # from a batch's planning to its first request, at most (2 loade
 
 def body(message) -> str:
     return message.get_body(preferencelist=("plain",)).get_content()
-
-
-def all_checked(trial: ClusterTrial, times: int = 1) -> bool:
-    return all(len(trial.check_times(site)) >= times for site in trial.sites)
-
-
-def assert_checked_once_per_interval(trial: ClusterTrial) -> None:
-    """Each source's k-th and k+1-th checks are an interval apart, give or take its jitter share,
-    the planning period and the spread of its host's batch: a batch's sources are planned
-    together and checked one after the other (the per-host delay), so the last of them is
-    checked as late after the first as the batch took; and a batch starts up to LAG after its
-    planning (a worker to take it; the first crawl of a worker loads Scrapy). Next checks are planned from the planning
-    time, so a late check in one batch does not push the source's later checks back."""
-    for host in HOSTS:
-        sites = [site for site in trial.sites if site.host == host]
-        times = {site.name: trial.check_times(site) for site in sites}
-        rounds = min(len(t) for t in times.values())
-        spread = [max(t[k] for t in times.values()) - min(t[k] for t in times.values()) for k in range(rounds)]
-        for name, checks in times.items():
-            for k in range(rounds - 1):
-                gap = checks[k + 1] - checks[k]
-                low, high = INTERVAL - spread[k] - LAG, INTERVAL + JITTER + PLAN_EVERY + spread[k + 1] + LAG
-                assert low <= gap <= high, f"{name}: check {k + 1} and {k + 2} {gap:.1f}s apart, not {low:.1f}..{high:.1f}s"
-
-
-def assert_politeness(trial: ClusterTrial) -> None:
-    """No request to a host began before the one before it was answered, and request starts
-    to a host are at least half the delay apart (the gate's jitter is ±50 %)."""
-    for host, requests in trial.requests_by_host().items():
-        overlapping, min_gap = overlaps_and_gaps(requests)
-        assert overlapping == 0, f"{host}: {overlapping} requests started while another was in flight"
-        assert min_gap >= DELAY * 0.5 - SLACK, f"{host}: two requests {min_gap:.3f}s apart (delay {DELAY}s)"
-
-
-def assert_mailed_once(trial: ClusterTrial, smtp: MailCatcher, subscribers: list[str], new_urls: set[str]) -> None:
-    delivered = smtp.message_ids()
-    assert len(delivered) == len(set(delivered)), f"duplicates: {[m for m, n in Counter(delivered).items() if n > 1]}"
-    sent = {row[0] for row in sql(trial.database, "SELECT message_id FROM outbox WHERE status = 'sent'")}
-    assert set(delivered) == sent, "the messages delivered are not the ones the outbox sent"
-    for address in subscribers:
-        told = Counter(url for message in smtp.messages if address in str(message["To"])
-                       for url in new_urls if url in body(message))
-        assert told == Counter({url: 1 for url in new_urls}), f"{address}: {told}"
 
 
 @pytest.fixture
@@ -109,10 +66,10 @@ def test_three_workers_share_the_checks_politely_and_mail_new_posts_once(tmp_pat
         assert "postwatch_cluster_workers_alive 3.0" in metrics, metrics
         assert 'postwatch_checks_total{result="ok",source="blog-' in metrics
 
-        assert_checked_once_per_interval(trial)
-        assert_politeness(trial)
+        assert_checked_once_per_interval(trial, interval=INTERVAL, jitter=JITTER, plan_every=PLAN_EVERY, lag=LAG)
+        assert_politeness(trial, DELAY, SLACK)
         time.sleep(0.5)
-        assert_mailed_once(trial, smtp, subscribers, new_urls)
+        assert_mailed_once(trial, deliveries_of(smtp), subscribers, new_urls)
         assert "cluster: " in status and " 0 failed" in status.split("cluster: ")[1], status
         assert "Traceback" not in output, output
 
@@ -203,7 +160,7 @@ def test_a_worker_killed_mid_check_is_recovered_and_its_host_checked_again(tmp_p
         hung = [r for r in trial.sites[0].replica.requests if r.finished is None or r.finished - r.time > 20]
         assert len(hung) == 1
         trial.sites[0].replica.requests.remove(hung[0])
-        assert_politeness(trial)
+        assert_politeness(trial, DELAY, SLACK)
 
 
 def test_a_silent_worker_that_is_alive_keeps_its_host_and_no_one_crawls_beside_it(tmp_path):
@@ -245,7 +202,7 @@ def test_a_silent_worker_that_is_alive_keeps_its_host_and_no_one_crawls_beside_i
         output = trial.worker_output()
         assert requests_while_stopped == [], output
         assert codes == [0, 0] and "marked failed" not in output and "Traceback" not in output, output
-        assert_politeness(trial)
+        assert_politeness(trial, delay, SLACK)
 
 
 def test_a_host_turn_is_one_workers_at_a_time_and_hands_the_delay_on():
@@ -334,18 +291,15 @@ def test_workers_killed_at_random_lose_and_double_nothing(tmp_path, smtp):
             site = rng.choice(trial.sites)
             new_urls.add(site.replica.post_url(site.replica.add_post(f"Post {len(new_urls)} on {site.name}")))
             time.sleep(rng.uniform(1, 6))
-            alive = [p for p in trial.workers if p.poll() is None]
-            if alive and rng.random() < 0.5:
-                rng.choice(alive).send_signal(signal.SIGKILL)
+            if rng.random() < 0.5 and trial.kill_a_worker(rng):
                 kills += 1
-                trial.start_worker()
         wait_for(lambda: all(sum(url in body(m) for m in smtp.messages if a in str(m["To"])) >= 1
                              for a in subscribers for url in new_urls),
                  timeout=90, what="every new post mailed to every subscriber")
         codes = [c for c in trial.stop_workers()]
         assert codes.count(0) >= 3, trial.worker_output()
-        assert_politeness(trial)
-        assert_mailed_once(trial, smtp, subscribers, new_urls)
+        assert_politeness(trial, DELAY, SLACK)
+        assert_mailed_once(trial, deliveries_of(smtp), subscribers, new_urls)
         print(f"\n{kills} workers SIGKILLed, {len(new_urls)} new posts, {len(smtp.messages)} messages delivered "
               f"({len(set(smtp.message_ids()))} distinct), "
               f"{sum(len(r) for r in trial.requests_by_host().values())} requests, 0 overlapping")

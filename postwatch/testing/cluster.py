@@ -1,18 +1,29 @@
 """A cluster on this machine, for the cluster tests and bench/bench_cluster.py: replica blogs bound
 to several loopback addresses (each address is one host to the crawl's politeness gate), a
 PostgreSQL database of its own, a config watching every replica, and `postwatch worker`
-processes. What the replicas logged tells whether the per-host delay held across workers."""
+processes. What the replicas logged tells whether the per-host delay held across workers.
+
+The replicas run in the trial's process (BlogReplica threads: a few dozen, for the short tests
+that change a replica's behaviour) or, with farm=True, in a replica farm process of their own
+(postwatch.testing.farm: a thousand, whose serving must not share the trial's cores and GIL).
+The assertions the trials share are here too."""
 from __future__ import annotations
 
+import os
+import random
 import signal
 import subprocess
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 
-from postwatch.testing.harness import PG_SERVER, Cli, free_port
+from postwatch.testing.farm import LISTING_PATH, Farm, blog_name
+from postwatch.testing.harness import PG_SERVER, Cli, free_port, sql
+from postwatch.testing.mailcatcher import Delivery
 from postwatch.testing.replica import BlogReplica, LoggedRequest, generate_posts
 
 
@@ -20,11 +31,11 @@ from postwatch.testing.replica import BlogReplica, LoggedRequest, generate_posts
 class ClusterSite:
     name: str
     host: str
-    replica: BlogReplica
+    replica: BlogReplica        # or a FarmBlog: blog_url, add_post(title), post_url(post), requests
 
     @property
     def listing_path(self) -> str:
-        return "/blog"
+        return LISTING_PATH
 
 
 def create_database() -> str:
@@ -45,8 +56,9 @@ def drop_database(name: str) -> None:
 
 @dataclass
 class ClusterTrial:
-    """`with ClusterTrial(folder, hosts, per_host, ...) as trial:` — replicas started, config written,
-    database created (and dropped on the way out); trial.start_workers(n) starts workers."""
+    """`with ClusterTrial(folder, hosts, per_host, ...) as trial:` — replicas started (in a farm
+    process with farm=True), config written, database created (and dropped on the way out);
+    trial.start_workers(n) starts workers."""
     folder: Path
     hosts: list[str]
     per_host: int
@@ -55,20 +67,28 @@ class ClusterTrial:
     jitter: str = "2s"
     delay: float = 0.2
     posts_per_blog: int = 3
+    send_lease: str | None = None   # [digest] send_lease (None: postwatch's own, 5 minutes)
     # Short periods, but a stall well above what a loaded 2-core machine holds a loop for.
     worker_args: tuple[str, ...] = ("--plan-every", "2", "--heartbeat", "1", "--stalled-after", "10")
+    farm: bool = False
     database: str = ""
     sites: list[ClusterSite] = field(default_factory=list)
     workers: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+    kills: list[float] = field(default_factory=list)       # when a worker was SIGKILLed (time.time())
+    replica_farm: Farm | None = None
 
     def __enter__(self) -> "ClusterTrial":
         self.database = create_database()
         try:
-            for host in self.hosts:
-                for i in range(self.per_host):
-                    replica = BlogReplica(generate_posts(self.posts_per_blog), host=host).start()
-                    self.sites.append(ClusterSite(f"blog-{host.rsplit('.', 1)[-1]}-{i}", host, replica))
+            if self.farm:
+                self.replica_farm = Farm(self.hosts, self.per_host, self.posts_per_blog, log=self.folder / "farm.log").start()
+                self.sites = [ClusterSite(blog.name, blog.host, blog) for blog in self.replica_farm.blogs]
+            else:
+                for host in self.hosts:
+                    for i in range(self.per_host):
+                        replica = BlogReplica(generate_posts(self.posts_per_blog), host=host).start()
+                        self.sites.append(ClusterSite(blog_name(host, i), host, replica))
             self.cli = Cli(self.write_config())
         except BaseException:
             self.__exit__()
@@ -81,6 +101,7 @@ class ClusterTrial:
 
     def write_config(self) -> Path:
         sources = "".join(f'[[sources]]\nname = "{s.name}"\nurl = "{s.replica.blog_url}"\nkind = "link"\n\n' for s in self.sites)
+        lease = f'send_lease = "{self.send_lease}"\n' if self.send_lease else ""
         smtp = f'[smtp]\nhost = "127.0.0.1"\nport = {self.smtp_port}\nsecurity = "none"\n' if self.smtp_port else ""
         path = self.folder / "postwatch.toml"
         path.write_text(f'''database = "{self.database_url}"
@@ -97,7 +118,7 @@ retries = 1
 {sources}
 [digest]
 from = "postwatch <digest@postwatch.test>"
-
+{lease}
 {smtp}
 [daemon]
 listen = "127.0.0.1:{free_port()}"
@@ -115,7 +136,7 @@ shutdown_grace = "3s"
         handle = log.open("w")
         process = subprocess.Popen(self.cli._command(("worker", *self.worker_args, *extra)), stdout=handle,
                                    stderr=subprocess.STDOUT, text=True, cwd=self.folder,
-                                   env={**__import__("os").environ, "POSTWATCH_SECRET": "test-secret"})
+                                   env={**os.environ, "POSTWATCH_SECRET": "test-secret"})
         handle.close()
         self.workers.append(process)
         return process
@@ -133,27 +154,86 @@ shutdown_grace = "3s"
                 codes.append(process.wait())
         return codes
 
+    def kill_a_worker(self, rng: random.Random, mid_check: bool = False) -> bool:
+        """SIGKILL one live worker chosen by `rng`, at whatever it is doing, and start another in
+        its place; False when none is alive. With `mid_check`, first wait (up to 10 s) for a
+        moment a check is running: the worker killed is still a random one, which is the one
+        running it often enough (which worker runs a job, the queue does not say)."""
+        from state.cluster import CHECK_TASK
+
+        if mid_check:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not sql(
+                    self.database, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'doing'",
+                    CHECK_TASK)[0][0]:
+                time.sleep(0.1)
+        alive = [process for process in self.workers if process.poll() is None]
+        if not alive:
+            return False
+        rng.choice(alive).send_signal(signal.SIGKILL)
+        self.kills.append(time.time())
+        self.start_worker()
+        return True
+
+    def recovered_checks(self) -> dict[str, list[tuple[float, float]]]:
+        """Per host, the checks a stalled worker held: (started, marked failed by the recovery),
+        epoch seconds, from the queue's own events (a failed job and its events are kept)."""
+        from state.cluster import CHECK_TASK
+
+        rows = sql(self.database, """
+            SELECT j.lock, min(e.at) FILTER (WHERE e.type = 'started'), max(e.at) FILTER (WHERE e.type = 'failed')
+              FROM procrastinate_jobs j JOIN procrastinate_events e ON e.job_id = j.id
+             WHERE j.task_name = %s AND j.status = 'failed' GROUP BY j.id, j.lock""", CHECK_TASK)
+        held: dict[str, list[tuple[float, float]]] = {}
+        for host, started, failed in rows:
+            held.setdefault(host, []).append((started.timestamp(), failed.timestamp()))
+        return held
+
+    def accepted_but_pending(self, delivered: set[str]) -> set[str]:
+        """Message-IDs the mail server has, whose outbox row is still pending: right after a
+        SIGKILL, the messages a killed sender had handed over but not yet marked sent (the
+        window SMTP cannot close, RFC 1047: each goes out again). bench/reliability.py's rule."""
+        pending = {row[0] for row in sql(self.database, "SELECT message_id FROM outbox WHERE status = 'pending'")}
+        return pending & delivered
+
     def worker_output(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')}" for log in self.logs if log.exists())
 
-    def requests_by_host(self) -> dict[str, list[LoggedRequest]]:
+    def requests_by_site(self) -> dict[str, list[LoggedRequest]]:
+        """Every replica's request log, by source name (from the farm: one snapshot)."""
+        if self.replica_farm is not None:
+            return self.replica_farm.requests()
+        return {site.name: list(site.replica.requests) for site in self.sites}
+
+    def requests_by_host(self, by_site: dict[str, list[LoggedRequest]] | None = None) -> dict[str, list[LoggedRequest]]:
+        by_site = self.requests_by_site() if by_site is None else by_site
         by_host: dict[str, list[LoggedRequest]] = {}
         for site in self.sites:
-            by_host.setdefault(site.host, []).extend(site.replica.requests)
+            by_host.setdefault(site.host, []).extend(by_site[site.name])
         return {host: sorted(requests, key=lambda r: r.time) for host, requests in by_host.items()}
 
+    def check_times_by_site(self) -> dict[str, list[float]]:
+        """When each check of each source began: its listing's requests (the first URL of every check)."""
+        if self.replica_farm is not None:
+            return self.replica_farm.check_times()
+        return {name: _check_times(requests) for name, requests in self.requests_by_site().items()}
+
     def check_times(self, site: ClusterSite) -> list[float]:
-        """When each check of `site` began: its listing's requests (the first URL of every check)."""
-        return sorted(r.time for r in site.replica.requests if r.path == site.listing_path and not r.query)
+        if self.replica_farm is not None:
+            return self.check_times_by_site()[site.name]
+        return _check_times(site.replica.requests)
 
     def __exit__(self, *exc) -> None:
         for process in self.workers:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        # One at a time, each stop waits out its server's 0.5 s poll: 15 s for 30 replicas.
-        with ThreadPoolExecutor(max_workers=32) as pool:
-            list(pool.map(lambda site: site.replica.stop(), self.sites))
+        if self.replica_farm is not None:
+            self.replica_farm.close()
+        else:
+            # One at a time, each stop waits out its server's 0.5 s poll: 15 s for 30 replicas.
+            with ThreadPoolExecutor(max_workers=32) as pool:
+                list(pool.map(lambda site: site.replica.stop(), self.sites))
         if self.database:
             time.sleep(0.1)
             drop_database(self.database)
@@ -166,3 +246,156 @@ def overlaps_and_gaps(requests: list[LoggedRequest]) -> tuple[int, float]:
                       if before.finished is None or after.time < before.finished)
     gaps = [after.time - before.time for before, after in zip(requests, requests[1:])]
     return overlapping, min(gaps) if gaps else float("inf")
+
+
+def _check_times(requests: list[LoggedRequest]) -> list[float]:
+    return sorted(r.time for r in requests if r.path == LISTING_PATH and not r.query)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the trials assert
+# ---------------------------------------------------------------------------------------------
+def all_checked(trial: ClusterTrial, times: int = 1) -> bool:
+    return all(len(checks) >= times for checks in trial.check_times_by_site().values())
+
+
+def check_lags(trial: ClusterTrial, idle_gap: float, by_site: dict[str, list[LoggedRequest]] | None = None,
+               blocked: dict[str, list[tuple[float, float]]] | None = None) -> dict[str, list[tuple[float, float]]]:
+    """Per source, (start, lag) of each check: lag is how long its host had been busy when the
+    check began, since the host's last pause longer than `idle_gap` (the longest a planned
+    batch may wait for a worker to take it). A check's sources are planned together and
+    crawled one after the other (the per-host delay), and a batch planned while another of its
+    host runs waits for it (the host's lock): a check begins at most `lag` + idle_gap after it
+    was planned. A `blocked` window (a killed worker's check holding the host's lock until its
+    recovery) keeps the host busy too: the batches waiting behind it start when it ends."""
+    by_site = trial.requests_by_site() if by_site is None else by_site
+    lags: dict[str, list[tuple[float, float]]] = {name: [] for name in by_site}
+    host_of = {site.name: site.host for site in trial.sites}
+    per_host: dict[str, list[tuple[float, float, str | None, bool]]] = {}
+    for name, requests in by_site.items():
+        for r in requests:
+            listing = r.path == LISTING_PATH and not r.query
+            per_host.setdefault(host_of[name], []).append((r.time, r.finished or r.time, name, listing))
+    for host, windows in (blocked or {}).items():
+        per_host.setdefault(host, []).extend((start, end, None, False) for start, end in windows)
+    for requests in per_host.values():
+        requests.sort()
+        run_start, busy_until = None, None
+        for started, finished, name, listing in requests:
+            if busy_until is None or started - busy_until > idle_gap:
+                run_start = started
+            busy_until = max(busy_until or finished, finished)
+            if listing:
+                lags[name].append((started, started - run_start))
+    return lags
+
+
+def assert_checked_once_per_interval(trial: ClusterTrial, *, interval: float, jitter: float, plan_every: float,
+                                     lag: float, blocked: dict[str, list[tuple[float, float]]] | None = None,
+                                     by_site: dict[str, list[LoggedRequest]] | None = None) -> dict:
+    """Each source's consecutive checks are an interval apart, give or take its jitter share, the
+    planning period and the time its host was busy (check_lags): a check begins between its
+    planning and its lag after it, and a source's next check is planned an interval plus its
+    jitter share after its planning, at the next planning run. Next checks are planned from the
+    planning time, so a late check does not push the source's later checks back.
+
+    `blocked`: per host, the windows in which a killed worker's check held the host (from its
+    start to its recovery, --stalled-after later): the host counts as busy through them (see
+    check_lags), and a gap that overlaps one may miss one check (the sources the killed check
+    had not reached wait for their next planning): no other slack. Returns the figures."""
+    lags = check_lags(trial, lag, by_site, blocked)
+    host_of = {site.name: site.host for site in trial.sites}
+    latest, checks, allowed = 0.0, 0, 0
+    for name, starts in lags.items():
+        checks += len(starts)
+        windows = (blocked or {}).get(host_of[name], [])
+        for (before, lag_before), (after, lag_after) in zip(starts, starts[1:]):
+            gap = after - before
+            low = interval - lag_before - lag
+            high = interval + jitter + plan_every + lag_after + lag
+            overlapping = [(a, b) for a, b in windows if a <= after and b >= before]
+            if overlapping:
+                allowed += 1
+                high += interval + jitter + plan_every
+            assert low <= gap <= high, (f"{name}: checks at {before:.1f} and {after:.1f} {gap:.1f}s apart, not "
+                                        f"{low:.1f}..{high:.1f}s (lags {lag_before:.1f}s, {lag_after:.1f}s)")
+            latest = max(latest, gap - interval - jitter)
+    return {"checks": checks, "max_check_late_s": round(latest, 1), "gaps_allowed_a_recovery": allowed}
+
+
+def assert_politeness(trial: ClusterTrial, delay: float, slack: float = 0.05,
+                      by_site: dict[str, list[LoggedRequest]] | None = None) -> dict[str, float]:
+    """No request to a host began before the one before it was answered, and request starts
+    to a host are at least half the delay apart (the gate's jitter is ±50 %; `slack` for the
+    clocks of the gate and the replica). Returns each host's smallest gap."""
+    gaps = {}
+    for host, requests in trial.requests_by_host(by_site).items():
+        overlapping, min_gap = overlaps_and_gaps(requests)
+        assert overlapping == 0, f"{host}: {overlapping} requests started while another was in flight"
+        assert min_gap >= delay * 0.5 - slack, f"{host}: two requests {min_gap:.3f}s apart (delay {delay}s)"
+        gaps[host] = min_gap
+    return gaps
+
+
+def told_by_address(deliveries: list[Delivery], urls: set[str]) -> dict[str, Counter]:
+    """Per recipient (the To header's address, lower-cased): how many messages named each of `urls`."""
+    told: dict[str, Counter] = {}
+    for delivery in deliveries:
+        counter = told.setdefault(parseaddr(delivery.to)[1].lower(), Counter())
+        counter.update(delivery.urls & urls)
+    return told
+
+
+def assert_sent_once(trial: ClusterTrial, deliveries: list[Delivery]) -> None:
+    """No Message-ID delivered twice, and the messages delivered are the ones the outbox sent."""
+    delivered = [d.message_id for d in deliveries]
+    duplicates = [m for m, n in Counter(delivered).items() if n > 1]
+    assert not duplicates, f"{len(duplicates)} Message-IDs delivered twice: {duplicates[:5]}"
+    sent = {row[0] for row in sql(trial.database, "SELECT message_id FROM outbox WHERE status = 'sent'")}
+    assert set(delivered) == sent, (f"the messages delivered are not the ones the outbox sent: "
+                                    f"{len(set(delivered) - sent)} delivered not sent, {len(sent - set(delivered))} sent not delivered")
+
+
+def assert_mailed_once(trial: ClusterTrial, deliveries: list[Delivery], subscribers: list[str], new_urls: set[str]) -> None:
+    """assert_sent_once, and every one of `subscribers` told every new post exactly once."""
+    assert_sent_once(trial, deliveries)
+    told = told_by_address(deliveries, new_urls)
+    expected = Counter({url: 1 for url in new_urls})
+    for address in subscribers:
+        assert told.get(address.lower(), Counter()) == expected, f"{address}: {told.get(address.lower())}"
+
+
+def published_events(trial: ClusterTrial, urls: set[str]) -> dict[str, tuple[int, float]]:
+    """url -> (seq, published at, epoch seconds) of the published "new" event of each of `urls`."""
+    rows = sql(trial.database, "SELECT url, seq, created_at FROM events WHERE status = 'published' AND kind = 'new'")
+    return {url: (seq, created.timestamp()) for url, seq, created in rows if url in urls}
+
+
+def assert_digests_told_once_or_pending(trial: ClusterTrial, deliveries: list[Delivery], due_at: dict[str, float],
+                                        new_urls: set[str], compose_within: float, publish_lag: float = 5.0) -> dict:
+    """Digest subscribers (address -> when their digest fell due, epoch seconds): each new post
+    told at most once; every post published before their digest (by more than `publish_lag`:
+    an event's time is taken just before its check's transaction commits) told in it, none
+    published more than `compose_within` after it; and nothing lost: a post not told is still
+    pending for them (its event after their cursor)."""
+    events = published_events(trial, new_urls)
+    assert set(events) == new_urls, f"new posts without a published event: {sorted(new_urls - set(events))[:5]}"
+    cursors = {email.lower(): cursor for email, cursor in sql(trial.database, "SELECT email, cursor FROM subscribers")}
+    told = told_by_address(deliveries, new_urls)
+    figures = Counter()
+    for address, due in due_at.items():
+        counts = told.get(address.lower(), Counter())
+        twice = [url for url, n in counts.items() if n > 1]
+        assert not twice, f"{address}: told {twice} more than once"
+        for url in new_urls:
+            seq, published = events[url]
+            if counts[url]:
+                assert published <= due + compose_within, (f"{address}: told {url}, published {published - due:.0f}s "
+                                                           "after their digest fell due")
+                figures["told"] += 1
+            else:
+                assert seq > cursors[address.lower()], f"{address}: {url} neither told nor pending (lost)"
+                assert published > due - publish_lag, (f"{address}: {url}, published {due - published:.0f}s before "
+                                                       "their digest, not in it")
+                figures["pending"] += 1
+    return dict(figures)

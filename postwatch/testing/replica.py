@@ -16,6 +16,7 @@ import html
 import json
 import re
 import socket
+import socketserver
 import threading
 import time
 from dataclasses import dataclass, field
@@ -180,6 +181,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def server_bind(self):
+        # HTTPServer's own asks the resolver for the host's FQDN (a reverse lookup of a loopback
+        # address, ~0.1 s each: 95 s to start a farm of 1,000 replicas) for a name nothing reads.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
 
 class BaseReplica:
     """The engine: post store, HTTP server, validators, log, faults. Subclasses render pages."""
@@ -210,18 +217,27 @@ class BaseReplica:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self):
-        self._server = _Server((self.host, self._port), _Handler)
-        self._server.replica = self
+        self.bind()
         self._thread = threading.Thread(target=self._server.serve_forever, name=type(self).__name__, daemon=True)
         self._thread.start()
         return self
 
+    def bind(self) -> _Server:
+        """The listening server, without a thread of its own: for a caller that serves many
+        replicas from one selector loop (postwatch.testing.farm) with `server.handle_request()`
+        when the socket is readable. stop() closes it."""
+        self._server = _Server((self.host, self._port), _Handler)
+        self._server.replica = self
+        return self._server
+
     def stop(self) -> None:
         if self._server:
-            self._server.shutdown()
+            if self._thread is not None:
+                self._server.shutdown()
             self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._server, self._thread = None, None
 
     def __enter__(self):
         return self.start()
