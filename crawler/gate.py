@@ -9,6 +9,10 @@ twenty watched blogs receive twenty requests at once. So every request of every 
 - at most `concurrency` requests in flight per host;
 - between two request starts to a host, DOWNLOAD_DELAY, varied by DOWNLOAD_DELAY_JITTER (±50 %)
   as Scrapy's own slots vary it;
+- between an answer and the next request start, at least the shortest of those delays: the gate
+  counts a request as started when it lets it go, and a request can reach the host later (held
+  in Scrapy's own slot behind its delay, a slow connect, a paused process), so the time since
+  the answer is the one gap the host is sure to see;
 - a Retry-After (429/503) holds the whole host, for every source on it, until it has passed.
 
 Inside one crawl Scrapy's slots (and AutoThrottle, which tunes them by latency) still apply on
@@ -88,6 +92,7 @@ class HostGate:
         with self._lock:
             slot = self._hosts.setdefault(key, _Host())
             slot.in_flight = max(0, slot.in_flight - 1)
+            slot.next_start = max(slot.next_start, time.monotonic() + self._shortest_gap())
         if retry_after:
             self.hold(host, retry_after)
 
@@ -111,6 +116,9 @@ class HostGate:
         if delay <= 0:
             return 0.0
         return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))
+
+    def _shortest_gap(self) -> float:
+        return max(0.0, self.settings.delay * (1 - self.settings.jitter))
 
     def in_flight(self, host: str) -> int:
         with self._lock:

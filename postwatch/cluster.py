@@ -313,10 +313,13 @@ class Worker:
         at the host is left running: that worker is alive (paused, or its loop held), and will
         finish it; marked failed, its host would be crawled by the next worker beside it once it
         resumes, and its own finish would find the job gone."""
+        from procrastinate.exceptions import UniqueViolation
         from procrastinate.jobs import Status
 
         manager = self.queue.job_manager
-        for job in await manager.get_stalled_jobs(seconds_since_heartbeat=self.settings.stalled_after):
+        stalled = await manager.get_stalled_jobs(seconds_since_heartbeat=self.settings.stalled_after)
+        self._silent_checks &= {job.id for job in stalled}      # finished since: nothing to remember
+        for job in stalled:
             if job.task_name == CHECK_TASK:
                 sources = ", ".join(job.task_kwargs.get("sources", []))
                 host = job.task_kwargs.get("host")
@@ -330,7 +333,16 @@ class Worker:
                 log.warning("check of %s stalled (its worker stopped): marked failed; its next planned check "
                             "retries it", sources)
             else:
-                await manager.retry_job(job)
+                try:
+                    await manager.retry_job(job)
+                except UniqueViolation:
+                    # Its queueing lock allows one waiting job, and one of its kind already waits
+                    # (a delivery deferred after it, the next period's planning): that one does
+                    # this job's work, which is idempotent, so this one is over.
+                    await manager.finish_job(job, Status.FAILED, delete_job=False)
+                    log.warning("%s job %d stalled (its worker stopped): marked failed, as one of its kind is "
+                                "waiting and does its work", job.task_name, job.id)
+                    continue
                 log.warning("%s job %d stalled (its worker stopped): retried", job.task_name, job.id)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,6 +22,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from state.database import Database, as_utc, pg_connect_args
+
+log = logging.getLogger(__name__)
 
 # Serialises the schema's installation between workers starting together (any constant that
 # is postwatch's own).
@@ -81,9 +84,15 @@ async def host_turn(conninfo: str, host: str, *, wait: float, quiet_after: Calla
             yield max(0.0, float(row[0])) if row else 0.0
         finally:
             # Also when the check failed: its requests were made all the same.
-            await connection.execute(
-                "INSERT INTO host_fences (host, free_at) VALUES (%s, clock_timestamp() + make_interval(secs => %s)) "
-                "ON CONFLICT (host) DO UPDATE SET free_at = EXCLUDED.free_at", (host, quiet_after()))
+            try:
+                await connection.execute(
+                    "INSERT INTO host_fences (host, free_at) VALUES (%s, clock_timestamp() + make_interval(secs => %s)) "
+                    "ON CONFLICT (host) DO UPDATE SET free_at = EXCLUDED.free_at", (host, quiet_after()))
+            except psycopg.OperationalError as exc:
+                # The turn's connection is gone, and the turn with it: what the check itself
+                # raised (if anything) is the error to report, not this one.
+                log.warning("the quiet time after a check of %s was not written (%s); the next worker at the host "
+                            "keeps only its own delay", host, str(exc).strip().splitlines()[0] if str(exc) else exc)
     finally:
         await connection.close()       # and with it the turn
 

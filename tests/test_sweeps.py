@@ -189,3 +189,25 @@ def test_a_gate_place_is_given_back_whatever_the_exchange_raises():
         pass
     # A place kept would make every later request to this host wait forever.
     assert GATE.in_flight("127.0.0.9") == 0
+
+
+def test_a_request_that_reaches_its_host_late_still_leaves_the_host_its_gap():
+    """The gate lets a request go; it reaches the host only later (held behind Scrapy's own
+    slot delay, a slow connect, a paused process), and is answered at once. The next request to
+    that host still waits the delay's shortest share after that answer: the gap the host sees."""
+    import asyncio
+
+    from crawler.gate import GateSettings, HostGate
+
+    gate = HostGate(GateSettings(delay=0.4, jitter=0.5, concurrency=1))
+
+    async def two_requests():
+        await gate.acquire("blog.example.org")
+        await asyncio.sleep(0.7)            # past any drawn delay (0.2-0.6 s) before it arrives
+        answered = time.monotonic()
+        gate.release("blog.example.org")
+        assert gate.quiet_for("blog.example.org") >= 0.19     # what the next worker is told, too
+        await gate.acquire("blog.example.org")
+        return time.monotonic() - answered
+
+    assert asyncio.run(two_requests()) >= 0.2 - 0.005
