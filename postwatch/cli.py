@@ -247,7 +247,9 @@ PostgreSQL, or procrastinate is not installed.""", """\
   systemctl start postwatch-worker@{1..3} three workers (deploy/postwatch-worker@.service)
 """)
     worker.add_argument("--concurrency", type=functools.partial(_bounded_int, low=1, high=64), default=4,
-                        help="jobs this worker runs at once: checks of different hosts, mail (default 4)")
+                        help="jobs this worker runs at once: checks of different hosts, mail (default 4); all "
+                             "workers' together should cover the hosts with a source due in one --plan-every, "
+                             "plus one each for mail, or batches wait for a slot and checks run late")
     worker.add_argument("--plan-every", type=functools.partial(_bounded_int, low=1, high=60), default=5, metavar="SECONDS",
                         help="how often the cluster plans due sources; divides 60 (default 5; same on every worker)")
     worker.add_argument("--batch", type=functools.partial(_bounded_int, low=1, high=500), default=50, metavar="N",

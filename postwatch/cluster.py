@@ -38,6 +38,7 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -80,28 +81,31 @@ def require_postgresql(config: Config) -> None:
                             "use `postwatch run` on one machine, or set database = \"postgresql://...\"")
 
 
+def _queue_failed_on(exc: BaseException, error: type[Exception], matches: Callable[[Exception], bool]) -> bool:
+    """Whether `exc` is procrastinate's wrapping of the database's `error` that `matches`."""
+    from procrastinate.exceptions import ConnectorException
+
+    cause = exc.__cause__
+    return isinstance(exc, ConnectorException) and isinstance(cause, error) and matches(cause)
+
+
 def registration_removed(exc: BaseException) -> bool:
     """Whether the queue failed because this worker's row was removed: a worker silent for longer
     than the stall timeout (a paused machine or process) is pruned by the next worker to start,
     and procrastinate then cannot take a job in its name (its worker_id no longer exists)."""
-    from procrastinate.exceptions import ConnectorException
     from psycopg.errors import ForeignKeyViolation
 
-    cause = exc.__cause__
-    return (isinstance(exc, ConnectorException) and isinstance(cause, ForeignKeyViolation)
-            and cause.diag.constraint_name == "procrastinate_jobs_worker_id_fkey")
+    return _queue_failed_on(exc, ForeignKeyViolation,
+                            lambda cause: cause.diag.constraint_name == "procrastinate_jobs_worker_id_fkey")
 
 
 def job_taken_over(exc: BaseException) -> bool:
     """Whether procrastinate failed to record the end of a job because the job is no longer this
     worker's: while it was silent, another worker took it for stalled and ran it again (a mail
     or periodic job; its work is idempotent, so the second run did no harm)."""
-    from procrastinate.exceptions import ConnectorException
     from psycopg.errors import RaiseException
 
-    cause = exc.__cause__
-    return (isinstance(exc, ConnectorException) and isinstance(cause, RaiseException)
-            and "Job was not found or not in" in str(cause))
+    return _queue_failed_on(exc, RaiseException, lambda cause: "Job was not found or not in" in str(cause))
 
 
 def report_taken_over_jobs(loop: asyncio.AbstractEventLoop, context: dict) -> None:
@@ -319,6 +323,7 @@ class Worker:
         manager = self.queue.job_manager
         stalled = await manager.get_stalled_jobs(seconds_since_heartbeat=self.settings.stalled_after)
         self._silent_checks &= {job.id for job in stalled}      # finished since: nothing to remember
+        hosts_freed = False
         for job in stalled:
             if job.task_name == CHECK_TASK:
                 sources = ", ".join(job.task_kwargs.get("sources", []))
@@ -330,6 +335,7 @@ class Worker:
                                     "left to finish", sources, host)
                     continue
                 await manager.finish_job(job, Status.FAILED, delete_job=False)
+                hosts_freed = True
                 log.warning("check of %s stalled (its worker stopped): marked failed; its next planned check "
                             "retries it", sources)
             else:
@@ -344,6 +350,8 @@ class Worker:
                                 "waiting and does its work", job.task_name, job.id)
                     continue
                 log.warning("%s job %d stalled (its worker stopped): retried", job.task_name, job.id)
+        if hosts_freed:
+            await asyncio.to_thread(self.app.store.wake_workers)
 
 
 class QueueCollector:
