@@ -160,9 +160,7 @@ def run_trial(folder: Path, kill: bool) -> None:
         else:
             assert recovered == {}, recovered
 
-        checks = assert_checked_once_per_interval(trial, interval=INTERVAL, jitter=JITTER, plan_every=PLAN_EVERY, lag=LAG,
-                                                  blocked=recovered, by_site=by_site)
-        gaps = assert_politeness(trial, DELAY, SLACK, by_site)
+        # The mail first: duplicates and losses are known even when a timing bound below fails.
         copies = [d for d in deliveries if d.message_id in window_ids]
         duplicates = len(deliveries) - len({d.message_id for d in deliveries})
         # A window copy (the same Message-ID again) is the one duplicate SMTP allows; anything else fails.
@@ -170,6 +168,12 @@ def run_trial(folder: Path, kill: bool) -> None:
         firsts = list({d.message_id: d for d in reversed(deliveries)}.values())
         assert_mailed_once(trial, firsts, immediate, new_urls)
         digests = assert_digests_told_once_or_pending(trial, firsts, daily, new_urls, COMPOSE_WITHIN)
+        print(f"\nmail: {len(deliveries)} messages ({duplicates} duplicates, {len(window_ids)} in the SMTP window), "
+              f"{len(new_urls)} new posts, daily posts told {digests.get('told', 0)} / pending "
+              f"{digests.get('pending', 0)}, 0 lost; {len(trial.kills)} SIGKILLs")
+        gaps = assert_politeness(trial, DELAY, SLACK, by_site)
+        checks = assert_checked_once_per_interval(trial, interval=INTERVAL, jitter=JITTER, plan_every=PLAN_EVERY, lag=LAG,
+                                                  blocked=recovered, by_site=by_site)
         print(f"\n{'kill' if kill else 'steady'} trial: {len(trial.sites)} sources on {len(HOSTS)} hosts, {SUBSCRIBERS} "
               f"subscribers ({len(immediate)} immediate), {WORKERS} workers, {MINUTES:g} minutes; "
               f"{checks['checks']} checks, {sum(map(len, by_site.values()))} requests, {len(new_urls)} new posts, "
