@@ -25,6 +25,7 @@ HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 INTERVAL, JITTER, PLAN_EVERY, DELAY = 10.0, 2.0, 2.0, 0.2
 SLACK = 0.05    # scheduling slack between the gate's clock and the replica's
 LAG = 1.5       # from a batch's planning to its first request, at most (2 loaded cores)
+TURN_PAUSE = 10.0   # a check's longest hold on its host with no request in flight (loading Scrapy, storing)
 
 
 def body(message) -> str:
@@ -66,7 +67,8 @@ def test_three_workers_share_the_checks_politely_and_mail_new_posts_once(tmp_pat
         assert "postwatch_cluster_workers_alive 3.0" in metrics, metrics
         assert 'postwatch_checks_total{result="ok",source="blog-' in metrics
 
-        assert_checked_once_per_interval(trial, interval=INTERVAL, jitter=JITTER, plan_every=PLAN_EVERY, lag=LAG)
+        assert_checked_once_per_interval(trial, interval=INTERVAL, jitter=JITTER, plan_every=PLAN_EVERY, lag=LAG,
+                                         turn_pause=TURN_PAUSE)
         assert_politeness(trial, DELAY, SLACK)
         time.sleep(0.5)
         assert_mailed_once(trial, deliveries_of(smtp), subscribers, new_urls)

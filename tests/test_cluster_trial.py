@@ -55,6 +55,10 @@ SLACK = 0.05                       # between the gate's clock and the replica's
 # The longest a planned batch may wait for a worker to take it (all 3 x 4 job slots busy with
 # checks and mail jobs, 2 loaded cores): also the longest pause inside a host's busy spell.
 LAG = 3.0
+# The longest a check may hold its host with no request in flight (the host counts as busy
+# through a check's whole turn): a worker's first check loading Scrapy, storing 50 sources'
+# results, the edit confirmation's 2 s, on 2 loaded cores. A turn that hangs fails the trial.
+TURN_PAUSE = 10.0
 # From a digest's time to its composition: the planner's minute tick, then a compose job of 500
 # subscribers behind whatever the workers are doing.
 COMPOSE_WITHIN = 120.0
@@ -128,6 +132,7 @@ def run_trial(folder: Path, kill: bool) -> None:
 
         new_urls: set[str] = set()
         window_ids: set[str] = set()       # accepted by the server, unrecorded when a sender was killed
+        window_by_kill: list[int] = []
         now = time.monotonic()
         ends, next_post, next_kill = now + MINUTES * 60, now, now + rng.uniform(*KILL_EVERY) if kill else float("inf")
         while (now := time.monotonic()) < ends:
@@ -137,7 +142,9 @@ def run_trial(folder: Path, kill: bool) -> None:
                 next_post = now + rng.uniform(*POST_EVERY)
             if now >= next_kill:
                 trial.kill_a_worker(rng, mid_check=rng.random() < 0.5)
-                window_ids |= trial.accepted_but_pending(set(smtp.message_ids()))
+                caught = trial.accepted_but_pending(set(smtp.message_ids())) - window_ids
+                window_ids |= caught
+                window_by_kill.append(len(caught))
                 next_kill = now + rng.uniform(*KILL_EVERY)
             time.sleep(max(0.0, min(next_post, next_kill, ends) - time.monotonic()))
         wait_for(lambda: drained(trial, new_urls, max(daily.values(), default=0)), timeout=600, every=2,
@@ -170,10 +177,11 @@ def run_trial(folder: Path, kill: bool) -> None:
         digests = assert_digests_told_once_or_pending(trial, firsts, daily, new_urls, COMPOSE_WITHIN)
         print(f"\nmail: {len(deliveries)} messages ({duplicates} duplicates, {len(window_ids)} in the SMTP window), "
               f"{len(new_urls)} new posts, daily posts told {digests.get('told', 0)} / pending "
-              f"{digests.get('pending', 0)}, 0 lost; {len(trial.kills)} SIGKILLs")
+              f"{digests.get('pending', 0)}, 0 lost; {len(trial.kills)} SIGKILLs, "
+              f"{sum(1 for n in window_by_kill if n)} of them with messages in the SMTP window ({window_by_kill})")
         gaps = assert_politeness(trial, DELAY, SLACK, by_site)
         checks = assert_checked_once_per_interval(trial, interval=INTERVAL, jitter=JITTER, plan_every=PLAN_EVERY, lag=LAG,
-                                                  blocked=recovered, by_site=by_site)
+                                                  turn_pause=TURN_PAUSE, by_site=by_site)
         print(f"\n{'kill' if kill else 'steady'} trial: {len(trial.sites)} sources on {len(HOSTS)} hosts, {SUBSCRIBERS} "
               f"subscribers ({len(immediate)} immediate), {WORKERS} workers, {MINUTES:g} minutes; "
               f"{checks['checks']} checks, {sum(map(len, by_site.values()))} requests, {len(new_urls)} new posts, "
@@ -181,7 +189,8 @@ def run_trial(folder: Path, kill: bool) -> None:
               f"told {digests.get('told', 0)} / pending {digests.get('pending', 0)}, 0 lost; {len(trial.kills)} SIGKILLs, "
               f"{sum(map(len, recovered.values()))} checks recovered ({checks['gaps_allowed_a_recovery']} gaps allowed it); "
               f"min gap per host {min(gaps.values()):.3f}..{max(gaps.values()):.3f}s, max check lateness "
-              f"{checks['max_check_late_s']}s; {ran_s:.0f}s, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+              f"{checks['max_check_late_s']}s, longest pause in a host's turn {checks['longest_turn_pause_s']}s; "
+              f"{ran_s:.0f}s, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
         if kill:
             assert recovered, f"none of {len(trial.kills)} kills hit a check: no recovery tried"
 

@@ -9,8 +9,10 @@ that change a replica's behaviour) or, with farm=True, in a replica farm process
 The assertions the trials share are here too."""
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -18,13 +20,19 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.utils import parseaddr
 from pathlib import Path
+from typing import Iterator
 
 from postwatch.testing.farm import LISTING_PATH, Farm, blog_name
 from postwatch.testing.harness import PG_SERVER, Cli, free_port, sql
 from postwatch.testing.mailcatcher import Delivery
 from postwatch.testing.replica import BlogReplica, LoggedRequest, generate_posts
+
+
+# postwatch.cluster's line at the end of each check job.
+_CHECKED = re.compile(r"checked \d+ sources on (?P<host>\S+) \(.*\) in (?P<seconds>[\d.]+)s$")
 
 
 @dataclass
@@ -134,7 +142,7 @@ shutdown_grace = "3s"
         log = self.folder / f"worker-{len(self.logs) + 1}.log"
         self.logs.append(log)
         handle = log.open("w")
-        process = subprocess.Popen(self.cli._command(("worker", *self.worker_args, *extra)), stdout=handle,
+        process = subprocess.Popen(self.cli._command(("--log-format", "json", "worker", *self.worker_args, *extra)), stdout=handle,
                                    stderr=subprocess.STDOUT, text=True, cwd=self.folder,
                                    env={**os.environ, "POSTWATCH_SECRET": "test-secret"})
         handle.close()
@@ -189,6 +197,21 @@ shutdown_grace = "3s"
             held.setdefault(host, []).append((started.timestamp(), failed.timestamp()))
         return held
 
+    def check_turns(self) -> dict[str, list[tuple[float, float, bool]]]:
+        """Per host, every check that ran: (started, ended, killed), epoch seconds. The host's lock
+        is held from the check job's start to its end: the turn's wait, the crawl, storing the
+        results. A check that ended is its worker's "checked N sources on HOST ... in Xs" line
+        (the queue deletes a job that succeeded); a killed one, the queue's failed job, held
+        until its recovery (recovered_checks)."""
+        turns: dict[str, list[tuple[float, float, bool]]] = {}
+        for record in self.log_records():
+            if checked := _CHECKED.match(record["message"]):
+                ended = datetime.fromisoformat(record["time"]).timestamp()
+                turns.setdefault(checked["host"], []).append((ended - float(checked["seconds"]), ended, False))
+        for host, windows in self.recovered_checks().items():
+            turns.setdefault(host, []).extend((started, failed, True) for started, failed in windows)
+        return {host: sorted(windows) for host, windows in turns.items()}
+
     def accepted_but_pending(self, delivered: set[str]) -> set[str]:
         """Message-IDs the mail server has, whose outbox row is still pending: right after a
         SIGKILL, the messages a killed sender had handed over but not yet marked sent (the
@@ -196,8 +219,28 @@ shutdown_grace = "3s"
         pending = {row[0] for row in sql(self.database, "SELECT message_id FROM outbox WHERE status = 'pending'")}
         return pending & delivered
 
+    def log_records(self) -> Iterator[dict]:
+        """The workers' log records (they log JSON lines: times to the millisecond)."""
+        for log in self.logs:
+            for line in log.read_text(errors="replace").splitlines() if log.exists() else ():
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    continue            # what reached stderr outside logging
+
     def worker_output(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')}" for log in self.logs if log.exists())
+        """Every worker's output, as text: a JSON log record as its time, level and message (and
+        traceback), any other line as it is."""
+        def text(line: str) -> str:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                return line
+            shown = f"{record['time']} {record['level'].upper():7} {record['message']}"
+            return f"{shown}\n{record['exception']}" if "exception" in record else shown
+
+        return "\n".join(f"--- {log.name}\n" + "\n".join(map(text, log.read_text(errors="replace").splitlines()))
+                         for log in self.logs if log.exists())
 
     def requests_by_site(self) -> dict[str, list[LoggedRequest]]:
         """Every replica's request log, by source name (from the farm: one snapshot)."""
@@ -260,15 +303,17 @@ def all_checked(trial: ClusterTrial, times: int = 1) -> bool:
 
 
 def check_lags(trial: ClusterTrial, idle_gap: float, by_site: dict[str, list[LoggedRequest]] | None = None,
-               blocked: dict[str, list[tuple[float, float]]] | None = None) -> dict[str, list[tuple[float, float]]]:
+               turns: dict[str, list[tuple[float, float, bool]]] | None = None) -> dict[str, list[tuple[float, float]]]:
     """Per source, (start, lag) of each check: lag is how long its host had been busy when the
     check began, since the host's last pause longer than `idle_gap` (the longest a planned
     batch may wait for a worker to take it). A check's sources are planned together and
     crawled one after the other (the per-host delay), and a batch planned while another of its
     host runs waits for it (the host's lock): a check begins at most `lag` + idle_gap after it
-    was planned. A `blocked` window (a killed worker's check holding the host's lock until its
-    recovery) keeps the host busy too: the batches waiting behind it start when it ends."""
+    was planned. The host is busy while a request of it is answered and through every check
+    job's turn (`turns`, from the queue: also while a worker stores what it read, and while a
+    killed worker's check holds the host's lock until its recovery)."""
     by_site = trial.requests_by_site() if by_site is None else by_site
+    turns = trial.check_turns() if turns is None else turns
     lags: dict[str, list[tuple[float, float]]] = {name: [] for name in by_site}
     host_of = {site.name: site.host for site in trial.sites}
     per_host: dict[str, list[tuple[float, float, str | None, bool]]] = {}
@@ -276,8 +321,8 @@ def check_lags(trial: ClusterTrial, idle_gap: float, by_site: dict[str, list[Log
         for r in requests:
             listing = r.path == LISTING_PATH and not r.query
             per_host.setdefault(host_of[name], []).append((r.time, r.finished or r.time, name, listing))
-    for host, windows in (blocked or {}).items():
-        per_host.setdefault(host, []).extend((start, end, None, False) for start, end in windows)
+    for host, windows in turns.items():
+        per_host.setdefault(host, []).extend((start, end, None, False) for start, end, _ in windows)
     for requests in per_host.values():
         requests.sort()
         run_start, busy_until = None, None
@@ -290,8 +335,31 @@ def check_lags(trial: ClusterTrial, idle_gap: float, by_site: dict[str, list[Log
     return lags
 
 
+def longest_turn_pause(trial: ClusterTrial, turns: dict[str, list[tuple[float, float, bool]]],
+                       by_site: dict[str, list[LoggedRequest]]) -> float:
+    """The longest time a check that ended (not a killed one) held its host with no request in
+    flight: waiting for its turn, the gate's quiet time, the edit confirmation's pause, storing."""
+    by_host = trial.requests_by_host(by_site)
+    longest = 0.0
+    for host, windows in turns.items():
+        requests = by_host.get(host, [])
+        for started, ended, failed in windows:
+            if failed:
+                continue
+            busy_until = started
+            for r in requests:
+                if r.time > ended:
+                    break
+                if (r.finished or r.time) < started:
+                    continue
+                longest = max(longest, r.time - busy_until)
+                busy_until = max(busy_until, r.finished or r.time)
+            longest = max(longest, ended - busy_until)
+    return longest
+
+
 def assert_checked_once_per_interval(trial: ClusterTrial, *, interval: float, jitter: float, plan_every: float,
-                                     lag: float, blocked: dict[str, list[tuple[float, float]]] | None = None,
+                                     lag: float, turn_pause: float,
                                      by_site: dict[str, list[LoggedRequest]] | None = None) -> dict:
     """Each source's consecutive checks are an interval apart, give or take its jitter share, the
     planning period and the time its host was busy (check_lags): a check begins between its
@@ -299,21 +367,26 @@ def assert_checked_once_per_interval(trial: ClusterTrial, *, interval: float, ji
     jitter share after its planning, at the next planning run. Next checks are planned from the
     planning time, so a late check does not push the source's later checks back.
 
-    `blocked`: per host, the windows in which a killed worker's check held the host (from its
-    start to its recovery, --stalled-after later): the host counts as busy through them (see
-    check_lags), and a gap may miss one check for each one it overlaps (the sources the killed
-    check had not reached wait for their next planning): no other slack. Returns the figures."""
-    lags = check_lags(trial, lag, by_site, blocked)
+    A killed worker's check holds its host from its start to its recovery (--stalled-after
+    later): a gap may miss one check for each such check it overlaps (the sources the killed
+    check had not reached wait for their next planning): no other slack. And no check that ended
+    held its host longer than `turn_pause` with no request in flight (a turn that hangs would
+    count as busy otherwise). Returns the figures."""
+    by_site = trial.requests_by_site() if by_site is None else by_site
+    turns = trial.check_turns()
+    lags = check_lags(trial, lag, by_site, turns)
+    pause = longest_turn_pause(trial, turns, by_site)
+    assert pause <= turn_pause, f"a check held its host {pause:.1f}s with no request in flight (at most {turn_pause}s)"
     host_of = {site.name: site.host for site in trial.sites}
     latest, checks, allowed = 0.0, 0, 0
     for name, starts in lags.items():
         checks += len(starts)
-        windows = (blocked or {}).get(host_of[name], [])
+        killed = [(a, b) for a, b, failed in turns.get(host_of[name], []) if failed]
         for (before, lag_before), (after, lag_after) in zip(starts, starts[1:]):
             gap = after - before
             low = interval - lag_before - lag
             high = interval + jitter + plan_every + lag_after + lag
-            overlapping = [(a, b) for a, b in windows if a <= after and b >= before]
+            overlapping = [(a, b) for a, b in killed if a <= after and b >= before]
             if overlapping:
                 # Each killed check of the host may cost this source one check: two kills in a row
                 # on one host (measured: windows ending 12:13:30 and 12:14:20 in one 160 s gap).
@@ -322,7 +395,8 @@ def assert_checked_once_per_interval(trial: ClusterTrial, *, interval: float, ji
             assert low <= gap <= high, (f"{name}: checks at {before:.1f} and {after:.1f} {gap:.1f}s apart, not "
                                         f"{low:.1f}..{high:.1f}s (lags {lag_before:.1f}s, {lag_after:.1f}s)")
             latest = max(latest, gap - interval - jitter)
-    return {"checks": checks, "max_check_late_s": round(latest, 1), "gaps_allowed_a_recovery": allowed}
+    return {"checks": checks, "max_check_late_s": round(latest, 1), "gaps_allowed_a_recovery": allowed,
+            "longest_turn_pause_s": round(pause, 1)}
 
 
 def assert_politeness(trial: ClusterTrial, delay: float, slack: float = 0.05,
