@@ -231,7 +231,7 @@ one host at once, so [crawl] download_delay holds across the cluster. Digests ar
 subscriber's schedule; the outbox makes sure no message is sent twice. A worker crawls a host in
 its turn, a PostgreSQL lock that lives as long as its process: a worker that is killed is noticed
 by the others after --stalled-after seconds without its heartbeat, its check is marked failed
-(the source's next planned check retries it) and its mail jobs run again; one that is only
+(the sources it had not recorded are checked at the next planning) and its mail jobs run again; one that is only
 silent (paused) keeps its host until it resumes, and no one crawls beside it. Needs
 postwatch[cluster] and a PostgreSQL `database`; stops cleanly on SIGTERM or Ctrl-C.
 `postwatch status` shows the queue: jobs waiting, running and failed, workers alive.

@@ -323,7 +323,6 @@ class Worker:
         manager = self.queue.job_manager
         stalled = await manager.get_stalled_jobs(seconds_since_heartbeat=self.settings.stalled_after)
         self._silent_checks &= {job.id for job in stalled}      # finished since: nothing to remember
-        hosts_freed = False
         for job in stalled:
             if job.task_name == CHECK_TASK:
                 sources = ", ".join(job.task_kwargs.get("sources", []))
@@ -334,10 +333,13 @@ class Worker:
                         log.warning("check of %s: its worker sends no heartbeat but still holds %s, so it is alive: "
                                     "left to finish", sources, host)
                     continue
+                # Due again before the host is freed: a recovery that dies in between leaves the
+                # job stalled, to be recovered again, and loses no source's check.
+                replanned = await asyncio.to_thread(self.app.store.replan_unchecked, job.id,
+                                                    job.task_kwargs.get("sources", []))
                 await manager.finish_job(job, Status.FAILED, delete_job=False)
-                hosts_freed = True
-                log.warning("check of %s stalled (its worker stopped): marked failed; its next planned check "
-                            "retries it", sources)
+                log.warning("check of %s stalled (its worker stopped): marked failed; the %d of its sources it had "
+                            "not recorded are checked at the next planning", sources, replanned)
             else:
                 try:
                     await manager.retry_job(job)
@@ -350,8 +352,6 @@ class Worker:
                                 "waiting and does its work", job.task_name, job.id)
                     continue
                 log.warning("%s job %d stalled (its worker stopped): retried", job.task_name, job.id)
-        if hosts_freed:
-            await asyncio.to_thread(self.app.store.wake_workers)
 
 
 class QueueCollector:

@@ -33,6 +33,30 @@ _DIGESTS_PLANNED_UNTIL = "cluster_digests_planned_until"   # a counters row: epo
 # space, apart from the one-key locks above.
 _HOST_FENCE_SPACE = 0x7077   # "pw"
 
+# A job that ends (or is marked failed) frees its lock, but procrastinate's workers look for the
+# job waiting behind that lock only at their next poll or job_inserted notification: a host's
+# next batch started up to the poll interval (5 s) after the one before it, with the host idle.
+# This trigger sends that notification when such a job waits, delivered once the ending
+# transaction commits, so the lock is free when the workers look.
+_WAKE_BEHIND_LOCK = """
+CREATE OR REPLACE FUNCTION postwatch_wake_behind_lock_v1() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    payload text := json_build_object('type', 'job_inserted', 'job_id', NULL)::text;
+BEGIN
+    IF (TG_OP = 'DELETE' OR NEW.status <> 'doing')
+       AND EXISTS (SELECT 1 FROM procrastinate_jobs WHERE lock = OLD.lock AND status = 'todo') THEN
+        PERFORM pg_notify('procrastinate_queue_v1#' || OLD.queue_name, payload);
+        PERFORM pg_notify('procrastinate_any_queue_v1', payload);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER postwatch_wake_behind_lock_v1
+    AFTER UPDATE OF status OR DELETE ON procrastinate_jobs
+    FOR EACH ROW WHEN (OLD.status = 'doing' AND OLD.lock IS NOT NULL)
+    EXECUTE PROCEDURE postwatch_wake_behind_lock_v1();
+"""
+
 CHECK_TASK = "postwatch.cluster.check_batch"
 COMPOSE_TASK = "postwatch.cluster.compose_batch"
 DELIVER_TASK = "postwatch.cluster.deliver_immediate"
@@ -155,16 +179,19 @@ class ClusterStorage(Database):
             return conn.execute(text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")).scalar()
 
     def install_job_queue(self, schema_sql: str) -> bool:
-        """The job queue's tables and functions, unless they are there already; True if this
-        call created them. Workers that start together wait for each other here."""
+        """The job queue's tables and functions, unless they are there already, and postwatch's
+        trigger on them (_WAKE_BEHIND_LOCK); True if this call created the queue. Workers that
+        start together wait for each other here."""
         self.require_postgresql()
         with self.engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
-            if conn.execute(text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")).scalar():
-                return False
-            # The DBAPI cursor itself: no parameters, so psycopg sends the script as it is.
-            conn.connection.dbapi_connection.cursor().execute(schema_sql)
-            return True
+            created = not conn.execute(text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")).scalar()
+            if created:
+                # The DBAPI cursor itself: no parameters, so psycopg sends the script as it is.
+                conn.connection.dbapi_connection.cursor().execute(schema_sql)
+            if not conn.execute(text("SELECT 1 FROM pg_trigger WHERE tgname = 'postwatch_wake_behind_lock_v1'")).scalar():
+                conn.connection.dbapi_connection.cursor().execute(_WAKE_BEHIND_LOCK)
+            return created
 
     # -- checks -------------------------------------------------------------------------------
     def plan_checks(self, now: datetime, interval_of: Callable[[str], timedelta], jitter: timedelta,
@@ -230,14 +257,18 @@ class ClusterStorage(Database):
             conn.commit()
             return not free
 
-    def wake_workers(self) -> None:
-        """Every worker's idle slots look for a job now, as when a job is deferred (procrastinate's
-        own job_inserted notification): a host whose stalled check was just marked failed has
-        its waiting batch taken at once, not at the next poll (--plan-every, up to 5 s, later)."""
+    def replan_unchecked(self, job_id: int, names: list[str]) -> int:
+        """Make those of `names` due now that the check job `job_id` did not record (not checked
+        since the job started): a killed worker's sources are checked at the next planning, not
+        an interval later. Sources it did record keep their planned next check. Returns how
+        many were made due."""
         with self.engine.begin() as conn:
-            conn.execute(text("SELECT pg_notify(:channel, :payload)"),
-                         {"channel": f"procrastinate_queue_v1#{QUEUE}",
-                          "payload": json.dumps({"type": "job_inserted", "job_id": None})})
+            return conn.execute(text("""
+                UPDATE sources SET next_check_at = now()
+                 WHERE name = ANY(:names) AND enabled
+                   AND (last_check_at IS NULL OR last_check_at < (
+                        SELECT min(at) FROM procrastinate_events WHERE job_id = :job AND type = 'started'))"""),
+                {"names": list(names), "job": job_id}).rowcount
 
     def next_checks(self) -> dict[str, datetime | None]:
         with self.engine.connect() as conn:

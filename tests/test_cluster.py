@@ -133,9 +133,10 @@ def test_planning_twice_plans_nothing_twice_and_mail_jobs_run_twice_send_once(tm
 
 def test_a_worker_killed_mid_check_is_recovered_and_its_host_checked_again(tmp_path):
     """SIGKILL while a check is in flight: another worker finds the job stalled (no heartbeat
-    for --stalled-after), marks it failed, which frees the host's lock, and the sources are
-    checked at their next planned time. `status` shows the failed job."""
-    with ClusterTrial(tmp_path, HOSTS[:1], 2, None, interval="8s", jitter="0s",
+    for --stalled-after), marks it failed, which frees the host's lock, and the sources the
+    killed check had not recorded are checked at once, not a (minute's) interval later. `status`
+    shows the failed job."""
+    with ClusterTrial(tmp_path, HOSTS[:1], 2, None, interval="60s", jitter="0s",
                       worker_args=("--plan-every", "1", "--heartbeat", "1", "--stalled-after", "3")) as trial:
         trial.sites[0].replica.set_fault("/blog", delay=30, times=1)       # its first listing request hangs
         doomed = trial.start_worker()
@@ -152,11 +153,13 @@ def test_a_worker_killed_mid_check_is_recovered_and_its_host_checked_again(tmp_p
             wait_for(lambda: sql(trial.database, "SELECT count(*) FROM sources WHERE last_success_at IS NOT NULL")[0][0] == 2,
                      timeout=20, what="both sources checked by the other worker")
             status = trial.cli("status", check=True).stdout
+        except AssertionError as exc:      # what the workers said, to tell why
+            raise AssertionError(f"{exc}\n{trial.worker_output()[-4000:]}") from None
         finally:
             codes = trial.stop_workers()
         assert codes == [-signal.SIGKILL, 0], trial.worker_output()
         assert "jobs 0 waiting, 0 running, 1 failed" in status and "check_batch" in status, status
-        assert "stalled (its worker stopped): marked failed" in trial.worker_output()
+        assert "stalled (its worker stopped): marked failed; the 2 of its sources it had not recorded" in trial.worker_output()
         # The hung request's server thread sleeps on after its client was killed: the politeness
         # that matters is that of the live workers.
         hung = [r for r in trial.sites[0].replica.requests if r.finished is None or r.finished - r.time > 20]
@@ -242,6 +245,27 @@ def test_a_stalled_mail_job_whose_kind_is_already_waiting_is_closed_not_retried(
         assert codes == [0] and output.count("marked failed") == 1, output
         assert "Traceback" not in output and "UniqueViolation" not in output and "error" not in output.lower(), output
         assert "0 running, 1 failed" in status, status
+
+
+def test_a_hosts_next_batch_starts_as_soon_as_the_one_before_it_ends(tmp_path):
+    """Two batches of one host (--batch 1, two sources), planned together: the second waits
+    behind the host's lock and starts when the first ends, not at the worker's next poll for
+    jobs (5 s) with the host idle meanwhile."""
+    with ClusterTrial(tmp_path, HOSTS[:1], 2, None, interval="1h", jitter="0s",
+                      worker_args=("--plan-every", "30", "--heartbeat", "1", "--stalled-after", "10", "--batch", "1")) as trial:
+        trial.start_worker()
+        try:
+            baselines = "SELECT count(*) FROM sources WHERE baseline_done"
+            wait_for(lambda: sql(trial.database, "SELECT to_regclass('sources')")[0][0] is not None   # the worker migrates
+                     and sql(trial.database, baselines)[0][0] == 2, timeout=90, what="both sources' baselines")
+        finally:
+            codes = trial.stop_workers()
+        output = trial.worker_output()
+        assert codes == [0] and output.count("checked 1 sources on 127.0.0.2") == 2, output
+        first, second = sorted((site.replica.requests for site in trial.sites), key=lambda requests: requests[0].time)
+        idle = second[0].time - max(r.finished for r in first)
+        # The delay (0.2 s) and the first batch storing what it read are all that lies between.
+        assert idle < 1.0, f"the host's second batch began {idle:.2f}s after the first batch's last answer\n{output}"
 
 
 def test_a_host_turn_is_one_workers_at_a_time_and_hands_the_delay_on():

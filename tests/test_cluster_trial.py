@@ -161,9 +161,9 @@ def run_trial(folder: Path, kill: bool) -> None:
         recovered = trial.recovered_checks()
         if kill:
             # Every failed check is one a SIGKILL interrupted: started before a kill, failed after it.
-            for host, windows in recovered.items():
-                for started, failed in windows:
-                    assert any(started <= k <= failed for k in trial.kills), f"{host}: a check failed without a kill"
+            for host, checks in recovered.items():
+                for check in checks:
+                    assert any(check.started <= k <= check.failed for k in trial.kills), f"{host}: a check failed without a kill"
         else:
             assert recovered == {}, recovered
 
@@ -187,7 +187,7 @@ def run_trial(folder: Path, kill: bool) -> None:
               f"{checks['checks']} checks, {sum(map(len, by_site.values()))} requests, {len(new_urls)} new posts, "
               f"{len(deliveries)} messages ({duplicates} duplicates, {len(window_ids)} in the SMTP window), daily posts "
               f"told {digests.get('told', 0)} / pending {digests.get('pending', 0)}, 0 lost; {len(trial.kills)} SIGKILLs, "
-              f"{sum(map(len, recovered.values()))} checks recovered ({checks['gaps_allowed_a_recovery']} gaps allowed it); "
+              f"{sum(map(len, recovered.values()))} checks recovered ({checks['retried_after_a_kill']} sources retried); "
               f"min gap per host {min(gaps.values()):.3f}..{max(gaps.values()):.3f}s, max check lateness "
               f"{checks['max_check_late_s']}s, longest pause in a host's turn {checks['longest_turn_pause_s']}s; "
               f"{ran_s:.0f}s, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
