@@ -268,6 +268,32 @@ def test_a_hosts_next_batch_starts_as_soon_as_the_one_before_it_ends(tmp_path):
         assert idle < 1.0, f"the host's second batch began {idle:.2f}s after the first batch's last answer\n{output}"
 
 
+def test_a_queue_installed_before_the_wake_trigger_gets_it_at_the_next_start():
+    """A database whose job queue an earlier postwatch installed (no trigger) gets the trigger
+    from the next worker to start; the queue itself is not installed twice."""
+    from procrastinate.schema import SchemaManager
+
+    from postwatch.testing.cluster import create_database, drop_database
+    from postwatch.testing.harness import PG_SERVER
+    from state import Store
+
+    name = create_database()
+    try:
+        store = Store(f"{PG_SERVER}/{name}")
+        try:
+            trigger = "SELECT count(*) FROM pg_trigger WHERE tgname = 'postwatch_wake_behind_lock_v1'"
+            assert store.install_job_queue(SchemaManager.get_schema()) is True
+            assert sql(name, trigger)[0][0] == 1
+            sql(name, "DROP TRIGGER postwatch_wake_behind_lock_v1 ON procrastinate_jobs")
+            assert store.install_job_queue(SchemaManager.get_schema()) is False
+            assert store.install_job_queue(SchemaManager.get_schema()) is False
+            assert sql(name, trigger)[0][0] == 1
+        finally:
+            store.close()
+    finally:
+        drop_database(name)
+
+
 def test_a_host_turn_is_one_workers_at_a_time_and_hands_the_delay_on():
     """Two turns at one host, as two workers would take them: the second waits for the first to
     end, gives up with HostBusy past its wait, and starts with the quiet time the first left."""
