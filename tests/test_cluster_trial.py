@@ -20,6 +20,7 @@ Slow (CI deselects them); sizes from the environment, for a reduced run:
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 import time
@@ -159,6 +160,14 @@ def run_trial(folder: Path, kill: bool) -> None:
         assert "Traceback" not in output, output[-5000:]
         assert codes.count(0) == len(codes) - len(trial.kills), codes
         recovered = trial.recovered_checks()
+        # What the bounds below are judged on, kept beside the workers' logs for a failure's cause.
+        (folder / "evidence.json").write_text(json.dumps({
+            "kills": trial.kills,
+            "requests": {name: [(r.time, r.finished, r.path, r.query, r.status) for r in rows] for name, rows in by_site.items()},
+            "recovered": {host: [(c.started, c.failed, c.sources) for c in checks] for host, checks in recovered.items()},
+            "sources": sql(trial.database, "SELECT name, extract(epoch FROM next_check_at), extract(epoch FROM last_check_at) "
+                                           "FROM sources ORDER BY name"),
+        }, default=float))
         if kill:
             # Every failed check is one a SIGKILL interrupted: started before a kill, failed after it.
             for host, checks in recovered.items():
