@@ -46,7 +46,8 @@ from sqlalchemy.engine import make_url
 from postwatch.app import App, utcnow
 from postwatch.config import Config
 from state import AlreadyRunning
-from state.cluster import CHECK_TASK, COMPOSE_TASK, DELIVER_TASK, QUEUE, HostBusy, NotPostgreSQL, host_turn
+from state.cluster import (CHECK_TASK, COMPOSE_TASK, DELIVER_TASK, QUEUE, HostBusy, NotPostgreSQL, host_turn,
+                           recovery_turn)
 from state.database import pg_connect_args, sqlite_path
 
 log = logging.getLogger("postwatch")
@@ -100,12 +101,13 @@ def registration_removed(exc: BaseException) -> bool:
 
 
 def job_taken_over(exc: BaseException) -> bool:
-    """Whether procrastinate failed to record the end of a job because the job is no longer this
-    worker's: while it was silent, another worker took it for stalled and ran it again (a mail
-    or periodic job; its work is idempotent, so the second run did no harm)."""
+    """Whether procrastinate failed to record the end of a job, or to retry it, because the job
+    is no longer in the state it was read in: while its worker was silent, another worker took
+    it for stalled and ran it again (a mail or periodic job; its work is idempotent, so the
+    second run did no harm); or, read as stalled, it ended before the recovery reached it."""
     from psycopg.errors import RaiseException
 
-    return _queue_failed_on(exc, RaiseException, lambda cause: "Job was not found or not in" in str(cause))
+    return _queue_failed_on(exc, RaiseException, lambda cause: "Job was not found or " in str(cause))
 
 
 def report_taken_over_jobs(loop: asyncio.AbstractEventLoop, context: dict) -> None:
@@ -313,45 +315,62 @@ class Worker:
         self.app.check_outbox_health()
 
     async def recover_stalled(self) -> None:
-        """Jobs of workers without a recent heartbeat. A check whose worker still holds its turn
-        at the host is left running: that worker is alive (paused, or its loop held), and will
-        finish it; marked failed, its host would be crawled by the next worker beside it once it
-        resumes, and its own finish would find the job gone."""
+        """Jobs of workers without a recent heartbeat, one recovery at a time across the cluster
+        (recovery_turn: one that outlasts its period is not joined by the next)."""
+        async with recovery_turn(self.conninfo, connect_args={}) as mine:
+            if not mine:
+                log.debug("stalled jobs: another worker's recovery is still running")
+                return
+            manager = self.queue.job_manager
+            stalled = await manager.get_stalled_jobs(seconds_since_heartbeat=self.settings.stalled_after)
+            self._silent_checks &= {job.id for job in stalled}      # finished since: nothing to remember
+            for job in stalled:
+                try:
+                    await self._recover(job)
+                except Exception as exc:
+                    if not job_taken_over(exc):
+                        raise
+                    # Its worker, silent but alive, ended it after it was read as stalled.
+                    log.info("%s job %d ended before its recovery: left as it is", job.task_name, job.id)
+
+    async def _recover(self, job) -> None:
+        """A check whose worker still holds its turn at the host is left running: that worker is
+        alive (paused, or its loop held), and will finish it; marked failed, its host would be
+        crawled by the next worker beside it once it resumes, and its own finish would find the
+        job gone. Another check is marked failed, its unrecorded sources due at once; any other
+        job is retried."""
         from procrastinate.exceptions import UniqueViolation
         from procrastinate.jobs import Status
 
         manager = self.queue.job_manager
-        stalled = await manager.get_stalled_jobs(seconds_since_heartbeat=self.settings.stalled_after)
-        self._silent_checks &= {job.id for job in stalled}      # finished since: nothing to remember
-        for job in stalled:
-            if job.task_name == CHECK_TASK:
-                sources = ", ".join(job.task_kwargs.get("sources", []))
-                host = job.task_kwargs.get("host")
-                if host and await asyncio.to_thread(self.app.store.host_turn_held, host):
-                    if job.id not in self._silent_checks:
-                        self._silent_checks.add(job.id)
-                        log.warning("check of %s: its worker sends no heartbeat but still holds %s, so it is alive: "
-                                    "left to finish", sources, host)
-                    continue
-                # Due again before the host is freed: a recovery that dies in between leaves the
-                # job stalled, to be recovered again, and loses no source's check.
-                replanned = await asyncio.to_thread(self.app.store.replan_unchecked, job.id,
-                                                    job.task_kwargs.get("sources", []))
-                await manager.finish_job(job, Status.FAILED, delete_job=False)
-                log.warning("check of %s stalled (its worker stopped): marked failed; the %d of its sources it had "
-                            "not recorded are checked at the next planning", sources, replanned)
-            else:
-                try:
-                    await manager.retry_job(job)
-                except UniqueViolation:
-                    # Its queueing lock allows one waiting job, and one of its kind already waits
-                    # (a delivery deferred after it, the next period's planning): that one does
-                    # this job's work, which is idempotent, so this one is over.
-                    await manager.finish_job(job, Status.FAILED, delete_job=False)
-                    log.warning("%s job %d stalled (its worker stopped): marked failed, as one of its kind is "
-                                "waiting and does its work", job.task_name, job.id)
-                    continue
-                log.warning("%s job %d stalled (its worker stopped): retried", job.task_name, job.id)
+        if job.task_name == CHECK_TASK:
+            sources = ", ".join(job.task_kwargs.get("sources", []))
+            host = job.task_kwargs.get("host")
+            if host and await asyncio.to_thread(self.app.store.host_turn_held, host):
+                if job.id not in self._silent_checks:
+                    self._silent_checks.add(job.id)
+                    log.warning("check of %s: its worker sends no heartbeat but still holds %s, so it is alive: "
+                                "left to finish", sources, host)
+                return
+            # Due again before the host is freed: a recovery that dies in between leaves the
+            # job stalled, to be recovered again, and loses no source's check.
+            replanned = await asyncio.to_thread(self.app.store.replan_unchecked, job.id,
+                                                job.task_kwargs.get("sources", []))
+            await manager.finish_job(job, Status.FAILED, delete_job=False)
+            log.warning("check of %s stalled (its worker stopped): marked failed; the %d of its sources it had "
+                        "not recorded are checked at the next planning", sources, replanned)
+            return
+        try:
+            await manager.retry_job(job)
+        except UniqueViolation:
+            # Its queueing lock allows one waiting job, and one of its kind already waits (a
+            # delivery deferred after it, the next period's planning): that one does this job's
+            # work, which is idempotent, so this one is over.
+            await manager.finish_job(job, Status.FAILED, delete_job=False)
+            log.warning("%s job %d stalled (its worker stopped): marked failed, as one of its kind is "
+                        "waiting and does its work", job.task_name, job.id)
+            return
+        log.warning("%s job %d stalled (its worker stopped): retried", job.task_name, job.id)
 
 
 class QueueCollector:

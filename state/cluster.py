@@ -24,11 +24,15 @@ from sqlalchemy.engine import Connection
 from state.database import Database, as_utc, pg_connect_args
 
 log = logging.getLogger(__name__)
+# Under postwatch's logger, so that `postwatch -vv worker` shows what each planning decided.
+planning_log = logging.getLogger("postwatch.planning")
 
 # Serialises the schema's installation between workers starting together (any constant that
 # is postwatch's own).
 _SCHEMA_LOCK_KEY = 0x706F7374  # "post"
 _DIGESTS_PLANNED_UNTIL = "cluster_digests_planned_until"   # a counters row: epoch seconds
+# The advisory lock of the recovery of stalled jobs (recovery_turn).
+_RECOVERY_LOCK_KEY = 0x7265636F  # "reco"
 # The first key of every host's advisory lock (pg_advisory_lock(int, int)): postwatch's own
 # space, apart from the one-key locks above.
 _HOST_FENCE_SPACE = 0x7077   # "pw"
@@ -117,6 +121,25 @@ async def host_turn(conninfo: str, host: str, *, wait: float, quiet_after: Calla
                 # raised (if anything) is the error to report, not this one.
                 log.warning("the quiet time after a check of %s was not written (%s); the next worker at the host "
                             "keeps only its own delay", host, str(exc).strip().splitlines()[0] if str(exc) else exc)
+    finally:
+        await connection.close()       # and with it the turn
+
+
+@asynccontextmanager
+async def recovery_turn(conninfo: str, connect_args: dict) -> AsyncIterator[bool]:
+    """`async with recovery_turn(...) as mine:` — whether this worker may recover stalled jobs
+    now (False: another worker's recovery is still running). A recovery on a loaded machine can
+    outlast its period, and the next period's would start beside it: both would mark or retry
+    the same jobs, and the second to reach a job fails on it. The turn is an advisory lock on a
+    connection of its own, so it ends with the worker's process: a recovery killed midway
+    blocks none after it (a procrastinate lock would be held by its stalled job, which only a
+    recovery can free)."""
+    import psycopg
+
+    connection = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, **pg_connect_args(connect_args))
+    try:
+        row = await (await connection.execute("SELECT pg_try_advisory_lock(%s)", (_RECOVERY_LOCK_KEY,))).fetchone()
+        yield bool(row[0])
     finally:
         await connection.close()       # and with it the turn
 
@@ -225,13 +248,18 @@ class ClusterStorage(Database):
             waiting = {lock for lock, status in jobs if status == "todo"}
             running = {lock for lock, status in jobs if status == "doing"}
             by_host: dict[str, list[str]] = {}
+            left: dict[str, list[str]] = {}
             for row in candidates:
                 host = host_of(row.url)
                 # A removal to confirm may be in the batch that is running now (its last check not
                 # yet recorded): planned once that batch is done.
                 if host in waiting or (host in running and not row.due_by_time):
+                    left.setdefault(host, []).append(row.name)
                     continue
                 by_host.setdefault(host, []).append(row.name)
+            for host, names in left.items():
+                planning_log.debug("planning at %s: %s left for a later planning (%s): %s", now.isoformat(), host,
+                                   "a batch of it waits" if host in waiting else "a batch of it runs", ", ".join(names))
             if not by_host:
                 return []
             planned = [{"source": name, "next": now + interval_of(name) + jitter * jitter_share(name, now)}
@@ -243,6 +271,7 @@ class ClusterStorage(Database):
                     chunk = names[start:start + batch_size]
                     job_id = defer_job(conn, CHECK_TASK, {"sources": chunk, "host": host}, lock=host)
                     batches.append(PlannedBatch(host, chunk, job_id))
+                    planning_log.debug("planning at %s: %s job %s: %s", now.isoformat(), host, job_id, ", ".join(chunk))
             return batches
 
     def host_turn_held(self, host: str) -> bool:

@@ -5,6 +5,7 @@ requests in flight and its delay holds across workers (the replicas' own request
 posts are mailed exactly once; the planners and the mail jobs are idempotent; SQLite is refused."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -245,6 +246,50 @@ def test_a_stalled_mail_job_whose_kind_is_already_waiting_is_closed_not_retried(
         assert codes == [0] and output.count("marked failed") == 1, output
         assert "Traceback" not in output and "UniqueViolation" not in output and "error" not in output.lower(), output
         assert "0 running, 1 failed" in status, status
+
+
+def test_two_recoveries_at_once_close_a_stalled_check_once_and_raise_nothing(tmp_path, caplog):
+    """A recovery on a loaded machine can outlast its period, and the next period's starts beside
+    it (the full-size kill trial: a 6.5 s recovery, a 5 s period; the second to reach the
+    stalled job failed with "Job was not found", a traceback in the worker's log). Two workers'
+    recoveries run at the same moment, as the queue runs them (called directly, on the
+    worker's loop): one marks the stalled check failed and makes its sources due, the other
+    leaves it to that one, and neither raises."""
+    import asyncio
+    import logging
+
+    from postwatch.cluster import Worker, WorkerSettings
+    from postwatch.config import load_config
+    from crawler.runtime import run
+
+    with ClusterTrial(tmp_path, HOSTS[:1], 2, None, interval="1h") as trial:
+        config = load_config(trial.cli.config)
+        workers = [Worker(config, WorkerSettings(stalled_after=3)) for _ in range(2)]
+        for worker in workers:
+            worker.open()
+        try:
+            names = [site.name for site in trial.sites]
+            # A killed worker's check: taken, then its worker gone (a NULL worker is a dead one).
+            [[stalled]] = sql(trial.database, "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, args, status) "
+                              "VALUES ('postwatch', %s, %s, %s, 'doing') RETURNING id", CHECK_TASK, HOSTS[0],
+                              json.dumps({"sources": names, "host": HOSTS[0]}))
+            sql(trial.database, "UPDATE sources SET next_check_at = now() + interval '1 hour'")
+
+            async def recover_at_once():
+                async with workers[0].queue.open_async(), workers[1].queue.open_async():
+                    await asyncio.gather(*(worker.recover_stalled() for worker in workers))
+
+            with caplog.at_level(logging.DEBUG, logger="postwatch"):
+                run(recover_at_once)
+            state = sql(trial.database, "SELECT status::text FROM procrastinate_jobs WHERE id = %s", stalled)[0][0]
+            due = sql(trial.database, "SELECT count(*) FROM sources WHERE next_check_at <= now()")[0][0]
+        finally:
+            for worker in workers:
+                worker.close()
+    assert state == "failed"
+    assert due == 2
+    assert caplog.text.count("stalled (its worker stopped): marked failed") == 1, caplog.text
+    assert "another worker's recovery is still running" in caplog.text, caplog.text
 
 
 def test_a_hosts_next_batch_starts_as_soon_as_the_one_before_it_ends(tmp_path):

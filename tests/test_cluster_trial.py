@@ -125,7 +125,8 @@ def run_trial(folder: Path, kill: bool) -> None:
     per_host = SOURCES // HOST_COUNT
     with MailCatcherProcess(folder / "received.jsonl") as smtp, \
             ClusterTrial(folder, HOSTS, per_host, smtp.port, interval=f"{INTERVAL:.0f}s", jitter=f"{JITTER:.0f}s",
-                         delay=DELAY, farm=True, send_lease=SEND_LEASE, worker_args=WORKER_ARGS) as trial:
+                         delay=DELAY, farm=True, send_lease=SEND_LEASE, worker_args=WORKER_ARGS,
+                         verbose=2) as trial:
         trial.start_workers(WORKERS)
         wait_for(lambda: baselines_done(trial) == len(trial.sites), timeout=600, every=2, what="every source's baseline")
         immediate, daily = write_subscribers(folder / "people.csv", time.time(), rng)

@@ -88,6 +88,7 @@ class ClusterTrial:
     # Short periods, but a stall well above what a loaded 2-core machine holds a loop for.
     worker_args: tuple[str, ...] = ("--plan-every", "2", "--heartbeat", "1", "--stalled-after", "10")
     farm: bool = False
+    verbose: int = 0                # -v per step: 2 logs each planning's batches and the hosts it left
     database: str = ""
     sites: list[ClusterSite] = field(default_factory=list)
     workers: list[subprocess.Popen] = field(default_factory=list)
@@ -151,7 +152,7 @@ shutdown_grace = "3s"
         log = self.folder / f"worker-{len(self.logs) + 1}.log"
         self.logs.append(log)
         handle = log.open("w")
-        process = subprocess.Popen(self.cli._command(("--log-format", "json", "worker", *self.worker_args, *extra)), stdout=handle,
+        process = subprocess.Popen(self.cli._command(("--log-format", "json", *["-v"] * self.verbose, "worker", *self.worker_args, *extra)), stdout=handle,
                                    stderr=subprocess.STDOUT, text=True, cwd=self.folder,
                                    env={**os.environ, "POSTWATCH_SECRET": "test-secret"})
         handle.close()
@@ -207,18 +208,19 @@ shutdown_grace = "3s"
             held.setdefault(host, []).append(RecoveredCheck(started.timestamp(), failed.timestamp(), tuple(sources)))
         return held
 
-    def check_turns(self) -> dict[str, list[tuple[float, float, bool]]]:
+    def check_turns(self, recovered: dict[str, list[RecoveredCheck]] | None = None) -> dict[str, list[tuple[float, float, bool]]]:
         """Per host, every check that ran: (started, ended, killed), epoch seconds. The host's lock
         is held from the check job's start to its end: the turn's wait, the crawl, storing the
         results. A check that ended is its worker's "checked N sources on HOST ... in Xs" line
         (the queue deletes a job that succeeded); a killed one, the queue's failed job, held
-        until its recovery (recovered_checks)."""
+        until its recovery (`recovered`, read from the queue when not given)."""
+        recovered = self.recovered_checks() if recovered is None else recovered
         turns: dict[str, list[tuple[float, float, bool]]] = {}
         for record in self.log_records():
             if checked := _CHECKED.match(record["message"]):
                 ended = datetime.fromisoformat(record["time"]).timestamp()
                 turns.setdefault(checked["host"], []).append((ended - float(checked["seconds"]), ended, False))
-        for host, checks in self.recovered_checks().items():
+        for host, checks in recovered.items():
             turns.setdefault(host, []).extend((check.started, check.failed, True) for check in checks)
         return {host: sorted(windows) for host, windows in turns.items()}
 
@@ -229,28 +231,31 @@ shutdown_grace = "3s"
         pending = {row[0] for row in sql(self.database, "SELECT message_id FROM outbox WHERE status = 'pending'")}
         return pending & delivered
 
-    def log_records(self) -> Iterator[dict]:
-        """The workers' log records (they log JSON lines: times to the millisecond)."""
+    def log_lines(self) -> Iterator[tuple[Path, str, dict | None]]:
+        """Each line the workers wrote: (log, line, its JSON log record, or None for what reached
+        stderr outside logging)."""
         for log in self.logs:
             for line in log.read_text(errors="replace").splitlines() if log.exists() else ():
                 try:
-                    yield json.loads(line)
+                    yield log, line, json.loads(line)
                 except ValueError:
-                    continue            # what reached stderr outside logging
+                    yield log, line, None
+
+    def log_records(self) -> Iterator[dict]:
+        """The workers' log records (they log JSON lines: times to the millisecond)."""
+        return (record for _, _, record in self.log_lines() if record is not None)
 
     def worker_output(self) -> str:
         """Every worker's output, as text: a JSON log record as its time, level and message (and
         traceback), any other line as it is."""
-        def text(line: str) -> str:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                return line
-            shown = f"{record['time']} {record['level'].upper():7} {record['message']}"
-            return f"{shown}\n{record['exception']}" if "exception" in record else shown
-
-        return "\n".join(f"--- {log.name}\n" + "\n".join(map(text, log.read_text(errors="replace").splitlines()))
-                         for log in self.logs if log.exists())
+        shown: dict[Path, list[str]] = {}
+        for log, line, record in self.log_lines():
+            if record is not None:
+                line = f"{record['time']} {record['level'].upper():7} {record['message']}"
+                if "exception" in record:
+                    line += f"\n{record['exception']}"
+            shown.setdefault(log, []).append(line)
+        return "\n".join(f"--- {log.name}\n" + "\n".join(lines) for log, lines in shown.items())
 
     def requests_by_site(self) -> dict[str, list[LoggedRequest]]:
         """Every replica's request log, by source name (from the farm: one snapshot)."""
@@ -388,12 +393,13 @@ def assert_checked_once_per_interval(trial: ClusterTrial, *, interval: float, ji
     ended held its host longer than `turn_pause` with no request in flight (a turn that hangs
     would count as busy otherwise). Returns the figures."""
     by_site = trial.requests_by_site() if by_site is None else by_site
-    turns = trial.check_turns()
+    recovered = trial.recovered_checks()
+    turns = trial.check_turns(recovered)
     lags = check_lags(trial, lag, by_site, turns, plan_every)
     pause = longest_turn_pause(trial, turns, by_site)
     assert pause <= turn_pause, f"a check held its host {pause:.1f}s with no request in flight (at most {turn_pause}s)"
     killed: dict[str, list[RecoveredCheck]] = {}
-    for checks in trial.recovered_checks().values():
+    for checks in recovered.values():
         for check in checks:
             for name in check.sources:
                 killed.setdefault(name, []).append(check)
