@@ -40,20 +40,28 @@ def _record(row) -> SourceRecord:
 class SourceStorage(Database):
     def sync_sources(self, records: Iterable[SourceRecord]) -> None:
         """The configured sources become these: new ones added, changed ones updated, ones no
-        longer configured disabled (their history is kept). Sources added by hand stay."""
+        longer configured disabled (their history is kept). Sources added by hand stay.
+
+        Only rows that differ are written: every process starts with this (a cluster worker
+        restarted beside others), and rewriting each row would lock the sources the other
+        workers' checks are recording, in another order (PostgreSQL: deadlock detected, and
+        those checks' results lost)."""
         records = list(records)
         names = {r.name for r in records}
+        compared = ["url", "kind", "feed_url", "sitemap_url", "selectors", "title", "origin", "enabled"]
         with self.engine.begin() as conn:
-            existing = {row.name: row for row in conn.execute(select(sources.c.name, sources.c.origin))}
-            for record in records:
+            existing = {row.name: row._mapping for row in conn.execute(
+                select(sources.c.name, *(sources.c[column] for column in compared)))}
+            for record in sorted(records, key=lambda r: r.name):
                 values = {**_source_values(record), "origin": "config", "enabled": True}
-                if record.name in existing:
-                    conn.execute(update(sources).where(sources.c.name == record.name).values(**values))
-                else:
+                row = existing.get(record.name)
+                if row is None:
                     conn.execute(insert(sources).values(name=record.name, created_at=utc_now(), baseline_done=False,
                                                         consecutive_failures=0, degraded=False, **values))
-            for name, row in existing.items():
-                if row.origin == "config" and name not in names:
+                elif any(row[column] != value for column, value in values.items()):
+                    conn.execute(update(sources).where(sources.c.name == record.name).values(**values))
+            for name, row in sorted(existing.items()):
+                if row["origin"] == "config" and row["enabled"] and name not in names:
                     conn.execute(update(sources).where(sources.c.name == name).values(enabled=False))
 
     def add_source(self, record: SourceRecord) -> None:

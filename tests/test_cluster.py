@@ -292,6 +292,43 @@ def test_two_recoveries_at_once_close_a_stalled_check_once_and_raise_nothing(tmp
     assert "another worker's recovery is still running" in caplog.text, caplog.text
 
 
+def test_a_worker_starting_writes_no_source_another_worker_is_recording(tmp_path):
+    """Every worker syncs the config's sources as it starts. Rewriting every row locked the
+    sources other workers' checks were recording, in another order: in the kill trial, 20 of
+    those checks failed with "deadlock detected" as restarted workers came up. Here a source's
+    row is held as a check recording it holds it; a worker started with the config unchanged
+    comes up at once, and one whose config changes that source waits for the row."""
+    import psycopg
+
+    from postwatch.testing.harness import PG_SERVER
+
+    with ClusterTrial(tmp_path, HOSTS[:1], 3, None, interval="1h") as trial:
+        trial.start_worker()
+        wait_for(lambda: "started" in trial.logs[0].read_text(), timeout=60, what="the first worker started")
+        assert trial.stop_workers() == [0]
+        with psycopg.connect(f"{PG_SERVER}/{trial.database}") as recording:
+            recording.execute("SELECT 1 FROM sources WHERE name = %s FOR UPDATE", (trial.sites[0].name,))
+            try:
+                trial.start_worker()
+                wait_for(lambda: "started" in trial.logs[1].read_text(), timeout=30,
+                         what="the second worker started while a source's row is held")
+                assert trial.stop_workers()[-1] == 0
+                # The same source with a new URL: its row is written, after the check's commit.
+                url = trial.sites[0].replica.blog_url
+                config = trial.cli.config.read_text()
+                trial.cli.config.write_text(config.replace(f'url = "{url}"', f'url = "{url}?moved=1"', 1))
+                blocked = trial.start_worker()
+                time.sleep(3)
+                assert "started" not in trial.logs[2].read_text()
+            finally:
+                recording.rollback()
+            wait_for(lambda: "started" in trial.logs[2].read_text(), timeout=30, what="the third worker started")
+        codes = trial.stop_workers()
+        moved = sql(trial.database, "SELECT url FROM sources WHERE name = %s", trial.sites[0].name)[0][0]
+    assert codes[-1] == 0 and blocked.returncode == 0, trial.worker_output()
+    assert moved.endswith("?moved=1")
+
+
 def test_a_hosts_next_batch_starts_as_soon_as_the_one_before_it_ends(tmp_path):
     """Two batches of one host (--batch 1, two sources), planned together: the second waits
     behind the host's lock and starts when the first ends, not at the worker's next poll for
