@@ -299,10 +299,15 @@ class Worker:
             log.info("digests planned for %d subscribers", sum(map(len, batches)))
 
     def deliver(self, subscriber_ids: list[int]) -> None:
-        """Compose for `subscriber_ids` and the immediate subscribers behind the newest event,
-        then send what is due."""
+        """Compose for `subscriber_ids` (a compose batch: subscribers whose digest fell due), or
+        with none, for the immediate subscribers behind the newest event (the immediate
+        delivery, the periodic flush); then send what is due. A compose batch composes only its
+        own. When every mail job also composed the immediate subscribers behind, a batch's own
+        came after theirs (2,000 in the kill trial, their rows locked by the other mail jobs
+        composing them too): a batch whose worker was killed before reaching its own was
+        retried four times, and a daily digest went out 133 s after it fell due."""
         store = self.app.store
-        ids = sorted(set(subscriber_ids) | set(store.immediate_subscribers_behind()))
+        ids = sorted(set(subscriber_ids)) if subscriber_ids else store.immediate_subscribers_behind()
         queued = self.app.compose_digests(ids) if ids else []
         if queued or store.outbox_due(utcnow()):
             stats = self.app.flush_outbox()

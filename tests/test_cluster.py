@@ -304,8 +304,10 @@ def test_a_worker_starting_writes_no_source_another_worker_is_recording(tmp_path
 
     with ClusterTrial(tmp_path, HOSTS[:1], 3, None, interval="1h") as trial:
         trial.start_worker()
-        wait_for(lambda: "started" in trial.logs[0].read_text(), timeout=60, what="the first worker started")
-        assert trial.stop_workers() == [0]
+        baselines = "SELECT count(*) FROM sources WHERE baseline_done"
+        wait_for(lambda: sql(trial.database, "SELECT to_regclass('sources')")[0][0] is not None   # the worker migrates
+                 and sql(trial.database, baselines)[0][0] == 3, timeout=90, what="the sources' baselines")
+        assert trial.stop_workers() == [0]          # nothing due for an hour: the next workers only start
         with psycopg.connect(f"{PG_SERVER}/{trial.database}") as recording:
             recording.execute("SELECT 1 FROM sources WHERE name = %s FOR UPDATE", (trial.sites[0].name,))
             try:
@@ -327,6 +329,77 @@ def test_a_worker_starting_writes_no_source_another_worker_is_recording(tmp_path
         moved = sql(trial.database, "SELECT url FROM sources WHERE name = %s", trial.sites[0].name)[0][0]
     assert codes[-1] == 0 and blocked.returncode == 0, trial.worker_output()
     assert moved.endswith("?moved=1")
+
+
+class SessionCountingServer:
+    """Accepts every message after `seconds`, noting the Message-IDs and the most messages it was
+    receiving at once (a sender has one message in flight per SMTP session: the sessions sending
+    at once)."""
+
+    def __init__(self, seconds: float):
+        import threading
+
+        self.seconds, self.accepted, self.in_flight, self.most = seconds, [], 0, 0
+        self._lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd hook
+        import asyncio
+        from email import message_from_bytes, policy
+
+        with self._lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+        message = message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
+        with self._lock:
+            self.accepted.append(str(message["Message-ID"]))
+        return "250 OK"
+
+
+def test_a_worker_running_several_mail_jobs_keeps_to_its_smtp_connections(tmp_path):
+    """[smtp] connections is what the operator's provider allows at once. A worker runs several
+    mail jobs at once (compose batches, the immediate delivery, the periodic flush), each ending
+    in a flush: they send one after another, so the worker never has more sessions sending than
+    the setting (the full-size kill trial: up to 14 messages of one killed worker in the SMTP
+    window, with 4 connections). The jobs as the worker runs them, three at once."""
+    import threading
+
+    from aiosmtpd.controller import Controller
+
+    from crawler.runtime import run
+    from postwatch.cluster import Worker, WorkerSettings
+    from postwatch.config import load_config
+
+    server = SessionCountingServer(0.05)
+    controller = Controller(server, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        with ClusterTrial(tmp_path, HOSTS[:1], 1, controller.port, smtp_connections=2) as trial:
+            worker = Worker(load_config(trial.cli.config), WorkerSettings())
+            worker.open()
+            try:
+                site = trial.sites[0]
+                run(lambda: worker.check_batch([site.name], site.host))           # the baseline
+                store = worker.app.store
+                readers = [store.add_subscriber(f"reader{n}@example.org", cadence="daily") for n in range(45)]
+                site.replica.add_post("For forty-five readers")
+                run(lambda: worker.check_batch([site.name], site.host))
+                ids = [reader.id for reader in readers]
+                jobs = [threading.Thread(target=worker.deliver, args=(ids[k::3],)) for k in range(3)]
+                for job in jobs:
+                    job.start()
+                for job in jobs:
+                    job.join(timeout=60)
+            finally:
+                worker.close()
+    finally:
+        controller.stop()
+    assert len(server.accepted) == 45 == len(set(server.accepted))
+    assert server.most <= 2, f"{server.most} messages in flight at once with [smtp] connections = 2"
 
 
 def test_a_hosts_next_batch_starts_as_soon_as_the_one_before_it_ends(tmp_path):

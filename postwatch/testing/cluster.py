@@ -85,6 +85,7 @@ class ClusterTrial:
     delay: float = 0.2
     posts_per_blog: int = 3
     send_lease: str | None = None   # [digest] send_lease (None: postwatch's own, 5 minutes)
+    smtp_connections: int | None = None     # [smtp] connections (None: postwatch's own, 4)
     # Short periods, but a stall well above what a loaded 2-core machine holds a loop for.
     worker_args: tuple[str, ...] = ("--plan-every", "2", "--heartbeat", "1", "--stalled-after", "10")
     farm: bool = False
@@ -121,6 +122,8 @@ class ClusterTrial:
         sources = "".join(f'[[sources]]\nname = "{s.name}"\nurl = "{s.replica.blog_url}"\nkind = "link"\n\n' for s in self.sites)
         lease = f'send_lease = "{self.send_lease}"\n' if self.send_lease else ""
         smtp = f'[smtp]\nhost = "127.0.0.1"\nport = {self.smtp_port}\nsecurity = "none"\n' if self.smtp_port else ""
+        if self.smtp_port and self.smtp_connections:
+            smtp += f"connections = {self.smtp_connections}\n"
         path = self.folder / "postwatch.toml"
         path.write_text(f'''database = "{self.database_url}"
 
