@@ -85,9 +85,6 @@ class App:
         self.last_cycle_end: float | None = None
         self.alerts_queued = 0
         self.log_failures = True      # the CLI prints its own one line per failed source
-        # One flush at a time in this process: each opens up to [smtp] connections sessions, which
-        # is what the operator's provider allows at once (a cluster worker runs several mail jobs).
-        self._flushing = threading.Lock()
 
     @classmethod
     def open(cls, config: Config, *, read_only: bool = False) -> "App":
@@ -434,12 +431,7 @@ class App:
 
     def flush_outbox(self, stop: threading.Event | None = None):
         """Send what is due, channel by channel (email first, then every other channel that has
-        a message due): the totals of all of them. A flush already running in this process is
-        waited for, not joined."""
-        with self._flushing:
-            return self._flush_outbox(stop)
-
-    def _flush_outbox(self, stop: threading.Event | None):
+        a message due): the totals of all of them."""
         from digest.sender import FlushStats, flush_outbox
 
         total = FlushStats()

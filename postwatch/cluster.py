@@ -35,7 +35,9 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
@@ -138,6 +140,7 @@ class Worker:
         self.settings = settings
         self.app: App | None = None
         self._silent_checks: set[int] = set()       # stalled-looking checks already reported alive
+        self._flushing = threading.Lock()           # deliver(): one flush at a time
         self.conninfo = psycopg_conninfo(config.database_url)
         self.queue = procrastinate.App(connector=procrastinate.PsycopgConnector(
             conninfo=self.conninfo, min_size=1, max_size=settings.concurrency + 3,
@@ -181,7 +184,12 @@ class Worker:
     async def serve(self) -> int:
         s = self.settings
         name = s.name or f"{socket.gethostname()}:{os.getpid()}"
-        asyncio.get_running_loop().set_exception_handler(report_taken_over_jobs)
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(report_taken_over_jobs)
+        # Every job runs its database and SMTP work in the loop's threads: a thread for each job
+        # slot and a few for the planners and recovery, not asyncio's default (6 on 2 cores,
+        # fewer than --concurrency 8: a check then waited for a long mail job's thread).
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=s.concurrency + 4, thread_name_prefix="postwatch-job"))
         async with self.queue.open_async():
             log.info("postwatch worker %s started: %d sources, database %s, planning every %ds", name,
                      len(self.app.store.list_sources()), self.app.store.display_name, s.plan_every)
@@ -309,9 +317,21 @@ class Worker:
         store = self.app.store
         ids = sorted(set(subscriber_ids)) if subscriber_ids else store.immediate_subscribers_behind()
         queued = self.app.compose_digests(ids) if ids else []
-        if queued or store.outbox_due(utcnow()):
+        if not (queued or store.outbox_due(utcnow())):
+            return
+        # One flush at a time in this process: each opens up to [smtp] connections sessions, what
+        # the operator's provider allows at once. A job that finds one running leaves it what it
+        # queued (the running flush pages on to it, or the next period's flush takes it): waiting
+        # would hold one of the loop's threads, and the checks need them to record their results.
+        if not self._flushing.acquire(blocking=False):
+            if queued:
+                log.info("mail: %d composed, left to the flush under way", len(queued))
+            return
+        try:
             stats = self.app.flush_outbox()
-            log.info("mail: %d composed, %d sent, %d retrying", len(queued), stats.sent, stats.retried)
+        finally:
+            self._flushing.release()
+        log.info("mail: %d composed, %d sent, %d retrying", len(queued), stats.sent, stats.retried)
 
     def flush_if_due(self) -> None:
         """Retries that fell due, alerts, and the immediate subscribers behind events published
