@@ -226,13 +226,17 @@ def test_a_stalled_mail_job_whose_kind_is_already_waiting_is_closed_not_retried(
         trial.start_worker()
         try:
             wait_for(lambda: "started" in trial.logs[0].read_text(), timeout=30, what="the worker started")
-            defer = ("INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, args, scheduled_at) "
-                     "VALUES ('postwatch', %s, %s, '{}', %s) RETURNING id")
-            # The killed worker's job: taken, then its worker gone (a NULL worker is a dead one).
-            [[stalled]] = sql(trial.database, defer, DELIVER_TASK, DELIVER_TASK, datetime.now(timezone.utc) + timedelta(hours=1))
-            sql(trial.database, "UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", stalled)
-            # The one deferred after it, not yet due.
-            [[waiting]] = sql(trial.database, defer, DELIVER_TASK, DELIVER_TASK, datetime.now(timezone.utc) + timedelta(hours=1))
+            # In one statement: the killed worker's job, taken, then its worker gone (a NULL worker
+            # is a dead one), and the one deferred after it, not yet due. (Apart, the recovery
+            # could retry the first to 'todo' before the second went in: one waiting job per lock.)
+            later = datetime.now(timezone.utc) + timedelta(hours=1)
+            [[stalled, waiting]] = sql(trial.database, """
+                WITH stalled AS (INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, args, scheduled_at, status)
+                                 VALUES ('postwatch', %s, %s, '{}', %s, 'doing') RETURNING id),
+                     waiting AS (INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, args, scheduled_at)
+                                 VALUES ('postwatch', %s, %s, '{}', %s) RETURNING id)
+                SELECT (SELECT id FROM stalled), (SELECT id FROM waiting)""",
+                DELIVER_TASK, DELIVER_TASK, later, DELIVER_TASK, DELIVER_TASK, later)
             wait_for(lambda: f"job {stalled} stalled (its worker stopped): marked failed" in trial.logs[0].read_text(),
                      timeout=20, what="the stalled delivery closed")
             time.sleep(2)           # two more recoveries: nothing left to do, nothing raised

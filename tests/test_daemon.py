@@ -30,8 +30,10 @@ def test_daemon_checks_on_schedule_mails_immediate_subscribers_and_serves_health
 
         status, body = get(f"http://127.0.0.1:{port}/healthz")
         assert status == 200 and json.loads(body)["status"] == "ok"
-        status, metrics = get(f"http://127.0.0.1:{port}/metrics")
-        assert status == 200
+        # The server has the message a moment before the daemon records it as sent.
+        metrics = wait_for(lambda: (page := get(f"http://127.0.0.1:{port}/metrics"))[0] == 200
+                           and "postwatch_digests_sent_total 1.0" in page[1] and page[1], timeout=10,
+                           what="the digest counted as sent")
         assert 'postwatch_checks_total{result="ok",source="link"}' in metrics
         assert 'postwatch_events_total{kind="new",source="link"} 1.0' in metrics
         assert "postwatch_digests_sent_total 1.0" in metrics
