@@ -79,6 +79,14 @@ class HostBusy(RuntimeError):
         self.host = host
 
 
+async def _lock_session(conninfo: str, connect_args: dict, *options: str):
+    """A connection of its own for a session advisory lock: autocommit, so the lock is all it
+    holds, and closed (the lock with it) when its owner ends or its process dies."""
+    import psycopg
+
+    return await psycopg.AsyncConnection.connect(conninfo, autocommit=True, **pg_connect_args(connect_args, *options))
+
+
 @asynccontextmanager
 async def host_turn(conninfo: str, host: str, *, wait: float, quiet_after: Callable[[], float],
                     connect_args: dict) -> AsyncIterator[float]:
@@ -98,8 +106,7 @@ async def host_turn(conninfo: str, host: str, *, wait: float, quiet_after: Calla
     import psycopg
 
     # No idle timeout may end the session while the crawl leaves it idle: that would free the host.
-    connection = await psycopg.AsyncConnection.connect(
-        conninfo, autocommit=True, **pg_connect_args(connect_args, "-c idle_session_timeout=0"))
+    connection = await _lock_session(conninfo, connect_args, "-c idle_session_timeout=0")
     try:
         await connection.execute(f"SET lock_timeout = {max(1, int(wait * 1000))}")
         try:
@@ -134,9 +141,7 @@ async def recovery_turn(conninfo: str, connect_args: dict) -> AsyncIterator[bool
     connection of its own, so it ends with the worker's process: a recovery killed midway
     blocks none after it (a procrastinate lock would be held by its stalled job, which only a
     recovery can free)."""
-    import psycopg
-
-    connection = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, **pg_connect_args(connect_args))
+    connection = await _lock_session(conninfo, connect_args)
     try:
         row = await (await connection.execute("SELECT pg_try_advisory_lock(%s)", (_RECOVERY_LOCK_KEY,))).fetchone()
         yield bool(row[0])

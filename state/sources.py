@@ -48,10 +48,8 @@ class SourceStorage(Database):
         those checks' results lost)."""
         records = list(records)
         names = {r.name for r in records}
-        compared = ["url", "kind", "feed_url", "sitemap_url", "selectors", "title", "origin", "enabled"]
         with self.engine.begin() as conn:
-            existing = {row.name: row._mapping for row in conn.execute(
-                select(sources.c.name, *(sources.c[column] for column in compared)))}
+            existing = {row.name: row._mapping for row in conn.execute(select(sources))}
             for record in sorted(records, key=lambda r: r.name):
                 values = {**_source_values(record), "origin": "config", "enabled": True}
                 row = existing.get(record.name)
