@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -190,17 +191,36 @@ class Worker:
         # slot and a few for the planners and recovery, not asyncio's default (6 on 2 cores,
         # fewer than --concurrency 8: a check then waited for a long mail job's thread).
         loop.set_default_executor(ThreadPoolExecutor(max_workers=s.concurrency + 4, thread_name_prefix="postwatch-job"))
+        # The worker owns SIGTERM and SIGINT from before it says "started" to its exit, across the
+        # re-registrations below: procrastinate's own handlers come and go with each
+        # run_worker_async, and a signal between two (or before the first) killed the process.
+        stopping = asyncio.Event()
+        running: asyncio.Future | None = None
+
+        def stop() -> None:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)      # a second signal ends the process at once
+            stopping.set()
+            if running is not None:
+                running.cancel()    # procrastinate's worker turns this into its graceful shutdown
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop)
         async with self.queue.open_async():
             log.info("postwatch worker %s started: %d sources, database %s, planning every %ds", name,
                      len(self.app.store.list_sources()), self.app.store.display_name, s.plan_every)
-            while True:
+            while not stopping.is_set():
+                running = asyncio.ensure_future(self.queue.run_worker_async(
+                    queues=[QUEUE], name=name, concurrency=s.concurrency, delete_jobs="successful",
+                    update_heartbeat_interval=s.heartbeat_every, stalled_worker_timeout=s.stalled_after,
+                    shutdown_graceful_timeout=self.config.daemon.shutdown_grace.total_seconds(),
+                    fetch_job_polling_interval=min(5.0, float(s.plan_every)), install_signal_handlers=False))
                 try:
-                    await self.queue.run_worker_async(
-                        queues=[QUEUE], name=name, concurrency=s.concurrency, delete_jobs="successful",
-                        update_heartbeat_interval=s.heartbeat_every, stalled_worker_timeout=s.stalled_after,
-                        shutdown_graceful_timeout=self.config.daemon.shutdown_grace.total_seconds(),
-                        fetch_job_polling_interval=min(5.0, float(s.plan_every)), install_signal_handlers=True)
+                    await running
                     break
+                except asyncio.CancelledError:
+                    if not stopping.is_set():
+                        raise
                 except Exception as exc:
                     if not registration_removed(exc):
                         raise

@@ -496,6 +496,37 @@ def test_a_host_turn_is_one_workers_at_a_time_and_hands_the_delay_on():
         drop_database(name)
 
 
+def test_a_worker_stopped_the_moment_it_says_started_stops_cleanly(tmp_path):
+    """systemd or an operator may stop a worker as soon as it is up: from its "started" line on,
+    SIGTERM is a clean stop (exit 0, "stopped" logged), not a death by the signal's default."""
+    with ClusterTrial(tmp_path, HOSTS[:1], 1, None, interval="1h") as trial:
+        for attempt in range(3):
+            worker = trial.start_worker()
+            log = trial.logs[-1]
+            wait_for(lambda: " started: " in log.read_text(), timeout=60, every=0.005, what="the worker started")
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0, trial.worker_output()
+            assert " stopped" in log.read_text(), trial.worker_output()
+
+
+def test_a_worker_stopped_mid_check_finishes_the_check_before_it_exits(tmp_path):
+    """SIGTERM while a check runs is a graceful stop within [daemon] shutdown_grace (3 s here):
+    the check ends and is recorded, its job is closed (nothing left for another worker's
+    recovery to check again), the worker exits 0."""
+    with ClusterTrial(tmp_path, HOSTS[:1], 3, None, interval="1h", delay=0.4) as trial:
+        worker = trial.start_worker()
+        wait_for(lambda: sql(trial.database, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'doing'",
+                             CHECK_TASK)[0][0] if " started: " in trial.logs[0].read_text() else 0,
+                 timeout=60, every=0.05, what="a check running")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0, trial.worker_output()
+        output = trial.worker_output()
+        assert "checked 3 sources on 127.0.0.2 (0 failed" in output, output
+        assert sql(trial.database, "SELECT count(*) FROM sources WHERE baseline_done")[0][0] == 3
+        assert sql(trial.database, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status IN ('doing', 'todo')",
+                   CHECK_TASK)[0][0] == 0
+
+
 def test_worker_refuses_a_database_a_daemon_runs_on(tmp_path):
     import re
 
