@@ -49,8 +49,8 @@ from sqlalchemy.engine import make_url
 from postwatch.app import App, utcnow
 from postwatch.config import Config
 from state import AlreadyRunning
-from state.cluster import (CHECK_TASK, COMPOSE_TASK, DELIVER_TASK, QUEUE, HostBusy, NotPostgreSQL, host_turn,
-                           recovery_turn)
+from state.cluster import (CHECK_TASK, COMPOSE_TASK, DELIVER_TASK, QUEUE, HostBusy, NotPostgreSQL, database_problem,
+                           host_turn, recovery_turn)
 from state.database import pg_connect_args, sqlite_path
 
 log = logging.getLogger("postwatch")
@@ -101,6 +101,27 @@ def registration_removed(exc: BaseException) -> bool:
 
     return _queue_failed_on(exc, ForeignKeyViolation,
                             lambda cause: cause.diag.constraint_name == "procrastinate_jobs_worker_id_fkey")
+
+
+def database_lost(exc: BaseException) -> bool:
+    """Whether the queue failed because it lost its connection to the database (a restart, a
+    failover, the network), not on a statement."""
+    from psycopg import OperationalError
+
+    return _queue_failed_on(exc, OperationalError, lambda cause: True)
+
+
+def one_line_database_loss(record: logging.LogRecord) -> bool:
+    """A handler filter: procrastinate logs the loss of its database with a traceback for each
+    side task that notices, and psycopg's pool each failed reconnection with libpq's three
+    lines; the worker says in one line what it does about it, and they get one line each too."""
+    if record.exc_info and database_lost(record.exc_info[1]):
+        cause = str(record.exc_info[1].__cause__).strip().splitlines()
+        record.msg = f"{record.getMessage().split(':')[0]}: the database connection was lost ({cause[0] if cause else '?'})"
+        record.args, record.exc_info, record.exc_text = (), None, None
+    elif record.name.startswith("psycopg.pool") and "\n" in (message := record.getMessage()):
+        record.msg, record.args = message.strip().splitlines()[0], ()
+    return True
 
 
 def job_taken_over(exc: BaseException) -> bool:
@@ -206,6 +227,8 @@ class Worker:
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(one_line_database_loss)
         async with self.queue.open_async():
             log.info("postwatch worker %s started: %d sources, database %s, planning every %ds", name,
                      len(self.app.store.list_sources()), self.app.store.display_name, s.plan_every)
@@ -217,18 +240,52 @@ class Worker:
                     fetch_job_polling_interval=min(5.0, float(s.plan_every)), install_signal_handlers=False))
                 try:
                     await running
-                    break
                 except asyncio.CancelledError:
                     if not stopping.is_set():
                         raise
+                    break
                 except Exception as exc:
+                    if database_lost(exc):
+                        await self._wait_for_database(name, stopping)
+                        continue
                     if not registration_removed(exc):
                         raise
                     # Its running jobs have finished (procrastinate's shutdown waits for them).
                     log.warning("postwatch worker %s was silent for more than --stalled-after %gs and another worker "
                                 "removed its registration; it registers again and goes on", name, s.stalled_after)
+                    continue
+                if stopping.is_set():
+                    break
+                # Not asked to stop: procrastinate stops its worker, and returns, when one of its
+                # side tasks fails, and what fails them is the database going away (the LISTEN
+                # connection, the heartbeat). Returning too would end the process with 0, which
+                # no service manager restarts: one database restart would stop the whole cluster.
+                await self._wait_for_database(name, stopping)
         log.info("postwatch worker %s stopped", name)
         return 0
+
+    async def _wait_for_database(self, name: str, stopping: asyncio.Event) -> None:
+        """Until the database answers again, or a stop is asked: probed after 1 s, then at
+        doubling waits up to 30 s. Meanwhile the others take this worker for dead after
+        --stalled-after and recover its jobs; it comes back as a new registration."""
+        waiting_since, wait = time.monotonic(), 1.0
+        log.warning("postwatch worker %s stopped taking jobs: its job queue lost the database; it waits for the "
+                    "database and registers again", name)
+        while not stopping.is_set():
+            try:
+                await asyncio.wait_for(stopping.wait(), timeout=wait)
+                return
+            except asyncio.TimeoutError:
+                pass
+            problem = await database_problem(self.conninfo, connect_args={})
+            if problem is None:
+                log.warning("postwatch worker %s: the database answers again after %.0fs of waiting; it registers "
+                            "again and goes on", name, time.monotonic() - waiting_since)
+                return
+            if wait == 1.0:
+                log.warning("postwatch worker %s: database %s: %s; trying again at most every 30s", name,
+                            self.app.store.display_name, problem)
+            wait = min(wait * 2, 30.0)
 
     # -- the tasks ----------------------------------------------------------------------------
     def _register_tasks(self) -> None:

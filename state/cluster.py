@@ -149,6 +149,21 @@ async def recovery_turn(conninfo: str, connect_args: dict) -> AsyncIterator[bool
         await connection.close()       # and with it the turn
 
 
+async def database_problem(conninfo: str, connect_args: dict) -> str | None:
+    """None when the database takes a connection and answers it, or else why not (one line)."""
+    import psycopg
+
+    try:
+        connection = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, **pg_connect_args(connect_args))
+        try:
+            await connection.execute("SELECT 1")
+        finally:
+            await connection.close()
+    except psycopg.OperationalError as exc:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return None
+
+
 @dataclass
 class PlannedBatch:
     host: str

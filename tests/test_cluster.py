@@ -527,6 +527,35 @@ def test_a_worker_stopped_mid_check_finishes_the_check_before_it_exits(tmp_path)
                    CHECK_TASK)[0][0] == 0
 
 
+def test_a_worker_whose_database_restarts_waits_for_it_and_goes_on(tmp_path):
+    """A database restart (every connection cut, new ones refused for 5 s): the worker stays up,
+    says so in one line each way and goes on checking. procrastinate stops its worker when its
+    LISTEN connection fails; the worker used to return with it and exit 0, which no service
+    manager restarts: one restart of PostgreSQL would have stopped the whole cluster."""
+    from postwatch.testing.harness import kill_backends
+
+    with ClusterTrial(tmp_path, HOSTS[:1], 2, None, interval="3s", jitter="1s", delay=0.1) as trial:
+        worker = trial.start_worker()
+        log = trial.logs[0]
+        checks = lambda: log.read_text().count("checked 2 sources")    # noqa: E731
+        wait_for(lambda: checks() >= 1, timeout=60, what="the first check")
+        sql("postgres", f'ALTER DATABASE "{trial.database}" ALLOW_CONNECTIONS false')
+        try:
+            assert kill_backends(trial.database) >= 2
+            time.sleep(5)
+        finally:
+            sql("postgres", f'ALTER DATABASE "{trial.database}" ALLOW_CONNECTIONS true')
+        wait_for(lambda: "the database answers again" in log.read_text(), timeout=60, what="the worker back")
+        after = checks()
+        wait_for(lambda: checks() >= after + 2, timeout=30, what="two more checks")
+        assert worker.poll() is None, trial.worker_output()
+        codes = trial.stop_workers()
+    output = trial.worker_output()
+    assert codes == [0], output
+    assert output.count("stopped taking jobs: its job queue lost the database") == 1, output
+    assert "Traceback" not in output, output
+
+
 def test_worker_refuses_a_database_a_daemon_runs_on(tmp_path):
     import re
 
