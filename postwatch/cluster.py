@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -48,7 +49,7 @@ from sqlalchemy.engine import make_url
 
 from postwatch.app import App, utcnow
 from postwatch.config import Config
-from state import AlreadyRunning
+from state import AlreadyRunning, StorageError
 from state.cluster import (CHECK_TASK, COMPOSE_TASK, DELIVER_TASK, QUEUE, HostBusy, NotPostgreSQL, database_problem,
                            host_turn, recovery_turn)
 from state.database import pg_connect_args, sqlite_path
@@ -113,15 +114,27 @@ def database_lost(exc: BaseException) -> bool:
 
 def one_line_database_loss(record: logging.LogRecord) -> bool:
     """A handler filter: procrastinate logs the loss of its database with a traceback for each
-    side task that notices, and psycopg's pool each failed reconnection with libpq's three
-    lines; the worker says in one line what it does about it, and they get one line each too."""
-    if record.exc_info and database_lost(record.exc_info[1]):
-        cause = str(record.exc_info[1].__cause__).strip().splitlines()
-        record.msg = f"{record.getMessage().split(':')[0]}: the database connection was lost ({cause[0] if cause else '?'})"
-        record.args, record.exc_info, record.exc_text = (), None, None
+    side task and job that notices, and psycopg's pool each failed reconnection with libpq's
+    three lines; the worker says in one line what it does about it, and they get one line each."""
+    from psycopg import OperationalError
+
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, StorageError | OperationalError) or (exc is not None and database_lost(exc)):
+        # What procrastinate says before its multi-line "Database error." (or that error's repr).
+        said = re.split(r"\n|ConnectorException\(", record.getMessage(), maxsplit=1)[0].rstrip(" :")
+        if isinstance(exc, StorageError):
+            why = str(exc)          # one line already: which database, why
+        else:
+            why = f"the database connection was lost ({_first_line(exc if isinstance(exc, OperationalError) else exc.__cause__)})"
+        record.msg, record.args, record.exc_info, record.exc_text = f"{said}: {why}", (), None, None
     elif record.name.startswith("psycopg.pool") and "\n" in (message := record.getMessage()):
-        record.msg, record.args = message.strip().splitlines()[0], ()
+        record.msg, record.args = _first_line(message), ()
     return True
+
+
+def _first_line(what: object) -> str:
+    lines = str(what).strip().splitlines()
+    return lines[0] if lines else type(what).__name__
 
 
 def job_taken_over(exc: BaseException) -> bool:
@@ -134,14 +147,19 @@ def job_taken_over(exc: BaseException) -> bool:
     return _queue_failed_on(exc, RaiseException, lambda cause: "Job was not found or " in str(cause))
 
 
-def report_taken_over_jobs(loop: asyncio.AbstractEventLoop, context: dict) -> None:
-    """The event loop's exception handler: a job taken over (job_taken_over) is one line, not
+def report_unrecorded_job_ends(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """The event loop's exception handler: a job whose end procrastinate could not record, because
+    another worker took it over (job_taken_over) or the database was lost, is one line, not
     asyncio's "Task exception was never retrieved" and two tracebacks."""
     exc, task = context.get("exception"), context.get("future")
+    what = task.get_name().removeprefix("process job ") if isinstance(task, asyncio.Task) else "a job"
     if exc is not None and job_taken_over(exc):
-        what = task.get_name().removeprefix("process job ") if isinstance(task, asyncio.Task) else "a job"
         log.warning("%s: another worker took it over while this one was silent (no heartbeat for --stalled-after); "
                     "it ran there again", what)
+        return
+    if exc is not None and database_lost(exc):
+        log.warning("%s: its end was not recorded, the database connection was lost (%s); a recovery closes it "
+                    "after --stalled-after", what, _first_line(exc.__cause__))
         return
     loop.default_exception_handler(context)
 
@@ -207,7 +225,7 @@ class Worker:
         s = self.settings
         name = s.name or f"{socket.gethostname()}:{os.getpid()}"
         loop = asyncio.get_running_loop()
-        loop.set_exception_handler(report_taken_over_jobs)
+        loop.set_exception_handler(report_unrecorded_job_ends)
         # Every job runs its database and SMTP work in the loop's threads: a thread for each job
         # slot and a few for the planners and recovery, not asyncio's default (6 on 2 cores,
         # fewer than --concurrency 8: a check then waited for a long mail job's thread).
