@@ -49,7 +49,7 @@ from sqlalchemy.engine import make_url
 
 from postwatch.app import App, utcnow
 from postwatch.config import Config
-from state import AlreadyRunning, StorageError
+from state import AlreadyRunning, StorageError, describe_error
 from state.cluster import (CHECK_TASK, COMPOSE_TASK, DELIVER_TASK, QUEUE, HostBusy, NotPostgreSQL, database_problem,
                            host_turn, recovery_turn)
 from state.database import pg_connect_args, sqlite_path
@@ -125,16 +125,12 @@ def one_line_database_loss(record: logging.LogRecord) -> bool:
         if isinstance(exc, StorageError):
             why = str(exc)          # one line already: which database, why
         else:
-            why = f"the database connection was lost ({_first_line(exc if isinstance(exc, OperationalError) else exc.__cause__)})"
+            cause = exc if isinstance(exc, OperationalError) else exc.__cause__
+            why = f"the database connection was lost ({describe_error(cause)})"
         record.msg, record.args, record.exc_info, record.exc_text = f"{said}: {why}", (), None, None
     elif record.name.startswith("psycopg.pool") and "\n" in (message := record.getMessage()):
-        record.msg, record.args = _first_line(message), ()
+        record.msg, record.args = message.strip().splitlines()[0], ()
     return True
-
-
-def _first_line(what: object) -> str:
-    lines = str(what).strip().splitlines()
-    return lines[0] if lines else type(what).__name__
 
 
 def job_taken_over(exc: BaseException) -> bool:
@@ -159,7 +155,7 @@ def report_unrecorded_job_ends(loop: asyncio.AbstractEventLoop, context: dict) -
         return
     if exc is not None and database_lost(exc):
         log.warning("%s: its end was not recorded, the database connection was lost (%s); a recovery closes it "
-                    "after --stalled-after", what, _first_line(exc.__cause__))
+                    "after --stalled-after", what, describe_error(exc.__cause__))
         return
     loop.default_exception_handler(context)
 

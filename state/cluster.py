@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from state.database import Database, as_utc, pg_connect_args
+from state.errors import describe_error
 
 log = logging.getLogger(__name__)
 # Under postwatch's logger, so that `postwatch -vv worker` shows what each planning decided.
@@ -79,9 +80,9 @@ class HostBusy(RuntimeError):
         self.host = host
 
 
-async def _lock_session(conninfo: str, connect_args: dict, *options: str):
-    """A connection of its own for a session advisory lock: autocommit, so the lock is all it
-    holds, and closed (the lock with it) when its owner ends or its process dies."""
+async def _own_session(conninfo: str, connect_args: dict, *options: str):
+    """A connection of its own, outside the queue's pool: autocommit, so a session advisory lock
+    is all it holds, and closed (the lock with it) when its owner ends or its process dies."""
     import psycopg
 
     return await psycopg.AsyncConnection.connect(conninfo, autocommit=True, **pg_connect_args(connect_args, *options))
@@ -106,7 +107,7 @@ async def host_turn(conninfo: str, host: str, *, wait: float, quiet_after: Calla
     import psycopg
 
     # No idle timeout may end the session while the crawl leaves it idle: that would free the host.
-    connection = await _lock_session(conninfo, connect_args, "-c idle_session_timeout=0")
+    connection = await _own_session(conninfo, connect_args, "-c idle_session_timeout=0")
     try:
         await connection.execute(f"SET lock_timeout = {max(1, int(wait * 1000))}")
         try:
@@ -127,7 +128,7 @@ async def host_turn(conninfo: str, host: str, *, wait: float, quiet_after: Calla
                 # The turn's connection is gone, and the turn with it: what the check itself
                 # raised (if anything) is the error to report, not this one.
                 log.warning("the quiet time after a check of %s was not written (%s); the next worker at the host "
-                            "keeps only its own delay", host, str(exc).strip().splitlines()[0] if str(exc) else exc)
+                            "keeps only its own delay", host, describe_error(exc))
     finally:
         await connection.close()       # and with it the turn
 
@@ -141,7 +142,7 @@ async def recovery_turn(conninfo: str, connect_args: dict) -> AsyncIterator[bool
     connection of its own, so it ends with the worker's process: a recovery killed midway
     blocks none after it (a procrastinate lock would be held by its stalled job, which only a
     recovery can free)."""
-    connection = await _lock_session(conninfo, connect_args)
+    connection = await _own_session(conninfo, connect_args)
     try:
         row = await (await connection.execute("SELECT pg_try_advisory_lock(%s)", (_RECOVERY_LOCK_KEY,))).fetchone()
         yield bool(row[0])
@@ -154,13 +155,13 @@ async def database_problem(conninfo: str, connect_args: dict) -> str | None:
     import psycopg
 
     try:
-        connection = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, **pg_connect_args(connect_args))
+        connection = await _own_session(conninfo, connect_args)
         try:
             await connection.execute("SELECT 1")
         finally:
             await connection.close()
     except psycopg.OperationalError as exc:
-        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return describe_error(exc)
     return None
 
 
