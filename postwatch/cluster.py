@@ -315,9 +315,9 @@ class Worker:
             if batches:
                 log.info("planned %d sources in %d batches", sum(len(b.sources) for b in batches), len(batches))
 
-        @queue.task(name=CHECK_TASK, queue=QUEUE)
-        async def check_batch(sources: list[str], host: str) -> None:
-            await self.check_batch(sources, host)
+        @queue.task(name=CHECK_TASK, queue=QUEUE, pass_context=True)
+        async def check_batch(context, sources: list[str], host: str) -> None:
+            await self.check_batch(sources, host, job_id=context.job.id)
 
         @queue.periodic(cron="* * * * *")
         @queue.task(name="postwatch.cluster.plan_digests", queue=QUEUE, priority=10,
@@ -365,9 +365,12 @@ class Worker:
         return self.app.store.plan_checks(utcnow(), lambda name: own.get(name, crawl.interval), crawl.jitter,
                                           crawl.removal_confirm_after, self.settings.batch_size)
 
-    async def check_batch(self, sources: list[str], host: str) -> None:
+    async def check_batch(self, sources: list[str], host: str, job_id: int | None = None) -> None:
         """Check `sources` (all on `host`) in this worker's turn at the host. A failed source is
-        logged by the App; the next planned check is its retry."""
+        logged by the App; the next planned check is its retry. A check cut off (the worker's
+        [daemon] shutdown_grace ran out, or the job was aborted) makes the sources it had not
+        recorded due at once, as the recovery of a killed worker's check does: the planner had
+        moved their next check a whole interval on."""
         from crawler.gate import GATE
 
         started = time.monotonic()
@@ -381,6 +384,13 @@ class Worker:
             log.warning("check of %d sources skipped: %s (a worker taken for dead?); their next planned check "
                         "retries them", len(sources), exc)
             return
+        except asyncio.CancelledError:
+            if job_id is not None:
+                replanned = await asyncio.to_thread(self.app.store.replan_unchecked, job_id, sources)
+                log.warning("check of %d sources on %s cut off after %.1fs (the worker is stopping): the %d it had "
+                            "not recorded are checked at the next planning", len(sources), host,
+                            time.monotonic() - started, replanned)
+            raise
         log.info("checked %d sources on %s (%d failed, %d requests) in %.1fs", len(summaries), host,
                  sum(not s.ok for s in summaries), sum(s.requests for s in summaries), time.monotonic() - started)
         if any(s.events and not s.held for s in summaries) or any(s.published_held for s in summaries):

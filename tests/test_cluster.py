@@ -512,21 +512,49 @@ def test_a_worker_stopped_the_moment_it_says_started_stops_cleanly(tmp_path):
 
 
 def test_a_worker_stopped_mid_check_finishes_the_check_before_it_exits(tmp_path):
-    """SIGTERM while a check runs is a graceful stop within [daemon] shutdown_grace (3 s here):
-    the check ends and is recorded, its job is closed (nothing left for another worker's
-    recovery to check again), the worker exits 0."""
-    with ClusterTrial(tmp_path, HOSTS[:1], 3, None, interval="1h", delay=0.4) as trial:
+    """SIGTERM while a check runs is a graceful stop within [daemon] shutdown_grace: the check
+    ends and is recorded, its job is closed (nothing left for another worker's recovery to check
+    again), the worker exits 0. The grace is well above the check's length (3 baselines at a
+    0.4 s delay: about 2 s alone, over 3 s on CI's loaded cores, where a 3 s grace cut it off)."""
+    with ClusterTrial(tmp_path, HOSTS[:1], 3, None, interval="1h", delay=0.4, shutdown_grace="30s") as trial:
         worker = trial.start_worker()
         wait_for(lambda: sql(trial.database, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'doing'",
                              CHECK_TASK)[0][0] if " started: " in trial.logs[0].read_text() else 0,
                  timeout=60, every=0.05, what="a check running")
         worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=30) == 0, trial.worker_output()
+        assert worker.wait(timeout=60) == 0, trial.worker_output()
         output = trial.worker_output()
         assert "checked 3 sources on 127.0.0.2 (0 failed" in output, output
         assert sql(trial.database, "SELECT count(*) FROM sources WHERE baseline_done")[0][0] == 3
         assert sql(trial.database, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status IN ('doing', 'todo')",
                    CHECK_TASK)[0][0] == 0
+
+
+def test_a_check_cut_off_by_a_stop_leaves_its_sources_due_at_once(tmp_path):
+    """A stop whose [daemon] shutdown_grace (1 s here) runs out while a check waits on a hung
+    listing: the worker still exits 0, says the check was cut off, and the sources it had not
+    recorded are checked at the next planning by the next worker, not an hour (their interval)
+    later: the planner had already moved their next check on."""
+    with ClusterTrial(tmp_path, HOSTS[:1], 2, None, interval="1h", jitter="0s", shutdown_grace="1s",
+                      worker_args=("--plan-every", "1", "--heartbeat", "1", "--stalled-after", "10")) as trial:
+        trial.sites[0].replica.set_fault("/blog", delay=30, times=1)       # its first listing request hangs
+        stopped = trial.start_worker()
+        wait_for(lambda: trial.sites[0].replica.requests
+                 and sql(trial.database, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'doing'",
+                         CHECK_TASK)[0][0] == 1, timeout=30, what="a check in flight")
+        stopped.send_signal(signal.SIGTERM)
+        assert stopped.wait(timeout=30) == 0, trial.worker_output()
+        assert "the 2 it had not recorded are checked at the next planning" in trial.worker_output(), trial.worker_output()
+        assert sql(trial.database, "SELECT count(*) FROM sources WHERE next_check_at <= now()")[0][0] == 2
+        trial.start_worker()
+        try:
+            wait_for(lambda: sql(trial.database, "SELECT count(*) FROM sources WHERE baseline_done")[0][0] == 2,
+                     timeout=30, what="both sources checked by the next worker")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{trial.worker_output()[-4000:]}") from None
+        finally:
+            codes = trial.stop_workers()
+        assert codes == [0, 0], trial.worker_output()
 
 
 def test_a_worker_whose_database_restarts_waits_for_it_and_goes_on(tmp_path):

@@ -86,6 +86,7 @@ class ClusterTrial:
     posts_per_blog: int = 3
     send_lease: str | None = None   # [digest] send_lease (None: postwatch's own, 5 minutes)
     smtp_connections: int | None = None     # [smtp] connections (None: postwatch's own, 4)
+    shutdown_grace: str = "3s"      # [daemon] shutdown_grace: how long running jobs get after a SIGTERM
     # Short periods, but a stall well above what a loaded 2-core machine holds a loop for.
     worker_args: tuple[str, ...] = ("--plan-every", "2", "--heartbeat", "1", "--stalled-after", "10")
     farm: bool = False
@@ -143,7 +144,7 @@ from = "postwatch <digest@postwatch.test>"
 {smtp}
 [daemon]
 listen = "127.0.0.1:{free_port()}"
-shutdown_grace = "3s"
+shutdown_grace = "{self.shutdown_grace}"
 ''', encoding="utf-8")
         return path
 
