@@ -234,7 +234,8 @@ by the others after --stalled-after seconds without its heartbeat, its check is 
 (the sources it had not recorded are checked at the next planning) and its mail jobs run again; one that is only
 silent (paused) keeps its host until it resumes, and no one crawls beside it. Needs
 postwatch[cluster] and a PostgreSQL `database`. SIGTERM or Ctrl-C stops it cleanly: no new jobs,
-running ones finish within [daemon] shutdown_grace; a second one ends it at once.
+running ones finish within [daemon] shutdown_grace (a check cut off then leaves the sources it had
+not recorded due at once); a second one ends it at once.
 `postwatch status` shows the queue: jobs waiting, running and failed, workers alive.
 
 Workers serve no pages (no /subscribe, feeds or inbound mail; --metrics serves Prometheus
