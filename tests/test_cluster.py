@@ -142,9 +142,7 @@ def test_a_worker_killed_mid_check_is_recovered_and_its_host_checked_again(tmp_p
                       worker_args=("--plan-every", "1", "--heartbeat", "1", "--stalled-after", "3")) as trial:
         trial.sites[0].replica.set_fault("/blog", delay=30, times=1)       # its first listing request hangs
         doomed = trial.start_worker()
-        doing = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'doing'"
-
-        wait_for(lambda: trial.sites[0].replica.requests and sql(trial.database, doing, CHECK_TASK)[0][0] == 1,
+        wait_for(lambda: trial.sites[0].replica.requests and trial.checks_running() == 1,
                  timeout=30, what="a check in flight")
         doomed.send_signal(signal.SIGKILL)
         doomed.wait()
@@ -518,8 +516,7 @@ def test_a_worker_stopped_mid_check_finishes_the_check_before_it_exits(tmp_path)
     0.4 s delay: about 2 s alone, over 3 s on CI's loaded cores, where a 3 s grace cut it off)."""
     with ClusterTrial(tmp_path, HOSTS[:1], 3, None, interval="1h", delay=0.4, shutdown_grace="30s") as trial:
         worker = trial.start_worker()
-        wait_for(lambda: sql(trial.database, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'doing'",
-                             CHECK_TASK)[0][0] if " started: " in trial.logs[0].read_text() else 0,
+        wait_for(lambda: " started: " in trial.logs[0].read_text() and trial.checks_running(),
                  timeout=60, every=0.05, what="a check running")
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0, trial.worker_output()
@@ -539,9 +536,8 @@ def test_a_check_cut_off_by_a_stop_leaves_its_sources_due_at_once(tmp_path):
                       worker_args=("--plan-every", "1", "--heartbeat", "1", "--stalled-after", "10")) as trial:
         trial.sites[0].replica.set_fault("/blog", delay=30, times=1)       # its first listing request hangs
         stopped = trial.start_worker()
-        wait_for(lambda: trial.sites[0].replica.requests
-                 and sql(trial.database, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'doing'",
-                         CHECK_TASK)[0][0] == 1, timeout=30, what="a check in flight")
+        wait_for(lambda: trial.sites[0].replica.requests and trial.checks_running() == 1,
+                 timeout=30, what="a check in flight")
         stopped.send_signal(signal.SIGTERM)
         assert stopped.wait(timeout=30) == 0, trial.worker_output()
         assert "the 2 it had not recorded are checked at the next planning" in trial.worker_output(), trial.worker_output()
@@ -587,8 +583,7 @@ def test_a_worker_whose_database_restarts_waits_for_it_and_goes_on(tmp_path):
             wait_for(lambda: log.read_text().count("the database answers again") == 1, timeout=60, what="the worker back")
             back = sql(trial.database, "SELECT now()")[0][0]
             wait_for(lambda: checked_since(back), timeout=30, what="every source checked after the restart")
-            wait_for(lambda: sql(trial.database, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s "
-                                                 "AND status = 'doing'", CHECK_TASK)[0][0],
+            wait_for(lambda: trial.checks_running(),
                      timeout=30, every=0.02, what="a check running")
             restart_database()
             wait_for(lambda: log.read_text().count("the database answers again") == 2, timeout=60,

@@ -176,18 +176,21 @@ shutdown_grace = "{self.shutdown_grace}"
                 codes.append(process.wait())
         return codes
 
+    def checks_running(self) -> int:
+        """How many check jobs the queue has running now."""
+        from state.cluster import CHECK_TASK
+
+        return sql(self.database, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'doing'",
+                   CHECK_TASK)[0][0]
+
     def kill_a_worker(self, rng: random.Random, mid_check: bool = False) -> bool:
         """SIGKILL one live worker chosen by `rng`, at whatever it is doing, and start another in
         its place; False when none is alive. With `mid_check`, first wait (up to 10 s) for a
         moment a check is running: the worker killed is still a random one, which is the one
         running it often enough (which worker runs a job, the queue does not say)."""
-        from state.cluster import CHECK_TASK
-
         if mid_check:
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not sql(
-                    self.database, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'doing'",
-                    CHECK_TASK)[0][0]:
+            while time.monotonic() < deadline and not self.checks_running():
                 time.sleep(0.1)
         alive = [process for process in self.workers if process.poll() is None]
         if not alive:
