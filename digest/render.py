@@ -265,28 +265,47 @@ def _post(event, zone: ZoneInfo) -> dict:
     }
 
 
+def _order(event) -> tuple:
+    """A source's changes to known posts first (newest seen first), then its new posts (newest
+    published first): when the size budget bites, the cut falls on the oldest new posts, which
+    the blog itself lists, never on an edit or a removal, which only the digest shows."""
+    if event.kind == "new":
+        return (1, -(event.published or event.created_at).timestamp())
+    return (0, -event.created_at.timestamp())
+
+
 def _take(by_source: dict[str, list], limit: int) -> dict[str, int]:
-    """How many posts of each source to show: in turns, one per source, up to `limit` in all."""
+    """How many posts of each source to show in full: in turns, one per source, up to `limit` in
+    all; every source's changes before any source's new posts (the lists are in _order)."""
     taken = {source: 0 for source in by_source}
     left = limit
-    while left > 0 and any(taken[s] < len(items) for s, items in by_source.items()):
-        for source, items in by_source.items():
-            if left and taken[source] < len(items):
-                taken[source] += 1
-                left -= 1
+    changes = {source: sum(e.kind != "new" for e in items) for source, items in by_source.items()}
+    for caps in (changes, {source: len(items) for source, items in by_source.items()}):
+        while left > 0 and any(taken[s] < caps[s] for s in by_source):
+            for source in by_source:
+                if left and taken[source] < caps[source]:
+                    taken[source] += 1
+                    left -= 1
     return taken
+
+
+def _listed(event) -> dict:
+    """A change past the size budget: one line (kind, title, link) instead of the full entry."""
+    return {"kind": event.kind, "title": clean_text(event.title, TITLE_CHARS) or event.url, "url": event.url}
 
 
 def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now: datetime, unsubscribe_url: str,
                   preferences_url: str = "") -> RenderedDigest:
-    """The digest's subject, HTML and text. Shows at most `settings.max_posts` posts, fewer if the
-    HTML part would pass HTML_BUDGET; the others are counted per source with a link to it."""
+    """The digest's subject, HTML and text. Shows at most `settings.max_posts` posts in full, fewer
+    if the HTML part would pass HTML_BUDGET: changes to known posts first. A change that does not
+    fit is still listed in one line; only new posts are left out, counted per source with a link
+    to it."""
     zone = ZoneInfo(subscriber.timezone or settings.timezone)
     by_source: dict[str, list] = {}
     for event in events:
         by_source.setdefault(event.source, []).append(event)
     for items in by_source.values():
-        items.sort(key=lambda e: (e.published or e.created_at), reverse=True)
+        items.sort(key=_order)
     posts: dict[int, dict] = {}
     subject = clean_text(subject_for(events, settings))
     limit = min(len(events), max(0, settings.max_posts))
@@ -294,14 +313,15 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
         taken = _take(by_source, limit)
         groups = []
         for source, items in by_source.items():
-            shown = items[:taken[source]]
+            shown, rest = items[:taken[source]], items[taken[source]:]
             for event in shown:
                 if event.id not in posts:
                     posts[event.id] = _post(event, zone)
             groups.append({
                 "title": clean_text(settings.source_titles.get(source, source)),
                 "posts": [posts[e.id] for e in shown],
-                "more": len(items) - len(shown), "site_url": _site_of(source, items, settings),
+                "listed": [_listed(e) for e in rest if e.kind != "new"],
+                "more": sum(e.kind == "new" for e in rest), "site_url": _site_of(source, items, settings),
             })
         context = {
             "subject": subject, "headline": subject.split(" — ")[0].capitalize() if events else subject,

@@ -93,10 +93,41 @@ def test_a_big_digest_stays_under_the_size_budget_with_its_unsubscribe_links(cou
     assert str(escape(link)) in footer and str(escape(link)) in html.split("<h2", 1)[0]      # footer and top
     shown = html.count('class="post"')
     assert 40 <= shown <= SETTINGS.max_posts
-    more = f"And {count - shown} more posts on Liberty in North Korea"
+    more = f"And {count - shown} more new posts on Liberty in North Korea"
     assert f'<a href="https://libertyinnorthkorea.org/blog">{more}</a>' in html
     assert f"{more}: https://libertyinnorthkorea.org/blog" in text and link in text
     assert message["Subject"].startswith(f"{count} new")
+
+
+def _edit(n: int) -> dict:
+    return {"title": None, "paragraphs": [{"op": "changed", "text": f"Edited paragraph {n}",
+                                           "words": [["equal", "Paragraph "], ["insert", f"edited {n}"]]}],
+            "truncated": False}
+
+
+@pytest.mark.parametrize("new, updated, removed", [(165, 5, 1), (0, 90, 0), (300, 150, 20)])
+def test_a_big_digest_never_drops_an_edit_or_a_removal(new, updated, removed):
+    """Only new posts (which the blog's own index lists) are cut for size: every edit and removal
+    is in the mail, in full while the budget allows and in one line each after that."""
+    events = [event(n) for n in range(1, new + 1)]
+    events += [event(1000 + n, kind="updated", title=f"Edited post {n}", diff=_edit(n)) for n in range(updated)]
+    events += [event(2000 + n, kind="removed", title=f"Removed post {n}") for n in range(removed)]
+    message, html, text, link = parts(events)
+    assert len(html.encode()) < HTML_BUDGET
+    for n in range(updated):
+        assert f">Edited post {n}</a>" in html and f"Edited post {n}" in text
+        assert f"https://libertyinnorthkorea.org/blog/{SEEDS[(1000 + n) % len(SEEDS)].slug}-{1000 + n}" in text
+    for n in range(removed):
+        assert f"Removed post {n}" in html and f"Removed post {n}" in text
+    full = html.count('class="post"')
+    kinds_in_full = re.findall(r'class="post">.*?badge b-(\w+)', html, flags=re.S)
+    assert kinds_in_full[:min(full, updated + removed)] == ["updated"] * min(full, updated) + ["removed"] * min(max(0, full - updated), removed)
+    shown_new = kinds_in_full.count("new")
+    if new > shown_new:
+        assert f"And {new - shown_new} more new posts on Liberty in North Korea" in text
+    else:
+        assert "more new post" not in text
+    assert "more posts" not in html
 
 
 def test_a_hostile_digest_stays_under_the_budget_and_is_defused():
