@@ -255,11 +255,19 @@ def _site_of(source: str, events, settings: DigestSettings) -> str:
     return f"{parts.scheme}://{parts.netloc}/"
 
 
+def _when(event, zone: ZoneInfo) -> str:
+    """A new post's publication date; for a change, the day it was seen (the post's own date says
+    nothing about when it was edited or removed)."""
+    if event.kind in ("updated", "removed"):
+        return f"{event.kind} {_date(event.created_at, zone)}"
+    return _date(event.published, zone)
+
+
 def _post(event, zone: ZoneInfo) -> dict:
     lead = lead_of(event.body_html) if event.kind in ("new", "restored") else []
     return {
         "kind": event.kind, "title": clean_text(event.title, TITLE_CHARS) or event.url, "url": event.url,
-        "date": _date(event.published, zone), "excerpt": excerpt_of(event),
+        "date": _when(event, zone), "excerpt": excerpt_of(event),
         "lead": lead, "lead_html": Markup("".join(block.html for block in lead)),
         "diff": diff_for_digest(event.diff) if event.kind == "updated" else None,
     }

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,17 @@ def test_a_big_digest_never_drops_an_edit_or_a_removal(new, updated, removed):
     assert "more posts" not in html
 
 
+def test_a_change_says_when_it_was_seen_and_a_removed_post_is_not_a_link():
+    truncated = {**_edit(1), "truncated": True}
+    edited = event(5, kind="updated", title="Edited post", diff=truncated)
+    edited.created_at = NOW + timedelta(days=3)
+    removed = event(6, kind="removed", title="Gone post")
+    message, html, text, link = parts([edited, removed])
+    assert "updated 5 November 2026" in html and "updated 5 November 2026" in text
+    assert f'<a href="{edited.url}">… more changes on the page</a>' in html
+    assert "Gone post" in html and f'href="{removed.url}"' not in html
+
+
 def test_a_hostile_digest_stays_under_the_budget_and_is_defused():
     message, html, text, link = parts(hostile_events())
     assert len(html.encode()) < HTML_BUDGET and str(escape(link)) in html.rsplit('class="footer"', 1)[1]
@@ -194,7 +206,7 @@ def test_the_text_part_carries_what_the_html_carries():
                           ["New first paragraph about the long journey.", "Kept."] + [f"Added paragraph {n}. " * 30 for n in range(20)],
                           "Old title", "New title")
     _, html, text, link = parts([event(1), event(2, kind="updated", title="New title", diff=diff)])
-    assert "… more changes on the page." in html
+    assert "… more changes on the page</a>" in html
     assert "… more changes on the page: https://libertyinnorthkorea.org/blog/" in text
     # Each changed paragraph on lines of its own, a blank line before what follows.
     assert "\n\n  ~ Changed: [-Old-][+New+] first paragraph about the [+long +]journey.\n\n  + Added: Added paragraph 0." in text
