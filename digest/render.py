@@ -43,6 +43,7 @@ TITLE_CHARS = 200
 WORD_CHARS = 80              # longer "words" (a 10,000-character string) are cut
 DIFF_CHARS = 1500            # text of an edit's changed paragraphs
 DIFF_ENTRIES = 8
+PREHEADER_CHARS = 140        # about what Gmail and Apple Mail show of it on a phone
 TOP_LINKS_AFTER = 5          # a digest with more posts also has its unsubscribe link at the top
 TEXT_WIDTH = 78
 
@@ -302,6 +303,20 @@ def _listed(event) -> dict:
     return {"kind": event.kind, "title": clean_text(event.title, TITLE_CHARS) or event.url, "url": event.url}
 
 
+def preheader_of(groups: list[dict], limit: int = PREHEADER_CHARS) -> str:
+    """What an inbox shows after the subject: the first titles, changes first (the subject
+    already gives the counts). Without it, clients show the page's first words: the site name,
+    "Unsubscribe" and the counts again."""
+    titles = [post["title"] for group in groups for post in [*group["posts"], *group["listed"]]]
+    text = ""
+    for title in titles:
+        candidate = f"{text} · {title}" if text else title
+        if len(candidate) > limit:
+            return text or title[: limit - 1] + "…"
+        text = candidate
+    return text
+
+
 def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now: datetime, unsubscribe_url: str,
                   preferences_url: str = "") -> RenderedDigest:
     """The digest's subject, HTML and text. Shows at most `settings.max_posts` posts in full, fewer
@@ -333,6 +348,7 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
             })
         context = {
             "subject": subject, "headline": subject.split(" — ")[0].capitalize() if events else subject,
+            "preheader": preheader_of(groups),
             "groups": groups, "site_name": clean_text(settings.site_name), "generated": f"{now.astimezone(zone):%-d %B %Y}",
             "email": subscriber.email, "unsubscribe_url": unsubscribe_url, "preferences_url": preferences_url,
             "cadence_text": _cadence_text(subscriber),

@@ -131,6 +131,17 @@ def test_a_big_digest_never_drops_an_edit_or_a_removal(new, updated, removed):
     assert "more posts" not in html
 
 
+def test_the_inbox_preview_shows_titles_changes_first_not_the_unsubscribe_line():
+    events = [event(n) for n in range(1, 40)] + [event(99, kind="updated", title="Edited post", diff=_edit(1))]
+    message, html, text, link = parts(events)
+    body = re.split(r"<body[^>]*>", html, maxsplit=1)[1]
+    preheader = re.match(r'\s*<div class="preheader" style="display:none;[^"]*">([^<]*)</div>', body)
+    assert preheader, body[:300]
+    shown = preheader.group(1).replace("&nbsp;", "").replace("\u034f", "").strip()
+    assert shown.startswith("Edited post · ") and len(shown) <= 140
+    assert "Unsubscribe" not in shown
+
+
 def test_a_change_says_when_it_was_seen_and_a_removed_post_is_not_a_link():
     truncated = {**_edit(1), "truncated": True}
     edited = event(5, kind="updated", title="Edited post", diff=truncated)
