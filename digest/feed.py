@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 from urllib.parse import quote
 
-from digest.render import render_change
+from digest.render import clean_text, render_change
 from state import EventRecord, SourceRecord
 
 ATOM = "http://www.w3.org/2005/Atom"
@@ -119,7 +119,7 @@ def render_feed(events: Sequence[EventRecord], settings: FeedSettings, *, self_u
 def _entry(event: EventRecord, settings: FeedSettings, author: tuple[str, str | None] | None) -> ET.Element:
     entry = ET.Element(_atom("entry"))
     _text(entry, "id", entry_id(event))
-    _text(entry, "title", f"{ENTRY_TITLES.get(event.kind, event.kind.capitalize())}: {' '.join(_xml(event.title).split())}")
+    _text(entry, "title", f"{ENTRY_TITLES.get(event.kind, event.kind.capitalize())}: {clean_text(_xml(event.title))}")
     _text(entry, "updated", _timestamp(event.created_at))
     _link(entry, event.url, "alternate", "text/html")
     if author is not None:

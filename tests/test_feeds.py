@@ -373,7 +373,7 @@ def test_hostile_titles_and_bodies_cannot_break_the_feed_or_reach_the_reader():
 
     hostile = EventRecord(
         id=7, seq=7, source="blog", kind="new", url="https://blog.example/p/1?a=1&b=<2>",
-        title="Rescue\x0b <script>alert(1)</script> & \x00\ud800 \U0001F600",
+        title="Rescue\x0b <script>alert(1)</script> & \x00\ud800 \U0001F600 Refund\u202efdp.exe",
         published=NOW, summary=None, created_at=NOW, status="published",
         body_html='<p onclick="steal()">Hello <script>alert(1)</script><a href="javascript:alert(1)">x</a>'
                   '<iframe src="https://evil.example/"></iframe><img src=x onerror=alert(1)>]]></p>', diff=None)
@@ -385,7 +385,7 @@ def test_hostile_titles_and_bodies_cannot_break_the_feed_or_reach_the_reader():
     source = SourceRecord(name="blog", url="https://blog.example/", title="A <blog> & co")
     atom = render_feed([edited, hostile], FeedSettings(), self_url="https://feeds.example/blog.atom", source=source)
     parsed = assert_valid_atom(atom.body)
-    assert parsed.entries[1].title == "New: Rescue <script>alert(1)</script> & \U0001F600"
+    assert parsed.entries[1].title == "New: Rescue <script>alert(1)</script> & \U0001F600 Refundfdp.exe"
     html = parsed.entries[1].content[0].value
     for forbidden in ("<script", "onclick", "javascript:", "<iframe", "onerror", "<img"):
         assert forbidden not in html
