@@ -352,6 +352,8 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
             "groups": groups, "site_name": clean_text(settings.site_name), "generated": f"{now.astimezone(zone):%-d %B %Y}",
             "email": subscriber.email, "unsubscribe_url": unsubscribe_url, "preferences_url": preferences_url,
             "cadence_text": _cadence_text(subscriber),
+            # Someone the operator added (CLI, import) did not subscribe themselves: don't say they did.
+            "added_by_operator": subscriber.joined_via in ("cli", "import"),
             "organization": clean_text(settings.organization), "postal_address": clean_text(settings.postal_address),
             "top_links": limit > TOP_LINKS_AFTER, "shown": limit, "total": len(events),
         }

@@ -142,6 +142,21 @@ def test_the_inbox_preview_shows_titles_changes_first_not_the_unsubscribe_line()
     assert "Unsubscribe" not in shown
 
 
+@pytest.mark.parametrize("joined_via, says", [("page", "subscribed to"), ("cli", "was added to the list of"),
+                                              ("import", "was added to the list of")])
+def test_the_footer_says_how_the_reader_came_to_be_on_the_list(joined_via, says):
+    import dataclasses
+    from email import message_from_bytes, policy
+
+    from digests import Reader
+
+    reader = dataclasses.replace(Reader(), joined_via=joined_via)
+    message = message_from_bytes(build_message(reader, [event(1)], SETTINGS, NOW).raw, policy=policy.default)
+    html, text = (message.get_body((kind,)).get_content() for kind in ("html", "plain"))
+    expected = f"because reader@example.org {says} postwatch."
+    assert expected in " ".join(text.split()) and expected in " ".join(re.sub("<[^>]+>", "", html).split())
+
+
 def test_a_change_says_when_it_was_seen_and_a_removed_post_is_not_a_link():
     truncated = {**_edit(1), "truncated": True}
     edited = event(5, kind="updated", title="Edited post", diff=truncated)
