@@ -618,8 +618,8 @@ a signed JSON POST (see `postwatch webhook --help`); or an Apprise URL (tgram://
 discord://, ntfy://, json://... with the postwatch[apprise] extra), which gets a short text.
 
 --include and --exclude are keyword filters on each change's title and text: a word or phrase
-(whole words, any case) or a /regular expression/. With --include terms a change must match one
-of them; a change that matches an --exclude term is left out. A change left out for one
+(whole words, any case) or a /regular expression/ in RE2's syntax (linear-time matching: no
+lookaround or backreference). With --include terms a change must match one of them; a change that matches an --exclude term is left out. A change left out for one
 subscriber still reaches the others. `add` for an address already subscribed sets all of its
 settings anew, filters included (none given: no filter).
 
