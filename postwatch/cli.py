@@ -619,9 +619,10 @@ discord://, ntfy://, json://... with the postwatch[apprise] extra), which gets a
 
 --include and --exclude are keyword filters on each change's title and text: a word or phrase
 (whole words, any case) or a /regular expression/ in RE2's syntax (linear-time matching: no
-lookaround or backreference). With --include terms a change must match one of them; a change that matches an --exclude term is left out. A change left out for one
-subscriber still reaches the others. `add` for an address already subscribed sets all of its
-settings anew, filters included (none given: no filter).
+lookaround or backreference). With --include terms a change must match one of them; a change
+that matches an --exclude term is left out. A change left out for one subscriber still reaches
+the others. `add` for an address already subscribed sets all of its settings anew, filters
+included (none given: no filter).
 
 An address that unsubscribed, was erased (subscribers forget) or was suppressed after hard
 bounces ([digest] bounce_limit refusals like 550 5.1.1 in a row) is refused: only the person's
