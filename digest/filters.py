@@ -52,7 +52,8 @@ _SPACES = r"[\s\x{0b}\x{1c}-\x{1f}\x{85}\p{Z}]+"
 
 _WHY_UNSUPPORTED = {
     "(?=": "lookahead", "(?!": "negative lookahead", "(?<=": "lookbehind", "(?<!": "negative lookbehind",
-    "(?P": "backreference",     # (?P=name); (?P<name>...) is RE2's too "(?>": "atomic group", "(?(": "conditional group",
+    "(?P": "backreference",     # (?P=name): RE2 takes (?P<name>...)
+    "(?>": "atomic group", "(?(": "conditional group",
 }
 _NO_BACKTRACKING = "RE2 matches in linear time and has no lookaround or backreference"
 
