@@ -61,7 +61,8 @@ def keyword_selection(source_filters: dict[str, KeywordFilter]):
     """What `Store.compose_digests` asks of each subscriber's pending events: those that pass
     their source's filter and the subscriber's own."""
     def choose(subscriber: Subscriber, events):
-        return select_events(events, source_filters, KeywordFilter(subscriber.include, subscriber.exclude))
+        return select_events(events, source_filters, KeywordFilter(subscriber.include, subscriber.exclude,
+                                                                  owner=f"subscriber #{subscriber.id}"))
     return choose
 
 

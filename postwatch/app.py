@@ -224,8 +224,8 @@ class App:
         """Source name -> its keyword filter, for the sources of the config that have one."""
         from digest.filters import KeywordFilter
 
-        return {s.name: KeywordFilter(tuple(s.include), tuple(s.exclude)) for s in self.config.sources
-                if s.include or s.exclude}
+        return {s.name: KeywordFilter(tuple(s.include), tuple(s.exclude), owner=f"source {s.name!r}")
+                for s in self.config.sources if s.include or s.exclude}
 
     def feed_settings(self):
         from digest.feed import FeedSettings

@@ -23,7 +23,7 @@ from crawler.urls import LINK_BLOG_URL, is_http_url
 from digest.errors import TemplateProblem
 from postwatch import __version__
 from postwatch.app import App, describe_summary
-from postwatch.config import (ALL_SOURCES, CADENCES, CONFIG_ENV, Config, ConfigError, dkim_name_problems, load_config,
+from postwatch.config import (ALL_SOURCES, CADENCES, CONFIG_ENV, LOG_FORMATS, Config, ConfigError, dkim_name_problems, load_config,
                               scrapy_overrides, selector_problem)
 from postwatch.relay import dkim_report, relay_problems
 from postwatch.subscribers import (ImportFileError, Record, check_rows, consent_lines, describe_cadence,
@@ -168,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(prog="postwatch", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "-c", metavar="FILE", help=f"TOML config file (default: ${CONFIG_ENV} or ./postwatch.toml)")
-    parser.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines as text (default) or JSON lines")
+    # No default here: unset, `run` and `worker` take [daemon] log_format, every other command text.
+    parser.add_argument("--log-format", choices=LOG_FORMATS,
+                        help="log lines as text or JSON lines (default: text; for run and worker, [daemon] log_format)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail (-vv for debug, -vvv includes Scrapy)")
     parser.add_argument("--version", action="version", version=f"postwatch {__version__}")
     commands = parser.add_subparsers(metavar="COMMAND", required=True)
@@ -220,6 +222,7 @@ is set. Stops cleanly on SIGTERM or Ctrl-C. One daemon per database.""", """\
   postwatch run --once            one check of every source and one digest run, then exit
 """)
     run_command.add_argument("--once", action="store_true", help="one check of every source and one digest run, then exit")
+    run_command.set_defaults(daemon_logging=True)
 
     worker = _command(commands, "worker", run_worker, "run a cluster worker: one of several processes sharing the work "
                       "through PostgreSQL", """\
@@ -248,6 +251,7 @@ PostgreSQL, or procrastinate is not installed.""", """\
   postwatch worker --concurrency 8        more hosts crawled at once by this worker
   systemctl start postwatch-worker@{1..3} three workers (deploy/postwatch-worker@.service)
 """)
+    worker.set_defaults(daemon_logging=True)
     worker.add_argument("--concurrency", type=functools.partial(_bounded_int, low=1, high=64), default=4,
                         help="jobs this worker runs at once: checks of different hosts, mail (default 4); all "
                              "workers' together should cover the hosts with a source due in one --plan-every, "
@@ -447,12 +451,15 @@ def main(argv: list[str] | None = None) -> int:
     # private to the account it runs as: 0600 files, 0700 folders.
     os.umask(0o077)
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_format, args.verbose)
+    setup_logging(args.log_format or "text", args.verbose)
     try:
         config = load_config(args.config) if args.reads_config else Config()
     except ConfigError as exc:
         _print_problems(exc)
         return 2
+    if not args.log_format and getattr(args, "daemon_logging", False) and config.daemon.log_format != "text":
+        # The long-running commands log in the format their log shipper reads; --log-format wins.
+        setup_logging(config.daemon.log_format, args.verbose)
     try:
         return args.handler(args, config)
     except KeyboardInterrupt:
@@ -611,10 +618,11 @@ a signed JSON POST (see `postwatch webhook --help`); or an Apprise URL (tgram://
 discord://, ntfy://, json://... with the postwatch[apprise] extra), which gets a short text.
 
 --include and --exclude are keyword filters on each change's title and text: a word or phrase
-(whole words, any case) or a /regular expression/. With --include terms a change must match one
-of them; a change that matches an --exclude term is left out. A change left out for one
-subscriber still reaches the others. `add` for an address already subscribed sets all of its
-settings anew, filters included (none given: no filter).
+(whole words, any case) or a /regular expression/ in RE2's syntax (linear-time matching: no
+lookaround or backreference). With --include terms a change must match one of them; a change
+that matches an --exclude term is left out. A change left out for one subscriber still reaches
+the others. `add` for an address already subscribed sets all of its settings anew, filters
+included (none given: no filter).
 
 An address that unsubscribed, was erased (subscribers forget) or was suppressed after hard
 bounces ([digest] bounce_limit refusals like 550 5.1.1 in a row) is refused: only the person's

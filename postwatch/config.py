@@ -33,6 +33,7 @@ ALL_SOURCES = "all"
 # How often a subscriber gets a digest: after each check, daily, or weekly.
 CADENCES = ("immediate", "daily", "weekly")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")       # index = the stored weekday
+LOG_FORMATS = ("text", "json")                                     # [daemon] log_format, --log-format
 TIME_OF_DAY = re.compile(r"([01]\d|2[0-3]):[0-5]\d")              # HH:MM, 24-hour clock
 
 
@@ -229,6 +230,7 @@ class DaemonConfig:
     shutdown_grace: timedelta = between(timedelta(seconds=8), parse_duration("0s"), parse_duration("10m"))
     housekeeping: str = "30 3 * * *"
     outbox_every: timedelta = between(timedelta(seconds=60), parse_duration("1s"), parse_duration("1d"))
+    log_format: str = "text"        # `run` and `worker` log as text or JSON lines; --log-format wins
 
 
 @dataclass
@@ -774,6 +776,8 @@ def validate(config: Config, where: str = "config") -> list[str]:
             show = format_duration if isinstance(value, timedelta) else (lambda v: f"{v:g}" if isinstance(v, float) else str(v))
             problems.append(f"{where}: [{section}] {keys.get(spec.name, spec.name)} must be between {show(low)} and "
                             f"{show(high)}, not {show(value)}")
+    if config.daemon.log_format not in LOG_FORMATS:
+        problems.append(f"{where}: [daemon] log_format must be {' or '.join(LOG_FORMATS)}, not {config.daemon.log_format!r}")
     if config.smtp.security not in ("starttls", "ssl", "none"):
         problems.append(f"{where}: [smtp] security must be starttls, ssl or none")
     if config.smtp.username and not os.environ.get(config.smtp.password_env):

@@ -185,3 +185,31 @@ def test_an_incomplete_dkim_section_is_refused_on_load(tmp_path):
     (tmp_path / "postwatch.toml").write_text('[dkim]\nselector = "pw 2026"\n', encoding="utf-8")
     result = run_cli("config", "check", cwd=tmp_path)
     assert result.returncode == 2 and "both selector and key_file" in result.stderr and "DNS labels" in result.stderr
+
+
+@pytest.mark.parametrize("setting, flag, json_lines", [
+    ('log_format = "json"\n', (), True),
+    ("", (), False),                                            # text by default
+    ('log_format = "json"\n', ("--log-format", "text"), False),  # the command line wins
+    ('log_format = "text"\n', ("--log-format", "json"), True),
+])
+def test_daemon_log_format_from_the_config_and_the_command_line(tmp_path, setting, flag, json_lines):
+    import json
+    import socket
+
+    from postwatch.testing.harness import write_config
+
+    with socket.socket() as sock:         # a port nobody listens on: the check fails and logs why
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/blog"
+    config = write_config(tmp_path, dead, None, extra=setting)
+    result = run_cli("--config", str(config), *flag, "run", "--once", cwd=tmp_path, env={"POSTWATCH_SECRET": "s"})
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and lines, result.stderr
+    if json_lines:
+        records = [json.loads(line) for line in lines]
+        assert all({"time", "level", "message"} <= set(record) for record in records)
+        assert any(record["level"] == "error" and record.get("source") == "link" for record in records)
+    else:
+        assert not any(line.startswith("{") for line in lines)
+        assert any(" ERROR " in line for line in lines), lines

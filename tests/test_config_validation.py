@@ -75,6 +75,12 @@ BAD_VALUES = [
     ("smtp channel without a host", '[delivery]\nchannel = "smtp"\n', ["[delivery] channel 'smtp'", "[smtp] host"]),
     ("options for the folder channel", '[delivery]\noptions = { path = "mail" }\n', ["[delivery] options", "[digest] outbox"]),
     ("delivery options not a table", '[delivery]\noptions = "path=mail"\n', ["[delivery] options", "must be a table"]),
+    ("log_format xml", '[daemon]\nlog_format = "xml"\n', ["[daemon] log_format must be text or json", "'xml'"]),
+    # Keyword filters match with RE2 (linear time): what needs backtracking is refused, saying why.
+    ("source include with a lookahead", SOURCE + 'include = ["/(?=a)b/"]\n',
+     ["source 'blog'", "include '/(?=a)b/' is not supported: lookahead", "linear time"]),
+    ("route exclude with a backreference", '[[routes]]\nto = "ops@example.org"\nexclude = ["/(a)\\\\1/"]\n',
+     ["[[routes]] #1 (ops@example.org)", "exclude '/(a)\\\\1/' is not supported: backreference", "linear time"]),
 ]
 
 

@@ -187,3 +187,106 @@ def test_subscriber_filters_from_the_command_line_and_a_csv_import_are_checked(t
     listed = cli("subscribers", "list").stdout
     assert re.search(r"ada@example.org .* include visa, /refugees\?/; exclude podcast", listed)
     assert re.search(r"https://hooks.example.org/postwatch .* exclude office", listed)
+
+
+# -- linear time: a pattern cannot freeze the daemon ------------------------------------------
+def test_patterns_re2_cannot_match_in_linear_time_are_refused_with_the_reason():
+    for term, reason in [("/(?=a)b/", "lookahead"), ("/(?<!a)b/", "negative lookbehind"),
+                         (r"/(\w)\1/", r"backreference \1"), ("/(?P<x>a)(?P=x)/", "backreference"),
+                         ("/(?>a+)b/", "atomic group"), ("/a++/", "possessive quantifier")]:
+        with pytest.raises(FilterProblem) as refused:
+            compile_term(term)
+        assert str(refused.value).startswith(f"{term!r} is not supported: {reason}")
+        assert "linear time" in str(refused.value)
+    with pytest.raises(FilterProblem, match=r"is not supported: too large"):
+        compile_term(r"/\pL{1000}/")      # RE2's max_mem bounds what one pattern may take
+    # RE2 takes the pattern that makes `re` backtrack for hours, and answers at once.
+    assert compile_term("/(a+)+$/").search("a" * 34 + "!") is None
+    assert compile_term("/(a+)+$/").search("banana")
+
+
+def test_plain_words_keep_their_unicode_boundaries_and_spaces():
+    assert compile_term("북한").search("오늘 북한 뉴스") and not compile_term("북한").search("북한의")
+    assert compile_term("café").search("Café au lait") and not compile_term("café").search("cafés")
+    assert compile_term("north korea").search("North\xa0Korea")       # &nbsp; from a post's HTML
+    assert compile_term("C++").search("I like c++!") and not compile_term("visa").search("visa2 _visa")
+
+
+def test_a_stored_term_re2_refuses_hides_nothing_and_is_logged_once(caplog):
+    # Saved by a version that matched with `re`: the daemon must neither crash nor drop news.
+    old = KeywordFilter(include=("/(?<=x)visa/",), exclude=(), owner="subscriber #7")
+    assert old.passes("Visa rules") and old.passes("Office move")
+    stale_exclude = KeywordFilter(include=("visa",), exclude=(r"/(a)\1/",), owner="subscriber #8")
+    assert stale_exclude.passes("Visa rules") and not stale_exclude.passes("Office move")
+    for _ in range(3):
+        old.passes("again")
+    lines = [r.getMessage() for r in caplog.records if "subscriber #7" in r.getMessage()]
+    assert lines == ["keyword filter of subscriber #7: '/(?<=x)visa/' is not supported: lookbehind (RE2 matches "
+                     "in linear time and has no lookaround or backreference); it hides no event until it is replaced"]
+
+
+def test_subscribers_add_refuses_a_lookahead_in_one_line(tmp_path, site):
+    cli = filtered_config(tmp_path, site, None)
+    refused = cli("subscribers", "add", "x@example.org", "--include", "/(?=a)b/")
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert refused.stderr == ("postwatch: include '/(?=a)b/' is not supported: lookahead (RE2 matches in linear "
+                              "time and has no lookaround or backreference)\n")
+    (tmp_path / "people.csv").write_text("email,include,exclude\nbo@example.org,,/(a)\\1/\n", encoding="utf-8")
+    imported = cli("subscribers", "import", "people.csv")
+    assert imported.returncode != 0
+    assert "people.csv:2: exclude '/(a)\\\\1/' is not supported: backreference" in imported.stderr
+
+
+def test_a_catastrophic_pattern_neither_freezes_the_daemon_nor_holds_back_the_others(tmp_path, site, smtp):
+    """`(a+)+$` against 34 a's and a '!' backtracks for some 16 minutes in `re`, holding the GIL:
+    on the old code the daemon froze (no digest, /healthz silent, SIGTERM ignored; this test
+    failed on /healthz timing out). With RE2 it is about a microsecond. A subscriber whose stored term RE2 refuses (saved by an older version) gets
+    every event rather than none, and the daemon says so once."""
+    import sqlite3
+    import time
+
+    from postwatch.testing.harness import Daemon, free_port, get, wait_for
+
+    port = free_port()
+    cli = Cli(write_config(tmp_path, site.blog_url, smtp.port, listen_port=port, interval="2s"))
+    cli("check", check=True)
+    cli("subscribers", "add", "ada@example.org", "--cadence", "immediate", "--include", "/(a+)+$/",
+        "--include", "rescue", check=True)
+    cli("subscribers", "add", "bo@example.org", "--cadence", "immediate", check=True)
+    cli("subscribers", "add", "cy@example.org", "--cadence", "immediate", "--include", "visa", check=True)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("UPDATE subscribers SET filters = ? WHERE email = 'cy@example.org'",
+                   ('{"include": ["/(?<=x)visa/"], "exclude": []}',))
+        [cy_id] = db.execute("SELECT id FROM subscribers WHERE email = 'cy@example.org'").fetchone()
+
+    def health_within_2s():
+        started = time.monotonic()
+        status, _ = get(f"http://127.0.0.1:{port}/healthz")
+        assert status == 200 and time.monotonic() - started < 2, "/healthz was slow or failing"
+
+    def mail_for(address, count):
+        health_within_2s()
+        return len([m for m in smtp.messages if m["To"] == address]) >= count
+
+    with Daemon(cli, port) as daemon:
+        site.add_post("a" * 34 + "!", body_paragraphs=["A title made of a's."])
+        site.add_post("Rescue update", body_paragraphs=["Three families reached safety."])
+        for address in ("ada@example.org", "bo@example.org", "cy@example.org"):
+            wait_for(lambda: mail_for(address, 1), timeout=40, every=0.5, what=f"the digest to {address}")
+        site.add_post("Office move", body_paragraphs=["Boxes."])       # a second compose run
+        wait_for(lambda: mail_for("bo@example.org", 2) and mail_for("cy@example.org", 2), timeout=40, every=0.5,
+                 what="the second digests")
+        health_within_2s()
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 5, "SIGTERM took too long"
+        stderr = daemon.process.communicate()[1]
+
+    texts = {address: "\n".join(plain(m) for m in smtp.messages if m["To"] == address)
+             for address in ("ada@example.org", "bo@example.org", "cy@example.org")}
+    # Ada: what her terms match. The a's-title ends in "!", so /(a+)+$/ does not match it; "rescue" does.
+    assert "Rescue update" in texts["ada@example.org"] and "a" * 34 not in texts["ada@example.org"]
+    assert "Office move" not in texts["ada@example.org"]
+    for address in ("bo@example.org", "cy@example.org"):       # no filter; a filter that cannot be used
+        assert all(title in texts[address] for title in ("a" * 34 + "!", "Rescue update", "Office move"))
+    assert stderr.count(f"keyword filter of subscriber #{cy_id}: '/(?<=x)visa/' is not supported: lookbehind") == 1
