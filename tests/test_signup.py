@@ -211,7 +211,8 @@ def test_fifty_signups_from_one_ip_in_a_minute_are_rate_limited(web):
     statuses = [sign_up(browser, f"reader{n}@example.org")[0] for n in range(50)]
     assert time.monotonic() - started < 60
     limit = app.config.signup.per_ip
-    assert statuses[:limit] == [200] * limit and set(statuses[limit:]) == {429}
+    # Past the limit the answer is that of any signup (issue 29): it tells nobody what to change.
+    assert set(statuses) == {200}
     assert len(app.store.list_subscribers(status="pending")) == limit
     assert app.store.outbox_stats()["pending"] == limit
 
