@@ -98,7 +98,7 @@ class DigestComposer:
             from digest.tokens import make_address_token
 
             mailbox = (f"{settings.inbound_unsubscribe_prefix}+"
-                       f"{make_address_token(subscriber.id, settings.secret, 'unsubscribe')}@{settings.inbound_domain}")
+                       f"{make_address_token(subscriber, settings.secret, 'unsubscribe')}@{settings.inbound_domain}")
             unsubscribe += f", <mailto:{mailbox}?subject=unsubscribe>"
         elif settings.unsubscribe_mailto:
             unsubscribe += f", <mailto:{wire_address(settings.unsubscribe_mailto)}?subject=unsubscribe-{token}>"

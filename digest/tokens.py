@@ -112,21 +112,36 @@ def check_confirm_token(token: str, secret: bytes, lookup, now: datetime) -> tup
 
 # -- addresses that name a subscriber (VERP) -----------------------------------------------------
 # Lower-case hex: a mail server may fold the case of a local part, never its digits and letters a-f.
-def _address_mac(purpose: str, subscriber_id: int, secret: bytes) -> str:
-    return hmac.new(secret, f"{purpose}-address:{subscriber_id}".encode(), hashlib.sha256).hexdigest()[:20]
+#
+# Bound like the https links: the id signed with the address and the start of the current
+# subscription, so that after an unsubscribe and a new subscription, or once the subscriber was
+# erased (subscribers forget) and another took the id, an old mailto or return path acts on
+# nobody. Tokens mailed before this binding (the id alone) are not honoured any more: on SQLite
+# before revision 0012 an id could be reused, and such a token cannot tell its own subscriber from
+# the next one given the id. The https link in the same mails still unsubscribes, and a bounce of
+# mail sent before the upgrade is refused once (the next one counts).
+def _address_mac(purpose: str, subscriber: Subscriber, secret: bytes) -> str:
+    since = _micros(subscriber.subscribed_at) if subscriber.subscribed_at is not None else "-"
+    message = f"{purpose}-address:{subscriber.id}:{subscriber.email.lower()}:{since}"
+    return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()[:20]
 
 
-def make_address_token(subscriber_id: int, secret: bytes, purpose: str) -> str:
+def make_address_token(subscriber: Subscriber, secret: bytes, purpose: str) -> str:
     """The part after '+' of a VERP return path ("bounce") or a mailto unsubscribe address
-    ("unsubscribe"): the subscriber id and its MAC, no database needed to make it."""
+    ("unsubscribe") of `subscriber` (.id, .email, .subscribed_at; a state.Subscriber)."""
     if not secret:
         raise ValueError("an unsubscribe secret is required")
-    return f"{subscriber_id}.{_address_mac(purpose, subscriber_id, secret)}"
+    return f"{subscriber.id}.{_address_mac(purpose, subscriber, secret)}"
 
 
-def verify_address_token(token: str, secret: bytes, purpose: str) -> int | None:
-    """The subscriber id of a token made by make_address_token, or None for a forged one."""
+def verify_address_token(token: str, secret: bytes, purpose: str, lookup) -> int | None:
+    """The subscriber id of a token made by make_address_token for the subscriber's current
+    subscription; None for a forged one, or one of an earlier subscription or an erased
+    subscriber. `lookup(id)` returns the subscriber (or None)."""
     raw_id, _, given = (token or "").strip().lower().partition(".")
-    if not raw_id.isdigit() or not secret or not 0 < int(raw_id) < 2**63:
+    if not raw_id.isdigit() or not secret or not 0 < int(raw_id) < 2**63 or len(given) != 20:
         return None
-    return int(raw_id) if hmac.compare_digest(given.encode(), _address_mac(purpose, int(raw_id), secret).encode()) else None
+    subscriber = lookup(int(raw_id))
+    if subscriber is None:
+        return None
+    return subscriber.id if hmac.compare_digest(given.encode(), _address_mac(purpose, subscriber, secret).encode()) else None

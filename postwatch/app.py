@@ -173,12 +173,16 @@ class App:
 
     def verp_return_path(self, item) -> str | None:
         """MAIL FROM of a message to a subscriber while the inbound listener runs: an address
-        that names them, so that a bounce says whose address failed (others: None, the usual)."""
+        that names them, so that a bounce says whose address failed (others: None, the usual).
+        The subscriber is read for the start of their subscription, which the address signs."""
         if item.subscriber_id is None:
             return None
         from digest.tokens import make_address_token
 
-        token = make_address_token(item.subscriber_id, self._secret, "bounce")
+        subscriber = self.store.get_subscriber(item.subscriber_id)
+        if subscriber is None:
+            return None
+        token = make_address_token(subscriber, self._secret, "bounce")
         return f"{self.config.inbound.bounce_prefix}+{token}@{self.config.inbound_domain}"
 
     @functools.cached_property

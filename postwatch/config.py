@@ -205,11 +205,17 @@ class SignupConfig:
     enabled: bool = True
     confirm_within: timedelta = between(timedelta(days=7), parse_duration("1h"), parse_duration("90d"))
     remind_after: timedelta = between(timedelta(days=2), parse_duration("1m"), parse_duration("90d"))
-    # Signups taken from one IP address, and for one address, per window (in the daemon's memory).
+    # Signups taken from one client network (an IPv4 /24, an IPv6 /64: one host holds a whole
+    # /64), and for one mailbox (victim+1@ and victim+2@ are one), per window; at most `per_hour`
+    # confirmation mails an hour in all. Counted in the daemon's memory (postwatch/webforms.py).
     per_ip: int = between(10, 1, 100_000)
     per_ip_window: timedelta = between(timedelta(minutes=10), parse_duration("1s"), parse_duration("1d"))
     per_address: int = between(3, 1, 1000)
     per_address_window: timedelta = between(timedelta(days=1), parse_duration("1s"), parse_duration("30d"))
+    per_hour: int = between(100, 1, 1_000_000)
+    # A signup is answered no sooner than this after it arrived, whatever the address: a known
+    # address would otherwise answer faster than a new one (no mail to queue).
+    answer_after: timedelta = between(timedelta(milliseconds=250), parse_duration("0s"), parse_duration("10s"))
 
 
 @dataclass

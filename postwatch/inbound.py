@@ -8,9 +8,10 @@ loop, for the mail that comes back to postwatch.
 - Mailed unsubscribes: the List-Unsubscribe mailto of each digest is
   `unsubscribe+<id>.<mac>@<domain>`; any mail to it unsubscribes that subscriber.
 
-A recipient whose token is forged or unknown is refused at RCPT TO (550 5.1.1) and changes
-nothing; so is any address of another domain (this is no relay). The MX of `[inbound] domain`
-(or a forwarding rule of the real mail server) must deliver those addresses here.
+A recipient whose token is forged or unknown, or was issued for an earlier subscription or an
+erased subscriber (digest/tokens.py), is refused at RCPT TO (550 5.1.1) and changes nothing; so
+is any address of another domain (this is no relay). The MX of `[inbound] domain` (or a
+forwarding rule of the real mail server) must deliver those addresses here.
 """
 from __future__ import annotations
 
@@ -38,17 +39,24 @@ class InboundHandler:
                          app.config.inbound.unsubscribe_prefix.lower(): UNSUBSCRIBE}
 
     def recipient(self, address: str) -> tuple[str, int] | None:
-        """(what, subscriber id) of an address we issued, or None."""
+        """(what, subscriber id) of an address we issued for the subscriber's current
+        subscription, or None. Reads the subscriber: call it in the executor."""
         local, _, domain = address.strip("<> ").rpartition("@")
         prefix, plus, token = local.partition("+")
         what = self.prefixes.get(prefix.lower())
         if domain.lower().rstrip(".") != self.domain or not plus or what is None:
             return None
-        subscriber_id = verify_address_token(token, self.secret, what)
+        subscriber_id = verify_address_token(token, self.secret, what, self.app.store.get_subscriber)
         return (what, subscriber_id) if subscriber_id is not None else None
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd hook
-        if self.recipient(address) is None:
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(self.executor, self.recipient, address)
+        except Exception as exc:              # the database is away: the sender will try again
+            log.warning("inbound: RCPT TO %s not checked: %s", address, exc)
+            return "451 4.3.0 try again later"
+        if found is None:
             log.debug("inbound: refused RCPT TO %s from %s", address, session.peer)
             return "550 5.1.1 no such mailbox here"
         envelope.rcpt_tos.append(address)
@@ -58,15 +66,20 @@ class InboundHandler:
         raw = envelope.original_content or envelope.content
         loop = asyncio.get_running_loop()
         for address in envelope.rcpt_tos:
-            what, subscriber_id = self.recipient(address)
             try:
-                await loop.run_in_executor(self.executor, self._act, what, subscriber_id, raw)
+                await loop.run_in_executor(self.executor, self._act, address, raw)
             except Exception as exc:          # the database is away: the sender will try again
-                log.warning("inbound: %s for subscriber %d not recorded: %s", what, subscriber_id, exc)
+                log.warning("inbound: mail to %s not recorded: %s", address, exc)
                 return "451 4.3.0 try again later"
         return "250 2.0.0 OK"
 
-    def _act(self, what: str, subscriber_id: int, raw: bytes) -> None:
+    def _act(self, address: str, raw: bytes) -> None:
+        # Checked again: the subscription may have ended between RCPT TO and the end of DATA.
+        found = self.recipient(address)
+        if found is None:
+            log.debug("inbound: %s names no current subscription any more; ignored", address)
+            return
+        what, subscriber_id = found
         store, now = self.app.store, datetime.now(timezone.utc)
         if what == UNSUBSCRIBE:
             if store.unsubscribe(subscriber_id):

@@ -7,6 +7,7 @@ in the outbox, the same exactly-once path as digests; `confirm` makes the subscr
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -90,6 +91,34 @@ def page_context(app, form: SettingsForm) -> dict:
             "sources": [{"name": s.name, "title": s.title or s.name, "checked": form.sources is None or s.name in form.sources}
                         for s in sources],
             "errors": form.errors}
+
+
+# Providers known to ignore the dots of a local part (and googlemail.com is gmail.com).
+DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+def mailbox_key(email: str) -> str:
+    """The mailbox an address reaches, for counting signups only (what is stored and mailed
+    stays as typed): lower case, no +tag, and no dots at the providers that ignore them."""
+    local, _, domain = email.strip().lower().rpartition("@")
+    local = local.split("+", 1)[0] or local
+    if domain in DOTLESS_DOMAINS:
+        local, domain = local.replace(".", ""), DOTLESS_DOMAINS[domain]
+    return f"{local}@{domain}"
+
+
+def client_network(remote: str) -> str:
+    """The network a client's address is counted in: its IPv4 /24, or its IPv6 /64 (a single
+    host is routinely given a whole /64). An IPv4 client of a dual-stack listener counts as
+    IPv4. Anything that is no address (a Unix socket) is its own key."""
+    try:
+        address = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return remote
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = 24 if address.version == 4 else 64
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
 def known_sources(app) -> list[str]:

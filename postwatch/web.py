@@ -8,8 +8,9 @@ and Scrapy already pulls it in, so it adds no dependency.
 
 Every response carries the security headers of postwatch/webforms.py (CSP with frame-ancestors
 'none', no-referrer, nosniff); every form a signed double-submit CSRF token; the signup form a
-honeypot field and per-IP and per-address rate limits. /unsubscribe takes RFC 8058 one-click
-POSTs from mail clients, which carry no page token: its signed link is its own proof.
+honeypot field, rate limits per client network (/24, /64), per mailbox and per hour, and one
+answer time for every address. /unsubscribe takes RFC 8058 one-click POSTs from mail clients,
+which carry no page token: its signed link is its own proof.
 
 Served by aiohttp on the daemon's own event loop (the one Scrapy's asyncio reactor and
 APScheduler share), so it costs no thread per connection. It must never be able to stop the
@@ -93,6 +94,7 @@ class _Context:
     outbox_queued: Callable[[], None] = lambda: None     # a confirmation is waiting: send soon
     per_ip: RateLimiter | None = None
     per_address: RateLimiter | None = None
+    per_hour: RateLimiter | None = None
     _csrf: CsrfGuard | None = None
 
     @property
@@ -305,29 +307,49 @@ async def subscribe(request: web.Request) -> web.Response:
         return await page.render(200, lambda: form_page(signup.defaults(app.config)))
     if request.method != "POST":
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+    # Every answer to a signup leaves no sooner than [signup] answer_after after it arrived: a
+    # known address (nothing to queue) or a limit reached would otherwise answer sooner.
+    floor = time.monotonic() + app.config.signup.answer_after.total_seconds()
+    try:
+        return await _sign_up(request, page, form_page)
+    finally:
+        await asyncio.sleep(max(0.0, floor - time.monotonic()))
+
+
+async def _sign_up(request: web.Request, page: _Page, form_page: Callable[[Any], str]) -> web.Response:
+    from postwatch import signup
+
+    ctx, app = page.ctx, page.ctx.app
     form = await _read_form(request)
     if not page.csrf_ok(form):
         return await page.refused()
+    # Every limit is answered with the page of any other signup: a limit reached says nothing
+    # about an address, and tells nobody which networks or spellings to use instead.
     title, text = signup.CHECK_INBOX
     if form.get("website"):               # the honeypot: a person never sees it, a bot fills it in
         log.debug("http /subscribe: the honeypot was filled in from %s; nothing stored", request.remote)
         return await page.message(200, title, text)
-    if not page.ctx.per_ip.allow(request.remote or "?"):
-        page.ctx.warn_rarely("signup-ip", "http /subscribe: %s reached [signup] per_ip; turned away", request.remote)
-        return await page.message(429, "Too many signups", "Too many signups came from your network just now. "
-                                  "Please try again later.", headers={"Retry-After": "600"})
-    checked = await page.ctx.database("/subscribe", lambda: signup.read_form(app.config, form, signup.known_sources(app),
-                                                                             with_email=True))
+    network = signup.client_network(request.remote or "?")
+    if not ctx.per_ip.allow(network):
+        ctx.warn_rarely("signup-ip", "http /subscribe: %s reached [signup] per_ip; signups from it turned away", network)
+        return await page.message(200, title, text)
+    checked = await ctx.database("/subscribe", lambda: signup.read_form(app.config, form, signup.known_sources(app),
+                                                                        with_email=True))
     if checked.errors:
         return await page.render(400, lambda: form_page(checked))
-    if not page.ctx.per_address.allow(checked.email.lower()):
-        # Answered as any other signup: whether an address is being signed up is nobody's business.
-        log.debug("http /subscribe: an address reached [signup] per_address; nothing stored")
+    if not ctx.per_address.allow(signup.mailbox_key(checked.email), variant=checked.email.lower()):
+        # No address in the log: whether an address is being signed up is nobody's business.
+        ctx.warn_rarely("signup-address", "http /subscribe: a mailbox reached [signup] per_address (or a second "
+                        "spelling of it came); nothing stored")
+        return await page.message(200, title, text)
+    if not ctx.per_hour.allow("all"):
+        ctx.warn_rarely("signup-hour", "http /subscribe: [signup] per_hour (%d confirmation mails an hour) reached; "
+                        "signups turned away", app.config.signup.per_hour)
         return await page.message(200, title, text)
     now = datetime.now(timezone.utc)
-    outcome = await page.ctx.database("/subscribe", lambda: signup.sign_up(app, checked, now))
+    outcome = await ctx.database("/subscribe", lambda: signup.sign_up(app, checked, now))
     if outcome in ("new", "returning"):
-        page.ctx.outbox_queued()
+        ctx.outbox_queued()
     return await page.message(200, title, text)
 
 
@@ -511,7 +533,8 @@ def make_app(app, scheduler_running: Callable[[], bool] = lambda: True, *,
                                 executor=executor or ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="postwatch-web"),
                                 warned_at={}, outbox_queued=outbox_queued,
                                 per_ip=RateLimiter(signup.per_ip, signup.per_ip_window.total_seconds()),
-                                per_address=RateLimiter(signup.per_address, signup.per_address_window.total_seconds()))
+                                per_address=RateLimiter(signup.per_address, signup.per_address_window.total_seconds()),
+                                per_hour=RateLimiter(signup.per_hour, 3600.0))
     web_app.router.add_get("/healthz", healthz)
     web_app.router.add_get("/metrics", metrics)
     web_app.router.add_route("*", "/unsubscribe", unsubscribe)

@@ -7,8 +7,9 @@ taken only when the cookie's nonce and the field agree, the signature is ours an
 younger than CSRF_MAX_AGE. Nothing is kept on the server, so a restart loses nothing, and another
 site can neither read the field nor set the cookie.
 
-Rate limits: sliding windows kept in memory. One daemon serves one database (the instance lease),
-so its memory sees every signup; a restart forgets the counts, which only lets a few more through.
+Rate limits: sliding windows kept in memory. One daemon serves one database (the instance lease;
+`postwatch worker` serves no pages), so its memory sees every signup; a restart forgets the
+counts, which only lets a few more through (at most one more `[signup] per_hour` of mail).
 """
 from __future__ import annotations
 
@@ -77,24 +78,35 @@ class CsrfGuard:
 class RateLimiter:
     """At most `limit` events per key in any `window` seconds. Memory stays bounded: at most
     `max_keys` keys are kept, the least recently used dropped first (which can only let a
-    dropped key through sooner)."""
+    dropped key through sooner).
+
+    `variant`: a key's events in one window must all carry the variant of its first (one
+    mailbox, many spellings: victim+1@ and victim+2@ are one key, and only the first spelling
+    is taken until the window has passed)."""
 
     def __init__(self, limit: int, window: float, max_keys: int = 100_000, clock=time.monotonic):
         self.limit, self.window, self.max_keys, self.clock = limit, window, max_keys, clock
         self._events: OrderedDict[str, deque] = OrderedDict()
+        self._variants: dict[str, str | None] = {}
 
-    def allow(self, key: str) -> bool:
-        """Count one event for `key`; False (and not counted) when the limit is reached."""
+    def allow(self, key: str, variant: str | None = None) -> bool:
+        """Count one event for `key`; False (and not counted) when the limit is reached, or
+        when the window already holds events of another variant."""
         now = self.clock()
         events = self._events.get(key)
         if events is None:
             events = self._events[key] = deque()
             while len(self._events) > self.max_keys:
-                self._events.popitem(last=False)
+                dropped, _ = self._events.popitem(last=False)
+                self._variants.pop(dropped, None)
         else:
             self._events.move_to_end(key)
         while events and now - events[0] >= self.window:
             events.popleft()
+        if not events:
+            self._variants[key] = variant
+        elif self._variants.get(key) != variant:
+            return False
         if len(events) >= self.limit:
             return False
         events.append(now)

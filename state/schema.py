@@ -118,6 +118,8 @@ subscribers = Table(
     Column("filters", Text),
     # ...and where the subscriber was added: "cli" (subscribers add/import), "config" ([[routes]]).
     Column("origin", String(20), nullable=False, server_default="cli"),
+    # Revision 0012: ids are in mailed tokens, so SQLite never hands a deleted one out again.
+    sqlite_autoincrement=True,
 )
 
 # Added by revision 0007: addresses erased on request (`subscribers forget`), as the sha256 of the

@@ -100,3 +100,67 @@ def test_without_a_listener_no_return_path_names_a_subscriber(tmp_path, site, sm
     cli("digest", check=True)
     assert smtp.envelopes[0][0] == "digest@postwatch.test"
     assert "mailto:" not in str(smtp.messages[0]["List-Unsubscribe"])
+
+
+def subscriber_id(tmp_path, email: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        return db.execute("SELECT id FROM subscribers WHERE lower(email) = ?", (email,)).fetchone()[0]
+
+
+def test_mailed_addresses_stop_working_after_a_resubscription_and_after_forget(tmp_path, site, smtp):
+    """Issue 29: the mailto and VERP addresses are bound to the subscription, as the https links
+    are, and an erased subscriber's id is never handed to the next one."""
+    port, inbound = free_port(), free_port()
+    config = write_config(tmp_path, site.blog_url, smtp.port, listen_port=port, interval="2s",
+                          extra=f'\n[inbound]\nlisten = "127.0.0.1:{inbound}"\n')
+    cli = Cli(config)
+    cli("check", check=True)
+    for email in ("ada@example.org", "cy@example.org"):          # cy last: the highest id
+        cli("subscribers", "add", email, "--cadence", "immediate", check=True)
+    cy_id = subscriber_id(tmp_path, "cy@example.org")
+    with Daemon(cli, port) as daemon:
+        site.add_post("Old addresses", body_paragraphs=["Their tokens."])
+        wait_for(lambda: len(smtp.messages) >= 2, timeout=60, what="two digests")
+        by_rcpt = {rcpts[0]: (mail_from, message) for (mail_from, rcpts), message in zip(smtp.envelopes, smtp.messages)}
+        verp = {email: by_rcpt[email][0] for email in ("ada@example.org", "cy@example.org")}
+        mailto = {email: re.search(r"<mailto:([^?>]+)", str(by_rcpt[email][1]["List-Unsubscribe"])).group(1)
+                  for email in ("ada@example.org", "cy@example.org")}
+
+        def hard_bounces(to: str, rcpt: str) -> None:
+            for _ in range(3):
+                send(inbound, to, DSN.format(to=to, rcpt=rcpt, action="failed", status="5.1.1",
+                                             diagnostic="550 5.1.1 User unknown"))
+
+        # Unsubscribe by mail, come back: the old mailto and return path no longer reach her.
+        send(inbound, mailto["ada@example.org"], "Subject: unsubscribe\r\n\r\nunsubscribe\r\n")
+        assert status_of(cli, "ada@example.org") == "unsubscribed"
+        cli("subscribers", "add", "ada@example.org", "--resubscribe", "--cadence", "immediate", check=True)
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            send(inbound, mailto["ada@example.org"], "Subject: unsubscribe\r\n\r\nunsubscribe\r\n")
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            hard_bounces(verp["ada@example.org"], "ada@example.org")
+        assert status_of(cli, "ada@example.org") == "active"
+
+        # Erased on request; the next person added gets an id of their own, and cy's old
+        # addresses act on nobody.
+        cli("subscribers", "forget", "cy@example.org", check=True)
+        cli("subscribers", "add", "dee@example.org", "--cadence", "immediate", check=True)
+        assert subscriber_id(tmp_path, "dee@example.org") != cy_id
+        for to in (mailto["cy@example.org"], verp["cy@example.org"]):
+            with pytest.raises(smtplib.SMTPRecipientsRefused):
+                send(inbound, to, DSN.format(to=to, rcpt="cy@example.org", action="failed", status="5.1.1",
+                                             diagnostic="550 5.1.1 User unknown"))
+        assert status_of(cli, "dee@example.org") == "active"
+
+        # The new subscription's own addresses work.
+        site.add_post("New addresses", body_paragraphs=["Fresh tokens."])
+        fresh = wait_for(lambda: [m for m in smtp.messages if str(m["To"]) == "ada@example.org"
+                                  and "New addresses" in m.get_body(("plain",)).get_content()], timeout=60,
+                         what="ada's second digest")[0]
+        new_mailto = re.search(r"<mailto:([^?>]+)", str(fresh["List-Unsubscribe"])).group(1)
+        assert new_mailto != mailto["ada@example.org"]
+        send(inbound, new_mailto, "Subject: unsubscribe\r\n\r\nunsubscribe\r\n")
+        assert status_of(cli, "ada@example.org") == "unsubscribed"
+        assert daemon.stop() == 0
