@@ -52,6 +52,10 @@ def outbox(tmp_path, channel: str) -> list[tuple]:
                           (channel,)).fetchall()
 
 
+def text(message) -> str:
+    return message.get_body(preferencelist=("plain",)).get_content()
+
+
 def stop_timed(daemon: Daemon, bound: float) -> tuple[float, int, str]:
     """SIGTERM; (seconds until the process ended, its exit status, its log)."""
     started = time.monotonic()
@@ -93,7 +97,8 @@ def test_a_dripping_webhook_receiver_holds_up_neither_email_nor_healthz(tmp_path
     rows = outbox(tmp_path, "webhook")
     assert {s for s, _, _ in rows} == {"pending"}, rows          # retried later, not lost
     assert any("deadline" in (error or "") for _, _, error in rows), rows
-    assert "First post" in smtp.messages[0].as_string() and "Second post" in smtp.messages[1].as_string()
+    assert "First post" in text(smtp.messages[0]) and "Second post" in text(smtp.messages[1])
+
     assert f"WARNING webhook to {drip.url('/hook')} put off" in log, log
     assert "INFO    mail: 1 sent" in log, log
 
@@ -127,16 +132,14 @@ def test_a_dripping_smtp_server_holds_up_neither_webhooks_nor_the_stop(tmp_path,
                 wait_for(lambda: hook.accepted, timeout=INTERVAL + OUTBOX_EVERY + 20, every=0.05,
                          what="the webhook while the SMTP server drips")
                 delay = time.monotonic() - added
-                wait_for(lambda: any(attempts for _, attempts, _ in outbox(tmp_path, "email")), timeout=20,
-                         what="the email put off for a retry")
-                wait_open(relay)
+                wait_open(relay)                  # the digest's conversation is still held by the drip
                 took, exit_status, log = stop_timed(daemon, grace + deadline)
     print(f"webhook {delay:.2f}s after the post; SIGTERM to exit {took:.2f}s")
     assert delay <= INTERVAL + OUTBOX_EVERY + SLACK
     assert exit_status == 0 and took <= grace + deadline + EXIT_SLACK, f"stopping took {took:.1f}s\n{log}"
     [(status, attempts, error)] = outbox(tmp_path, "email")
-    assert status == "pending" and "deadline" in error, (status, attempts, error)
-    assert f"127.0.0.1:{relay.port}" in error
+    assert (status, attempts) == ("pending", 1) and "deadline" in error, (status, attempts, error)   # recorded before the exit
+    assert f"127.0.0.1:{relay.port}" in error and f"127.0.0.1:{relay.port} did not finish" in log
 
 
 def test_one_receiver_that_runs_out_of_time_costs_only_its_own_messages():
@@ -156,3 +159,46 @@ def test_one_receiver_that_runs_out_of_time_costs_only_its_own_messages():
     assert first.status == second.status == "retry" and first.put_off is False and second.put_off is True
     assert "deadline" in first.detail and 2 <= first_at < 3 and second_at - first_at < 0.5
     assert third.status == "sent" and [d.verdict for d in good.requests] == ["accepted"]
+
+
+def test_an_inbound_session_that_drips_is_cut_off_at_its_deadline():
+    """aiosmtpd's own timeout is idle time: a byte every 0.3 s kept a session open for ever."""
+    import asyncio
+    import socket
+    from types import SimpleNamespace
+
+    from postwatch.inbound import InboundListener
+
+    config = SimpleNamespace(unsubscribe_secret=lambda: b"k",
+                             inbound=SimpleNamespace(bounce_prefix="bounces", unsubscribe_prefix="unsubscribe"))
+
+    async def session_length() -> float:
+        listener = InboundListener(SimpleNamespace(config=config), "127.0.0.1", 0, "postwatch.test", session_deadline=1.0)
+        await listener.start()
+        port = listener.server.sockets[0].getsockname()[1]
+        try:
+            def drip() -> float:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                    started = time.monotonic()
+                    client.recv(1024)                          # the greeting
+                    try:
+                        for byte in b"HELO " + b"x" * 100:
+                            client.sendall(bytes([byte]))
+                            time.sleep(0.3)
+                            client.setblocking(False)
+                            try:
+                                if client.recv(1024) == b"":
+                                    break
+                            except BlockingIOError:
+                                pass
+                            finally:
+                                client.setblocking(True)
+                    except OSError:
+                        pass                                  # reset by the listener's abort
+                    return time.monotonic() - started
+            return await asyncio.to_thread(drip)
+        finally:
+            await listener.stop()
+
+    took = asyncio.run(session_length())
+    assert 1.0 <= took < 2.0, f"the session lasted {took:.1f}s"
