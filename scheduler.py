@@ -83,7 +83,8 @@ async def digest_job(cadence_key: str) -> None:
     ids = [s.id for s in daemon.app.store.list_subscribers(active_only=True) if cadence_key_of(s) == cadence_key]
     if ids:
         queued = await daemon.deliver(ids)
-        log.info("digest %s: %d composed", cadence_key, len(queued))
+        if queued:        # what is sent is said by each kind's flush (Compartment)
+            log.info("digest %s: %d composed", cadence_key, len(queued))
 
 
 @_logs_storage_errors

@@ -7,7 +7,10 @@ replica, a real SMTP server and receivers that drip their answer one byte a seco
   waits for its retry (not lost).
 - A dripping SMTP server holds up neither the webhooks nor the daemon.
 - SIGTERM ends the process within [daemon] shutdown_grace plus the exchange's deadline, whatever
-  the receiver does."""
+  the receiver does.
+And in-process: a receiver that ran out of time has its other messages of the flush put off (a
+webhook, an Apprise URL), an inbound SMTP session ends at its deadline, and /healthz's outbox
+condition (App.outbox_health)."""
 from __future__ import annotations
 
 import signal
@@ -202,3 +205,46 @@ def test_an_inbound_session_that_drips_is_cut_off_at_its_deadline():
 
     took = asyncio.run(session_length())
     assert 1.0 <= took < 2.0, f"the session lasted {took:.1f}s"
+
+
+def test_outbox_health_says_unhealthy_when_due_messages_have_not_been_flushed_for_too_long(tmp_path):
+    from datetime import datetime, timezone
+
+    from postwatch.app import App
+    from postwatch.config import parse_config
+    from state import ComposedMessage, Store
+
+    config = parse_config({"daemon": {"outbox_every": "1s"}, "smtp": {"timeout": 2}, "webhook": {"timeout": 1}})
+    with App(config, Store(str(tmp_path / "state.db"))) as app:      # allowed: 3 periods + a deadline, 5 s
+        now = time.monotonic()
+        assert app.outbox_health() == (True, "outbox flushing")       # nothing due
+        app.store.enqueue_message(ComposedMessage(message_id="<m@x>", subject="s", to_addr="ada@example.org",
+                                                  raw=b"x", channel="email"), datetime.now(timezone.utc))
+        app.flush_ended["email"] = now - 1
+        assert app.outbox_health()[0]
+        app.flush_ended["email"] = now - 6
+        ok, detail = app.outbox_health()
+        assert not ok and detail.startswith("outbox: email messages due and no email flush ended for 6s (limit 5s)")
+        assert app.healthy() == (ok, detail)
+        app.flush_began["webhook"] = now - 6          # a flush that hangs holds its messages' leases
+        app.flush_ended["email"] = now
+        ok, detail = app.outbox_health()
+        assert not ok and detail.startswith("outbox: a webhook flush has been running for 6s")
+
+
+def test_an_apprise_notification_that_drips_is_bounded_and_its_urls_other_messages_put_off():
+    import json
+
+    from digest.delivery import AppriseChannel
+
+    with DripServer.webhook(every=0.3) as drip:
+        url = f"json://127.0.0.1:{drip.port}/notify"
+        raw = json.dumps({"title": "t", "lines": ["a"], "more": None, "site": "postwatch"}).encode()
+        items = [OutboxItem(id=n, subscriber_id=n, to_addr=url, message_id=f"ntf_{n}", raw=raw, attempts=0,
+                            created_at=None, channel="apprise") for n in (1, 2)]
+        started = time.monotonic()
+        with AppriseChannel(timeout=1) as channel:
+            results = [(r, time.monotonic() - started) for _, r in channel.send_many(items)]
+    [(first, first_at), (second, second_at)] = results
+    assert first.status == "retry" and "deadline" in first.detail and not first.put_off, first
+    assert 1 <= first_at < 2 and second.put_off and second_at - first_at < 0.2
