@@ -71,11 +71,9 @@ async def sweep() -> None:
     if not due:
         return
     await daemon.app.check_many(due)
-    # Immediate subscribers get what this sweep published, and alerts it queued go out. While
-    # a delivery is under way the outbox job picks them up within its period instead, so that
-    # the next sweep is not held up behind a long flush.
-    if not daemon.delivering():
-        await daemon.deliver()
+    # Immediate subscribers get what this sweep published, and alerts it queued go out (only
+    # composing is waited for: each kind of message is sent in its own compartment).
+    await daemon.deliver()
     daemon.app.alerts_queued = 0
 
 
@@ -84,8 +82,9 @@ async def digest_job(cadence_key: str) -> None:
     daemon = _require_daemon()
     ids = [s.id for s in daemon.app.store.list_subscribers(active_only=True) if cadence_key_of(s) == cadence_key]
     if ids:
-        queued, stats = await daemon.deliver(ids)
-        log.info("digest %s: %d composed, %d sent, %d retrying", cadence_key, len(queued), stats.sent, stats.retried)
+        queued = await daemon.deliver(ids)
+        if queued:        # what is sent is said by each kind's flush (Compartment)
+            log.info("digest %s: %d composed", cadence_key, len(queued))
 
 
 @_logs_storage_errors
@@ -173,6 +172,79 @@ def cadence_due_between(key: str, after: datetime, until: datetime) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# Compartments: each kind of outbox message flushed on its own
+# --------------------------------------------------------------------------------------------
+def in_daemon_thread(name: str, func, *args) -> tuple[asyncio.Future, threading.Thread]:
+    """`func(*args)` in a daemon thread of its own, and the future of its result. Not asyncio.to_thread:
+    the default executor's threads are joined when the interpreter exits, so one stuck in a
+    receiver's answer kept a stopped daemon alive, holding its database lock. The daemon waits
+    for these threads at a stop, bounded (Daemon._shutdown); the interpreter never does."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(outcome: str, value) -> None:
+        if not future.done():
+            getattr(future, outcome)(value)
+
+    def run() -> None:
+        try:
+            result, outcome = func(*args), "set_result"
+        except BaseException as exc:  # handed to the awaiting task
+            result, outcome = exc, "set_exception"
+        try:
+            loop.call_soon_threadsafe(settle, outcome, result)
+        except RuntimeError:
+            pass          # the loop has closed: the daemon stopped without waiting for this thread
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return future, thread
+
+
+class Compartment:
+    """The flushes of one kind of outbox message ("email", "webhook", "apprise"): one at a time,
+    so that two digests to one address still leave in the order they were composed, in a thread
+    of their own, so that no other kind waits behind them. A kick while a flush runs makes it
+    run once more when it ends (what was composed meanwhile may be past the page it read)."""
+
+    def __init__(self, kind: str, daemon: "Daemon"):
+        self.kind, self.daemon = kind, daemon
+        self.what = "mail" if kind == "email" else kind
+        self.task: asyncio.Task | None = None
+        self.flushing: threading.Thread | None = None      # the last flush's thread
+        self.again = False
+
+    def kick(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.again = True
+            return
+        self.task = asyncio.ensure_future(self._flushes())
+
+    async def _flushes(self) -> None:
+        stop = self.daemon.stop_sending
+        while not stop.is_set():
+            self.again = False
+            flushed, self.flushing = in_daemon_thread(f"postwatch-flush-{self.kind}", self.daemon.app.flush_channel,
+                                                      self.kind, stop)
+            try:
+                stats = await flushed
+            except (StorageError, TemplateProblem) as exc:
+                log.error("%s: %s", self.what, exc)
+                return
+            except Exception:
+                log.exception("%s: flush crashed", self.what)
+                return
+            if stats.sent:
+                log.info("%s: %d sent", self.what, stats.sent)
+            if not self.again:
+                return
+
+    def thread(self) -> threading.Thread | None:
+        """The flush thread still running, if any."""
+        return self.flushing if self.flushing is not None and self.flushing.is_alive() else None
+
+
+# --------------------------------------------------------------------------------------------
 # The daemon
 # --------------------------------------------------------------------------------------------
 class Daemon:
@@ -188,41 +260,32 @@ class Daemon:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.lease_lost_line: str | None = None
         self._once_task: asyncio.Task | None = None
-        # Seen by the sending thread between messages: SIGTERM lets the ones in flight finish.
+        # Seen by the sending threads between messages: SIGTERM lets the ones in flight finish.
         self.stop_sending = threading.Event()
-        self._sending: asyncio.Lock | None = None
+        self._composing: asyncio.Lock | None = None
+        self.compartments: dict[str, Compartment] = {}
         self.sweep: asyncio.Task | None = None     # the sweep under way, if any
         self._soon_tasks: set[asyncio.Task] = set()
 
-    def delivering(self) -> bool:
-        return self._sending is not None and self._sending.locked()
-
-    async def deliver(self, subscriber_ids: Iterable[int] = ()):
+    async def deliver(self, subscriber_ids: Iterable[int] = ()) -> list[int]:
         """Compose for `subscriber_ids` and for the immediate subscribers behind the newest
-        published event, then send what is due. Composing and SMTP run in a worker thread (each
-        with its own database connections): a big digest or a slow server must not stop the
-        loop from crawling, answering /healthz and seeing SIGTERM. One delivery at a time, so
-        two digests to one address still leave in the order they were composed."""
-        from digest.sender import FlushStats
-
-        if self._sending is None:
-            self._sending = asyncio.Lock()
-        async with self._sending:
+        published event, then start a flush of each kind of message that is due, in its own
+        compartment; returns the ids composed, without waiting for the flushes. Composing runs in
+        a worker thread (with its own database connections), one at a time: a big digest must
+        not stop the loop from crawling, answering /healthz and seeing SIGTERM."""
+        if self._composing is None:
+            self._composing = asyncio.Lock()
+        async with self._composing:
             if self.stop_sending.is_set():
-                return [], FlushStats()
+                return []
             store = self.app.store
             ids = sorted(set(subscriber_ids) | set(await asyncio.to_thread(store.immediate_subscribers_behind)))
             queued = await asyncio.to_thread(self.app.compose_digests, ids) if ids else []
-            if not queued and not await asyncio.to_thread(store.outbox_due, utcnow()):
-                return queued, FlushStats()
-            try:
-                return queued, await asyncio.to_thread(self.app.flush_outbox, self.stop_sending)
-            except asyncio.CancelledError:
-                if not self.stop_sending.is_set():
-                    raise
-                # Past the shutdown grace: the thread finishes its message in flight on its own.
-                log.warning("stopping while a message is still being sent")
-                return queued, FlushStats()
+            kinds = await asyncio.to_thread(store.due_channels, utcnow())
+        if not self.stop_sending.is_set():
+            for kind in kinds:
+                self.compartments.setdefault(kind, Compartment(kind, self)).kick()
+        return queued
 
     def due_sources(self, now: datetime) -> list[str]:
         last_checks = self.app.store.last_checks()
@@ -394,13 +457,14 @@ class Daemon:
         except asyncio.TimeoutError:
             log.warning("crawls did not stop within %.0fs", grace)
         running = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and _is_job_task(t)]
+        running += [c.task for c in self.compartments.values() if c.task is not None and not c.task.done()]
         if running:
             done, pending = await asyncio.wait(running, timeout=max(0.1, deadline - time.monotonic()))
             for task in pending:
                 task.cancel()
             if pending:
-                log.warning("%d jobs cancelled after the %.0fs grace (a message still in flight finishes in its thread, "
-                            "bounded by [smtp] timeout)", len(pending), grace)
+                log.warning("%d jobs cancelled after the %.0fs grace", len(pending), grace)
+        await self._end_flush_threads()
         if self.scheduler and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self.http:
@@ -409,6 +473,24 @@ class Daemon:
             await self.inbound.stop()
         if not self.lease_lost_line:      # the lease has logged the one line of this stop
             log.info("postwatch daemon stopped")
+
+
+    async def _end_flush_threads(self) -> None:
+        """A flush thread stops between messages once told to; the message in flight ends within
+        its deadline ([smtp] / [webhook] timeout), which the watchdog enforces whatever the
+        receiver does, and is recorded. The wait is bounded by that deadline: the threads are
+        daemon threads, so one past it (a bug) is left behind, logged, and holds nothing."""
+        threads = {c.what: c.thread() for c in self.compartments.values()}
+        threads = {what: thread for what, thread in threads.items() if thread is not None}
+        if not threads:
+            return
+        until = time.monotonic() + self.app.largest_deadline + 1.0
+        while any(t.is_alive() for t in threads.values()) and time.monotonic() < until:
+            await asyncio.sleep(0.05)
+        for what, thread in threads.items():
+            if thread.is_alive():
+                log.warning("%s: a message still in flight %.0fs past its deadline is left behind (its lease runs out; "
+                            "it is sent again)", what, self.app.largest_deadline)
 
 
 def _is_job_task(task: asyncio.Task) -> bool:

@@ -15,6 +15,7 @@ import re
 import smtplib
 import ssl
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
@@ -23,6 +24,7 @@ from functools import lru_cache
 from email.utils import parseaddr
 from pathlib import Path
 
+from digest.deadline import Deadline
 from digest.settings import SmtpSettings, wire_address
 from state.suppression import enhanced_code
 
@@ -96,6 +98,9 @@ class DeliveryResult:
     retry_after: float | None = None
     # The address itself is gone (a webhook's 404 or 410): counted like a hard bounce.
     address_gone: bool = False
+    # Not tried in this flush: its receiver ran out of time (or was unavailable) earlier in it,
+    # so this message waits for its retry instead of waiting out the same deadline again.
+    put_off: bool = False
 
     @classmethod
     def refused(cls, code: int, text: bytes | str) -> "DeliveryResult":
@@ -192,8 +197,9 @@ class FolderChannel(Channel):
 class SmtpChannel(Channel):
     """Up to `settings.connections` SMTP connections, each reused for a whole batch. 4xx,
     connection errors, timeouts and TLS failures are temporary (retry later); 5xx is permanent
-    for that address. Once the server refuses the connection or says 421, the rest of the batch
-    waits for the next run instead of hammering it."""
+    for that address. Once the server refuses the connection, says 421 or runs past a message's
+    deadline (`settings.timeout` for its whole conversation), the rest of the batch waits for the
+    next run instead of hammering it."""
 
     def __init__(self, settings: SmtpSettings):
         self.settings = settings
@@ -259,6 +265,27 @@ class SmtpChannel(Channel):
                 yield in_flight.pop(future), future.result()
 
 
+class _Watched:
+    """smtplib's client with its socket under a deadline from the moment it is connected, so
+    that a greeting that never ends is cut too (smtplib connects inside its constructor).
+    `_get_socket` is the hook smtplib's own SMTP_SSL and LMTP override."""
+
+    def __init__(self, deadline: Deadline, *args, **kwargs):
+        self.deadline = deadline
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host, port, timeout):
+        return self.deadline.watch(super()._get_socket(host, port, timeout))
+
+
+class _WatchedSMTP(_Watched, smtplib.SMTP):
+    pass
+
+
+class _WatchedSMTP_SSL(_Watched, smtplib.SMTP_SSL):  # noqa: N801 - smtplib's name
+    pass
+
+
 class SmtpSession:
     """One SMTP connection and what its answers mean."""
 
@@ -266,16 +293,20 @@ class SmtpSession:
         self.settings, self.channel = settings, channel
         self.connection: smtplib.SMTP | None = None
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self, deadline: Deadline) -> smtplib.SMTP:
         s = self.settings
         context = s.ssl_context or ssl.create_default_context()
+        # Each read waits at most what is left of the deadline (the TLS handshake of "ssl", which
+        # the watchdog cannot reach before it ends, included).
+        timeout = max(0.1, min(s.timeout, deadline.remaining()))
         if s.security == "ssl":
-            connection = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
+            connection = _WatchedSMTP_SSL(deadline, s.host, s.port, timeout=timeout, context=context)
         else:
-            connection = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            connection = _WatchedSMTP(deadline, s.host, s.port, timeout=timeout)
             connection.ehlo()
             if s.security == "starttls":
                 connection.starttls(context=context)
+                deadline.watch(connection.sock)      # the TLS socket replaces the one watched
                 connection.ehlo()
         if s.username:
             connection.login(s.username, s.password or "")
@@ -302,13 +333,31 @@ class SmtpSession:
         return DeliveryResult("retry", reason)
 
     def send(self, item) -> DeliveryResult:
+        """One message, its whole conversation (connecting included) within `settings.timeout`:
+        past it the watchdog cuts the connection, and the message and the rest of the batch
+        wait for their retry. A message cut after its final dot may have been accepted by the
+        server; like a timeout, it is then sent twice (at least once, never lost)."""
+        if self.channel.unavailable:
+            return DeliveryResult("retry", self.channel.unavailable, put_off=True)
+        with Deadline(self.settings.timeout) as deadline:
+            if self.connection is not None:
+                deadline.watch(self.connection.sock)
+            result = self._send(item, deadline)
+        if deadline.expired:
+            self._drop()          # cut: not to be reused
+            if result.status != "sent":
+                return self._give_up(f"SMTP server {self.settings.host}:{self.settings.port} did not finish within "
+                                     f"the {self.settings.timeout:g}s deadline of a message ([smtp] timeout)")
+        return result
+
+    def _send(self, item, deadline: Deadline) -> DeliveryResult:
         raw = self.settings.dkim.sign(item.raw) if self.settings.dkim is not None else item.raw
         for attempt in (1, 2):
             if self.channel.unavailable:
-                return DeliveryResult("retry", self.channel.unavailable)
+                return DeliveryResult("retry", self.channel.unavailable, put_off=True)
             try:
                 if self.connection is None:
-                    self.connection = self._connect()
+                    self.connection = self._connect(deadline)
                 try:
                     verp = self.settings.return_path(item) if self.settings.return_path else None
                     sender = verp or (wire_address(self.settings.envelope_from) if self.settings.envelope_from
@@ -327,7 +376,7 @@ class SmtpSession:
                 return DeliveryResult("sent", "250")
             except smtplib.SMTPServerDisconnected as exc:
                 self._drop()
-                if attempt == 1:
+                if attempt == 1 and not deadline.expired:
                     continue          # the server closed an idle connection: reconnect once
                 return self._give_up(f"SMTP server disconnected: {exc}")
             except smtplib.SMTPRecipientsRefused as exc:
@@ -420,7 +469,11 @@ class WebhookChannel(Channel):
     it adds no dependency, and it never follows a redirect by itself, so a receiver cannot send
     the signed events to another host: a 307/308 to the same scheme, host and port is followed
     (the body and method kept), any other redirect is a permanent failure naming where it
-    pointed. One keep-alive connection per receiver for the whole flush."""
+    pointed. One keep-alive connection per receiver for the whole flush.
+
+    `timeout` is the deadline of one whole delivery (connecting, sending, the status line and
+    the body, redirects included), not of each read: a receiver that drips its answer is cut
+    off when it passes, and its other messages in this flush are put off at once."""
 
     carries = "webhook"
 
@@ -428,6 +481,7 @@ class WebhookChannel(Channel):
                  clock: Callable[[], float] = time.time):
         self.secret, self.timeout, self.user_agent, self.clock = secret, timeout, user_agent, clock
         self._connections: dict[tuple[str, str, int], object] = {}
+        self._out_of_time: dict[tuple[str, str, int], str] = {}     # receiver -> why its messages wait
 
     @classmethod
     def claims(cls, address: str) -> bool:
@@ -480,8 +534,9 @@ class WebhookChannel(Channel):
         for connection in self._connections.values():
             connection.close()
         self._connections.clear()
+        self._out_of_time.clear()
 
-    def _connection(self, scheme: str, host: str, port: int):
+    def _connection(self, scheme: str, host: str, port: int, deadline: Deadline):
         import http.client
 
         key = (scheme, host, port)
@@ -491,14 +546,47 @@ class WebhookChannel(Channel):
                                                                      context=ssl.create_default_context())
             else:
                 self._connections[key] = http.client.HTTPConnection(host, port, timeout=self.timeout)
-        return self._connections[key]
+        connection = self._connections[key]
+        if connection.sock is None:
+            # Connected here, not inside request(), so that the socket is under the deadline
+            # before the first byte goes out; the connect (and TLS handshake) waits at most
+            # what is left of it.
+            connection.timeout = max(0.1, min(self.timeout, deadline.remaining()))
+            connection.connect()
+        deadline.watch(connection.sock)
+        return connection
 
     def _drop(self, key) -> None:
         connection = self._connections.pop(key, None)
         if connection is not None:
             connection.close()
 
+    @staticmethod
+    def _receiver(url: str) -> tuple[str, str, int]:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80)
+
     def send(self, item) -> DeliveryResult:
+        receiver = self._receiver(item.to_addr)
+        if receiver in self._out_of_time:
+            return DeliveryResult("retry", self._out_of_time[receiver], put_off=True)
+        with Deadline(self.timeout) as deadline:
+            result = self._post(item, deadline)
+        if deadline.expired:
+            for key in [k for k in self._connections if k[:2] == receiver[:2]]:
+                self._drop(key)            # cut: not to be reused
+            if result.status != "sent":
+                scheme, host, port = receiver
+                reason = (f"{scheme}://{host}:{port} did not answer within the {self.timeout:g}s deadline "
+                          "([webhook] timeout)")
+                self._out_of_time[receiver] = reason
+                return DeliveryResult("retry", reason)
+        return result
+
+    def _post(self, item, deadline: Deadline) -> DeliveryResult:
         import http.client
         from urllib.parse import urljoin, urlsplit
 
@@ -518,7 +606,7 @@ class WebhookChannel(Channel):
                        DELIVERY_HEADER: item.message_id, SCHEMA_HEADER: SCHEMA}
             try:
                 for attempt in (1, 2):
-                    connection = self._connection(*key)
+                    connection = self._connection(*key, deadline)
                     try:
                         connection.request("POST", path, body=item.raw, headers=headers)
                         response = connection.getresponse()
@@ -526,7 +614,7 @@ class WebhookChannel(Channel):
                     except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                         # The receiver closed a kept-alive connection between two deliveries.
                         self._drop(key)
-                        if attempt == 2:
+                        if attempt == 2 or deadline.expired:
                             raise
                 # Read to the end (the connection is kept), but not a large answer.
                 response.read(65_536)
@@ -598,12 +686,25 @@ class AppriseChannel(Channel):
     """A short text of the digest to a subscriber whose address is an Apprise URL (tgram://,
     slack://, discord://, matrix://, ntfy://, json://...): as many lines as the service's
     limit (its plugin's body_maxlen) takes. Apprise tells only whether a notification went
-    out, not why it did not: a failure is retried until [digest] max_attempts."""
+    out, not why it did not: a failure is retried until [digest] max_attempts.
+
+    `timeout` bounds one notification. Apprise's plugins have timeouts per request only (set
+    here to what is left of the deadline), and a plugin call cannot be interrupted: one still
+    running at the deadline is left to finish in a daemon thread (it keeps no process alive)
+    and reported as a retry, which it may turn out not to need: that notification can then
+    arrive twice, never not at all. Until it ends, its URL gets no other call; its other
+    messages are put off."""
 
     carries = "apprise"
 
-    def __init__(self):
+    def __init__(self, timeout: float = 10.0):
+        self.timeout = timeout
         self._plugins: dict[str, object] = {}
+        self._out_of_time: dict[str, str] = {}
+
+    @classmethod
+    def configured(cls, config) -> "AppriseChannel":
+        return cls(timeout=config.webhook.timeout)
 
     @classmethod
     def claims(cls, address: str) -> bool:
@@ -655,10 +756,40 @@ class AppriseChannel(Channel):
         plugin = self._plugin(item.to_addr)
         if plugin is None:
             return DeliveryResult("failed", f"{item.to_addr.partition('://')[0]}:// is not a service Apprise knows")
+        if item.to_addr in self._out_of_time:
+            return DeliveryResult("retry", self._out_of_time[item.to_addr], put_off=True)
+        running = _ABANDONED.get(item.to_addr)
+        if running is not None and running.is_alive():
+            return DeliveryResult("retry", f"{type(plugin).__name__}: the notification of an earlier flush is still "
+                                           "running", put_off=True)
         title, body = fit(json.loads(item.raw), plugin.body_maxlen, plugin.title_maxlen)
-        with apprise.LogCapture(level=logging.WARNING) as captured:
-            ok = plugin.notify(body=body, title=title)
+        plugin.socket_connect_timeout = min(plugin.socket_connect_timeout, self.timeout)
+        plugin.socket_read_timeout = min(plugin.socket_read_timeout, self.timeout)
+        outcome: dict[str, object] = {}
+
+        def notify():
+            with apprise.LogCapture(level=logging.WARNING) as captured:
+                try:
+                    outcome["ok"] = plugin.notify(body=body, title=title)
+                except Exception as exc:      # a plugin's bug: this message waits, the flush goes on
+                    outcome["said"] = f"{type(exc).__name__}: {exc}"
+                    return
+            outcome["said"] = captured.getvalue()
+
+        worker = threading.Thread(target=notify, name="postwatch-apprise", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            _ABANDONED[item.to_addr] = worker
+            reason = (f"{type(plugin).__name__} to {shown_address(item.to_addr)} did not finish within the "
+                      f"{self.timeout:g}s deadline ([webhook] timeout); it may still arrive")
+            self._out_of_time[item.to_addr] = reason
+            return DeliveryResult("retry", reason)
+        ok, said = outcome.get("ok"), [line.strip() for line in str(outcome.get("said", "")).splitlines() if line.strip()]
         if ok:
             return DeliveryResult("sent", f"{type(plugin).__name__}: {len(body)} characters")
-        said = [line.strip() for line in captured.getvalue().splitlines() if line.strip()]
         return DeliveryResult("retry", f"{type(plugin).__name__}: " + (said[-1] if said else "not sent"))
+
+
+# Apprise URL -> a notification left running past its deadline (see AppriseChannel).
+_ABANDONED: dict[str, threading.Thread] = {}

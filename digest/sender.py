@@ -89,6 +89,7 @@ def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit
     if recovered:
         log.warning("mail: %d messages the server had accepted before postwatch was stopped are marked sent", recovered)
     handout = _Handout(store, now, limit, stop, kind=channel.carries)
+    put_off: dict[str, int] = {}      # reason -> messages not tried because of it (one line each)
     try:
         for item, result in channel.send_many(handout, on_sent=store.note_accepted,
                                               wanted=handout.wanted):
@@ -112,10 +113,15 @@ def flush_outbox(store, channel, now: datetime, *, max_attempts: int = 12, limit
                     when = max(when, handout.clock() + timedelta(seconds=result.retry_after))
                 store.mark_retry(item.id, result.detail, when)
                 stats.retried += 1
+                if result.put_off:
+                    put_off[result.detail] = put_off.get(result.detail, 0) + 1
+                else:
+                    log.warning("%s to %s put off for a retry: %s", _what(channel), shown_address(item.to_addr),
+                                result.detail)
     finally:
         handout.release_unsent()
-    if stats.retried:
-        log.warning("%s: %d messages wait for a retry (%s)", _what(channel), stats.retried, _last_error(store))
+    for reason, count in put_off.items():
+        log.warning("%s: %d more message%s put off for a retry: %s", _what(channel), count, "s" * (count != 1), reason)
     return stats
 
 
@@ -182,11 +188,6 @@ class _Handout:
         if self.waiting:
             self.store.release_claims(list(self.waiting))
             self.waiting.clear()
-
-
-def _last_error(store) -> str:
-    errors = store.outbox_errors(limit=1)
-    return errors[0][1] if errors else "no detail"
 
 
 def preview(store, settings: DigestSettings, subscriber_email: str | None, path: Path, now: datetime,

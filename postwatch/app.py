@@ -83,6 +83,12 @@ class App:
         self.metrics = metrics
         self.crawl_settings = scrapy_overrides(config)
         self.last_cycle_end: float | None = None
+        # Per kind of outbox message (email, webhook...), monotonic times: when the flush under
+        # way began, and when the last one ended (or this App was made). Written by the flushing
+        # threads, read by /healthz (outbox_health).
+        self.flush_began: dict[str, float] = {}
+        self.flush_ended: dict[str, float] = {}
+        self._made = time.monotonic()
         self.alerts_queued = 0
         self.log_failures = True      # the CLI prints its own one line per failed source
 
@@ -436,27 +442,59 @@ class App:
     def flush_outbox(self, stop: threading.Event | None = None):
         """Send what is due, channel by channel (email first, then every other channel that has
         a message due): the totals of all of them."""
-        from digest.sender import FlushStats, flush_outbox
+        from digest.sender import FlushStats
 
         total = FlushStats()
         kinds = ["email", *(kind for kind in self.store.due_channels(utcnow()) if kind != "email")]
         for kind in kinds:
             if stop is not None and stop.is_set():
                 break
+            total.add(kind, self.flush_channel(kind, stop))
+        return total
+
+    def flush_channel(self, kind: str, stop: threading.Event | None = None):
+        """Send what is due of the messages of one kind ("email", "webhook"...): the daemon
+        flushes each kind on its own, so that one whose receivers hang holds up no other."""
+        from digest.sender import flush_outbox
+
+        self.flush_began[kind] = time.monotonic()
+        try:
             with self.channel_for(kind) as channel:
                 stats = flush_outbox(self.store, channel, utcnow(), max_attempts=self.config.digest.max_attempts,
                                      retry_after=self.config.digest.retry_after, stop=stop,
                                      bounce_limit=self.config.digest.bounce_limit)
-            for result in ("sent", "failed", "retried"):
-                self.metrics.deliveries.labels(kind, result).inc(getattr(stats, result))
-            if stats.retried:
-                log.warning("%s: %d messages put off for a retry", "mail" if kind == "email" else kind, stats.retried)
-            total.add(kind, stats)
-        self.metrics.digests_sent.inc(total.sent)
-        self.metrics.digests_failed.inc(total.failed)
-        self.metrics.digests_retried.inc(total.retried)
+        finally:
+            self.flush_ended[kind] = time.monotonic()
+            del self.flush_began[kind]
+        for result in ("sent", "failed", "retried"):
+            self.metrics.deliveries.labels(kind, result).inc(getattr(stats, result))
+        self.metrics.digests_sent.inc(stats.sent)
+        self.metrics.digests_failed.inc(stats.failed)
+        self.metrics.digests_retried.inc(stats.retried)
         self.update_outbox_gauges()
-        return total
+        return stats
+
+    @property
+    def largest_deadline(self) -> float:
+        """The longest a single outbound exchange may take: one message's SMTP conversation, or
+        one webhook or Apprise delivery ([smtp] timeout, [webhook] timeout)."""
+        return max(self.config.smtp.timeout, self.config.webhook.timeout)
+
+    def outbox_health(self) -> tuple[bool, str]:
+        """(ok, detail) of the outbox for /healthz: unhealthy when a kind of message has been due
+        without a flush of that kind ending for longer than three outbox periods and a deadline
+        (or one flush has been running that long: a hung one holds its messages' leases, so they
+        no longer look due)."""
+        allowed = 3 * self.config.daemon.outbox_every.total_seconds() + self.largest_deadline
+        now = time.monotonic()
+        for kind, began in list(self.flush_began.items()):
+            if now - began > allowed:
+                return False, f"outbox: a {kind} flush has been running for {now - began:.0f}s (limit {allowed:.0f}s)"
+        for kind in self.store.due_channels(utcnow()):
+            age = now - self.flush_ended.get(kind, self._made)
+            if age > allowed and kind not in self.flush_began:
+                return False, f"outbox: {kind} messages due and no {kind} flush ended for {age:.0f}s (limit {allowed:.0f}s)"
+        return True, "outbox flushing"
 
     def update_outbox_gauges(self) -> None:
         by_channel = self.store.outbox_stats_by_channel()
@@ -515,6 +553,9 @@ class App:
         return pruned
 
     def healthy(self) -> tuple[bool, str]:
+        outbox_ok, outbox_detail = self.outbox_health()
+        if not outbox_ok:
+            return False, outbox_detail
         if self.last_cycle_end is None:
             return True, "starting"
         intervals = [self.source_interval(s.name) for s in self.store.list_sources()] or [self.config.crawl.interval]

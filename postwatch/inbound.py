@@ -27,6 +27,11 @@ log = logging.getLogger("postwatch.inbound")
 
 BOUNCE, UNSUBSCRIBE = "bounce", "unsubscribe"
 MAX_MESSAGE_BYTES = 1024 * 1024          # a DSN quotes the digest's headers, rarely more
+IDLE_TIMEOUT = 60
+# A whole session's bound: aiosmtpd's timeout is reset by every line, so a client that sends a
+# byte now and then would hold its connection (and a slot of max_connections) for ever. A real
+# MTA hands over a DSN or an unsubscribe in well under a second.
+SESSION_DEADLINE = 300.0
 
 
 class InboundHandler:
@@ -94,23 +99,48 @@ class InboundHandler:
                  f"; suppressed: {suppressed.suppressed_reason}" if suppressed else "")
 
 
+def deadline_smtp(session_deadline: float):
+    """aiosmtpd's SMTP protocol whose connection is aborted `session_deadline` seconds after it
+    was made, whatever the client still sends."""
+    from aiosmtpd.smtp import SMTP
+
+    class DeadlineSMTP(SMTP):
+        _deadline_handle: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            if self._deadline_handle is None:          # not again for the TLS transport of STARTTLS
+                self._deadline_handle = self.loop.call_later(session_deadline, self._deadline_passed)
+
+        def _deadline_passed(self) -> None:
+            log.warning("inbound: session from %s cut off after its %.0fs deadline", self.session.peer, session_deadline)
+            if self.transport is not None:
+                self.transport.abort()     # not close(): that waits for a client that may not read
+
+        def connection_lost(self, error) -> None:
+            if self._deadline_handle is not None:
+                self._deadline_handle.cancel()
+            super().connection_lost(error)
+
+    return DeadlineSMTP
+
+
 class InboundListener:
     """Serves InboundHandler on host:port on the running loop; `start` raises OSError when the
     address cannot be used."""
 
-    def __init__(self, app, host: str, port: int, domain: str):
-        self.host, self.port = host, port
+    def __init__(self, app, host: str, port: int, domain: str, session_deadline: float = SESSION_DEADLINE):
+        self.host, self.port, self.session_deadline = host, port, session_deadline
         self.executor = ThreadPoolExecutor(2, thread_name_prefix="postwatch-inbound")
         self.handler = InboundHandler(app, domain, self.executor)
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        from aiosmtpd.smtp import SMTP
-
         loop = asyncio.get_running_loop()
+        smtp = deadline_smtp(self.session_deadline)
         self.server = await loop.create_server(
-            lambda: SMTP(self.handler, data_size_limit=MAX_MESSAGE_BYTES, hostname=self.handler.domain,
-                         ident="postwatch", loop=loop, timeout=60),
+            lambda: smtp(self.handler, data_size_limit=MAX_MESSAGE_BYTES, hostname=self.handler.domain,
+                         ident="postwatch", loop=loop, timeout=IDLE_TIMEOUT),
             self.host, self.port)
 
     @property
