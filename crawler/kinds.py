@@ -18,6 +18,7 @@ from typing import ClassVar, Mapping
 from parsel import Selector
 
 from crawler.dates import find_date_in_text
+from crawler.maintext import main_text_html, page_date
 from crawler.extract import (GENERIC_BODY, ListingEntry, PostPage, canonical_post_url, clean_title, date_in,
                              generic_listing, generic_published, generic_title, has_webflow_collection,
                              listing_from_selectors, next_page, post_body, structured_data, text_of,
@@ -40,6 +41,9 @@ class SourceKind:
     feed_only: ClassVar[bool] = False          # the feed is the source: no listing read after it
     discovers_feeds: ClassVar[bool] = False    # the first listing page's advertised feed is read too
     body_selectors: ClassVar[tuple[str, ...]] = ()   # where this kind keeps a post's body, tried first
+    # Generic pages: the body is the main text trafilatura finds and an undated page's date is
+    # htmldate's (crawler.maintext), the heuristics below are the fallback. Exact kinds keep it off.
+    reads_main_text: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -95,10 +99,22 @@ class SourceKind:
         title = clean_title((own.get("title") and text_of(sel.css(own["title"])[:1]))
                             or self.title(sel) or generic_title(sel, structured))
         published = ((own.get("date") and date_in(sel, own["date"])) or self.published(sel)
-                     or generic_published(sel, structured) or self.published_fallback(sel))
-        queries = ([own["body"]] if own.get("body") else []) + [*self.body_selectors, *GENERIC_BODY]
+                     or generic_published(sel, structured) or self.published_fallback(sel)
+                     or (page_date(sel.get(), url) if self.reads_main_text else None))
         return PostPage(url=canonical_post_url(sel, url, site), title=title, published=published,
-                        body_html=post_body(sel, queries, own.get("exclude"), structured))
+                        body_html=self.body(sel, url, structured))
+
+    def body(self, sel: Selector, url: str, structured: dict) -> str | None:
+        """The post's body as HTML blocks: the operator's `body` selector, else where this kind
+        keeps it, else the generic heuristics; trafilatura's main text first in generic kinds."""
+        own = self.selectors
+        if self.reads_main_text:
+            exact = post_body(sel, [own["body"]], own.get("exclude"), {}) if own.get("body") else None
+            found = exact or main_text_html(_without(sel, own.get("exclude")), url)
+            if found:
+                return found
+        queries = ([own["body"]] if own.get("body") else []) + [*self.body_selectors, *GENERIC_BODY]
+        return post_body(sel, queries, own.get("exclude"), structured)
 
     def title(self, sel: Selector) -> str:
         """The title where this kind keeps it, before structured data is asked."""
@@ -111,6 +127,19 @@ class SourceKind:
     def published_fallback(self, sel: Selector) -> datetime | None:
         """A last guess at the date, when neither the kind's place nor structured data had one."""
         return None
+
+
+def _without(sel: Selector, exclude: str | None) -> str:
+    """The page's HTML without what the operator's `exclude` selector names."""
+    if not exclude:
+        return sel.get()
+    copy = Selector(text=sel.get(), type="html")
+    try:
+        for unwanted in copy.css(exclude):
+            unwanted.drop()
+    except Exception:  # a bad operator selector must not end the crawl
+        pass
+    return copy.get()
 
 
 class WebflowKind(SourceKind):
@@ -140,6 +169,7 @@ class HtmlKind(SourceKind):
     else its headline links, else the links below the listing's own path."""
 
     __kind__ = "html"
+    reads_main_text = True
 
     def listing_entries(self, sel, page_url, site):
         entries = webflow_collection(sel, page_url, site) if has_webflow_collection(sel) else []
