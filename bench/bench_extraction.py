@@ -143,6 +143,17 @@ def main() -> None:
         print(f"{name:<24}{r['empty']:>4}/{r['pages']:<3}{r['first']:>4}/{r['pages']:<3}{r['last']:>4}/{r['pages']:<3}"
               f"{r['with']:>5}/{r['with_all']:<4}{r['without']:>8}/{r['without_all']:<5}{r['without_pages']:>7}/{evaluated:<4}"
               f"{r['dated']:>4}/{r['pages']:<3}{r['url_agrees']:>6}/{r['url_dated']:<5}{r['ms']:>7.1f}")
+    print("\nfalse edits: the body's hash changes when the page is read again unchanged, or with a new footer line")
+    chrome = ('<aside class="widget"><h3>Recent posts</h3><ul><li><a href="/x">A new post elsewhere</a></li></ul></aside>'
+              '<footer><p>Copyright 2031. A changed footer line.</p></footer></body>')
+    for main_text, name in ((False, "old heuristics"), (True, "new path")):
+        read = html_kind(main_text)
+        again = rechromed = 0
+        for page in pages:
+            first = read(page)[0]
+            again += read(page)[0] != first
+            rechromed += read({**page, "html": page["html"].replace("</body>", chrome, 1)})[0] != first
+        print(f"  {name:<22} unchanged: {again}/{len(pages)}   new footer and sidebar: {rechromed}/{len(pages)}")
     for main_text, name in ((False, "old heuristics"), (True, "new path")):
         crashed = [p["file"] for p in pages if main_text in p.get("crashed", ())]
         if crashed:

@@ -18,7 +18,7 @@ from typing import ClassVar, Mapping
 from parsel import Selector
 
 from crawler.dates import find_date_in_text
-from crawler.maintext import main_text_html, page_date
+from crawler.maintext import main_text_html, page_date, url_date
 from crawler.extract import (GENERIC_BODY, ListingEntry, PostPage, canonical_post_url, clean_title, date_in,
                              generic_listing, generic_published, generic_title, has_webflow_collection,
                              listing_from_selectors, next_page, post_body, structured_data, text_of,
@@ -86,7 +86,11 @@ class SourceKind:
             following = next_page(sel, page_url, own.get("next_page"))
         except Exception:  # a page lxml or a selector chokes on reads as an empty listing
             return [], None
-        return unique_entries(entries, page_url, site), following
+        entries = unique_entries(entries, page_url, site)
+        if self.reads_main_text:
+            for entry in entries:       # an entry without a date of its own: its permalink's, if any
+                entry.published = entry.published or url_date(entry.url)
+        return entries, following
 
     def listing_entries(self, sel: Selector, page_url: str, site: str) -> list[ListingEntry]:
         """This kind's own reading of a listing page (the operator's selectors found nothing)."""

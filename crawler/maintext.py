@@ -14,7 +14,9 @@ a second read of the same page would lose the paragraphs the first one saw.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import re
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 import lxml.html
 from lxml import etree
@@ -114,3 +116,20 @@ def page_date(html: str, url: str | None = None) -> datetime | None:
         log.debug("htmldate failed on %s: %s: %s", url, type(exc).__name__, exc)
         return None
     return parse_date(found) if found else None
+
+
+# /2019/05/21/slug, /2019-05-21-slug: a date in a permalink's path, as blog engines write it.
+_PATH_DATE = re.compile(r"/((?:19|20)\d\d)[/-](0[1-9]|1[0-2])[/-](0[1-9]|[12]\d|3[01])(?=[/-]|$)")
+
+
+def url_date(url: str) -> datetime | None:
+    """The day a permalink's path names (WordPress, Jekyll, Hugo and Hexo defaults), aware UTC
+    midnight; None without one. For listing entries that show no date of their own."""
+    match = _PATH_DATE.search(urlsplit(url).path) if url else None
+    if not match:
+        return None
+    from crawler.dates import parse_date
+    try:
+        return parse_date(datetime(*map(int, match.groups()), tzinfo=timezone.utc))
+    except ValueError:      # 2023/02/31
+        return None

@@ -270,3 +270,23 @@ def test_a_real_article_that_read_as_empty_has_its_main_text_and_date(entry):
     assert page.published is not None and page.published.year in (2011, 2020)
     exact = SourceKind.named("webflow")().post(selector_for(corpus_page(entry[2]), url), url, "http://127.0.0.1:8000/real/")
     assert exact.body_html is None          # the exact kinds keep the old reading: empty on this page
+
+
+def test_listing_entries_without_a_date_take_their_permalinks_and_the_exact_kinds_do_not():
+    from crawler.extract import selector_for
+    from crawler.kinds import SourceKind
+
+    site = "https://blog.example.org/"
+    page = selector_for('<html><body><main>'
+                        '<article><h2><a href="/2019/05/21/a-dated-permalink/">A dated permalink</a></h2></article>'
+                        '<article><h2><a href="/2023/02/31/not-a-day/">Not a day</a></h2></article>'
+                        '<article><h2><a href="/notes/undated/">No date anywhere</a></h2></article>'
+                        '<article><h2><a href="/2018/01/02/shown/">Its own date wins</a></h2>'
+                        '<time datetime="2018-01-03T10:00:00Z">January 3, 2018</time></article>'
+                        '</main></body></html>', site)
+    entries, _ = SourceKind.named("auto")().listing(page, site, site)
+    assert [(e.title, e.published and e.published.isoformat()) for e in entries] == [
+        ("A dated permalink", "2019-05-21T00:00:00+00:00"), ("Not a day", None), ("No date anywhere", None),
+        ("Its own date wins", "2018-01-03T10:00:00+00:00")]
+    selected, _ = SourceKind.named("selectors")({"listing_item": "article"}).listing(page, site, site)
+    assert selected[0].published is None
