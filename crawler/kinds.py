@@ -8,7 +8,9 @@ module imported before the config is read) and nothing else.
 
 In every kind the operator's CSS selectors (`[sources.selectors]`) come first; the kind's own
 reading fills what they leave open, then what any HTML page offers (JSON-LD, OpenGraph, `<h1>`,
-`<time>`, `<article>`).
+`<time>`, `<article>`). The generic kinds (`html`, `auto`, `feed`) take a post's body from
+trafilatura and an otherwise undated page's date from htmldate (crawler.maintext), with the
+heuristics as the fallback; `webflow` and `selectors` stay exact.
 """
 from __future__ import annotations
 
