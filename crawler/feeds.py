@@ -1,5 +1,6 @@
 """RSS/Atom through feedparser, on bytes that Scrapy downloaded (feedparser's own HTTP client
-has no timeout, and bytes that look like a path would be opened as a file)."""
+has no timeout, and bytes that look like a path would be opened as a file); JSON Feed through
+crawler.jsonfeed."""
 from __future__ import annotations
 
 import io
@@ -11,6 +12,7 @@ import feedparser
 from crawler.dates import parse_date
 from crawler.extract import clean_title, html_to_summary
 from crawler.items import PostItem
+from crawler.jsonfeed import looks_like_json, parse_json_feed
 from crawler.urls import canonicalize, is_http_url
 
 # A feed whose entries carry less text than this is a summary feed: post pages are fetched.
@@ -27,6 +29,8 @@ class FeedResult:
 
 
 def parse_feed(body: bytes, url: str, headers: dict[str, str] | None = None, site: str | None = None) -> FeedResult:
+    if looks_like_json(body):   # JSON Feed (jsonfeed.org): feedparser does not read it
+        return parse_json_feed(body, url, site or url, FULL_CONTENT_MIN_CHARS)
     response_headers = {k.lower(): v for k, v in (headers or {}).items()}
     response_headers.setdefault("content-location", url)
     try:

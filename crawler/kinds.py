@@ -8,7 +8,9 @@ module imported before the config is read) and nothing else.
 
 In every kind the operator's CSS selectors (`[sources.selectors]`) come first; the kind's own
 reading fills what they leave open, then what any HTML page offers (JSON-LD, OpenGraph, `<h1>`,
-`<time>`, `<article>`).
+`<time>`, `<article>`). The generic kinds (`html`, `auto`, `feed`) take a post's body from
+trafilatura and an otherwise undated page's date from htmldate (crawler.maintext), with the
+heuristics as the fallback; `webflow` and `selectors` stay exact.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import ClassVar, Mapping
 from parsel import Selector
 
 from crawler.dates import find_date_in_text
+from crawler.maintext import main_text_html, page_date, url_date
 from crawler.extract import (GENERIC_BODY, ListingEntry, PostPage, canonical_post_url, clean_title, date_in,
                              generic_listing, generic_published, generic_title, has_webflow_collection,
                              listing_from_selectors, next_page, post_body, structured_data, text_of,
@@ -40,6 +43,9 @@ class SourceKind:
     feed_only: ClassVar[bool] = False          # the feed is the source: no listing read after it
     discovers_feeds: ClassVar[bool] = False    # the first listing page's advertised feed is read too
     body_selectors: ClassVar[tuple[str, ...]] = ()   # where this kind keeps a post's body, tried first
+    # Generic pages: the body is the main text trafilatura finds and an undated page's date is
+    # htmldate's (crawler.maintext), the heuristics below are the fallback. Exact kinds keep it off.
+    reads_main_text: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -82,7 +88,11 @@ class SourceKind:
             following = next_page(sel, page_url, own.get("next_page"))
         except Exception:  # a page lxml or a selector chokes on reads as an empty listing
             return [], None
-        return unique_entries(entries, page_url, site), following
+        entries = unique_entries(entries, page_url, site)
+        if self.reads_main_text:
+            for entry in entries:       # an entry without a date of its own: its permalink's, if any
+                entry.published = entry.published or url_date(entry.url)
+        return entries, following
 
     def listing_entries(self, sel: Selector, page_url: str, site: str) -> list[ListingEntry]:
         """This kind's own reading of a listing page (the operator's selectors found nothing)."""
@@ -95,10 +105,22 @@ class SourceKind:
         title = clean_title((own.get("title") and text_of(sel.css(own["title"])[:1]))
                             or self.title(sel) or generic_title(sel, structured))
         published = ((own.get("date") and date_in(sel, own["date"])) or self.published(sel)
-                     or generic_published(sel, structured) or self.published_fallback(sel))
-        queries = ([own["body"]] if own.get("body") else []) + [*self.body_selectors, *GENERIC_BODY]
+                     or generic_published(sel, structured) or self.published_fallback(sel)
+                     or (page_date(sel.get(), url) if self.reads_main_text else None))
         return PostPage(url=canonical_post_url(sel, url, site), title=title, published=published,
-                        body_html=post_body(sel, queries, own.get("exclude"), structured))
+                        body_html=self.body(sel, url, structured))
+
+    def body(self, sel: Selector, url: str, structured: dict) -> str | None:
+        """The post's body as HTML blocks: the operator's `body` selector, else where this kind
+        keeps it, else the generic heuristics; trafilatura's main text first in generic kinds."""
+        own = self.selectors
+        if self.reads_main_text:
+            exact = post_body(sel, [own["body"]], own.get("exclude"), {}) if own.get("body") else None
+            found = exact or main_text_html(_without(sel, own.get("exclude")), url)
+            if found:
+                return found
+        queries = ([own["body"]] if own.get("body") else []) + [*self.body_selectors, *GENERIC_BODY]
+        return post_body(sel, queries, own.get("exclude"), structured)
 
     def title(self, sel: Selector) -> str:
         """The title where this kind keeps it, before structured data is asked."""
@@ -111,6 +133,19 @@ class SourceKind:
     def published_fallback(self, sel: Selector) -> datetime | None:
         """A last guess at the date, when neither the kind's place nor structured data had one."""
         return None
+
+
+def _without(sel: Selector, exclude: str | None) -> str:
+    """The page's HTML without what the operator's `exclude` selector names."""
+    if not exclude:
+        return sel.get()
+    copy = Selector(text=sel.get(), type="html")
+    try:
+        for unwanted in copy.css(exclude):
+            unwanted.drop()
+    except Exception:  # a bad operator selector must not end the crawl
+        pass
+    return copy.get()
 
 
 class WebflowKind(SourceKind):
@@ -140,6 +175,7 @@ class HtmlKind(SourceKind):
     else its headline links, else the links below the listing's own path."""
 
     __kind__ = "html"
+    reads_main_text = True
 
     def listing_entries(self, sel, page_url, site):
         entries = webflow_collection(sel, page_url, site) if has_webflow_collection(sel) else []

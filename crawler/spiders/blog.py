@@ -180,7 +180,10 @@ class BlogSpider(Spider):
             return
         result = parse_feed(response.body, response.url, _headers(response), site=crawl.site)
         if result.error:
-            report.fail(f"{source.name}: {result.error}")
+            if crawl.kind.feed_only:
+                report.fail(f"{source.name}: {result.error}")
+            else:
+                yield from self._without_feed(crawl, response.request, result.error)
             return
         if not reads_listing:
             yield from self._known_pages(crawl)
@@ -265,7 +268,24 @@ class BlogSpider(Spider):
         request = failure.request
         crawl = self._crawl_of(request)
         what = request.meta.get("role", "listing")
-        crawl.report.fail(f"{crawl.source.name}: {what} {request.url} {describe_failure(failure, request)}")
+        problem = f"{what} {request.url} {describe_failure(failure, request)}"
+        if what == "feed" and not crawl.kind.feed_only:
+            return list(self._without_feed(crawl, request, problem))
+        crawl.report.fail(f"{crawl.source.name}: {problem}")
+        return None
+
+    def _without_feed(self, crawl: SourceCrawl, request: Request, problem: str):
+        """A kind that reads its listing too (auto, html) degrades when the feed fails (404,
+        timeout, not a feed): one warning, and the listing's posts are in force. A feed that
+        came first (configured, or discovered by an earlier check) hands over to the listing;
+        a feed the listing has just advertised is not recorded as the source's feed."""
+        crawl.report.warnings.append(f"{crawl.source.name}: {' '.join(problem.split())}; "
+                                     "the listing's posts are read without it")
+        if request.meta.get("discovered"):
+            if crawl.report.discovered_feed == request.url:
+                crawl.report.discovered_feed = None
+            return
+        yield self._listing_request(crawl, crawl.source.url, first=True)
 
     def on_post_error(self, failure):
         request = failure.request
