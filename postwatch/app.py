@@ -331,7 +331,7 @@ class App:
             except Exception as exc:    # a bug in the crawl: each of its sources' checks crashed
                 crawled = {}
                 for name in to_crawl:
-                    summaries[name] = self._crashed(records[name], states[name], exc)
+                    summaries[name] = self._crashed(records[name], exc)
             for name, report in crawled.items():
                 if name in revalidations:
                     report.requests += revalidations[name].unanswered
@@ -354,7 +354,7 @@ class App:
             except StorageError as exc:     # the database may come back: one line, no traceback
                 summaries[name] = self._storage_failure(name, exc)
             except Exception as exc:  # a bug in one source must not stop the others
-                summaries[name] = self._crashed(records[name], states[name], exc)
+                summaries[name] = self._crashed(records[name], exc)
         return summaries
 
     def _crawl_states(self, records: dict[str, SourceRecord], summaries: dict[str, CheckSummary], **options) -> dict:
@@ -373,31 +373,32 @@ class App:
                 except StorageError:
                     raise
                 except Exception as exc:
-                    summaries[name] = self._crashed(record, None, exc)
+                    summaries[name] = self._crashed(record, exc)
             return states
 
-    def _crashed(self, record: SourceRecord, state, exc: Exception) -> CheckSummary:
+    def _crashed(self, record: SourceRecord, exc: Exception) -> CheckSummary:
         """A check that crashed is a failed check like any other: recorded (so it waits its
         interval, not the next tick), counted, alerted; its traceback logged at the first crash."""
         name = record.name
         streak = self.crash_streaks[name] = self.crash_streaks.get(name, 0) + 1
         self.metrics.check_crashes.labels(name).inc()
         error = f"{name}: check crashed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-        if streak == 1:
-            log.error("%s", error, exc_info=exc, extra={"source": name})
         try:
-            self._record_failure(record, error)
+            self._record_failure(record, error, traceback_of=exc if streak == 1 else None)
         except StorageError as storage:
             return self._storage_failure(name, storage)
         return CheckSummary(source=name, ok=False, error=error)
 
-    def _record_failure(self, record: SourceRecord, error: str) -> int:
+    def _record_failure(self, record: SourceRecord, error: str, traceback_of: Exception | None = None) -> int:
         """One more failed check of `record`'s source: stored, counted, told once when it starts
-        failing, and alerted after [alerts] failures_before_alert in a row."""
+        failing (with the traceback of a first crash: a bug to report), and alerted after
+        [alerts] failures_before_alert in a row."""
         name = record.name
         failures = self.store.record_check_failure(name, error, utcnow())
         self.metrics.checks.labels(name, "error").inc()
-        if self.log_failures:
+        if traceback_of is not None:
+            log.error("%s", error, exc_info=traceback_of, extra={"source": name})
+        elif self.log_failures:
             if failures == 1:
                 log.warning("%s (started failing)", error, extra={"source": name})
             else:

@@ -55,10 +55,13 @@ class DripReplica(BlogReplica):
     one body byte a second (for a minute), as a struggling host or a slowloris proxy does."""
 
     dripping = False
+    drip_prefix = "/blog"
+    conditional_only = True     # False: every request for drip_prefix drips, a first fetch too
 
     def _handle(self, handler, head: bool = False) -> None:
         conditional = "If-None-Match" in handler.headers or "If-Modified-Since" in handler.headers
-        if not (self.dripping and conditional and handler.path.startswith("/blog") and not head):
+        if not (self.dripping and (conditional or not self.conditional_only)
+                and handler.path.startswith(self.drip_prefix) and not head):
             return super()._handle(handler, head)
         with self._lock:
             self.requests.append(entry := _logged(handler))
@@ -77,7 +80,7 @@ class DripReplica(BlogReplica):
 
     def dripping_now(self) -> bool:
         with self._lock:
-            return any(r.finished is None and r.path.startswith("/blog") for r in self.requests)
+            return any(r.finished is None and r.path.startswith(self.drip_prefix) for r in self.requests)
 
 
 def _logged(handler):
@@ -122,6 +125,27 @@ def test_a_dripping_site_holds_no_other_source_health_answers_and_sigterm_ends_t
             assert code == 0
             assert took <= GRACE + TIMEOUT + 3, took
         assert "drip" in cli("status").stdout
+
+
+def test_scrapy_download_timeout_bounds_a_dripping_robots_txt_and_listing(tmp_path):
+    """What the lean client leaves to the crawl is bounded too: Scrapy's DOWNLOAD_TIMEOUT is a
+    total timeout (measured: 7.2 s for a first check whose robots.txt drips, 5.6 s for a full sweep
+    whose listing drips; each drip would last 60 s)."""
+    tries = 2           # retries = 1
+    bound = tries * TIMEOUT + 8         # + the command's start (Scrapy's imports) on a loaded machine
+    with DripReplica(generate_posts(3), url_variants=False) as drip:
+        cli = Cli(config(tmp_path, {"drip": drip.blog_url}, free_port(), free_port(), interval="5s"))
+        drip.drip_prefix, drip.conditional_only, drip.dripping = "/robots.txt", False, True
+        started = time.monotonic()
+        first = cli("check")
+        assert time.monotonic() - started < bound and first.returncode == 1, first.stderr
+        drip.dripping = False
+        cli("check", check=True)
+        drip.drip_prefix, drip.conditional_only, drip.dripping = "/blog", True, True
+        started = time.monotonic()
+        full = cli("check", "--full")
+        assert time.monotonic() - started < bound and full.returncode == 1, full.stderr
+        assert "timed out" in full.stderr
 
 
 class ControlCharacterReplica(BlogReplica):
@@ -205,3 +229,27 @@ def test_site_text_keeps_tabs_and_newlines_and_drops_controls_and_surrogates():
     assert site_text("form\x0cfeed\x0bvt\x85nel") == "form feed vt nel"
     assert site_text("lone \ud800 surrogate \udfff") == "lone \ufffd surrogate \ufffd"
     assert site_text("\ufffe\uffff") == ""
+
+
+def test_health_tells_a_stuck_sweep_and_repeated_crashes_even_before_the_first_sweep_ends(tmp_path):
+    from postwatch.app import App
+    from postwatch.config import Config, SourceConfig
+
+    config = Config(path=tmp_path / "postwatch.toml", database="state.db",
+                    sources=[SourceConfig(name="src", url="http://127.0.0.1:9/blog", kind="link")])
+    config.crawl.timeout, config.crawl.retries = 2, 1
+    with App.open(config) as app:
+        assert app.healthy() == (True, "starting")
+        limit = app.sweep_limit()
+        assert limit == max(2 * 3600 + config.crawl.jitter.total_seconds(), 4 * 2 * 2 + 2)
+        app.sweep_started = time.time() - 10
+        assert app.healthy() == (True, "starting")
+        app.sweep_started = time.time() - limit - 5       # stuck since before the first sweep could end
+        ok, detail = app.healthy()
+        assert not ok and detail.startswith("a sweep has been running for"), detail
+        app.sweep_started = None
+        app.crash_streaks["src"] = config.alerts.failures_before_alert - 1
+        assert app.healthy()[0]
+        app.crash_streaks["src"] += 1
+        ok, detail = app.healthy()
+        assert not ok and "crashed" in detail and "src" in detail, detail
