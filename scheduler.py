@@ -70,11 +70,22 @@ async def sweep() -> None:
     due = await asyncio.to_thread(daemon.due_sources, utcnow())
     if not due:
         return
-    await daemon.app.check_many(due)
+    narrate(await daemon.app.check_many(due))
     # Immediate subscribers get what this sweep published, and alerts it queued go out (only
     # composing is waited for: each kind of message is sent in its own compartment).
     await daemon.deliver()
     daemon.app.alerts_queued = 0
+
+
+def narrate(summaries) -> None:
+    """One INFO line per check that found something (what, and what it cost); a quiet check at
+    DEBUG only (-vv). Failed checks were told by the App: when they start, and when they stop."""
+    for summary in summaries:
+        if not summary.ok:
+            continue
+        found = summary.events or summary.baseline or summary.held or summary.published_held or summary.became_volatile
+        log.log(logging.INFO if found else logging.DEBUG, "%s", describe_summary(summary),
+                extra={"source": summary.source})
 
 
 @_logs_storage_errors

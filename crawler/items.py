@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from state.normalize import site_text
+
 
 @dataclass
 class PostItem:
@@ -14,3 +16,10 @@ class PostItem:
     summary: str | None         # plain-text excerpt from a listing or feed
     origin: str                 # "page" | "feed" | "listing"
     link: str | None = None     # where the site links to it, when that differs from `url`
+
+    def __post_init__(self) -> None:
+        # Every post of every kind of source (page, feed entry, listing card) enters here: what a
+        # site sends is made safe once, before any parser, diff, database or mail sees it.
+        self.title = site_text(self.title)
+        self.body_html = self.body_html and site_text(self.body_html)
+        self.summary = self.summary and site_text(self.summary)

@@ -19,6 +19,13 @@ it. Every other answer (a 200, a redirect, a 5xx) is handed to the crawl as it c
 (crawler.plan.Prefetched), so nothing is fetched twice: N new posts still cost 1 + N requests.
 A source that cannot be asked here (first check, a sweep, an edit to confirm, no validators,
 robots.txt to fetch, a network error) goes to the crawl, which asks itself.
+
+Every exchange has a total deadline, DOWNLOAD_TIMEOUT ([crawl] timeout) from its first step:
+connect, status line, headers and body together (a socket timeout alone bounds each read, and a
+site that drips a byte a second never trips it). An exchange that runs out is cut (its socket shut
+down) and its source's check fails (`Revalidation.timed_out`); the host's other sources of the
+sweep are left to the crawl, whose DOWNLOAD_TIMEOUT is a total timeout too. So a slow host holds a
+sweep one deadline at most. The worker threads are daemon threads: a stop never waits for them.
 """
 from __future__ import annotations
 
@@ -28,9 +35,9 @@ import http.client
 import socket
 import ssl
 import threading
+import time
 import urllib.request
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
@@ -46,6 +53,10 @@ class CannotRevalidate(Exception):
     """This URL is for the crawl to ask (a reason in a few words)."""
 
 
+class DeadlineExceeded(CannotRevalidate):
+    """No complete answer within the exchange's deadline: the site is too slow for this check."""
+
+
 @dataclass
 class Revalidation:
     """What the lean client learnt of one source."""
@@ -54,6 +65,7 @@ class Revalidation:
     settled: bool = False           # every first URL answered 304: the check is over
     attempts: int = 0               # requests sent, answered or not
     reason: str | None = None       # why the crawl must take over, when it must
+    timed_out: bool = False         # an exchange ran out of its deadline: the check failed (`reason` says how)
 
     def settled_report(self) -> CrawlReport:
         """The report of a check that ended with its 304s."""
@@ -96,6 +108,7 @@ class _Client:
                         "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
                         "Accept-Language": "en", "Accept-Encoding": ACCEPT_ENCODING}
         self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
+        self._active: dict[http.client.HTTPConnection, float] = {}     # connection in use -> its deadline
         self._lock = threading.Lock()
         self._tls = ssl.create_default_context()
 
@@ -116,6 +129,9 @@ class _Client:
         return found
 
     def get(self, url: str, address: str, validators) -> Prefetched:
+        """One exchange, all of it (connect, status, headers, body) within DOWNLOAD_TIMEOUT, or
+        DeadlineExceeded."""
+        deadline = time.monotonic() + self.timeout
         parts = urlsplit(url)
         scheme, host, port = origin(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -129,18 +145,35 @@ class _Client:
         key = (scheme, host, port, address)
         for attempt in (0, 1):
             connection, reused = self._connection(key)
+            with self._lock:
+                self._active[connection] = deadline
             try:
+                connection.timeout = self._remaining(deadline)      # connect
+                if connection.sock is not None:
+                    connection.sock.settimeout(connection.timeout)
                 connection.request("GET", target, headers=headers)
+                connection.sock.settimeout(self._remaining(deadline))
                 response = connection.getresponse()
-                body = response.read(self.maxsize + 1)
+                body = self._read_body(connection, response, deadline)
+            except DeadlineExceeded:
+                connection.close()
+                raise
+            except TimeoutError:        # every socket wait is given only what is left of the deadline
+                connection.close()
+                raise DeadlineExceeded(f"no complete answer within {self.timeout:g}s") from None
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 connection.close()
+                self._remaining(deadline)       # cut at the deadline (abort_overdue): no second try
                 if reused and attempt == 0:
                     continue            # a kept-alive connection the server had closed: once more, fresh
                 raise CannotRevalidate(type(exc).__name__) from None
             except (OSError, http.client.HTTPException) as exc:
                 connection.close()
+                self._remaining(deadline)
                 raise CannotRevalidate(type(exc).__name__) from None
+            finally:
+                with self._lock:
+                    self._active.pop(connection, None)
             if len(body) > self.maxsize:
                 connection.close()
                 raise CannotRevalidate("larger than DOWNLOAD_MAXSIZE")
@@ -151,6 +184,47 @@ class _Client:
                     self._idle.setdefault(key, []).append(connection)
             return Prefetched(url=url, status=response.status, headers=tuple(response.getheaders()), body=body)
         raise CannotRevalidate("connection closed")
+
+    def _remaining(self, deadline: float) -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(f"no complete answer within {self.timeout:g}s")
+        return left
+
+    def _read_body(self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse,
+                   deadline: float) -> bytes:
+        """The body, a chunk at a time, each read given only what is left of the deadline."""
+        chunks, size = [], 0
+        while size <= self.maxsize:
+            connection.sock.settimeout(self._remaining(deadline))
+            chunk = response.read1(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        self._remaining(deadline)       # a read that ended because abort_overdue cut the socket
+        if response.length:             # the server closed before its Content-Length
+            raise http.client.IncompleteRead(b"".join(chunks), response.length)
+        response.close()                # read in full: the connection may carry the next request
+        return b"".join(chunks)
+
+    def abort_overdue(self) -> float | None:
+        """Shut down the sockets of exchanges past their deadline (a blocked read then returns at
+        once: a site dripping its headers is cut too); the next deadline to watch, if any."""
+        now = time.monotonic()
+        with self._lock:
+            overdue = [c for c, deadline in self._active.items() if deadline <= now]
+            upcoming = [deadline for deadline in self._active.values() if deadline > now]
+        for connection in overdue:
+            _shut(connection)
+        return min(upcoming) if upcoming else None
+
+    def abort_all(self) -> None:
+        """A stop: every exchange under way is cut."""
+        with self._lock:
+            active = list(self._active)
+        for connection in active:
+            _shut(connection)
 
     def _connection(self, key: tuple) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
@@ -168,6 +242,15 @@ class _Client:
                 for connection in connections:
                     connection.close()
             self._idle.clear()
+
+
+def _shut(connection: http.client.HTTPConnection) -> None:
+    sock = connection.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -232,6 +315,9 @@ def _exchange(client: _Client, plan: CrawlPlan, urls: list[str], result: Revalid
         result.attempts += 1
         try:
             answer = client.get(url, addresses[0], plan.validators.get(url))
+        except DeadlineExceeded as exc:
+            result.reason, result.timed_out = f"{url}: {exc} ([crawl] timeout)", True
+            return
         except CannotRevalidate as exc:
             result.reason = str(exc)
             return
@@ -249,11 +335,11 @@ def _exchange(client: _Client, plan: CrawlPlan, urls: list[str], result: Revalid
 
 
 class Revalidator:
-    """The lean client of a process: its connections and threads outlive one sweep (the
-    daemon's next sweep reuses them)."""
+    """The lean client of a process: its connections outlive one sweep (the daemon's next sweep
+    reuses them)."""
 
     def __init__(self, workers: int = 8):
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="revalidate")
+        self.workers = max(1, workers)
         self._client: _Client | None = None
         self._settings_key: tuple | None = None
 
@@ -261,10 +347,11 @@ class Revalidator:
         """Ask the first URLs of every plan that a lean request can settle; one Revalidation per
         plan's source (with `reason` set for those left to the crawl).
 
-        The exchanges run in the worker threads, one host's sources after another in one thread
+        The exchanges run in worker threads, one host's sources after another in one thread
         (a host with twenty sources then holds one thread, not all of them, while it waits out its
-        delay), and the loop is woken once, when all are done: handing each exchange back and
-        forth through the loop cost more than the exchanges themselves."""
+        delay), and the loop is woken when all are done, or when an exchange's deadline passes
+        (to cut it): handing each exchange back and forth through the loop cost more than the
+        exchanges themselves."""
         key = tuple(sorted((k, str(v)) for k, v in settings.items()))
         if self._client is None or key != self._settings_key:
             if self._client is not None:
@@ -282,18 +369,56 @@ class Revalidator:
             if result.reason is None:
                 by_host.setdefault(origin(urls[0])[1], []).append((plan, urls))
         if by_host:
-            client, retry_after_max = self._client, float(settings.get("RETRY_AFTER_MAX", 300))
-
-            def one_host(work: list[tuple[CrawlPlan, list[str]]]) -> None:
-                for plan, urls in work:
-                    _exchange(client, plan, urls, results[plan.source.name], retry_after_max)
-
-            def all_hosts() -> None:
-                for future in [self._executor.submit(one_host, work) for work in by_host.values()]:
-                    future.result()
-
-            await asyncio.to_thread(all_hosts)
+            await self._run(self._client, list(by_host.values()), results, float(settings.get("RETRY_AFTER_MAX", 300)))
         return results
+
+    async def _run(self, client: _Client, hosts: list[list[tuple[CrawlPlan, list[str]]]],
+                   results: dict[str, Revalidation], retry_after_max: float) -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        lock = threading.Lock()
+        state = {"next": 0, "left": len(hosts), "stop": False}
+
+        def finished() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    if state["stop"] or state["next"] >= len(hosts):
+                        return
+                    work = hosts[state["next"]]
+                    state["next"] += 1
+                try:
+                    for plan, urls in work:
+                        result = results[plan.source.name]
+                        if state["stop"]:
+                            result.reason = "stopping"
+                        elif any(r.timed_out for r in (results[p.source.name] for p, _ in work)):
+                            result.reason = "its host ran out of time for another source"
+                        else:
+                            _exchange(client, plan, urls, result, retry_after_max)
+                finally:
+                    with lock:
+                        state["left"] -= 1
+                        last = state["left"] == 0
+                    if last:
+                        loop.call_soon_threadsafe(finished)
+
+        # Daemon threads: a process told to stop exits without joining them (an exchange cut by
+        # abort_all returns at once anyway).
+        for n in range(min(self.workers, len(hosts))):
+            threading.Thread(target=worker, name=f"revalidate-{n}", daemon=True).start()
+        try:
+            while not done.done():
+                watch = client.abort_overdue()
+                timeout = None if watch is None else max(0.05, watch - time.monotonic() + 0.05)
+                await asyncio.wait([done], timeout=min(timeout or 1.0, 1.0))
+        except asyncio.CancelledError:
+            state["stop"] = True
+            client.abort_all()
+            raise
 
     @staticmethod
     def _left_to_the_crawl(plan: CrawlPlan, urls: list[str], settings: Mapping, now: datetime,

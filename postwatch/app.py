@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterable
 
-from crawler.plan import CrawlPlan, SourceSpec
+from crawler.plan import CrawlPlan, CrawlReport, SourceSpec
 from digest.settings import DigestSettings, SmtpSettings
 from postwatch.config import Config, scrapy_overrides
 from state import SourceRecord, StorageError
@@ -89,6 +89,8 @@ class App:
         self.flush_began: dict[str, float] = {}
         self.flush_ended: dict[str, float] = {}
         self._made = time.monotonic()
+        self.sweep_started: float | None = None        # time.time() of the check_many under way
+        self.crash_streaks: dict[str, int] = {}        # source -> checks crashed in a row (this process)
         self.alerts_queued = 0
         self.log_failures = True      # the CLI prints its own one line per failed source
 
@@ -277,18 +279,22 @@ class App:
         when that fetch sees the same content (a rotating ad or counter would differ), without
         waiting for the next interval."""
         started = time.monotonic()
+        self.sweep_started = time.time()
         names = list(dict.fromkeys(names))
         if progress:
             for name in names:
                 progress(f"checking {name} …")
-        summaries = await self._sweep(names, full)
-        confirm = [n for n, s in summaries.items() if s.ok and s.pending_edits]
-        if confirm:
-            import asyncio
+        try:
+            summaries = await self._sweep(names, full)
+            confirm = [n for n, s in summaries.items() if s.ok and s.pending_edits]
+            if confirm:
+                import asyncio
 
-            await asyncio.sleep(self.config.crawl.confirm_edits_after.total_seconds())
-            for name, confirming in (await self._sweep(confirm, False)).items():
-                summaries[name].then(confirming)
+                await asyncio.sleep(self.config.crawl.confirm_edits_after.total_seconds())
+                for name, confirming in (await self._sweep(confirm, False)).items():
+                    summaries[name].then(confirming)
+        finally:
+            self.sweep_started = None
         seconds = time.monotonic() - started
         for summary in summaries.values():
             summary.seconds = seconds
@@ -306,47 +312,111 @@ class App:
         records = {r.name: r for r in self.store.list_sources() if r.name in set(names)}
         summaries = {n: CheckSummary(source=n, ok=False, error=f"{n}: no such source") for n in names if n not in records}
         now = utcnow()
-        states = self.store.crawl_states(records, posts_too=False, now=now)
+        states = self._crawl_states(records, summaries, posts_too=False, now=now)
         kinds = {name: self._check_kind(state, full, now) for name, state in states.items()}
-        lean = [self._plan(records[n], states[n], *kinds[n]) for n in records if not any(kinds[n])]
+        lean = [self._plan(records[n], states[n], *kinds[n]) for n in states if not any(kinds[n])]
         revalidations = (await revalidator(self.config.crawl.parallel_sources).revalidate(lean, self.crawl_settings)
                          if lean else {})
         reports = {n: r.settled_report() for n, r in revalidations.items() if r.settled}
-        to_crawl = [n for n in records if n not in reports]
+        # A site too slow for its first exchange's deadline: the check failed, and the sweep goes on.
+        reports.update({n: CrawlReport(source_name=n, ok=False, error=f"{n}: {r.reason}", requests=r.attempts)
+                        for n, r in revalidations.items() if r.timed_out})
+        to_crawl = [n for n in states if n not in reports]
         if to_crawl:
             from crawler.run import crawl_sources    # Scrapy and Twisted: only a sweep with more to read loads them
 
-            states.update(self.store.crawl_states(to_crawl, now=now))
+            full_states = self._crawl_states({n: records[n] for n in to_crawl}, summaries, now=now)
+            states.update(full_states)
+            to_crawl = [n for n in to_crawl if n in full_states]
             plans = []
             for name in to_crawl:
                 plan = self._plan(records[name], states[name], *kinds[name])
                 if name in revalidations:
                     plan.prefetched = dict(revalidations[name].answers)
                 plans.append(plan)
-            crawled = await crawl_sources(plans, self.crawl_settings)
+            try:
+                crawled = await crawl_sources(plans, self.crawl_settings) if plans else {}
+            except StorageError:
+                raise
+            except Exception as exc:    # a bug in the crawl: each of its sources' checks crashed
+                crawled = {}
+                for name in to_crawl:
+                    summaries[name] = self._crashed(records[name], exc)
             for name, report in crawled.items():
                 if name in revalidations:
                     report.requests += revalidations[name].unanswered
             reports.update(crawled)
         quiet = [n for n, report in reports.items() if n in revalidations and revalidations[n].settled and states[n].quiet]
         try:
-            self.store.record_quiet_checks(quiet, utcnow())
+            # Checked when the sweep began, not when its slowest source gave up: a slow host's
+            # deadline must not push the other sources' next checks later at every sweep.
+            self.store.record_quiet_checks(quiet, now)
         except StorageError as exc:
             for name in quiet:
                 summaries[name] = self._storage_failure(name, exc)
         for name in records:
-            if name in summaries:
+            if name in summaries or name not in reports:
                 continue
             baseline, sweep = kinds[name]
             try:
                 summaries[name] = self._conclude(records[name], reports[name], baseline=baseline, sweep=sweep,
-                                                 quiet=name in quiet)
+                                                 quiet=name in quiet, failures_before=states[name].failures)
             except StorageError as exc:     # the database may come back: one line, no traceback
                 summaries[name] = self._storage_failure(name, exc)
             except Exception as exc:  # a bug in one source must not stop the others
-                log.exception("%s: check crashed", name, extra={"source": name})
-                summaries[name] = CheckSummary(source=name, ok=False, error=f"{name}: internal error: {exc}")
+                summaries[name] = self._crashed(records[name], exc)
         return summaries
+
+    def _crawl_states(self, records: dict[str, SourceRecord], summaries: dict[str, CheckSummary], **options) -> dict:
+        """The sources' crawl states in one read; when that read crashes (a malformed row of one
+        source), each source's on its own, so that only the sources it crashes on fail their
+        check (recorded in `summaries`)."""
+        try:
+            return self.store.crawl_states(records, **options)
+        except StorageError:
+            raise
+        except Exception:
+            states = {}
+            for name, record in records.items():
+                try:
+                    states.update(self.store.crawl_states([name], **options))
+                except StorageError:
+                    raise
+                except Exception as exc:
+                    summaries[name] = self._crashed(record, exc)
+            return states
+
+    def _crashed(self, record: SourceRecord, exc: Exception) -> CheckSummary:
+        """A check that crashed is a failed check like any other: recorded (so it waits its
+        interval, not the next tick), counted, alerted; its traceback logged at the first crash."""
+        name = record.name
+        streak = self.crash_streaks[name] = self.crash_streaks.get(name, 0) + 1
+        self.metrics.check_crashes.labels(name).inc()
+        error = f"{name}: check crashed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        try:
+            self._record_failure(record, error, traceback_of=exc if streak == 1 else None)
+        except StorageError as storage:
+            return self._storage_failure(name, storage)
+        return CheckSummary(source=name, ok=False, error=error)
+
+    def _record_failure(self, record: SourceRecord, error: str, traceback_of: Exception | None = None) -> int:
+        """One more failed check of `record`'s source: stored, counted, told once when it starts
+        failing (with the traceback of a first crash: a bug to report), and alerted after
+        [alerts] failures_before_alert in a row."""
+        name = record.name
+        failures = self.store.record_check_failure(name, error, utcnow())
+        self.metrics.checks.labels(name, "error").inc()
+        if traceback_of is not None:
+            log.error("%s", error, exc_info=traceback_of, extra={"source": name})
+        elif self.log_failures:
+            if failures == 1:
+                log.warning("%s (started failing)", error, extra={"source": name})
+            else:
+                log.info("%s (%d failed checks in a row)", error, failures, extra={"source": name})
+        if failures >= self.config.alerts.failures_before_alert:
+            self.alert(f"source-failing:{name}", f"postwatch: source '{name}' failed {failures} checks in a row",
+                       [error, f"URL: {record.url}", "Nothing was changed in the stored posts."])
+        return failures
 
     def _storage_failure(self, name: str, exc: StorageError) -> CheckSummary:
         log.error("%s: %s", name, exc, extra={"source": name})
@@ -388,9 +458,11 @@ class App:
             recheck_feed=any("feed" in origins for origins in awaiting.values()),
         )
 
-    def _conclude(self, record: SourceRecord, report, *, baseline: bool, sweep: bool, quiet: bool) -> CheckSummary:
+    def _conclude(self, record: SourceRecord, report, *, baseline: bool, sweep: bool, quiet: bool,
+                  failures_before: int = 0) -> CheckSummary:
         """Apply one source's report to the stored state (unless it was a quiet check, already
-        recorded) and tell the operator what needs telling."""
+        recorded) and tell the operator what needs telling (`failures_before`: failed checks in a
+        row before this one)."""
         name = record.name
         summary = CheckSummary(source=name, ok=report.ok, error=report.error, baseline=baseline, full_sweep=sweep,
                                not_modified=report.not_modified, posts_seen=len(report.posts),
@@ -400,19 +472,18 @@ class App:
         self.metrics.response_bytes.labels(name).inc(report.response_bytes)
         now = utcnow()
         if not report.ok:
-            failures = self.store.record_check_failure(name, report.error or f"{name}: check failed", now)
-            self.metrics.checks.labels(name, "error").inc()
-            if self.log_failures:
-                log.error("%s", report.error, extra={"source": name})
-            if failures >= self.config.alerts.failures_before_alert:
-                self.alert(f"source-failing:{name}", f"postwatch: source '{name}' failed {failures} checks in a row",
-                           [report.error or "", f"URL: {record.url}", "Nothing was changed in the stored posts."])
+            self.crash_streaks.pop(name, None)
+            self._record_failure(record, report.error or f"{name}: check failed")
             return summary
+        if not quiet:
+            result = self.store.apply_check(name, report, now)
+        self.crash_streaks.pop(name, None)
         self.metrics.checks.labels(name, "ok").inc()
         self.metrics.last_success.labels(name).set(now.timestamp())
+        if failures_before and self.log_failures:
+            log.info("%s: stopped failing after %d checks", name, failures_before, extra={"source": name})
         if quiet:
             return summary
-        result = self.store.apply_check(name, report, now)
         if sweep or baseline:
             self.store.mark_full_sweep(name, now)
         summary.events, summary.held, summary.hold_reason = result.events, result.held, result.hold_reason
@@ -552,7 +623,35 @@ class App:
             log.info("pruned %s", ", ".join(f"{v} {k}" for k, v in pruned.items()))
         return pruned
 
+    def sweep_limit(self) -> float:
+        """How long a sweep may run before /healthz calls the daemon stuck: twice the longest
+        interval plus the jitter (as for the age of the last sweep), or, when that is shorter,
+        what a sweep's timeouts allow — every exchange ([crawl] timeout, the whole of it) tried
+        1 + [crawl] retries times, four rounds of them (the lean first GETs, the listing, the posts,
+        robots.txt), plus the wait before an edit is confirmed."""
+        crawl = self.config.crawl
+        intervals = [self.source_interval(s.name) for s in self.config.sources] or [crawl.interval]
+        by_interval = 2 * max([*intervals, crawl.interval]).total_seconds() + crawl.jitter.total_seconds()
+        by_timeouts = 4 * crawl.timeout * (crawl.retries + 1) + crawl.confirm_edits_after.total_seconds()
+        return max(by_interval, by_timeouts)
+
+    def check_problem(self) -> str | None:
+        """Why the check side is unhealthy, in one line: a sweep running past sweep_limit(), or
+        sources whose last [alerts] failures_before_alert checks (or more) all crashed."""
+        if self.sweep_started is not None:
+            running, limit = time.time() - self.sweep_started, self.sweep_limit()
+            if running > limit:
+                return f"a sweep has been running for {running:.0f}s (limit {limit:.0f}s)"
+        crashing = sorted(n for n, streak in self.crash_streaks.items()
+                          if streak >= self.config.alerts.failures_before_alert)
+        if crashing:
+            return f"checks crashed {self.config.alerts.failures_before_alert}+ times in a row: {', '.join(crashing)}"
+        return None
+
     def healthy(self) -> tuple[bool, str]:
+        problem = self.check_problem()
+        if problem:
+            return False, problem
         outbox_ok, outbox_detail = self.outbox_health()
         if not outbox_ok:
             return False, outbox_detail

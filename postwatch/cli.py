@@ -904,6 +904,8 @@ def show_status(args: argparse.Namespace, config: Config) -> int:
     with App.open(config, read_only=True) as app:
         for s in app.store.source_status():
             flag = f"DEGRADED ({s.degraded_reason}; {s.held_events} held)" if s.degraded else "ok"
+            if s.consecutive_failures:
+                flag = f"FAILING ({s.consecutive_failures} checks in a row)" + ("" if flag == "ok" else f", {flag}")
             print(f"{s.name}: {s.url}\n  posts {s.posts}, last check {when(s.last_check_at)}, last success "
                   f"{when(s.last_success_at)}, {flag}")
             if s.last_error:

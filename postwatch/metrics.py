@@ -10,6 +10,9 @@ class Metrics:
 
         self.registry = CollectorRegistry()
         self.checks = Counter("postwatch_checks", "Source checks by result", ["source", "result"], registry=self.registry)
+        self.check_crashes = Counter("postwatch_check_crashes", "Source checks that crashed (a bug or a malformed "
+                                     "stored state; also counted as checks with result=\"error\")", ["source"],
+                                     registry=self.registry)
         self.requests = Counter("postwatch_http_requests", "HTTP requests sent to watched sites", ["source"], registry=self.registry)
         self.not_modified = Counter("postwatch_http_not_modified", "HTTP 304 answers", ["source"], registry=self.registry)
         self.response_bytes = Counter("postwatch_http_response_bytes", "Body bytes received", ["source"], registry=self.registry)

@@ -23,7 +23,7 @@ from enum import Enum
 from typing import Iterable, TypeVar
 
 from state.diff import paragraph_diff
-from state.normalize import NormalizedContent, normalize, split_text
+from state.normalize import NormalizedContent, normalize, site_text, split_text
 from state.records import ORIGIN_RANK, ObservedPost
 
 # Three different contents in three fetches in a row: no real edit behaves like that.
@@ -179,7 +179,8 @@ def observe(item: ObservedPost) -> Observation:
     if content is not None and not content.paragraphs:
         content = None      # an empty body is an extraction miss, not an edit that deleted everything
     summary = item.summary or (content.paragraphs[0][:300] if content else None)
-    return Observation(item, (item.title or item.url)[:1000], summary, content)
+    # A crawl's PostItem made its text safe already; a check built by hand (CheckInput) had not.
+    return Observation(item, site_text(item.title or item.url)[:1000], summary and site_text(summary), content)
 
 
 # ------------------------------------------------------------------------------------------

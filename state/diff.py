@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from difflib import SequenceMatcher
 
+from state.normalize import site_text
+
 MAX_ENTRIES = 20
 MAX_CHARS = 8000
 _TOKENS = re.compile(r"\s+|[^\s]+")
@@ -51,6 +53,8 @@ def paragraph_diff(old: tuple[str, ...] | list[str], new: tuple[str, ...] | list
                     entries += [{"op": "removed", "text": a}, {"op": "added", "text": b}]
             entries += [{"op": "removed", "text": p} for p in old[i1 + pairs:i2]]
             entries += [{"op": "added", "text": p} for p in new[j1 + pairs:j2]]
+    # A title stored before text was made safe on entry may still hold a control character.
+    old_title, new_title = (t if t is None else site_text(t) for t in (old_title, new_title))
     title = {"old": old_title, "new": new_title} if old_title is not None and new_title is not None and old_title != new_title else None
     kept, size, truncated = [], 0, False
     for entry in entries:

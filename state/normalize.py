@@ -17,6 +17,25 @@ BLOCK_TAGS = ("p", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "figc
               "td", "th", "tr", "div", "section", "article", "figure", "ul", "ol", "table", "hr", "address")
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
+# What no XML/HTML tree (lxml), database or mail may be handed: C0 and C1 controls but tab, LF
+# and CR; the non-characters U+FFFE/U+FFFF; lone surrogates (a JSON feed's "\\ud800" decodes to one).
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff\ud800-\udfff]")
+_SPACE_LIKE = frozenset("\x0b\x0c\x1c\x1d\x1e\x1f\x85")     # separators: a space keeps the words apart
+
+
+def _replacement(match: re.Match) -> str:
+    char = match.group()
+    if char in _SPACE_LIKE:
+        return " "
+    return "\ufffd" if "\ud800" <= char <= "\udfff" else ""
+
+
+def site_text(text: str) -> str:
+    """Text from a site as every later step can take it: the controls no parser, database or
+    mail accepts dropped (a form feed or vertical tab becomes a space), a lone surrogate
+    replaced by U+FFFD. Applied where text enters (crawler.items.PostItem) and again here, by
+    paragraphs_of, so nothing a site sends can crash a check."""
+    return _UNSAFE.sub(_replacement, text)
 
 
 @dataclass(frozen=True)
@@ -30,15 +49,16 @@ class NormalizedContent:
 
 
 def clean_text(text: str) -> str:
-    text = unicodedata.normalize("NFC", text).translate(_INVISIBLE)
+    text = unicodedata.normalize("NFC", site_text(text)).translate(_INVISIBLE)
     return _SPACES.sub(" ", text).strip()
 
 
 def paragraphs_of(body_html: str | None) -> tuple[str, ...]:
     if not body_html or not body_html.strip():
         return ()
+    body_html = site_text(body_html)     # lxml refuses control characters ("must be XML compatible")
     try:
-        root = lxml.html.fragment_fromstring(body_html.replace("\x00", ""), create_parent="div")
+        root = lxml.html.fragment_fromstring(body_html, create_parent="div")
     except (etree.ParserError, ValueError):
         return tuple(p for p in (clean_text(x) for x in re.split(r"\n\s*\n", body_html)) if p)
     for junk in root.xpath("//script|//style|//noscript|//template"):

@@ -94,7 +94,8 @@ class PostStorage(Database):
                                       {o: robots[o] for o in _origins_of(r, known[i]) if o in robots},
                                       as_utc(r["last_full_sweep_at"]), awaiting.get(i, {}), volatile[i],
                                       quiet=not r["degraded"] and i not in holding,
-                                      revisits=revisits.get(i, []), removals_to_confirm=removals.get(i, []))
+                                      revisits=revisits.get(i, []), removals_to_confirm=removals.get(i, []),
+                                      failures=r["consecutive_failures"] or 0)
                 for i, r in rows.items()}
 
     def volatile_posts(self, source: str | None = None) -> list[tuple[str, str, datetime]]:

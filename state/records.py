@@ -66,6 +66,7 @@ class CrawlState:
     # posts missing since at least the removal delay, whose page is asked again to confirm.
     revisits: list[str] = field(default_factory=list)
     removals_to_confirm: list[str] = field(default_factory=list)
+    failures: int = 0       # failed checks in a row before this one (a success after them is told)
 
 
 @dataclass
