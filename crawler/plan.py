@@ -101,6 +101,7 @@ class CrawlReport:
     response_bytes: int = 0
     not_modified_count: int = 0
     warnings: list[str] = field(default_factory=list)
+    feed_problem: str | None = None     # the feed failed and the listing was read without it
     discovered_feed: str | None = None
 
     @property

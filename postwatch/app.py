@@ -410,7 +410,7 @@ class App:
             log.error("%s", error, exc_info=traceback_of, extra={"source": name})
         elif self.log_failures:
             if failures == 1:
-                log.warning("%s (started failing)", error, extra={"source": name})
+                log.error("%s (started failing)", error, extra={"source": name})
             else:
                 log.info("%s (%d failed checks in a row)", error, failures, extra={"source": name})
         if failures >= self.config.alerts.failures_before_alert:
@@ -482,6 +482,12 @@ class App:
         self.metrics.last_success.labels(name).set(now.timestamp())
         if failures_before and self.log_failures:
             log.info("%s: stopped failing after %d checks", name, failures_before, extra={"source": name})
+        if report.feed_problem:
+            self.alert(f"source-feed:{name}", f"postwatch: the feed of source '{name}' cannot be read",
+                       [f"{name}: {report.feed_problem}", f"URL: {record.url}",
+                        "The listing's posts are read without it, so new posts are still found; posts "
+                        "that only the feed carries are not. Fix or remove the feed in the config (feed_url), "
+                        "or ignore this if the site's feed is gone for good."])
         if quiet:
             return summary
         if sweep or baseline:

@@ -26,7 +26,7 @@ def test_demo_runs_the_whole_loop_offline_and_leaves_nothing_running(tmp_path):
     emails = [Path(p) for p in re.findall(r"^\s+(/\S+\.eml)$", out, re.M)]
     assert emails, out
     messages = [message_from_bytes(p.read_bytes(), policy=policy.default) for p in emails]
-    text = "\n".join(m.get_body(preferencelist=("plain",)).get_content() for m in messages)
+    text = " ".join(" ".join(m.get_body(preferencelist=("plain",)).get_content().split()) for m in messages)
     assert "Demo: 12 North Korean Refugees Reach Freedom" in text
     assert "Demo: Radio Broadcasts Reach the Border Regions" in text
     edited = re.search(r'edited "(.+?)"', out).group(1)

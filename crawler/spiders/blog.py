@@ -279,7 +279,8 @@ class BlogSpider(Spider):
         timeout, not a feed): one warning, and the listing's posts are in force. A feed that
         came first (configured, or discovered by an earlier check) hands over to the listing;
         a feed the listing has just advertised is not recorded as the source's feed."""
-        crawl.report.warnings.append(f"{crawl.source.name}: {' '.join(problem.split())}; "
+        crawl.report.feed_problem = ' '.join(problem.split())
+        crawl.report.warnings.append(f"{crawl.source.name}: {crawl.report.feed_problem}; "
                                      "the listing's posts are read without it")
         if request.meta.get("discovered"):
             if crawl.report.discovered_feed == request.url:
