@@ -267,3 +267,18 @@ def test_0013_keeps_every_version_with_an_unknown_reader_and_goes_down_and_up(ol
     alembic(store, "upgrade", "head")
     assert store.schema_revision() == "0013" and _latest(store)[2] is None
     store.close()
+
+
+def test_store_a_held_edit_is_not_dismissed_by_another_readers_fetch(store):
+    def posts(body: str, reader: str) -> list[PostItem]:
+        return [PostItem(url=f"https://blog.example/p/{n}", title=f"Post {n}", published=NOW, body_html=body.format(n=n),
+                         summary=None, origin="page", reader=reader) for n in range(5)]
+    store.sync_sources([SourceRecord(name="blog", url="https://blog.example/", kind="html")])
+    store.apply_check("blog", CheckInput(posts=posts("<p>Post {n}.</p>", HEURISTIC_READER), baseline=True), NOW)
+    edited = posts("<p>Post {n}, edited everywhere.</p>", HEURISTIC_READER)
+    store.apply_check("blog", CheckInput(posts=edited), NOW + timedelta(minutes=10))
+    assert store.apply_check("blog", CheckInput(posts=edited), NOW + timedelta(minutes=20)).held
+    reread = store.apply_check("blog", CheckInput(posts=posts("<p>Post {n}, edited.</p>", TRAFILATURA)),
+                               NOW + timedelta(minutes=30))
+    assert reread.events == [] and store.source_status()[0].held_events == 5      # left to `sources release`
+    assert {e.status for e in store.history() if e.kind == "updated"} == {"held"}
