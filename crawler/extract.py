@@ -42,6 +42,7 @@ class PostPage:
     title: str
     published: datetime | None
     body_html: str | None
+    reader: str | None = None    # which reader produced body_html (see crawler.items.PostItem.reader)
 
 
 def selector_for(html: str | bytes, url: str = "") -> Selector:
@@ -178,6 +179,10 @@ def next_page(sel: Selector, page_url: str, custom: str | None) -> str | None:
 # ------------------------------------------------------------------------------------------
 # Post pages (crawler.kinds composes these per kind of source)
 # ------------------------------------------------------------------------------------------
+# The hand-made body heuristics below (GENERIC_BODY, post_body, _without_boilerplate, JSON-LD's
+# articleBody). Whoever changes what they return for a page bumps this: stored bodies read by
+# another version are then taken as the new reference, not mailed as edits (state.changes).
+HEURISTIC_READER = "heuristic-1"
 GENERIC_BODY = ("[itemprop=articleBody]", "article .entry-content", ".entry-content", ".post-content",
                 ".article-body", "div.w-richtext", "article", "main", "[role=main]")
 

@@ -15,6 +15,8 @@ from crawler.items import PostItem
 from crawler.jsonfeed import looks_like_json, parse_json_feed
 from crawler.urls import canonicalize, is_http_url
 
+# The body of an RSS/Atom entry (its longest content): bump when that reading changes.
+READER = "feed-1"
 # A feed whose entries carry less text than this is a summary feed: post pages are fetched.
 FULL_CONTENT_MIN_CHARS = 200
 
@@ -61,7 +63,7 @@ def parse_feed(body: bytes, url: str, headers: dict[str, str] | None = None, sit
         full = content if content and len(html_to_summary(content, 10**6) or "") >= FULL_CONTENT_MIN_CHARS else None
         result.entries.append(PostItem(url=post_url, title=title, published=published, body_html=full,
                                        summary=html_to_summary(summary_html or content), origin="feed",
-                                       link=urljoin(url, link)))
+                                       link=urljoin(url, link), reader=READER if full else None))
     if parsed.get("bozo") and not result.entries and parsed.entries:
         # Malformed, and nothing usable in it: an error, neither "no posts" nor a warning nobody reads.
         return FeedResult(error=f"feed {url} is malformed and no entry could be read "

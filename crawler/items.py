@@ -16,6 +16,9 @@ class PostItem:
     summary: str | None         # plain-text excerpt from a listing or feed
     origin: str                 # "page" | "feed" | "listing"
     link: str | None = None     # where the site links to it, when that differs from `url`
+    # The reader that produced `body_html` (a constant next to its code, e.g. crawler.maintext.READER):
+    # a body read by another reader than the stored one is not compared with it (state.changes).
+    reader: str | None = None
 
     def __post_init__(self) -> None:
         # Every post of every kind of source (page, feed entry, listing card) enters here: what a

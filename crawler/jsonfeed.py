@@ -14,6 +14,8 @@ from crawler.extract import clean_title, html_to_summary
 from crawler.items import PostItem
 from crawler.urls import canonicalize, is_http_url
 
+# The body of a JSON Feed item (content_html, else content_text as paragraphs): bump when it changes.
+READER = "jsonfeed-1"
 MAX_ITEMS = 1000                 # more than any feed carries; the rest is ignored
 MAX_URL_CHARS = 2048
 MAX_DATE_CHARS = 64
@@ -78,7 +80,7 @@ def _item(item: dict, url: str, site: str, full_content_min_chars: int) -> PostI
                  or parse_date(_text(item.get("date_modified"), MAX_DATE_CHARS)))
     return PostItem(url=post_url, title=clean_title(_text(item.get("title"), 2000) or post_url), published=published,
                     body_html=full, summary=html_to_summary(_escape(summary) if summary else content),
-                    origin="feed", link=absolute)
+                    origin="feed", link=absolute, reader=READER if full else None)
 
 
 def _text(value, limit: int) -> str | None:

@@ -20,11 +20,15 @@ from typing import ClassVar, Mapping
 from parsel import Selector
 
 from crawler.dates import find_date_in_text
-from crawler.maintext import main_text_html, page_date, url_date
-from crawler.extract import (GENERIC_BODY, ListingEntry, PostPage, canonical_post_url, clean_title, date_in,
+from crawler.maintext import READER as MAIN_TEXT_READER, main_text_html, page_date, url_date
+from crawler.extract import (GENERIC_BODY, HEURISTIC_READER, ListingEntry, PostPage, canonical_post_url, clean_title, date_in,
                              generic_listing, generic_published, generic_title, has_webflow_collection,
                              listing_from_selectors, next_page, post_body, structured_data, text_of,
                              unique_entries, webflow_collection)
+
+
+# A body taken by the operator's `body` selector (with `exclude`): bump when that reading changes.
+SELECTORS_READER = "selectors-1"
 
 
 class UnknownSourceKind(ValueError):
@@ -43,6 +47,9 @@ class SourceKind:
     feed_only: ClassVar[bool] = False          # the feed is the source: no listing read after it
     discovers_feeds: ClassVar[bool] = False    # the first listing page's advertised feed is read too
     body_selectors: ClassVar[tuple[str, ...]] = ()   # where this kind keeps a post's body, tried first
+    # The reader of a body found by `body_selectors` (bump it when they or their use change):
+    # every body carries the reader that produced it (crawler.items.PostItem.reader).
+    reader: ClassVar[str] = ""
     # Generic pages: the body is the main text trafilatura finds and an undated page's date is
     # htmldate's (crawler.maintext), the heuristics below are the fallback. Exact kinds keep it off.
     reads_main_text: ClassVar[bool] = False
@@ -107,20 +114,29 @@ class SourceKind:
         published = ((own.get("date") and date_in(sel, own["date"])) or self.published(sel)
                      or generic_published(sel, structured) or self.published_fallback(sel)
                      or (page_date(sel.get(), url) if self.reads_main_text else None))
+        body_html, reader = self.body(sel, url, structured)
         return PostPage(url=canonical_post_url(sel, url, site), title=title, published=published,
-                        body_html=self.body(sel, url, structured))
+                        body_html=body_html, reader=reader)
 
-    def body(self, sel: Selector, url: str, structured: dict) -> str | None:
-        """The post's body as HTML blocks: the operator's `body` selector, else where this kind
-        keeps it, else the generic heuristics; trafilatura's main text first in generic kinds."""
-        own = self.selectors
-        if self.reads_main_text:
-            exact = post_body(sel, [own["body"]], own.get("exclude"), {}) if own.get("body") else None
-            found = exact or main_text_html(_without(sel, own.get("exclude")), url)
+    def body(self, sel: Selector, url: str, structured: dict) -> tuple[str | None, str | None]:
+        """The post's body as HTML blocks, and the reader that found it: the operator's `body`
+        selector, else trafilatura's main text (generic kinds), else where this kind keeps it,
+        else the generic heuristics. (None, None) when none finds a body."""
+        own, exclude = self.selectors, self.selectors.get("exclude")
+        if own.get("body"):
+            found = post_body(sel, [own["body"]], exclude, {})
             if found:
-                return found
-        queries = ([own["body"]] if own.get("body") else []) + [*self.body_selectors, *GENERIC_BODY]
-        return post_body(sel, queries, own.get("exclude"), structured)
+                return found, SELECTORS_READER
+        if self.reads_main_text:
+            found = main_text_html(_without(sel, exclude), url)
+            if found:
+                return found, MAIN_TEXT_READER
+        if self.body_selectors:
+            found = post_body(sel, list(self.body_selectors), exclude, {})
+            if found:
+                return found, self.reader or HEURISTIC_READER
+        found = post_body(sel, list(GENERIC_BODY), exclude, structured)
+        return found, HEURISTIC_READER if found else None
 
     def title(self, sel: Selector) -> str:
         """The title where this kind keeps it, before structured data is asked."""
@@ -155,6 +171,7 @@ class WebflowKind(SourceKind):
     __kind__ = "webflow"
     __aliases__ = ("link",)    # its name until the kinds had classes, after the LiNK blog
     body_selectors = ("div.w-richtext",)
+    reader = "webflow-1"
 
     def listing_entries(self, sel, page_url, site):
         return webflow_collection(sel, page_url, site)

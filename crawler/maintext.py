@@ -23,6 +23,10 @@ from lxml import etree
 
 log = logging.getLogger(__name__)
 
+# The body this module returns, as one version: bump it whenever a change here (settings,
+# _blocks, a trafilatura upgrade that reads pages differently) changes bodies, so that stored
+# bodies read by the old version become the new reference silently instead of "updated" mails.
+READER = "trafilatura-1"
 MAX_INPUT_CHARS = 3_000_000          # the same cap as crawler.extract.selector_for
 MIN_TEXT_CHARS = 1                   # a body whose text is shorter reads as empty
 _KEEP = {"p", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "blockquote", "pre", "table", "dl", "figure", "hr"}

@@ -14,6 +14,15 @@ new content only makes it a *candidate*; the next fetch of the same post (same o
 feed) publishes it if it sees the same content, forgets it if the post is back to what was
 stored, and counts one more change in a row if it sees yet another content. A post that
 changes on every fetch is *volatile*: its edits are not mailed and the operator is told once.
+
+Why a body read by another reader is not an edit: every body carries the reader that produced it
+(trafilatura, the heuristics, a kind's selectors, a feed; crawler.items.PostItem.reader), and each
+kept version keeps it. When our reading changes (a new extractor, a bumped reader, a page that
+the heuristics read now that trafilatura finds nothing), the words of an unchanged article change
+too, and two fetches confirm that difference like a real edit. So a body read by another reader
+than the stored one is not compared with it: it becomes the new reference, silently, and edits
+are measured from it on. A changed title is still judged as one (titles are not read by the body
+readers): the new body is kept under the old title, and the new title waits for its second fetch.
 """
 from __future__ import annotations
 
@@ -28,6 +37,27 @@ from state.records import ORIGIN_RANK, ObservedPost
 
 # Three different contents in three fetches in a row: no real edit behaves like that.
 VOLATILE_AFTER = 3
+
+# The kinds whose post pages changed reader (the heuristics, then trafilatura) before the reader
+# was recorded (revision 0013): a page body of theirs kept without a reader may be the old one's.
+UNKNOWN_READER_KINDS = frozenset({"html", "auto", "feed"})
+
+
+def reader_changed(stored: str | None, reader: str | None, *, unknown_is_other: bool) -> bool:
+    """Whether a body read by `reader` cannot be compared with the kept one, read by `stored`.
+    A body without a reader (a check built by hand) keeps today's rules; a kept body without one
+    (from before readers were recorded) is another reader's only where `unknown_is_other`."""
+    if reader is None:
+        return False
+    if stored is None:
+        return unknown_is_other
+    return stored != reader
+
+
+def unknown_reader_is_other(kind: str | None, origin: str) -> bool:
+    """A kept body without a reader was read by another reader than today's: the post pages of
+    the generic kinds (their feeds' and the exact kinds' reading did not change)."""
+    return origin == "page" and kind in UNKNOWN_READER_KINDS
 
 
 @dataclass(frozen=True)
@@ -86,6 +116,7 @@ class FetchState:
 class Outcome(Enum):
     FIRST = "first"            # first body of this origin: kept as the reference, no event
     UNCHANGED = "unchanged"    # same as stored (a pending candidate, if any, was a glitch)
+    REREAD = "reread"          # another reader's body: the new reference, not compared (no event)
     PENDING = "pending"        # new content seen once: wait for the next fetch
     CONFIRMED = "confirmed"    # the candidate seen again: publish the edit
 
@@ -102,10 +133,17 @@ class Verdict:
         return self.outcome is Outcome.CONFIRMED
 
 
-def judge_fetch(state: FetchState, seen: Seen, now: datetime, volatile_after: int = VOLATILE_AFTER) -> Verdict:
-    """The rule for one fetch of a known post that yielded a body."""
+def judge_fetch(state: FetchState, seen: Seen, now: datetime, volatile_after: int = VOLATILE_AFTER, *,
+                reread: bool = False) -> Verdict:
+    """The rule for one fetch of a known post that yielded a body. `reread`: the stored body was
+    read by another reader than this one (reader_changed)."""
     if state.stored is None:
         return Verdict(Outcome.FIRST, None, state.volatile)
+    if reread and seen != state.stored:
+        # Not comparable: the body is the new reference. A candidate measured from the old one is
+        # dropped; a changed title (not the readers' doing) is the candidate, to be seen again.
+        renamed = seen.title != state.stored.title
+        return Verdict(Outcome.REREAD, Candidate(seen, 1, now) if renamed else None, state.volatile)
     if seen == state.stored:
         # A volatile post is stable again once it shows the stored content twice in a row:
         # the first time drops the pending candidate, the second finds none.
@@ -125,10 +163,12 @@ class HeldOutcome(Enum):
 
 
 def judge_held_edit(held: Seen, seen: Seen | None, *, held_origin: str | None = None,
-                    origin: str | None = None) -> HeldOutcome:
+                    origin: str | None = None, reread: bool = False) -> HeldOutcome:
     """A held "updated" event is confirmed only by a fetch that sees its content again, and
-    judged only by a fetch of the origin ("page", "feed") its version came from, when known."""
-    if seen is None or (held_origin is not None and held_origin != origin):
+    judged only by a fetch of the origin ("page", "feed") its version came from, when known.
+    A fetch by another reader than the held version's (`reread`) cannot see it again: it stays
+    held for the operator (`postwatch sources release`) rather than be dismissed unseen."""
+    if seen is None or reread or (held_origin is not None and held_origin != origin):
         return HeldOutcome.WAIT
     return HeldOutcome.CONFIRM if seen == held else HeldOutcome.DISMISS
 
@@ -168,6 +208,7 @@ class Observation:
     title: str
     summary: str | None
     content: NormalizedContent | None    # None: no body, or one with no text (an extraction miss)
+    reader: str | None = None            # the reader that produced the body (None: not told)
 
     @property
     def seen(self) -> Seen | None:
@@ -180,7 +221,8 @@ def observe(item: ObservedPost) -> Observation:
         content = None      # an empty body is an extraction miss, not an edit that deleted everything
     summary = item.summary or (content.paragraphs[0][:300] if content else None)
     # A crawl's PostItem made its text safe already; a check built by hand (CheckInput) had not.
-    return Observation(item, site_text(item.title or item.url)[:1000], summary and site_text(summary), content)
+    return Observation(item, site_text(item.title or item.url)[:1000], summary and site_text(summary), content,
+                       getattr(item, "reader", None) if content is not None else None)
 
 
 # ------------------------------------------------------------------------------------------
@@ -229,16 +271,23 @@ def edit_event(post_id: int, url: str, published_at: datetime | None, before: St
 class BodyOutcome(Enum):
     KEEP = "keep"              # the stored versions stay as they are
     REFERENCE = "reference"    # kept as the new reference version, no event
+    REREAD = "reread"          # another reader's body: kept as the new reference under the kept title, no event
+    RETAG = "retag"            # the same body from another reader: the kept version takes its reader
     EDIT = "edit"              # kept, and published as an edit
 
 
-def judge_body(previous: Seen | None, seen: Seen, verdict: Verdict | None) -> BodyOutcome:
+def judge_body(previous: Seen | None, seen: Seen, verdict: Verdict | None, *, retag: bool = False) -> BodyOutcome:
     """What a fetched body does to the kept versions. `verdict` is None on a baseline, which
-    records what is there: no candidates, no events."""
+    records what is there: no candidates, no events. `retag`: the kept version does not name
+    this body's reader (another one, or none recorded)."""
     if previous is None or (verdict is None and previous != seen):
         return BodyOutcome.REFERENCE    # first body of this origin (a listing's baseline, or feed then page)
+    if verdict is not None and verdict.outcome is Outcome.REREAD:
+        return BodyOutcome.REREAD
     if verdict is not None and verdict.publish:
         return BodyOutcome.EDIT
+    if retag and previous.content_hash == seen.content_hash:
+        return BodyOutcome.RETAG        # this reader reads the kept body alike: edits are measured by it now
     return BodyOutcome.KEEP
 
 

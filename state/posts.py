@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from state.changes import (BodyOutcome, RevisitCutoffs, RevisitSchedule, revisit_cutoffs, Candidate, EventDraft, FetchState, HeldOutcome, Observation, Outcome,
                            PostMove, Seen, StoredVersion, Verdict, back_online, cancel_reversals, edit_event, gone,
                            held_to_publish, hold_reason, judge_body, judge_fetch, judge_held_edit, new_post_event,
-                           observe, richest_per_url, source_health)
+                           observe, reader_changed, richest_per_url, source_health, unknown_reader_is_other)
 from state.database import Database, as_utc, utc_now
 from state.events import (dismiss_events, held_edits, held_events, held_removals, publish_held,
                           store_events)
@@ -27,6 +27,7 @@ from state.sources import source_row, update_source
 class _CheckPass:
     """What one apply_check learns while it walks the observed posts."""
     held_edits: dict[int, list]                                   # post id -> held "updated" events not yet judged
+    kind: str | None = None                                       # the source's kind (a kept body's unknown reader)
     confirmed_held: set[int] = field(default_factory=set)         # held edits whose content was seen again
     became_volatile: list[str] = field(default_factory=list)
     pending: int = 0
@@ -121,7 +122,7 @@ class PostStorage(Database):
                 select(posts.c.id, posts.c.url, posts.c.title, posts.c.status, posts.c.gone_since, posts.c.content_hash,
                        posts.c.published_at).where(posts.c.source_id == source_id))}
             baseline = check.baseline or not src["baseline_done"]
-            pass_ = _CheckPass(held_edits=held_edits(conn, source_id))
+            pass_ = _CheckPass(held_edits=held_edits(conn, source_id), kind=src["kind"])
             drafts: list[EventDraft] = []
             observed: set[str] = set()
             for item in richest_per_url(check.posts):
@@ -185,23 +186,35 @@ class PostStorage(Database):
         if item.published and not row.published_at:
             values["published_at"] = item.published
         if seen is not None:
-            _judge_held_edits(conn, row.id, item.origin, seen, pass_)
+            unknown_is_other = unknown_reader_is_other(pass_.kind, item.origin)
+            _judge_held_edits(conn, row.id, item.origin, seen, pass_, observation.reader, unknown_is_other)
             previous = _latest_version(conn, row.id, item.origin)
             kept = Seen(previous.content_hash, previous.title) if previous is not None else None
+            reread = previous is not None and reader_changed(previous.reader, observation.reader,
+                                                             unknown_is_other=unknown_is_other)
             verdict: Verdict | None = None      # the baseline records what is there: no candidates, no events
             if not baseline:
-                verdict = judge_fetch(_fetch_state(conn, row.id, item.origin, kept), seen, now, self.volatile_after)
+                verdict = judge_fetch(_fetch_state(conn, row.id, item.origin, kept), seen, now, self.volatile_after,
+                                      reread=reread)
                 _save_fetch_state(conn, row.id, item.origin, verdict, now)
                 if verdict.became_volatile:
                     pass_.became_volatile.append(row.url)
-                if verdict.outcome is Outcome.PENDING and not verdict.volatile:
+                if verdict.candidate is not None and not verdict.volatile:
                     pass_.pending += 1
-            outcome = judge_body(kept, seen, verdict)
+            retag = previous is not None and observation.reader is not None and previous.reader != observation.reader
+            outcome = judge_body(kept, seen, verdict, retag=retag)
             if outcome is BodyOutcome.EDIT:
                 text = conn.execute(select(post_versions.c.text).where(post_versions.c.id == previous.id)).scalar()
                 drafts.append(edit_event(row.id, row.url, row.published_at,
                                          StoredVersion(previous.content_hash, previous.title, text or ""), observation))
-            if outcome is not BodyOutcome.KEEP:
+            if outcome is BodyOutcome.RETAG:
+                conn.execute(update(post_versions).where(post_versions.c.id == previous.id)
+                             .values(reader=observation.reader))
+            elif outcome is BodyOutcome.REREAD:
+                # The new reference keeps the kept title: a new title is still an edit, judged next fetch.
+                _insert_version(conn, row.id, observation, now, title=previous.title)
+                values.update(content_hash=seen.content_hash)
+            elif outcome is not BodyOutcome.KEEP:
                 _insert_version(conn, row.id, observation, now)
                 values.update(content_hash=seen.content_hash, title=seen.title)
         if values:
@@ -291,17 +304,20 @@ def _move(conn: Connection, row, move: PostMove | None, observation: Observation
 
 
 def _latest_version(conn: Connection, post_id: int, origin: str):
-    return conn.execute(select(post_versions.c.id, post_versions.c.content_hash, post_versions.c.title)
+    return conn.execute(select(post_versions.c.id, post_versions.c.content_hash, post_versions.c.title,
+                               post_versions.c.reader)
                         .where(post_versions.c.post_id == post_id, post_versions.c.origin == origin)
                         .order_by(post_versions.c.id.desc()).limit(1)).first()
 
 
-def _insert_version(conn: Connection, post_id: int, observation: Observation, now: datetime) -> None:
+def _insert_version(conn: Connection, post_id: int, observation: Observation, now: datetime,
+                    title: str | None = None) -> None:
     content = observation.content
     assert content is not None, "only a body is kept as a version"
     conn.execute(insert(post_versions).values(post_id=post_id, origin=observation.item.origin,
-                                              content_hash=content.content_hash, title=observation.title,
-                                              text=content.text, body_html=observation.item.body_html, fetched_at=now))
+                                              content_hash=content.content_hash, title=title or observation.title,
+                                              text=content.text, body_html=observation.item.body_html, fetched_at=now,
+                                              reader=observation.reader))
 
 
 def _fetch_state(conn: Connection, post_id: int, origin: str, kept: Seen | None) -> FetchState:
@@ -329,17 +345,20 @@ def _save_fetch_state(conn: Connection, post_id: int, origin: str, verdict: Verd
         conn.execute(insert(edit_candidates).values(post_id=post_id, origin=origin, **values))
 
 
-def _judge_held_edits(conn: Connection, post_id: int, origin: str, seen: Seen, pass_: _CheckPass) -> None:
+def _judge_held_edits(conn: Connection, post_id: int, origin: str, seen: Seen, pass_: _CheckPass,
+                      reader: str | None = None, unknown_is_other: bool = False) -> None:
     """Before a fetch is judged against the kept version: a held edit of this post is confirmed
     by seeing its content again; anything else dismisses it and puts the kept version back to
-    what subscribers last heard of."""
+    what subscribers last heard of (a fetch by another reader cannot tell: the edit stays held)."""
     for held in pass_.held_edits.pop(post_id, []):
-        version = conn.execute(select(post_versions.c.id, post_versions.c.origin)
+        version = conn.execute(select(post_versions.c.id, post_versions.c.origin, post_versions.c.reader)
                                .where(post_versions.c.post_id == post_id,
                                       post_versions.c.content_hash == held.version_hash)
                                .order_by(post_versions.c.id.desc()).limit(1)).first()
+        reread = version is not None and reader_changed(version.reader, reader, unknown_is_other=unknown_is_other)
         outcome = judge_held_edit(Seen(held.version_hash, held.title), seen,
-                                  held_origin=version.origin if version is not None else None, origin=origin)
+                                  held_origin=version.origin if version is not None else None, origin=origin,
+                                  reread=reread)
         if outcome is HeldOutcome.WAIT:
             pass_.held_edits.setdefault(post_id, []).append(held)     # judged by a fetch of its own origin
         elif outcome is HeldOutcome.CONFIRM:

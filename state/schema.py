@@ -62,6 +62,9 @@ post_versions = Table(
     Column("text", Text, nullable=False),
     Column("body_html", Text),
     Column("fetched_at", UTC, nullable=False),
+    # Added by revision 0013: the reader that produced the body (crawler.items.PostItem.reader;
+    # NULL: unknown, kept before 0013). Another reader's body is a new reference, not an edit.
+    Column("reader", String(40)),
     Index("ix_post_versions_post", "post_id", "origin", "id"),
 )
 

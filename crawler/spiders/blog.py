@@ -261,7 +261,7 @@ class BlogSpider(Spider):
         # A known post keeps the identity it was stored under; a new one takes rel=canonical.
         identity = url if response.meta.get("sweep") or url in crawl.plan.known_urls else page.url
         yield PostItem(url=identity, title=page.title, published=page.published, body_html=page.body_html,
-                       summary=html_to_summary(page.body_html), origin="page")
+                       summary=html_to_summary(page.body_html), origin="page", reader=page.reader)
 
     # -- errors --------------------------------------------------------------------------
     def on_listing_error(self, failure):
