@@ -8,9 +8,9 @@ people writing or checking a page):
    schema.org microdata `BlogPosting` / `Article` / `NewsArticle`. An element that holds the
    headline links of several posts is a wrapper, not an entry.
 2. schema.org JSON-LD: an `ItemList`'s `itemListElement`s, a `Blog`'s `blogPost`s.
-3. Repeated blocks: elements with the same place and shape in the page (the same tag and class
-   path from the root), each holding exactly one post link: cards, list items of an archive
-   (`<ul>` of dated links), rows of a news index.
+3. Repeated blocks: elements with the same place and shape in the page (the same tag path from
+   the root, the same classes of their own), each holding exactly one post link: cards, list
+   items of an archive (`<ul>` of dated links), the stories of a news index's sections.
 
 The page's chrome is never read for entries: `nav`, `aside`, page-level `header`/`footer`,
 sidebars, widgets, menus, pagination, carousels/sliders, forms. Neither are links that are not
@@ -323,7 +323,10 @@ def _blocks(sel: Selector, page_url: str, site: str) -> list[Found]:
     signatures: dict = {}
     for element, urls in urls_under.items():
         if len(urls) == 1 and isinstance(element.tag, str):
-            groups.setdefault(_signature(element, signatures), []).append(element)
+            # Blocks of one shape in sections of their own (a news index's topics) are one list:
+            # the tag path from the root and the block's own classes, not its sections' classes.
+            signature = _signature(element, signatures)
+            groups.setdefault((tuple(tag for tag, _ in signature), signature[-1][1]), []).append(element)
     best, best_key = None, None
     for signature, elements in groups.items():
         urls = [next(iter(urls_under[e])) for e in elements]
@@ -331,7 +334,7 @@ def _blocks(sel: Selector, page_url: str, site: str) -> list[Found]:
         if distinct < MIN_BLOCKS:
             continue
         headed = sum(1 for e in elements if e.tag in ("h1", "h2", "h3", "h4") or e.xpath(_HEADED))
-        key = (distinct * (2 if headed * 2 >= len(elements) else 1), -len(signature))
+        key = (distinct * (2 if headed * 2 >= len(elements) else 1), -len(signature[0]))   # then the outermost
         if best_key is None or key > best_key:
             best, best_key = elements, key
     if not best:
