@@ -129,15 +129,14 @@ def listing_from_selectors(sel: Selector, page_url: str, site: str, selectors: d
 
 
 def generic_listing(sel: Selector, page_url: str, site: str) -> list[ListingEntry]:
-    """Entries of any blog's listing: `<article>`s, else headline links, else links below the
-    listing's own path outside the page chrome."""
-    entries = []
-    for article in sel.css("article"):
-        link = article.css("h1 a, h2 a, h3 a, .entry-title a, a[rel=bookmark]")[:1] or article.css("a")[:1]
-        if link:
-            entry = _entry(article, link.attrib.get("href"), page_url, site, text_of(link))
-            if entry:
-                entries.append(entry)
+    """Entries of any blog's listing (crawler.listings: marked-up entries, schema.org JSON-LD,
+    repeated blocks), else its headline links, else links below the listing's own path outside
+    the page chrome."""
+    from crawler.listings import detect
+
+    entries = [ListingEntry(url=found.url, title=clean_title(found.title), published=found.published,
+                            summary=found.summary, link=found.link)
+               for found in detect(sel, page_url, site) if clean_title(found.title)]
     if entries:
         return entries
     for link in sel.css("main h2 a, main h3 a, h2 a, h3 a"):

@@ -3,6 +3,7 @@ has no timeout, and bytes that look like a path would be opened as a file); JSON
 crawler.jsonfeed."""
 from __future__ import annotations
 
+import hashlib
 import io
 from urllib.parse import urljoin
 from dataclasses import dataclass, field
@@ -28,6 +29,16 @@ class FeedResult:
     warning: str | None = None      # bozo feed that still had entries
     error: str | None = None        # not a feed at all
     has_content: bool = False
+    # Per entry URL, what its feed entry says of it (title, summary, content, update time) as a
+    # short hash: a known post whose fingerprint changed has its page read in the same check.
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+
+def entry_fingerprint(*parts: object) -> str:
+    """A short hash of a feed entry's title, text and update time; markup and white space aside,
+    so that a feed's re-styled HTML alone does not cost page reads."""
+    texts = [" ".join(str(part).split()) if part is not None else "" for part in parts]
+    return hashlib.sha256("\x1f".join(texts).encode("utf-8", "replace")).hexdigest()[:32]
 
 
 def parse_feed(body: bytes, url: str, headers: dict[str, str] | None = None, site: str | None = None) -> FeedResult:
@@ -61,6 +72,9 @@ def parse_feed(body: bytes, url: str, headers: dict[str, str] | None = None, sit
         title = clean_title(entry.get("title")) or post_url
         published = parse_date(entry.get("published_parsed") or entry.get("updated_parsed"))
         full = content if content and len(html_to_summary(content, 10**6) or "") >= FULL_CONTENT_MIN_CHARS else None
+        result.fingerprints[post_url] = entry_fingerprint(
+            title, html_to_summary(summary_html, 10**6), html_to_summary(content, 10**6),
+            entry.get("updated") or entry.get("modified"))
         result.entries.append(PostItem(url=post_url, title=title, published=published, body_html=full,
                                        summary=html_to_summary(summary_html or content), origin="feed",
                                        link=urljoin(url, link), reader=READER if full else None))

@@ -54,6 +54,7 @@ def parse_json_feed(body: bytes, url: str, site: str, full_content_min_chars: in
             continue
         seen.add(post.url)
         result.entries.append(post)
+        result.fingerprints[post.url] = _fingerprint(item)
     if skipped and not result.entries:
         return FeedResult(error=f"feed {url} is malformed and no entry could be read ({skipped} items without a usable url)")
     if skipped:
@@ -81,6 +82,15 @@ def _item(item: dict, url: str, site: str, full_content_min_chars: int) -> PostI
     return PostItem(url=post_url, title=clean_title(_text(item.get("title"), 2000) or post_url), published=published,
                     body_html=full, summary=html_to_summary(_escape(summary) if summary else content),
                     origin="feed", link=absolute, reader=READER if full else None)
+
+
+def _fingerprint(item: dict) -> str:
+    from crawler.feeds import entry_fingerprint
+
+    return entry_fingerprint(_text(item.get("title"), 2000), _text(item.get("summary"), MAX_SUMMARY_CHARS),
+                             html_to_summary(_text(item.get("content_html"), MAX_CONTENT_CHARS), 10**6),
+                             _text(item.get("content_text"), MAX_CONTENT_CHARS),
+                             _text(item.get("date_modified"), MAX_DATE_CHARS))
 
 
 def _text(value, limit: int) -> str | None:

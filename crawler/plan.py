@@ -14,6 +14,14 @@ from crawler.items import PostItem
 
 # ETag and Last-Modified of one URL, as the site sent them.
 Validators = tuple[str | None, str | None]
+# Under feed_entry_key(url) the validators also keep what a post's feed entry said last time (its
+# crawler.feeds.entry_fingerprint as the first element): the feed entry's own "ETag".
+FEED_ENTRY_PREFIX = "postwatch:feed-entry:"
+
+
+def feed_entry_key(url: str) -> str:
+    """Where the fingerprint of the feed entry of the post at `url` is kept among the validators."""
+    return FEED_ENTRY_PREFIX + url
 # A robots.txt body and when it was fetched, per origin ("https://host[:port]").
 RobotsCache = dict[str, tuple[bytes, datetime]]
 
@@ -54,9 +62,14 @@ class CrawlPlan:
     # When known posts were published: a newer one missing from the listing's or feed's window is
     # looked at on its own page (a removal the window cannot explain).
     known_published: dict[str, datetime] = field(default_factory=dict)
+    # Validators by URL; under feed_entry_key(url) the fingerprint of the post's last feed entry.
     validators: dict[str, Validators] = field(default_factory=dict)
     robots: RobotsCache = field(default_factory=dict)
     baseline: bool = False
+    # Known posts whose page this check reads by the revisit schedule (or all, in a full sweep).
+    # A summary feed's entry of a known post that changed (summary, content, title, update time)
+    # adds that post's page in the same crawl, within what the schedule leaves of the setting
+    # REVISITS_PER_CHECK ([crawl] revisits_per_check).
     sweep_urls: list[str] = field(default_factory=list)
     # Known posts whose page must be looked at again now (an edit seen once waits for this
     # fetch to confirm it): requested without validators, so the answer is the content itself.

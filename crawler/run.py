@@ -100,9 +100,26 @@ async def test_source(url: str, settings: dict | None = None) -> DiscoveryReport
             break
     ok, error = report.ok, report.error
     if ok and not report.posts:
-        ok, error = False, (f"{name}: no posts found on {url}; give CSS selectors with --selector "
-                            "(listing_item, post_link, title, date, body)")
+        ok, error = False, no_posts_advice(name, url)
     return DiscoveryReport(url=url, ok=ok, error=error, spec=spec, posts=report.posts, requests=report.requests)
 
 
-test_source.__test__ = False   # not a pytest test, despite the name
+test_source.__test__ = False
+
+
+def no_posts_advice(name: str, url: str) -> str:
+    """What `sources test` says when no post was found: the `selectors` kind, with an example."""
+    return (f"{name}: no posts found on {url}.\n"
+            "  The page has no entries postwatch recognises (h-entry, <article>, schema.org BlogPosting or\n"
+            "  ItemList, repeated blocks each holding one post link; see docs/listings.md). Name them with\n"
+            "  the `selectors` kind, one CSS selector for the element of each post and one for its link:\n"
+            "\n"
+            "    [[sources]]\n"
+            f'    name = "{name}"\n'
+            f'    url = "{url}"\n'
+            '    kind = "selectors"\n'
+            "    [sources.selectors]\n"
+            '    listing_item = "div.card"       # one element per post\n'
+            '    post_link = "a.card-link"       # the post\'s link inside it\n'
+            "\n"
+            f"  or: postwatch sources add {url} --selector listing_item=div.card --selector post_link=a.card-link")   # not a pytest test, despite the name

@@ -56,6 +56,9 @@ MAX_POST_PAGES = 50
 # At most this many known posts missing from the listing's or feed's window get their page asked
 # in one check (a reordered listing must not turn into a sweep).
 MISSING_PAGES = 10
+# Known posts' pages one check reads by the revisit schedule and because their feed entry changed,
+# at most ([crawl] revisits_per_check); the schedule's come first.
+REVISITS_PER_CHECK = 20
 
 # Scrapy's component lists, as allowlists: only what postwatch uses is loaded, so a component a
 # new Scrapy release enables by default (2.19's RemoteControl: an HTTP endpoint on 127.0.0.1 that

@@ -890,4 +890,5 @@ def scrapy_overrides(config: Config) -> dict[str, Any]:
         "RETRY_AFTER_MAX": crawl.retry_after_max.total_seconds(),
         "ROBOTS_TTL": crawl.robots_ttl.total_seconds(),
         "MAX_POST_PAGES": crawl.max_post_pages,
+        "REVISITS_PER_CHECK": crawl.revisits_per_check,
     }

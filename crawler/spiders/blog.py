@@ -12,7 +12,7 @@ from crawler.extract import discover_feeds, html_to_summary, selector_for
 from crawler.feeds import parse_feed
 from crawler.items import PostItem
 from crawler.kinds import SourceKind, UnknownSourceKind
-from crawler.plan import CrawlPlan, CrawlReport, SourceSpec
+from crawler.plan import CrawlPlan, CrawlReport, SourceSpec, feed_entry_key
 from crawler.urls import LINK_BLOG_URL, canonicalize
 
 POST_STATUSES = [304, 404, 410]
@@ -32,6 +32,9 @@ class SourceCrawl:
         self.post_pages = 0
         self.posts_not_fetched: set[str] = set()
         self.known_pages_asked = False
+        # Known posts whose feed entry changed, whose page this check reads: the entry's new
+        # fingerprint, kept once the page answered (a failed read asks again at the next check).
+        self.changed_entries: dict[str, str] = {}
 
     def meta(self, url: str, *, conditional: bool = True, **meta) -> dict:
         """The meta of a request for `url`: its source, so that middlewares, signals and the
@@ -158,6 +161,37 @@ class BlogSpider(Spider):
             if request:
                 yield request
 
+    def _changed_entries(self, crawl: SourceCrawl, result):
+        """Edits without a sweep: a known post whose summary-feed entry changed (summary, content,
+        title, update time) has its page read in this check, the usual conditional GET of a
+        revisit; the edit it shows is then confirmed by the usual second fetch. At most what the
+        revisit schedule leaves of REVISITS_PER_CHECK pages; one beyond waits for the next check
+        (its entry's old fingerprint is kept). A full-content entry needs no page: its copy in the
+        feed is judged itself."""
+        plan, report = crawl.plan, crawl.report
+        budget = self.settings.getint("REVISITS_PER_CHECK", 20) - len(plan.sweep_urls)
+        for item in result.entries:
+            fingerprint = result.fingerprints.get(item.url)
+            if not fingerprint or item.body_html:
+                continue
+            key = feed_entry_key(item.url)
+            kept = (plan.validators.get(key) or (None, None))[0]
+            if kept == fingerprint:
+                continue
+            if kept is None or plan.baseline or item.url not in plan.known_urls:
+                report.validators[key] = (fingerprint, None)    # first sight: nothing to compare
+                continue
+            if item.url in crawl.requested_posts:               # read in this check already
+                crawl.changed_entries[item.url] = fingerprint
+                continue
+            if budget <= 0:
+                continue
+            request = self._post_request(crawl, item.url, sweep=True, link=item.link)
+            if request:
+                budget -= 1
+                crawl.changed_entries[item.url] = fingerprint
+                yield request
+
     def closed(self, reason):
         cap = self.settings.getint("MAX_POST_PAGES", 50)
         for crawl in self.sources.values():
@@ -191,6 +225,7 @@ class BlogSpider(Spider):
             report.warnings.append(f"{source.name}: {result.warning}")
         crawl.complete_in_feed = {item.url for item in result.entries if item.body_html}
         yield from self._missing_from_window(crawl, {item.url for item in result.entries}, _edge(result.entries))
+        yield from self._changed_entries(crawl, result)
         if reads_listing:
             yield self._listing_request(crawl, source.url, first=True)
         for item in result.entries:
@@ -248,6 +283,8 @@ class BlogSpider(Spider):
         crawl = self._crawl_of(response)
         report = crawl.report
         url = response.meta["post_url"]
+        if url in crawl.changed_entries and response.status in (200, 304):
+            report.validators[feed_entry_key(url)] = (crawl.changed_entries.pop(url), None)
         if response.status == 304:
             report.unchanged_urls.add(url)
             return

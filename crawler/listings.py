@@ -1,0 +1,367 @@
+"""Which posts a blog's listing page (home page, archive, category page) shows, for the generic
+kinds (`html`, `auto`, `feed`; crawler.kinds). `webflow` and `selectors` do not use this.
+
+What counts as a listing entry, strongest evidence first (docs/listings.md says the same for
+people writing or checking a page):
+
+1. Marked-up entries: microformats `h-entry` (and the older `hentry`), `<article>` elements,
+   schema.org microdata `BlogPosting` / `Article` / `NewsArticle`. An element that holds the
+   headline links of several posts is a wrapper, not an entry.
+2. schema.org JSON-LD: an `ItemList`'s `itemListElement`s, a `Blog`'s `blogPost`s.
+3. Repeated blocks: elements with the same place and shape in the page (the same tag path from
+   the root, the same classes of their own), each holding exactly one post link: cards, list
+   items of an archive (`<ul>` of dated links), the stories of a news index's sections.
+
+The page's chrome is never read for entries: `nav`, `aside`, page-level `header`/`footer`,
+sidebars, widgets, menus, pagination, carousels/sliders, forms. Neither are links that are not
+posts: the home page, tag/category/author/date archives, pagination, feeds, comments, files.
+
+Every entry's URL is a same-site permalink: a link-blog entry whose headline points off-site
+takes its on-site permalink (`u-url`, `rel=bookmark`, the one same-site link it holds) and the
+headline's text as its title; an entry with no same-site permalink is left out.
+
+Of the three, the reading that finds the most posts is used (ties in the order above); when
+none finds any, headline links (`h2 a`, `h3 a`) and then links below the listing's own path.
+"""
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import urljoin, urlsplit
+
+from parsel import Selector
+
+from crawler.dates import find_date_in_text, parse_date
+from crawler.urls import canonicalize, is_http_url, same_site
+
+MIN_BLOCKS = 3          # repeated blocks: fewer is no list
+MAX_LINKS = 5000        # links of a page looked at (a hostile page cannot make it slow)
+MAX_TEXT = 400
+
+# Ancestors that make a link page chrome, wherever they are.
+_CHROME_TAGS = {"nav", "aside", "form", "menu", "dialog", "noscript", "template", "select"}
+_CHROME_ROLES = {"navigation", "complementary", "banner", "contentinfo", "search", "menu", "menubar"}
+_CHROME_CLASS = re.compile(
+    r"(^|[\s_-])(sidebar|side-bar|widget|widgets|widget-area|menu|navbar|nav|navigation|breadcrumbs?|pagination|"
+    r"pager|page-numbers|nav-links|post-navigation|carousel|slider|swiper|slick|ticker|footer|masthead|"
+    r"site-header|site-footer|cookie|newsletter|subscribe|tagcloud|tag-cloud)($|[\s_-])", re.I)
+# Chrome even inside an entry: its share bar, comments, related posts.
+_ENTRY_CHROME_CLASS = re.compile(r"(^|[\s_-])(share|sharing|social|related|comments?)($|[\s_-])", re.I)
+# Links that are not posts.
+_NOT_POST_PATH = re.compile(
+    r"(^|/)(tags?|category|categories|topics?|authors?|users?|page|search|feed|rss|atom|comments?|login|"
+    r"wp-login\.php|wp-admin|cart|account|subscribe|share|label|labels)(/|$)"
+    r"|\.(xml|rss|atom|json|jpe?g|png|gif|webp|svg|ico|pdf|zip|gz|mp3|mp4|css|js)$", re.I)
+_DATE_ARCHIVE = re.compile(r"^(/[a-z-]+)?/(19|20)\d\d(/\d\d?){0,2}/?$", re.I)
+_NOT_POST_QUERY = re.compile(r"(^|&)(s|q|page|paged|start|offset|replytocom|share|tag|cat|author|lang)=", re.I)
+_NOT_POST_REL = {"tag", "category", "author", "next", "prev", "me", "license"}
+# Per-item classes that would make every block's shape differ (WordPress's post-123, category-news...).
+_VARYING_CLASS = re.compile(r"\d|^(category|tag|format|status|type|post|author|has|wp|aos|id|entry)-|"
+                            r"^(sticky|featured|pinned|first|last|odd|even|active|current|new|hidden|visible)$", re.I)
+_MARKED = ("[class~=h-entry], [class~=hentry], article, [itemtype*='schema.org/BlogPosting'], "
+           "[itemtype*='schema.org/Article'], [itemtype*='schema.org/NewsArticle'], [itemtype*='schema.org/Posting']")
+# In this order: where an entry keeps its permalink.
+_PERMALINK = ("a.u-url", "a[rel~=bookmark]", "a[itemprop=url]",
+              "[itemprop=headline] a, .p-name a, .entry-title a, .post-title a, h1 a, h2 a, h3 a, h4 a, .title a")
+_HEADING = ("[itemprop=headline], .p-name, .entry-title, .post-title, .article-title, .card-title, h1, h2, h3, h4, "
+            ".title")
+_HEADED = "boolean(.//h1 | .//h2 | .//h3 | .//h4 | .//*[contains(@class, 'title')])"
+
+
+class Found:
+    """One entry as a detector sees it (crawler.extract.ListingEntry is made from it)."""
+    __slots__ = ("url", "link", "title", "published", "summary")
+
+    def __init__(self, url, link, title, published=None, summary=None):
+        self.url, self.link, self.title, self.published, self.summary = url, link, title, published, summary
+
+
+def detect(sel: Selector, page_url: str, site: str) -> list[Found]:
+    """The entries of a listing page by the strongest reading that finds any (module docstring)."""
+    readings = [_marked(sel, page_url, site), _json_ld(sel, page_url, site), _blocks(sel, page_url, site)]
+    best = max(readings, key=len)       # max keeps the first of equal length: the order above
+    return best
+
+
+# ------------------------------------------------------------------------------------------
+# Links
+# ------------------------------------------------------------------------------------------
+def post_url(href: str | None, page_url: str, site: str, rel: str = "") -> str | None:
+    """The canonical URL of a link to a post of this site, None for anything else."""
+    if not href or href.startswith(("#", "mailto:", "javascript:", "tel:", "data:")):
+        return None
+    if set(rel.lower().split()) & _NOT_POST_REL:
+        return None
+    url = canonicalize(href, base=page_url, site=site)
+    if not is_http_url(url) or not same_site(url, site):
+        return None
+    parts = urlsplit(url)
+    path = parts.path
+    if path in ("", "/") and not parts.query:
+        return None
+    if url == canonicalize(page_url, site=site) or url == canonicalize(site, site=site):
+        return None
+    if _NOT_POST_PATH.search(path) or _DATE_ARCHIVE.match(path) or _NOT_POST_QUERY.search(parts.query):
+        return None
+    return url
+
+
+def _in_chrome(element) -> bool:
+    """Inside page chrome: nav, aside, sidebars, menus, pagination, sliders; a header or footer
+    counts only when no article or entry encloses it (an entry's own footer holds its permalink)."""
+    ancestors = list(element.iterancestors())
+    inside_entry = any(a.tag == "article" or _entry_like(a) for a in ancestors)
+    for node in (element, *ancestors):
+        tag = node.tag if isinstance(node.tag, str) else ""
+        if tag in _CHROME_TAGS:
+            return True
+        if tag in ("header", "footer") and not inside_entry:
+            return True
+        if (node.get("role") or "").lower() in _CHROME_ROLES:
+            return True
+        marks = f"{node.get('class') or ''} {node.get('id') or ''}"
+        if not marks.strip() or _entry_like(node):
+            continue
+        if _ENTRY_CHROME_CLASS.search(marks) or (not inside_entry and _CHROME_CLASS.search(marks)):
+            return True
+    return False
+
+
+def _entry_like(node) -> bool:
+    classes = (node.get("class") or "").split()
+    return any(c in ("h-entry", "hentry") for c in classes) or "schema.org/" in (node.get("itemtype") or "")
+
+
+def _text(node) -> str:
+    if node is None:
+        return ""
+    return " ".join(" ".join(node.itertext()).split()) if hasattr(node, "itertext") else ""
+
+
+# ------------------------------------------------------------------------------------------
+# 1. Marked-up entries
+# ------------------------------------------------------------------------------------------
+def _marked(sel: Selector, page_url: str, site: str) -> list[Found]:
+    found = []
+    try:
+        items = sel.css(_MARKED)
+    except Exception:
+        return []
+    roots = {id(item.root) for item in items}
+    for item in items:
+        element = item.root
+        # The outermost marked element is the entry (an <article> inside an h-entry is the same one).
+        if any(id(a) in roots for a in element.iterancestors()):
+            continue
+        if _in_chrome(element):
+            continue
+        entry = _marked_entry(item, page_url, site)
+        if entry:
+            found.append(entry)
+    return found
+
+
+def _marked_entry(item: Selector, page_url: str, site: str) -> Found | None:
+    headline_urls = {post_url(a.attrib.get("href"), page_url, site, a.attrib.get("rel", ""))
+                     for a in item.css("h1 a, h2 a, h3 a, .entry-title a, .post-title a")}
+    headline_urls.discard(None)
+    nested = item.css(_MARKED)
+    if len(headline_urls) > 2 or len(nested) > 2:
+        return None         # a wrapper around several entries, not one
+    permalink = None
+    for query in _PERMALINK:
+        for a in item.css(query):
+            url = post_url(a.attrib.get("href"), page_url, site, a.attrib.get("rel", ""))
+            if url and not _in_chrome(a.root):
+                permalink = (url, a)
+                break
+        if permalink:
+            break
+    if permalink is None:       # a link-blog entry or a note: its one same-site link
+        own = [(post_url(a.attrib.get("href"), page_url, site, a.attrib.get("rel", "")), a) for a in item.css("a")]
+        own = [(u, a) for u, a in own if u and not _in_chrome(a.root)]
+        if len({u for u, _ in own}) != 1:
+            return None
+        permalink = own[0]
+    url, anchor = permalink
+    title = _title(item, url, page_url, site)
+    if not title:
+        return None
+    return Found(url, urljoin(page_url, anchor.attrib["href"]).split("#", 1)[0], title,
+                 _date(item), _summary(item))
+
+
+def _title(item: Selector, url: str, page_url: str, site: str) -> str:
+    for query in _HEADING.split(", "):
+        node = item.css(query)[:1]
+        if node:
+            text = _text(node[0].root)
+            if text:
+                return _short(text, 300)
+    # No heading: the longest text of a link to the post, else the entry's own text (a note).
+    texts = [_text(a.root) or a.attrib.get("title", "") or " ".join(a.css("img::attr(alt)").getall())
+             for a in item.css("a") if post_url(a.attrib.get("href"), page_url, site, a.attrib.get("rel", "")) == url]
+    longest = max(texts, key=len, default="")
+    if len(longest) >= 12:
+        return longest
+    content = item.css(".e-content, .p-summary, .entry-content, .entry-summary, p")[:1]
+    text = _text(content[0].root) if content else _text(item.root)
+    return _short(text) or longest
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return (text[:limit - 3].rsplit(" ", 1)[0] + "…") if len(text) > limit else text
+
+
+def _date(item: Selector):
+    for value in item.css(".dt-published::attr(datetime), time.published::attr(datetime), "
+                          "[itemprop=datePublished]::attr(content), [itemprop=datePublished]::attr(datetime), "
+                          "time::attr(datetime)").getall():
+        parsed = parse_date(value)
+        if parsed:
+            return parsed
+    return find_date_in_text(_text(item.root)[:2000])
+
+
+def _summary(item: Selector) -> str | None:
+    node = item.css(".p-summary, .entry-summary, [itemprop=description], p")[:1]
+    text = _text(node[0].root) if node else ""
+    return text[:MAX_TEXT] or None
+
+
+# ------------------------------------------------------------------------------------------
+# 2. schema.org JSON-LD
+# ------------------------------------------------------------------------------------------
+def _json_ld(sel: Selector, page_url: str, site: str) -> list[Found]:
+    found = []
+    for raw in sel.css("script[type='application/ld+json']::text").getall()[:20]:
+        try:
+            data = json.loads(raw.strip())
+        except (ValueError, RecursionError):
+            continue
+        for node in _walk(data):
+            for post in _ld_posts(node):
+                entry = _ld_entry(post, page_url, site)
+                if entry and all(e.url != entry.url for e in found):
+                    found.append(entry)
+    return found
+
+
+def _walk(data, depth: int = 0):
+    if depth > 6:
+        return
+    if isinstance(data, list):
+        for item in data[:500]:
+            yield from _walk(item, depth + 1)
+    elif isinstance(data, dict):
+        yield data
+        for key in ("@graph", "mainEntity"):
+            if key in data:
+                yield from _walk(data[key], depth + 1)
+
+
+def _types(node: dict) -> set[str]:
+    types = node.get("@type")
+    types = [types] if isinstance(types, str) else (types if isinstance(types, list) else [])
+    return {str(t).lower() for t in types}
+
+
+def _ld_posts(node: dict):
+    types = _types(node)
+    if "itemlist" in types and isinstance(node.get("itemListElement"), list):
+        for element in node["itemListElement"][:500]:
+            if isinstance(element, dict):
+                inner = element.get("item")
+                yield inner if isinstance(inner, dict) else element
+            elif isinstance(element, str):
+                yield {"url": element}
+    if types & {"blog", "collectionpage", "webpage"}:
+        posts = node.get("blogPost") or node.get("blogPosts") or node.get("hasPart")
+        for post in posts if isinstance(posts, list) else ([posts] if isinstance(posts, dict) else []):
+            if isinstance(post, dict):
+                yield post
+
+
+def _ld_entry(post: dict, page_url: str, site: str) -> Found | None:
+    candidates = [post.get("url"), post.get("@id")]
+    main = post.get("mainEntityOfPage")
+    candidates.append(main.get("@id") if isinstance(main, dict) else main)
+    for href in candidates:
+        if isinstance(href, str):
+            url = post_url(href, page_url, site)
+            if url:
+                title = next((post.get(k) for k in ("headline", "name") if isinstance(post.get(k), str)), "") or url
+                published = parse_date(post.get("datePublished")) if isinstance(post.get("datePublished"), str) else None
+                summary = post.get("description") if isinstance(post.get("description"), str) else None
+                return Found(url, urljoin(page_url, href).split("#", 1)[0], " ".join(title.split()),
+                             published, summary[:MAX_TEXT] if summary else None)
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# 3. Repeated blocks
+# ------------------------------------------------------------------------------------------
+def _blocks(sel: Selector, page_url: str, site: str) -> list[Found]:
+    root = sel.root
+    if not hasattr(root, "iter"):
+        return []
+    links = []
+    for anchor in root.iter("a"):
+        url = post_url(anchor.get("href"), page_url, site, anchor.get("rel") or "")
+        if url and not _in_chrome(anchor):
+            links.append((anchor, url))
+            if len(links) >= MAX_LINKS:
+                break
+    urls_under: dict = {}
+    for anchor, url in links:
+        urls_under.setdefault(anchor, set()).add(url)
+        for ancestor in anchor.iterancestors():
+            if ancestor.tag in ("body", "html"):
+                break
+            urls_under.setdefault(ancestor, set()).add(url)
+    groups: dict[tuple, list] = {}
+    signatures: dict = {}
+    for element, urls in urls_under.items():
+        if len(urls) == 1 and isinstance(element.tag, str):
+            # Blocks of one shape in sections of their own (a news index's topics) are one list:
+            # the tag path from the root and the block's own classes, not its sections' classes.
+            signature = _signature(element, signatures)
+            groups.setdefault((tuple(tag for tag, _ in signature), signature[-1][1]), []).append(element)
+    best, best_key = None, None
+    for signature, elements in groups.items():
+        urls = [next(iter(urls_under[e])) for e in elements]
+        distinct = len(set(urls))
+        if distinct < MIN_BLOCKS:
+            continue
+        headed = sum(1 for e in elements if e.tag in ("h1", "h2", "h3", "h4") or e.xpath(_HEADED))
+        key = (distinct * (2 if headed * 2 >= len(elements) else 1), -len(signature[0]))   # then the outermost
+        if best_key is None or key > best_key:
+            best, best_key = elements, key
+    if not best:
+        return []
+    found, seen = [], set()
+    for element in best:
+        url = next(iter(urls_under[element]))
+        if url in seen:
+            continue
+        seen.add(url)
+        item = Selector(root=element)
+        anchors = [a for a, u in links if u == url and (a is element or element in a.iterancestors())]
+        title = _title(item, url, page_url, site) if element.tag != "a" else (_text(element) or element.get("title", ""))
+        if not title:
+            continue
+        found.append(Found(url, urljoin(page_url, anchors[0].get("href")).split("#", 1)[0] if anchors else url,
+                           " ".join(title.split()), _date(item), _summary(item) if element.tag != "a" else None))
+    return found
+
+
+def _signature(element, cache: dict) -> tuple:
+    """The element's tag and class path from the root, without the classes that differ per item."""
+    if element in cache:
+        return cache[element]
+    chain = [element, *element.iterancestors()]
+    signature = tuple((node.tag, " ".join(sorted(c for c in (node.get("class") or "").split()
+                                                  if not _VARYING_CLASS.search(c))))
+                      for node in reversed(chain))
+    cache[element] = signature
+    return signature
