@@ -38,19 +38,23 @@ HTML_BUDGET = 90 * 1024
 # The rendering holds short stand-ins for each recipient's address and links (digest.compose).
 SLOT_RESERVE = 2 * 1024
 MAX_POSTS = 60               # posts shown in one digest; the rest are counted and linked
-LEAD_CHARS = 600             # text of a new post's first paragraphs
+LEAD_CHARS = 600             # text of a new post's first paragraphs ([digest] lead = "full")
+SHORT_LEAD_CHARS = 250       # two or three lines at desktop width ([digest] lead = "short", the default)
 TITLE_CHARS = 200
 WORD_CHARS = 80              # longer "words" (a 10,000-character string) are cut
 DIFF_CHARS = 1500            # text of an edit's changed paragraphs
 DIFF_ENTRIES = 8
 PREHEADER_CHARS = 140        # about what Gmail and Apple Mail show of it on a phone
 TOP_LINKS_AFTER = 5          # a digest with more posts also has its unsubscribe link at the top
+SUMMARY_AFTER = 5            # a digest with more items starts with a summary: counts per source, linked
 TEXT_WIDTH = 78
 
 # Embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069): "Refund\u202efdp.exe"
 # would display as "Refundexe.pdf".
 _BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _OTHER_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Where a sentence ends: .!? (and their full-width forms) followed by a space, or 。 (CJK).
+_SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f])[\"'\u2019\u201d)]*\s+|(?<=\u3002)")
 _URL_LIKE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^\s/@]+@)?((?:[a-z0-9-]+\.)+[a-z]{2,}|\[[0-9a-f:.]+\])"
                        r"(?::\d+)?(?:[/?#]\S*)?$", re.IGNORECASE)
 _KEPT_STYLE = re.compile(r'<style data-css-inline="ignore">.*?</style>', re.DOTALL)
@@ -138,9 +142,21 @@ def _unlink(link) -> None:
     parent.remove(link)
 
 
+def cut_at_sentence(text: str, limit: int) -> str:
+    """`text` if it fits in `limit` characters; else its sentences that fit, when they make at
+    least half of `limit`; else `text` cut at a word, with "…"."""
+    if len(text) <= limit:
+        return text
+    ends = [match.start() for match in _SENTENCE_END.finditer(text, 0, limit + 1) if match.start() <= limit]
+    if ends and ends[-1] >= limit // 2:
+        return text[:ends[-1]].rstrip()
+    return clean_text(text, limit)
+
+
 def lead_of(body_html: str | None, limit: int = LEAD_CHARS) -> list[Block]:
     """The first paragraphs of a post, sanitised, at most `limit` characters of text. A paragraph
-    too long to fit (or holding an overlong word) is shown as its text, cut at a word."""
+    too long to fit (or holding an overlong word) is shown as its text, cut at a sentence when
+    that leaves at least half the room, else at a word."""
     clean = sanitize(body_html)
     if not clean:
         return []
@@ -170,8 +186,9 @@ def lead_of(body_html: str | None, limit: int = LEAD_CHARS) -> list[Block]:
         else:
             if blocks and room < 80:
                 break
-            text = clean_text(raw_text, max(room, 80))
+            text = cut_at_sentence(text, max(room, 80))
             blocks.append(Block(Markup(f'<p dir="auto">{escape(text)}</p>'), text))
+            break                                          # a paragraph cut short ends the lead
         size += len(text)
         if size >= limit:
             break
@@ -264,12 +281,29 @@ def _when(event, zone: ZoneInfo) -> str:
     return _date(event.published, zone)
 
 
-def _post(event, zone: ZoneInfo) -> dict:
-    lead = lead_of(event.body_html) if event.kind in ("new", "restored") else []
+def _read_more(blocks: list[Block], url: str, label: str) -> Markup:
+    """The lead's HTML with a "Read more" link at the end of its last paragraph (on a line of its
+    own after a list or a quote)."""
+    html = "".join(block.html for block in blocks)
+    link = f'<a class="read-more" href="{escape(url)}">{escape(label)}</a>'
+    if html.endswith("</p>"):
+        return Markup(f"{html[:-4]} {link}</p>")
+    return Markup(f'{html}<p dir="auto">{link}</p>')
+
+
+def _post(event, zone: ZoneInfo, short: bool = True) -> dict:
+    lead = lead_of(event.body_html, SHORT_LEAD_CHARS if short else LEAD_CHARS) if event.kind in ("new", "restored") else []
+    excerpt = excerpt_of(event, SHORT_LEAD_CHARS if short else 300)
+    if short and lead:
+        lead_html = _read_more(lead, event.url, "Read more")
+    elif short and excerpt and event.kind != "removed":
+        lead_html = _read_more([Block(Markup(f'<p dir="auto">{escape(excerpt)}</p>'), excerpt)], event.url, "Read more")
+    else:
+        lead_html = Markup("".join(block.html for block in lead))
     return {
         "kind": event.kind, "title": clean_text(event.title, TITLE_CHARS) or event.url, "url": event.url,
-        "date": _when(event, zone), "excerpt": excerpt_of(event),
-        "lead": lead, "lead_html": Markup("".join(block.html for block in lead)),
+        "date": _when(event, zone), "excerpt": excerpt,
+        "lead": lead, "lead_html": lead_html,
         "diff": diff_for_digest(event.diff) if event.kind == "updated" else None,
     }
 
@@ -301,6 +335,12 @@ def _take(by_source: dict[str, list], limit: int) -> dict[str, int]:
 def _listed(event) -> dict:
     """A change past the size budget: one line (kind, title, link) instead of the full entry."""
     return {"kind": event.kind, "title": clean_text(event.title, TITLE_CHARS) or event.url, "url": event.url}
+
+
+def _counts(items) -> str:
+    """"5 updated, 1 removed, 165 new": a source's events by kind, changes first as listed."""
+    counts = {kind: sum(1 for e in items if e.kind == kind) for kind in ("updated", "removed", "restored", "new")}
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
 
 
 def preheader_of(groups: list[dict], limit: int = PREHEADER_CHARS) -> str:
@@ -335,16 +375,17 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
     while True:
         taken = _take(by_source, limit)
         groups = []
-        for source, items in by_source.items():
+        for number, (source, items) in enumerate(by_source.items(), 1):
             shown, rest = items[:taken[source]], items[taken[source]:]
             for event in shown:
                 if event.id not in posts:
-                    posts[event.id] = _post(event, zone)
+                    posts[event.id] = _post(event, zone, settings.lead != "full")
             groups.append({
                 "title": clean_text(settings.source_titles.get(source, source)),
                 "posts": [posts[e.id] for e in shown],
                 "listed": [_listed(e) for e in rest if e.kind != "new"],
                 "more": sum(e.kind == "new" for e in rest), "site_url": _site_of(source, items, settings),
+                "anchor": f"s{number}", "counts": _counts(items),
             })
         context = {
             "subject": subject, "headline": subject.split(" — ")[0].capitalize() if events else subject,
@@ -356,6 +397,7 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
             "added_by_operator": subscriber.joined_via in ("cli", "import"),
             "organization": clean_text(settings.organization), "postal_address": clean_text(settings.postal_address),
             "top_links": limit > TOP_LINKS_AFTER, "shown": limit, "total": len(events),
+            "summary": len(events) > SUMMARY_AFTER,
         }
         html = _inline(_render(settings, "digest.html.j2", context))
         size = len(html.encode("utf-8"))
