@@ -202,6 +202,32 @@ def excerpt_of(event, limit: int = 300) -> str:
     return clean_text(text, limit)
 
 
+CONTEXT_START = 10          # words of a changed paragraph's start kept before its first change
+MOVED_CHARS = 120           # a moved paragraph is named by its start
+CONTEXT_WORDS = 6           # words kept on each side of a change inside unchanged text
+
+
+def _context(words: list) -> list:
+    """A changed paragraph's word ops with long unchanged runs shortened to their context: the
+    paragraph's start, a few words either side of each change, "…" for what is left out."""
+    shaped = []
+    for index, (op, piece) in enumerate(words):
+        if op != "equal":
+            shaped.append((op, piece))
+            continue
+        first, last = index == 0, index == len(words) - 1
+        tokens = piece.split(" ")
+        head = CONTEXT_START if first else CONTEXT_WORDS
+        tail = 0 if last else CONTEXT_WORDS
+        if len(tokens) <= head + tail + 3:
+            shaped.append((op, piece))
+        elif last:
+            shaped.append((op, " ".join(tokens[:head]) + " …"))
+        else:
+            shaped.append((op, " ".join(tokens[:head]) + " … " + " ".join(tokens[-tail:])))
+    return shaped
+
+
 def diff_for_digest(diff: dict | None) -> dict | None:
     """An edit's diff as the digest shows it: at most DIFF_ENTRIES paragraphs and DIFF_CHARS
     characters of text, each cleaned like any text from the site; `truncated` when anything of it
@@ -216,7 +242,7 @@ def diff_for_digest(diff: dict | None) -> dict | None:
             break
         if entry.get("op") == "changed":
             words, used = [], 0
-            for op, piece in entry.get("words") or []:
+            for op, piece in _context(entry.get("words") or []):
                 piece = " ".join(w if len(w) <= WORD_CHARS else w[:WORD_CHARS] + "…"
                                  for w in _OTHER_CONTROLS.sub("", _BIDI_CONTROLS.sub("", piece)).split(" "))
                 if used + len(piece) > room:
@@ -228,6 +254,10 @@ def diff_for_digest(diff: dict | None) -> dict | None:
             marked = "".join(f"[+{w}+]" if op == "insert" else f"[-{w}-]" if op == "delete" else w for op, w in words)
             entries.append({"op": "changed", "words": words, "text": marked})
             size += used
+        elif entry.get("op") == "moved":                 # unchanged words: their start says which
+            text = clean_text(entry.get("text"), min(room, MOVED_CHARS))
+            entries.append({"op": "moved", "text": text})
+            size += len(text)
         else:
             whole = clean_text(entry.get("text"))
             text = clean_text(whole, room)
