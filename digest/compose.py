@@ -67,7 +67,7 @@ class DigestComposer:
         self._cache: dict[tuple, object] = {}
 
     def _variant(self, subscriber: Subscriber, events):
-        key = (tuple(e.id for e in events), subscriber.timezone, subscriber.cadence)
+        key = (tuple(e.id for e in events), subscriber.timezone, subscriber.cadence, getattr(subscriber, "lang", "en"))
         if key not in self._cache:
             if len(self._cache) >= self.cache_size:
                 self._cache.pop(next(iter(self._cache)))
