@@ -4,7 +4,7 @@ Catalogues are gettext .po files in digest/locale/<lang>/LC_MESSAGES/messages.po
 time with Babel (read_po, compiled in memory once per process): `pip install -e .` is enough, no
 build step. After changing a string, extract and merge (README):
 
-    pybabel extract -F digest/babel.cfg -k tr:2 -k ntr:2,3 --no-location -o digest/locale/messages.pot digest postwatch
+    pybabel extract -F digest/babel.cfg -k tr:2 -k ntr:2,3 -k t -k N_ --no-location -o digest/locale/messages.pot digest postwatch
     pybabel update -i digest/locale/messages.pot -d digest/locale
 """
 from __future__ import annotations
@@ -42,6 +42,11 @@ def translations(lang: str | None) -> NullTranslations:
     write_mo(compiled, catalog)
     compiled.seek(0)
     return Translations(fp=compiled)
+
+
+def N_(message: str) -> str:
+    """Marks a string for pybabel where it is defined; translated where it is shown."""
+    return message
 
 
 def tr(lang: str | None, message: str, **values) -> str:

@@ -125,12 +125,20 @@ def describe_statuses(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{counts.get(status, 0)} {status}" for status in shown)
 
 
-def describe_cadence(subscriber: Subscriber) -> str:
+def describe_cadence(subscriber: Subscriber, lang: str = "en") -> str:
+    from digest.i18n import tr
+
     if subscriber.cadence == "immediate":
-        return "after each check"
+        return tr(lang, "after each check")
     if subscriber.cadence == "weekly":
-        return f"weekly, {WEEKDAYS[subscriber.weekday or 0]} {subscriber.send_time} {subscriber.timezone}"
-    return f"daily {subscriber.send_time} {subscriber.timezone}"
+        if lang == "en":
+            day = WEEKDAYS[subscriber.weekday or 0]
+        else:
+            from babel.dates import get_day_names
+
+            day = get_day_names("wide", locale=lang)[subscriber.weekday or 0]
+        return tr(lang, "weekly, %(day)s %(time)s %(zone)s", day=day, time=subscriber.send_time, zone=subscriber.timezone)
+    return tr(lang, "daily %(time)s %(zone)s", time=subscriber.send_time, zone=subscriber.timezone)
 
 
 def _when(value) -> str:
