@@ -67,7 +67,7 @@ class DigestComposer:
         self._cache: dict[tuple, object] = {}
 
     def _variant(self, subscriber: Subscriber, events):
-        key = (tuple(e.id for e in events), subscriber.timezone, subscriber.cadence)
+        key = (tuple(e.id for e in events), subscriber.timezone, subscriber.cadence, getattr(subscriber, "lang", "en"))
         if key not in self._cache:
             if len(self._cache) >= self.cache_size:
                 self._cache.pop(next(iter(self._cache)))
@@ -191,10 +191,13 @@ def build_confirmation(subscriber: Subscriber, confirm_url: str, expires: dateti
                        settings: DigestSettings, now: datetime, *, reminder: bool = False) -> ComposedMessage:
     """The email that asks an address to confirm its signup (or, once, reminds it). Its
     Message-ID is fixed by the signup it confirms, so queueing it twice queues it once."""
+    from digest.i18n import date_text, language, tr
     from digest.render import render_text
 
+    lang = language(getattr(subscriber, "lang", None))
     message = EmailMessage(policy=SMTP)
-    subject = f"{'Reminder: c' if reminder else 'C'}onfirm your {settings.site_name} subscription"
+    subject = (tr(lang, "Reminder: confirm your %(site)s subscription", site=settings.site_name) if reminder
+               else tr(lang, "Confirm your %(site)s subscription", site=settings.site_name))
     message["Subject"] = _one_line(subject)
     message["From"] = settings.from_addr
     if settings.reply_to:
@@ -209,6 +212,8 @@ def build_confirmation(subscriber: Subscriber, confirm_url: str, expires: dateti
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(render_text("confirmation.txt.j2", settings, {
         "email": subscriber.email, "site_name": settings.site_name, "confirm_url": confirm_url, "schedule": schedule,
-        "expires": f"{expires:%-d %B %Y %H:%M} UTC", "reminder": reminder,
-        "organization": settings.organization, "postal_address": settings.postal_address}))
+        "expires": f"{date_text(expires, lang)} {expires:%H:%M} UTC", "reminder": reminder,
+        "organization": settings.organization, "postal_address": settings.postal_address}, lang))
+    if lang != "en":
+        message["Content-Language"] = lang
     return ComposedMessage(message_id=message_id, subject=message["Subject"], to_addr=to_addr, raw=message.as_bytes())

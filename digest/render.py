@@ -18,6 +18,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
 from digest.errors import TemplateProblem
+from digest.i18n import date_text, language, ntr, tr, translations
 from digest.settings import DigestSettings
 from state import Subscriber
 
@@ -38,19 +39,23 @@ HTML_BUDGET = 90 * 1024
 # The rendering holds short stand-ins for each recipient's address and links (digest.compose).
 SLOT_RESERVE = 2 * 1024
 MAX_POSTS = 60               # posts shown in one digest; the rest are counted and linked
-LEAD_CHARS = 600             # text of a new post's first paragraphs
+LEAD_CHARS = 600             # text of a new post's first paragraphs ([digest] lead = "full")
+SHORT_LEAD_CHARS = 250       # two or three lines at desktop width ([digest] lead = "short", the default)
 TITLE_CHARS = 200
 WORD_CHARS = 80              # longer "words" (a 10,000-character string) are cut
 DIFF_CHARS = 1500            # text of an edit's changed paragraphs
 DIFF_ENTRIES = 8
 PREHEADER_CHARS = 140        # about what Gmail and Apple Mail show of it on a phone
 TOP_LINKS_AFTER = 5          # a digest with more posts also has its unsubscribe link at the top
+SUMMARY_AFTER = 5            # a digest with more items starts with a summary: counts per source, linked
 TEXT_WIDTH = 78
 
 # Embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069): "Refund\u202efdp.exe"
 # would display as "Refundexe.pdf".
 _BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _OTHER_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Where a sentence ends: .!? (and their full-width forms) followed by a space, or 。 (CJK).
+_SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f])[\"'\u2019\u201d)]*\s+|(?<=\u3002)")
 _URL_LIKE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^\s/@]+@)?((?:[a-z0-9-]+\.)+[a-z]{2,}|\[[0-9a-f:.]+\])"
                        r"(?::\d+)?(?:[/?#]\S*)?$", re.IGNORECASE)
 _KEPT_STYLE = re.compile(r'<style data-css-inline="ignore">.*?</style>', re.DOTALL)
@@ -79,15 +84,18 @@ def wrap(text: str, indent: str = "", width: int = TEXT_WIDTH) -> str:
                          break_long_words=False, break_on_hyphens=False)
 
 
-@lru_cache(maxsize=8)
-def environment(templates_dir: str | None) -> SandboxedEnvironment:
+@lru_cache(maxsize=16)
+def environment(templates_dir: str | None, lang: str = "en") -> SandboxedEnvironment:
     # Sandboxed: an operator's template (templates_dir) may show and format the digest's data,
     # but cannot reach Python internals (__globals__, __subclasses__, os) to run code.
     loaders = [PackageLoader("digest", "templates")]
     if templates_dir:
         loaders.insert(0, FileSystemLoader(templates_dir))
     env = SandboxedEnvironment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(["html", "j2.html", "html.j2"]),
-                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                               extensions=["jinja2.ext.i18n"])
+    env.install_gettext_translations(translations(lang), newstyle=True)
+    env.globals["lang"] = language(lang)
     env.filters["wrap"] = wrap
     return env
 
@@ -138,9 +146,21 @@ def _unlink(link) -> None:
     parent.remove(link)
 
 
+def cut_at_sentence(text: str, limit: int) -> str:
+    """`text` if it fits in `limit` characters; else its sentences that fit, when they make at
+    least half of `limit`; else `text` cut at a word, with "…"."""
+    if len(text) <= limit:
+        return text
+    ends = [match.start() for match in _SENTENCE_END.finditer(text, 0, limit + 1) if match.start() <= limit]
+    if ends and ends[-1] >= limit // 2:
+        return text[:ends[-1]].rstrip()
+    return clean_text(text, limit)
+
+
 def lead_of(body_html: str | None, limit: int = LEAD_CHARS) -> list[Block]:
     """The first paragraphs of a post, sanitised, at most `limit` characters of text. A paragraph
-    too long to fit (or holding an overlong word) is shown as its text, cut at a word."""
+    too long to fit (or holding an overlong word) is shown as its text, cut at a sentence when
+    that leaves at least half the room, else at a word."""
     clean = sanitize(body_html)
     if not clean:
         return []
@@ -170,8 +190,9 @@ def lead_of(body_html: str | None, limit: int = LEAD_CHARS) -> list[Block]:
         else:
             if blocks and room < 80:
                 break
-            text = clean_text(raw_text, max(room, 80))
+            text = cut_at_sentence(text, max(room, 80))
             blocks.append(Block(Markup(f'<p dir="auto">{escape(text)}</p>'), text))
+            break                                          # a paragraph cut short ends the lead
         size += len(text)
         if size >= limit:
             break
@@ -183,6 +204,32 @@ def excerpt_of(event, limit: int = 300) -> str:
     if not text and event.body_html:
         text = lxml.html.fragment_fromstring(sanitize(event.body_html), create_parent="div").text_content()
     return clean_text(text, limit)
+
+
+CONTEXT_START = 10          # words of a changed paragraph's start kept before its first change
+MOVED_CHARS = 120           # a moved paragraph is named by its start
+CONTEXT_WORDS = 6           # words kept on each side of a change inside unchanged text
+
+
+def _context(words: list) -> list:
+    """A changed paragraph's word ops with long unchanged runs shortened to their context: the
+    paragraph's start, a few words either side of each change, "…" for what is left out."""
+    shaped = []
+    for index, (op, piece) in enumerate(words):
+        if op != "equal":
+            shaped.append((op, piece))
+            continue
+        first, last = index == 0, index == len(words) - 1
+        tokens = piece.split(" ")
+        head = CONTEXT_START if first else CONTEXT_WORDS
+        tail = 0 if last else CONTEXT_WORDS
+        if len(tokens) <= head + tail + 3:
+            shaped.append((op, piece))
+        elif last:
+            shaped.append((op, " ".join(tokens[:head]) + " …"))
+        else:
+            shaped.append((op, " ".join(tokens[:head]) + " … " + " ".join(tokens[-tail:])))
+    return shaped
 
 
 def diff_for_digest(diff: dict | None) -> dict | None:
@@ -199,7 +246,7 @@ def diff_for_digest(diff: dict | None) -> dict | None:
             break
         if entry.get("op") == "changed":
             words, used = [], 0
-            for op, piece in entry.get("words") or []:
+            for op, piece in _context(entry.get("words") or []):
                 piece = " ".join(w if len(w) <= WORD_CHARS else w[:WORD_CHARS] + "…"
                                  for w in _OTHER_CONTROLS.sub("", _BIDI_CONTROLS.sub("", piece)).split(" "))
                 if used + len(piece) > room:
@@ -211,6 +258,10 @@ def diff_for_digest(diff: dict | None) -> dict | None:
             marked = "".join(f"[+{w}+]" if op == "insert" else f"[-{w}-]" if op == "delete" else w for op, w in words)
             entries.append({"op": "changed", "words": words, "text": marked})
             size += used
+        elif entry.get("op") == "moved":                 # unchanged words: their start says which
+            text = clean_text(entry.get("text"), min(room, MOVED_CHARS))
+            entries.append({"op": "moved", "text": text})
+            size += len(text)
         else:
             whole = clean_text(entry.get("text"))
             text = clean_text(whole, room)
@@ -225,28 +276,50 @@ def diff_for_digest(diff: dict | None) -> dict | None:
     return {"title": title, "paragraphs": entries, "truncated": cut or bool(diff.get("truncated"))}
 
 
-def _date(value: datetime | None, zone: ZoneInfo) -> str:
+def _date(value: datetime | None, zone: ZoneInfo, lang: str = "en") -> str:
     if value is None:
         return ""
-    local = value.astimezone(zone)
-    return f"{local.day} {local:%B %Y}"
+    return date_text(value.astimezone(zone), lang)
 
 
-def subject_for(events, settings: DigestSettings) -> str:
-    counts = {kind: sum(1 for e in events if e.kind == kind) for kind in KIND_ORDER}
-    parts = [f"{n} {kind}" for kind, n in counts.items() if n]
+# "5 updated": each kind's count as the subject, the summary and the badges say it.
+def _count(kind: str, n: int, lang: str) -> str:
+    if kind == "new":
+        return ntr(lang, "%(num)d new", "%(num)d new", n)
+    if kind == "updated":
+        return ntr(lang, "%(num)d updated", "%(num)d updated", n)
+    if kind == "removed":
+        return ntr(lang, "%(num)d removed", "%(num)d removed", n)
+    return ntr(lang, "%(num)d restored", "%(num)d restored", n)
+
+
+def kind_label(kind: str, lang: str = "en") -> str:
+    """The badge of a post: new, updated, removed, restored."""
+    return {"new": tr(lang, "new"), "updated": tr(lang, "updated"), "removed": tr(lang, "removed"),
+            "restored": tr(lang, "restored")}.get(kind, kind)
+
+
+def _counts_line(events, kinds, lang: str) -> str:
+    counts = {kind: sum(1 for e in events if e.kind == kind) for kind in kinds}
+    return tr(lang, ", ").join(_count(kind, n, lang) for kind, n in counts.items() if n)
+
+
+def subject_for(events, settings: DigestSettings, lang: str = "en") -> str:
     names = []
     for event in events:
         title = clean_text(settings.source_titles.get(event.source, event.source))
         if title not in names:
             names.append(title)
-    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    subject = f"{', '.join(parts)} — {shown}"
+    shown = ", ".join(names[:3]) + (ntr(lang, " and %(num)d more", " and %(num)d more", len(names) - 3)
+                                    if len(names) > 3 else "")
+    subject = f"{_counts_line(events, KIND_ORDER, lang)} — {shown}"
     return " ".join(subject.split())[:180]
 
 
-def _cadence_text(subscriber: Subscriber) -> str:
-    return {"immediate": "after each check", "weekly": "weekly"}.get(subscriber.cadence, "daily")
+def _cadence_text(subscriber: Subscriber, lang: str = "en") -> str:
+    if subscriber.cadence == "immediate":
+        return tr(lang, "after each check")
+    return tr(lang, "weekly") if subscriber.cadence == "weekly" else tr(lang, "daily")
 
 
 def _site_of(source: str, events, settings: DigestSettings) -> str:
@@ -256,20 +329,39 @@ def _site_of(source: str, events, settings: DigestSettings) -> str:
     return f"{parts.scheme}://{parts.netloc}/"
 
 
-def _when(event, zone: ZoneInfo) -> str:
+def _when(event, zone: ZoneInfo, lang: str = "en") -> str:
     """A new post's publication date; for a change, the day it was seen (the post's own date says
     nothing about when it was edited or removed)."""
-    if event.kind in ("updated", "removed"):
-        return f"{event.kind} {_date(event.created_at, zone)}"
-    return _date(event.published, zone)
+    if event.kind == "updated":
+        return tr(lang, "updated %(date)s", date=_date(event.created_at, zone, lang))
+    if event.kind == "removed":
+        return tr(lang, "removed %(date)s", date=_date(event.created_at, zone, lang))
+    return _date(event.published, zone, lang)
 
 
-def _post(event, zone: ZoneInfo) -> dict:
-    lead = lead_of(event.body_html) if event.kind in ("new", "restored") else []
+def _read_more(blocks: list[Block], url: str, label: str) -> Markup:
+    """The lead's HTML with a "Read more" link at the end of its last paragraph (on a line of its
+    own after a list or a quote)."""
+    html = "".join(block.html for block in blocks)
+    link = f'<a class="read-more" href="{escape(url)}">{escape(label)}</a>'
+    if html.endswith("</p>"):
+        return Markup(f"{html[:-4]} {link}</p>")
+    return Markup(f'{html}<p dir="auto">{link}</p>')
+
+
+def _post(event, zone: ZoneInfo, short: bool = True, lang: str = "en") -> dict:
+    lead = lead_of(event.body_html, SHORT_LEAD_CHARS if short else LEAD_CHARS) if event.kind in ("new", "restored") else []
+    excerpt = excerpt_of(event, SHORT_LEAD_CHARS if short else 300)
+    if short and lead:
+        lead_html = _read_more(lead, event.url, tr(lang, "Read more"))
+    elif short and excerpt and event.kind != "removed":
+        lead_html = _read_more([Block(Markup(f'<p dir="auto">{escape(excerpt)}</p>'), excerpt)], event.url, tr(lang, "Read more"))
+    else:
+        lead_html = Markup("".join(block.html for block in lead))
     return {
         "kind": event.kind, "title": clean_text(event.title, TITLE_CHARS) or event.url, "url": event.url,
-        "date": _when(event, zone), "excerpt": excerpt_of(event),
-        "lead": lead, "lead_html": Markup("".join(block.html for block in lead)),
+        "date": _when(event, zone, lang), "excerpt": excerpt, "label": kind_label(event.kind, lang),
+        "lead": lead, "lead_html": lead_html,
         "diff": diff_for_digest(event.diff) if event.kind == "updated" else None,
     }
 
@@ -298,9 +390,15 @@ def _take(by_source: dict[str, list], limit: int) -> dict[str, int]:
     return taken
 
 
-def _listed(event) -> dict:
+def _listed(event, lang: str = "en") -> dict:
     """A change past the size budget: one line (kind, title, link) instead of the full entry."""
-    return {"kind": event.kind, "title": clean_text(event.title, TITLE_CHARS) or event.url, "url": event.url}
+    return {"kind": event.kind, "label": kind_label(event.kind, lang), "title": clean_text(event.title, TITLE_CHARS) or event.url,
+            "url": event.url}
+
+
+def _counts(items, lang: str = "en") -> str:
+    """"5 updated, 1 removed, 165 new": a source's events by kind, changes first as listed."""
+    return _counts_line(items, ("updated", "removed", "restored", "new"), lang)
 
 
 def preheader_of(groups: list[dict], limit: int = PREHEADER_CHARS) -> str:
@@ -324,46 +422,53 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
     fit is still listed in one line; only new posts are left out, counted per source with a link
     to it."""
     zone = ZoneInfo(subscriber.timezone or settings.timezone)
+    lang = language(getattr(subscriber, "lang", None))
     by_source: dict[str, list] = {}
     for event in events:
         by_source.setdefault(event.source, []).append(event)
     for items in by_source.values():
         items.sort(key=_order)
     posts: dict[int, dict] = {}
-    subject = clean_text(subject_for(events, settings))
+    subject = clean_text(subject_for(events, settings, lang))
     limit = min(len(events), max(0, settings.max_posts))
     while True:
         taken = _take(by_source, limit)
         groups = []
-        for source, items in by_source.items():
+        for number, (source, items) in enumerate(by_source.items(), 1):
             shown, rest = items[:taken[source]], items[taken[source]:]
             for event in shown:
                 if event.id not in posts:
-                    posts[event.id] = _post(event, zone)
+                    posts[event.id] = _post(event, zone, settings.lead != "full", lang)
             groups.append({
                 "title": clean_text(settings.source_titles.get(source, source)),
                 "posts": [posts[e.id] for e in shown],
-                "listed": [_listed(e) for e in rest if e.kind != "new"],
+                "listed": [_listed(e, lang) for e in rest if e.kind != "new"],
                 "more": sum(e.kind == "new" for e in rest), "site_url": _site_of(source, items, settings),
+                "anchor": f"s{number}", "counts": _counts(items, lang),
             })
         context = {
-            "subject": subject, "headline": subject.split(" — ")[0].capitalize() if events else subject,
+            "subject": subject, "headline": _capitalized(subject.split(" — ")[0]) if events else subject,
             "preheader": preheader_of(groups),
-            "groups": groups, "site_name": clean_text(settings.site_name), "generated": f"{now.astimezone(zone):%-d %B %Y}",
+            "groups": groups, "site_name": clean_text(settings.site_name), "generated": _date(now, zone, lang),
             "email": subscriber.email, "unsubscribe_url": unsubscribe_url, "preferences_url": preferences_url,
-            "cadence_text": _cadence_text(subscriber),
+            "cadence_text": _cadence_text(subscriber, lang),
             # Someone the operator added (CLI, import) did not subscribe themselves: don't say they did.
             "added_by_operator": subscriber.joined_via in ("cli", "import"),
             "organization": clean_text(settings.organization), "postal_address": clean_text(settings.postal_address),
             "top_links": limit > TOP_LINKS_AFTER, "shown": limit, "total": len(events),
+            "summary": len(events) > SUMMARY_AFTER,
         }
-        html = _inline(_render(settings, "digest.html.j2", context))
+        html = _inline(_render(settings, "digest.html.j2", context, lang))
         size = len(html.encode("utf-8"))
         if size <= HTML_BUDGET - SLOT_RESERVE or limit == 0:
             break
         limit = max(0, min(limit - 1, limit * (HTML_BUDGET - SLOT_RESERVE) // size))
-    text = _render(settings, "digest.txt.j2", context)
+    text = _render(settings, "digest.txt.j2", context, lang)
     return RenderedDigest(subject=subject, html=html, text=text, shown=limit, total=len(events))
+
+
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _inline(page: str) -> str:
@@ -389,23 +494,23 @@ def render_change(event, settings) -> str:
     return sanitize(html, FEED_TAGS)
 
 
-def render_site_page(name: str, settings: DigestSettings, **context) -> str:
+def render_site_page(name: str, settings: DigestSettings, lang: str = "en", **context) -> str:
     """A page of the daemon's web surface (subscribe.html.j2, confirm.html.j2, preferences.html.j2,
     message.html.j2), from the same sandboxed, operator-overridable templates as the digest."""
     return _render(settings, name, {"site_name": clean_text(settings.site_name), "organization": clean_text(settings.organization),
-                                    "postal_address": clean_text(settings.postal_address), **context})
+                                    "postal_address": clean_text(settings.postal_address), **context}, lang)
 
 
-def render_text(name: str, settings: DigestSettings, context: dict) -> str:
-    return _render(settings, name, context)
+def render_text(name: str, settings: DigestSettings, context: dict, lang: str = "en") -> str:
+    return _render(settings, name, context, lang)
 
 
-def render_page(title: str, message: str, form_token: str | None, settings: DigestSettings) -> str:
-    return _render(settings, "unsubscribe.html.j2", {"title": title, "message": message, "form_token": form_token})
+def render_page(title: str, message: str, form_token: str | None, settings: DigestSettings, lang: str = "en") -> str:
+    return _render(settings, "unsubscribe.html.j2", {"title": title, "message": message, "form_token": form_token}, lang)
 
 
-def _render(settings: DigestSettings, name: str, context: dict) -> str:
-    env = environment(str(settings.templates_dir) if settings.templates_dir else None)
+def _render(settings: DigestSettings, name: str, context: dict, lang: str = "en") -> str:
+    env = environment(str(settings.templates_dir) if settings.templates_dir else None, language(lang))
     template = None
     try:
         template = env.get_template(name)

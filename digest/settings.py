@@ -35,6 +35,7 @@ class DigestSettings:
     organization: str = ""           # the footer's sender and postal address (CAN-SPAM)
     postal_address: str = ""
     max_posts: int = 60              # posts shown in full per digest; the size budget may show fewer
+    lead: str = "short"              # "short": ~250 characters and "Read more"; "full": up to 600
 
     @property
     def domain(self) -> str:

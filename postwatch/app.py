@@ -177,6 +177,7 @@ class App:
             organization=cfg.digest.organization or "",
             postal_address=cfg.digest.postal_address or "",
             max_posts=cfg.digest.max_posts,
+            lead=cfg.digest.lead,
         )
 
     def verp_return_path(self, item) -> str | None:

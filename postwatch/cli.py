@@ -27,7 +27,7 @@ from postwatch.config import (ALL_SOURCES, CADENCES, CONFIG_ENV, LOG_FORMATS, Co
                               scrapy_overrides, selector_problem)
 from postwatch.relay import dkim_report, relay_problems
 from postwatch.subscribers import (ImportFileError, Record, check_rows, consent_lines, describe_cadence,
-                                   describe_filters, describe_statuses, export_row, export_text, filter_options,
+                                   describe_filters, describe_statuses, export_row, export_text, filter_options, lang_option,
                                    normalized_address, normalized_email, read_subscriber_rows,
                                    schedule_options)
 from state import NeedsConsent, SourceRecord, StorageError, database_error_types, describe_error
@@ -292,6 +292,7 @@ PostgreSQL, or procrastinate is not installed.""", """\
     add.add_argument("--at", metavar="HH:MM", help="time of day for daily and weekly digests")
     add.add_argument("--tz", metavar="ZONE", help="IANA time zone, e.g. Europe/London")
     add.add_argument("--day", metavar="DAY", help="weekday for weekly digests (mon..sun)")
+    add.add_argument("--lang", choices=("en", "ko"), help="language of their digests and pages: en (default) or ko")
     add.add_argument("--source", action="append", dest="sources", metavar="NAME", help="only these sources (repeatable)")
     add.add_argument("--resubscribe", action="store_true",
                      help="subscribe again an address that unsubscribed or was suppressed: only with the person's "
@@ -332,7 +333,7 @@ exit status: 0 erased (or nothing was stored; the hash is kept either way); 2 no
 """)
     forget.add_argument("email")
     importer = _command(subscribers, "import", import_subscribers,
-                        "import subscribers from a CSV file (columns: email[,cadence,at,tz,day,sources,include,exclude])",
+                        "import subscribers from a CSV file (columns: email[,cadence,at,tz,day,sources,include,exclude,lang])",
                         IMPORT_HELP,
                         """\
   postwatch subscribers import people.csv
@@ -640,6 +641,7 @@ def add_subscriber(args: argparse.Namespace, config: Config) -> int:
             email = normalized_address(args.email)
             options = schedule_options(config, args.cadence, args.at, args.tz, args.day, args.sources)
             options.update(filter_options(args.include, args.exclude))
+            options["lang"] = lang_option(args.lang)
             unknown = [name for name in options["sources"] or () if app.store.get_source(name) is None]
             if unknown:
                 raise ValueError(f"no such source: {', '.join(unknown)}")
@@ -740,10 +742,10 @@ def forget_subscriber(args: argparse.Namespace, config: Config) -> int:
 
 IMPORT_HELP = """\
 Import subscribers from a UTF-8 CSV file with the columns
-email[,cadence,at,tz,day,sources,include,exclude]: either a header row naming them (any order),
+email[,cadence,at,tz,day,sources,include,exclude,lang]: either a header row naming them (any order),
 or no header and that order. Empty cells take the [digest] defaults; sources are names
 separated by ';', include and exclude are keyword filters: words or /regular expressions/
-separated by ';'. The email column may hold a webhook or an Apprise URL instead.
+separated by ';', lang is en (default) or ko. The email column may hold a webhook or an Apprise URL instead.
 
 Every row is checked first. Refused rows are listed one per line (FILE:LINE: reason), and if
 any row is refused nothing is imported, unless --skip-invalid is given. An address that

@@ -33,6 +33,7 @@ ALL_SOURCES = "all"
 # How often a subscriber gets a digest: after each check, daily, or weekly.
 CADENCES = ("immediate", "daily", "weekly")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")       # index = the stored weekday
+LEADS = ("short", "full")                                          # [digest] lead
 LOG_FORMATS = ("text", "json")                                     # [daemon] log_format, --log-format
 TIME_OF_DAY = re.compile(r"([01]\d|2[0-3]):[0-5]\d")              # HH:MM, 24-hour clock
 
@@ -167,6 +168,7 @@ class DigestConfig:
     organization: str | None = None       # the footer names the sender and its postal address (CAN-SPAM)
     postal_address: str | None = None
     max_posts: int = between(60, 1, 1000)  # posts shown per digest; the rest are counted, linked to their site
+    lead: str = "short"                    # a new post's lead: "short" (~250 characters, "Read more") or "full" (600)
 
 
 @dataclass
@@ -794,6 +796,8 @@ def validate(config: Config, where: str = "config") -> list[str]:
         if value and ("@" not in address or not address.rpartition("@")[0].isascii()):
             problems.append(f"{where}: {label} {value!r} is not an email address with an ASCII local part")
     problems.extend(f"{where}: [delivery] {problem}" for problem in _delivery_problems(config))
+    if config.digest.lead not in LEADS:
+        problems.append(f"{where}: [digest] lead must be {' or '.join(LEADS)}, not {config.digest.lead!r}")
     if config.digest.default_cadence not in CADENCES:
         problems.append(f"{where}: [digest] default_cadence must be one of {', '.join(CADENCES)}")
     if not TIME_OF_DAY.fullmatch(config.digest.default_time):

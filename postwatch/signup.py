@@ -15,6 +15,7 @@ from datetime import datetime
 from zoneinfo import available_timezones
 
 from postwatch.config import CADENCES, WEEKDAYS
+from digest.i18n import LANGUAGES, N_, language, tr
 from postwatch.subscribers import describe_cadence, normalized_email, schedule_options
 from state import Subscriber
 from state.consent import NEW, RETURNING
@@ -24,9 +25,25 @@ log = logging.getLogger("postwatch.signup")
 CADENCE_LABELS = {"immediate": "After each check (as soon as something changes)", "daily": "Daily",
                   "weekly": "Weekly"}
 WEEKDAY_LABELS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+# Each language by its own name, as the form offers them.
+LANGUAGE_NAMES = {"en": "English", "ko": "한국어"}
 # The answer to every signup, whatever the address's state: it tells nobody who is subscribed.
-CHECK_INBOX = ("Check your inbox", "If that address can receive our email, a message with a link to confirm your "
-                                   "subscription is on its way. Nothing else is sent to it until the link is followed.")
+CHECK_INBOX = (N_("Check your inbox"), N_("If that address can receive our email, a message with a link to confirm "
+                                          "your subscription is on its way. Nothing else is sent to it until the link is "
+                                          "followed."))
+
+
+def check_inbox(lang: str = "en") -> tuple[str, str]:
+    return tr(lang, CHECK_INBOX[0]), tr(lang, CHECK_INBOX[1])
+
+
+def _labels(lang: str) -> tuple[dict, tuple]:
+    """The cadences' and weekdays' labels in `lang` (the strings above, listed for pybabel)."""
+    cadences = {"immediate": tr(lang, "After each check (as soon as something changes)"), "daily": tr(lang, "Daily"),
+                "weekly": tr(lang, "Weekly")}
+    days = (tr(lang, "Monday"), tr(lang, "Tuesday"), tr(lang, "Wednesday"), tr(lang, "Thursday"), tr(lang, "Friday"),
+            tr(lang, "Saturday"), tr(lang, "Sunday"))
+    return cadences, days
 ZONES = sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/"))) + ["UTC"]
 
 
@@ -39,17 +56,21 @@ class SettingsForm:
     tz: str = "UTC"
     day: str = "mon"
     sources: list[str] | None = None        # None: every source (and those added later)
+    lang: str = "en"
     errors: list[str] = field(default_factory=list)
     options: dict | None = None             # keyword arguments of the store, when valid
 
 
-def defaults(config, subscriber: Subscriber | None = None) -> SettingsForm:
+def defaults(config, subscriber: Subscriber | None = None, lang: str = "en") -> SettingsForm:
+    """The form as first shown: the subscriber's settings, else the [digest] defaults and `lang`
+    (the visitor's Accept-Language)."""
     if subscriber is not None:
         return SettingsForm(email=subscriber.email, cadence=subscriber.cadence, at=subscriber.send_time,
-                            tz=subscriber.timezone, day=WEEKDAYS[subscriber.weekday or 0], sources=subscriber.sources)
+                            tz=subscriber.timezone, day=WEEKDAYS[subscriber.weekday or 0], sources=subscriber.sources,
+                            lang=language(subscriber.lang))
     digest = config.digest
     return SettingsForm(cadence=digest.default_cadence, at=digest.default_time, tz=digest.default_timezone,
-                        day=WEEKDAYS[digest.default_weekday])
+                        day=WEEKDAYS[digest.default_weekday], lang=language(lang))
 
 
 def read_form(config, form: Mapping, known_sources: list[str], *, with_email: bool) -> SettingsForm:
@@ -58,16 +79,17 @@ def read_form(config, form: Mapping, known_sources: list[str], *, with_email: bo
         return str(form.get(name) or "").strip()[:320]
 
     chosen = [str(value) for value in form.getall("source", [])] if hasattr(form, "getall") else list(form.get("source") or [])
+    lang = one("lang") if one("lang") in LANGUAGES else "en"
     checked = SettingsForm(email=one("email"), cadence=one("cadence"), at=one("at"), tz=one("tz"), day=one("day") or "mon",
-                           sources=chosen)
+                           sources=chosen, lang=lang)
     if with_email:
         try:
             checked.email = normalized_email(checked.email)
         except ValueError:
-            checked.errors.append("Enter your email address, like name@example.org.")
+            checked.errors.append(tr(lang, "Enter your email address, like name@example.org."))
     unknown = [name for name in chosen if name not in known_sources]
     if known_sources and (unknown or not chosen):
-        checked.errors.append("Choose at least one of the sources listed.")
+        checked.errors.append(tr(lang, "Choose at least one of the sources listed."))
     # Every source ticked: every source, including those added later.
     sources = None if set(chosen) >= set(known_sources) else chosen
     try:
@@ -79,15 +101,18 @@ def read_form(config, form: Mapping, known_sources: list[str], *, with_email: bo
         checked.options = None
     else:
         checked.options.setdefault("weekday", None)     # only a weekly digest has a day
+        checked.options["lang"] = lang
     checked.sources = sources
     return checked
 
 
-def page_context(app, form: SettingsForm) -> dict:
-    """What the settings fields of a page need: the choices and what is chosen."""
+def page_context(app, form: SettingsForm, lang: str = "en") -> dict:
+    """What the settings fields of a page need: the choices and what is chosen, labelled in `lang`."""
     sources = app.store.list_sources()
-    return {"form": form, "cadences": [(c, CADENCE_LABELS[c]) for c in CADENCES],
-            "weekdays": list(zip(WEEKDAYS, WEEKDAY_LABELS)), "zones": ZONES if form.tz in ZONES else [form.tz, *ZONES],
+    cadences, days = _labels(lang)
+    return {"form": form, "cadences": [(c, cadences[c]) for c in CADENCES],
+            "languages": list(LANGUAGE_NAMES.items()),
+            "weekdays": list(zip(WEEKDAYS, days)), "zones": ZONES if form.tz in ZONES else [form.tz, *ZONES],
             "sources": [{"name": s.name, "title": s.title or s.name, "checked": form.sources is None or s.name in form.sources}
                         for s in sources],
             "errors": form.errors}
@@ -138,7 +163,7 @@ def queue_confirmation(app, subscriber: Subscriber, now: datetime, *, reminder: 
     from digest.compose import build_confirmation
 
     url, expires = confirm_link(app, subscriber)
-    message = build_confirmation(subscriber, url, expires, describe_cadence(subscriber), app.digest_settings(), now,
+    message = build_confirmation(subscriber, url, expires, describe_cadence(subscriber, subscriber.lang), app.digest_settings(), now,
                                  reminder=reminder)
     return app.store.enqueue_message(message, now, subscriber_id=subscriber.id)
 

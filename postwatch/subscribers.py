@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from postwatch.config import CADENCES, TIME_OF_DAY, WEEKDAYS, Config
 from state import Subscriber
 
-IMPORT_COLUMNS = ("email", "cadence", "at", "tz", "day", "sources", "include", "exclude")
+IMPORT_COLUMNS = ("email", "cadence", "at", "tz", "day", "sources", "include", "exclude", "lang")
 
 # email_validator spends most of its time on the domain (UTS-46, IDNA), and a list of 20,000
 # subscribers has a few hundred domains: each is validated once, and the part before the @ is
@@ -76,6 +76,16 @@ def filter_options(include: list[str] | None, exclude: list[str] | None) -> dict
     return {"include": include, "exclude": exclude}
 
 
+def lang_option(lang: str | None) -> str:
+    """The language of a subscriber's mails and pages ("en" when not given); ValueError else."""
+    from digest.i18n import LANGUAGES
+
+    lang = (lang or "en").strip().lower()
+    if lang not in LANGUAGES:
+        raise ValueError(f"language {lang!r} must be one of {', '.join(LANGUAGES)}")
+    return lang
+
+
 def describe_filters(subscriber: Subscriber) -> str:
     """ "include visa, /refugees?/; exclude podcast" or "" with no filter."""
     parts = [f"{name} {', '.join(terms)}" for name, terms in (("include", subscriber.include),
@@ -115,12 +125,20 @@ def describe_statuses(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{counts.get(status, 0)} {status}" for status in shown)
 
 
-def describe_cadence(subscriber: Subscriber) -> str:
+def describe_cadence(subscriber: Subscriber, lang: str = "en") -> str:
+    from digest.i18n import tr
+
     if subscriber.cadence == "immediate":
-        return "after each check"
+        return tr(lang, "after each check")
     if subscriber.cadence == "weekly":
-        return f"weekly, {WEEKDAYS[subscriber.weekday or 0]} {subscriber.send_time} {subscriber.timezone}"
-    return f"daily {subscriber.send_time} {subscriber.timezone}"
+        if lang == "en":
+            day = WEEKDAYS[subscriber.weekday or 0]
+        else:
+            from babel.dates import get_day_names
+
+            day = get_day_names("wide", locale=lang)[subscriber.weekday or 0]
+        return tr(lang, "weekly, %(day)s %(time)s %(zone)s", day=day, time=subscriber.send_time, zone=subscriber.timezone)
+    return tr(lang, "daily %(time)s %(zone)s", time=subscriber.send_time, zone=subscriber.timezone)
 
 
 def _when(value) -> str:
@@ -148,7 +166,7 @@ def consent_lines(subscriber: Subscriber) -> list[tuple[str, str]]:
     return lines
 
 
-EXPORT_FIELDS = ("email", "status", "cadence", "send_time", "timezone", "weekday", "sources", "joined_via", "created_at",
+EXPORT_FIELDS = ("email", "status", "cadence", "send_time", "timezone", "weekday", "sources", "lang", "joined_via", "created_at",
                  "subscribed_at", "confirmed_at", "confirm_ip", "confirm_user_agent", "consent_note", "signup_at",
                  "reminded_at", "bounces", "suppressed_reason", "suppressed_at")
 
@@ -245,6 +263,7 @@ def check_rows(config: Config, records: list[Record], known_sources: set[str]) -
                                                  for key in ("cadence", "at", "tz", "day")), sources)
             # Terms are separated by ';' (a comma may be part of a phrase or a regular expression).
             options.update(filter_options((row.get("include") or "").split(";"), (row.get("exclude") or "").split(";")))
+            options["lang"] = lang_option((row.get("lang") or "").strip() or None)
             unknown = [name for name in sources or () if name not in known_sources]
             if unknown:
                 raise ValueError(f"no such source: {', '.join(unknown)}")

@@ -176,8 +176,10 @@ async def metrics(request: web.Request) -> web.Response:
 async def unsubscribe(request: web.Request) -> web.Response:
     """GET shows a confirm page; POST (RFC 8058 one-click, or the page's button) unsubscribes."""
     from digest import unsubscribe as pages
+    from digest.i18n import accepted_language
 
     ctx = request.app[CONTEXT]
+    lang = accepted_language(request.headers.get("Accept-Language"))
     token = request.query.get("token", "")
     if request.method == "POST":
         form = await _read_form(request)
@@ -185,7 +187,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
     method = request.method
     try:
         status, content_type, body = await ctx.database(
-            "/unsubscribe", lambda: pages.handle(method, token, ctx.app.store, ctx.app.digest_settings()))
+            "/unsubscribe", lambda: pages.handle(method, token, ctx.app.store, ctx.app.digest_settings(), lang))
     except DatabaseUnavailable:
         return web.Response(status=503, body=_try_later_page(ctx).encode(), headers={"Content-Type": HTML, "Retry-After": "300"})
     return web.Response(status=status, body=body if isinstance(body, bytes) else body.encode(),
@@ -221,6 +223,15 @@ class _Page:
         cookie = request.cookies.get(CSRF_COOKIE, "")
         self.new_nonce = not (16 <= len(cookie) <= 64 and cookie.replace("-", "").replace("_", "").isalnum())
         self.nonce = CsrfGuard.new_nonce() if self.new_nonce else cookie
+        from digest.i18n import accepted_language
+
+        # The visitor's language until the page knows the subscriber's (or the form's choice).
+        self.lang = accepted_language(request.headers.get("Accept-Language"))
+
+    def t(self, message: str, **values) -> str:
+        from digest.i18n import tr
+
+        return tr(self.lang, message, **values)
 
     def csrf_token(self) -> str:
         return self.ctx.csrf.token(self.nonce)
@@ -270,14 +281,15 @@ class _Page:
         from digest.render import render_site_page
 
         app = self.ctx.app
-        return self.render(status, lambda: render_site_page("message.html.j2", app.digest_settings(), title=title,
+        return self.render(status, lambda: render_site_page("message.html.j2", app.digest_settings(), self.lang, title=title,
                                                             message=text, link_url=link_url, link_text=link_text), headers)
 
     def refused(self):
         """The answer to a form without a valid CSRF token (a coroutine): 403, nothing changed."""
         log.debug("http %s: a form without a valid CSRF token from %s", self.request.path, self.request.remote)
-        return self.message(403, "This form has expired", "Nothing was changed. Please open the page again and resend "
-                            "the form.", self.request.path, "Open the page again")
+        return self.message(403, self.t("This form has expired"), self.t("Nothing was changed. Please open the page again "
+                                                                         "and resend the form."),
+                            self.request.path, self.t("Open the page again"))
 
 
 def _try_later_when_database_is_away(handler):
@@ -300,11 +312,12 @@ async def subscribe(request: web.Request) -> web.Response:
     page = _Page(request)
     app = page.ctx.app
     def form_page(form) -> str:
-        return render_site_page("subscribe.html.j2", app.digest_settings(), title="Subscribe", action="/subscribe",
-                                csrf=page.csrf_token(), **signup.page_context(app, form))
+        page.lang = form.lang
+        return render_site_page("subscribe.html.j2", app.digest_settings(), page.lang, title=page.t("Subscribe"),
+                                action="/subscribe", csrf=page.csrf_token(), **signup.page_context(app, form, page.lang))
 
     if request.method == "GET":
-        return await page.render(200, lambda: form_page(signup.defaults(app.config)))
+        return await page.render(200, lambda: form_page(signup.defaults(app.config, lang=page.lang)))
     if request.method != "POST":
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
     # Every answer to a signup leaves no sooner than [signup] answer_after after it arrived: a
@@ -325,7 +338,9 @@ async def _sign_up(request: web.Request, page: _Page, form_page: Callable[[Any],
         return await page.refused()
     # Every limit is answered with the page of any other signup: a limit reached says nothing
     # about an address, and tells nobody which networks or spellings to use instead.
-    title, text = signup.CHECK_INBOX
+    if str(form.get("lang") or "") in ("en", "ko"):
+        page.lang = str(form.get("lang"))
+    title, text = signup.check_inbox(page.lang)
     if form.get("website"):               # the honeypot: a person never sees it, a bot fills it in
         log.debug("http /subscribe: the honeypot was filled in from %s; nothing stored", request.remote)
         return await page.message(200, title, text)
@@ -370,32 +385,38 @@ async def confirm(request: web.Request) -> web.Response:
     verdict, subscriber_id = await page.ctx.database(
         "/confirm", lambda: check_confirm_token(token, secret, app.store.get_subscriber, now))
     if verdict == EXPIRED:
-        return await page.message(410, "This link has expired", "Confirmation links work for "
-                                  f"{app.config.signup.confirm_within.days or 1} days. Nothing was changed; sign up again "
-                                  "to get a new one.", "/subscribe", "Sign up again")
+        return await page.message(410, page.t("This link has expired"), page.t(
+            "Confirmation links work for %(days)s days. Nothing was changed; sign up again to get a new one.",
+            days=app.config.signup.confirm_within.days or 1), "/subscribe", page.t("Sign up again"))
     if verdict != CONFIRMED:
-        return await page.message(403, "Link not valid", "This confirmation link is not valid, or was used already. "
-                                  "Nothing was changed.", "/subscribe", "Sign up")
+        return await page.message(403, page.t("Link not valid"), page.t("This confirmation link is not valid, or was used "
+                                                                        "already. Nothing was changed."),
+                                  "/subscribe", page.t("Sign up"))
     if request.method == "GET":
         # Mail scanners open links: only the button (a POST) confirms.
         def confirm_page() -> str:
             subscriber = app.store.get_subscriber(subscriber_id)
-            return render_site_page("confirm.html.j2", app.digest_settings(), title="Confirm your subscription",
+            page.lang = subscriber.lang
+            return render_site_page("confirm.html.j2", app.digest_settings(), page.lang,
+                                    title=page.t("Confirm your subscription"),
                                     action="/confirm", csrf=page.csrf_token(), token=token, email=subscriber.email,
-                                    schedule=describe_cadence(subscriber),
+                                    schedule=describe_cadence(subscriber, page.lang),
                                     confirm_days=app.config.signup.confirm_within.days or 1)
         return await page.render(200, confirm_page)
     ip, agent = request.remote, request.headers.get("User-Agent")
     subscriber = await page.ctx.database("/confirm", lambda: app.store.confirm_signup(subscriber_id, now, ip=ip,
                                                                                       user_agent=agent))
     if subscriber is None:
-        return await page.message(403, "Link not valid", "This confirmation link was used already. Nothing was changed.")
+        return await page.message(403, page.t("Link not valid"), page.t("This confirmation link was used already. Nothing "
+                                                                        "was changed."))
     from digest.compose import preferences_url
 
     log.info("signup confirmed: subscriber %d", subscriber.id)
-    return await page.message(200, "You are subscribed", f"{subscriber.email} gets the {app.config.digest.site_name} "
-                              f"digest ({describe_cadence(subscriber)}), from now on.",
-                              preferences_url(subscriber, app.digest_settings()), "Change what you get")
+    page.lang = subscriber.lang
+    return await page.message(200, page.t("You are subscribed"), page.t(
+        "%(email)s gets the %(site)s digest (%(schedule)s), from now on.", email=subscriber.email,
+        site=app.config.digest.site_name, schedule=describe_cadence(subscriber, page.lang)),
+        preferences_url(subscriber, app.digest_settings()), page.t("Change what you get"))
 
 
 @_try_later_when_database_is_away
@@ -417,17 +438,20 @@ async def preferences(request: web.Request) -> web.Response:
         "/preferences", lambda: verify_token(token, secret, app.store.get_subscriber, purpose="preferences"))
     subscriber = subscriber_id and await page.ctx.database("/preferences", lambda: app.store.get_subscriber(subscriber_id))
     if not subscriber:
-        return await page.message(403, "Link not valid", "This preferences link is not valid. Use the link in your "
-                                  "latest digest.")
+        return await page.message(403, page.t("Link not valid"), page.t("This preferences link is not valid. Use the link "
+                                                                        "in your latest digest."))
+    page.lang = subscriber.lang
     if subscriber.status != "active":
-        return await page.message(200, "Not subscribed", f"{subscriber.email} is not subscribed just now.",
-                                  "/subscribe", "Subscribe")
+        return await page.message(200, page.t("Not subscribed"), page.t("%(email)s is not subscribed just now.",
+                                                                        email=subscriber.email),
+                                  "/subscribe", page.t("Subscribe"))
 
     def preferences_page(checked, saved: str = "") -> str:
         settings = app.digest_settings()
-        return render_site_page("preferences.html.j2", settings, title="Your preferences", action="/preferences",
-                                csrf=page.csrf_token(), token=token, email=subscriber.email, saved=saved,
-                                unsubscribe_url=unsubscribe_url(subscriber, settings), **signup.page_context(app, checked))
+        return render_site_page("preferences.html.j2", settings, page.lang, title=page.t("Your preferences"),
+                                action="/preferences", csrf=page.csrf_token(), token=token, email=subscriber.email,
+                                saved=saved, unsubscribe_url=unsubscribe_url(subscriber, settings),
+                                **signup.page_context(app, checked, page.lang))
 
     if form is None:
         return await page.render(200, lambda: preferences_page(signup.defaults(app.config, subscriber)))
@@ -437,11 +461,13 @@ async def preferences(request: web.Request) -> web.Response:
         return await page.render(400, lambda: preferences_page(checked))
     changed = await page.ctx.database("/preferences", lambda: app.store.change_settings(subscriber.id, **checked.options))
     if not changed:
-        return await page.message(200, "Not subscribed", f"{subscriber.email} is not subscribed just now.")
+        return await page.message(200, page.t("Not subscribed"), page.t("%(email)s is not subscribed just now.",
+                                                                        email=subscriber.email))
     updated = await page.ctx.database("/preferences", lambda: app.store.get_subscriber(subscriber.id))
-    return await page.message(200, "Preferences saved", f"{updated.email} now gets the digest "
-                              f"{describe_cadence(updated)}.", preferences_url(updated, app.digest_settings()),
-                              "Back to your preferences")
+    page.lang = updated.lang
+    return await page.message(200, page.t("Preferences saved"), page.t(
+        "%(email)s now gets the digest %(schedule)s.", email=updated.email, schedule=describe_cadence(updated, page.lang)),
+        preferences_url(updated, app.digest_settings()), page.t("Back to your preferences"))
 
 
 async def feed(request: web.Request) -> web.Response:

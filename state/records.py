@@ -144,6 +144,7 @@ class Subscriber:
     suppressed_at: datetime | None = None
     # The consent record (revision 0007); None for rows from before it.
     joined_via: str | None = None                 # page, cli, import
+    lang: str = "en"                              # the language of their mails and pages (revision 0015)
     signup_at: datetime | None = None             # an unconfirmed signup waiting for its link
     reminded_at: datetime | None = None
     confirmed_at: datetime | None = None

@@ -121,6 +121,8 @@ subscribers = Table(
     Column("filters", Text),
     # ...and where the subscriber was added: "cli" (subscribers add/import), "config" ([[routes]]).
     Column("origin", String(20), nullable=False, server_default="cli"),
+    # Added by revision 0015: the language of their mails and pages ("en", "ko").
+    Column("lang", String(8), nullable=False, server_default="en"),
     # Revision 0012: ids are in mailed tokens, so SQLite never hands a deleted one out again.
     sqlite_autoincrement=True,
 )

@@ -31,11 +31,11 @@ class SignupRequest:
 class SignupStorage(Database):
     def request_signup(self, email: str, *, cadence: str, send_time: str, timezone: str, weekday: int | None,
                        sources: list[str] | None, now: datetime,
-                       confirm_within: timedelta = DEFAULT_CONFIRM_WITHIN) -> SignupRequest:
+                       confirm_within: timedelta = DEFAULT_CONFIRM_WITHIN, lang: str = "en") -> SignupRequest:
         """Store a signup for `email` (normalised). Nobody becomes active here, and an active
         subscriber's settings are not touched (anyone can type anyone's address)."""
         values = dict(cadence=cadence, send_time=send_time, timezone=timezone, weekday=weekday,
-                      sources=json.dumps(sources) if sources else None)
+                      sources=json.dumps(sources) if sources else None, lang=lang)
         with self.engine.begin() as conn:
             row = conn.execute(select(subscribers).where(func.lower(subscribers.c.email) == email.lower())).mappings().first()
             forgotten = row is None and is_forgotten(conn, email)

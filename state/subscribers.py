@@ -17,7 +17,7 @@ from state.suppression import DEFAULT_BOUNCE_LIMIT, refusal, suppressed_by, supp
 
 FORGOTTEN = "erased on request (subscribers forget); not re-subscribed without their consent"
 
-SETTINGS = ("cadence", "send_time", "timezone", "weekday", "sources", "filters")
+SETTINGS = ("cadence", "send_time", "timezone", "weekday", "sources", "filters", "lang")
 
 
 def filters_value(include, exclude) -> str | None:
@@ -40,7 +40,7 @@ def subscriber_from_row(row) -> Subscriber:
                       confirm_ip=row["confirm_ip"], confirm_user_agent=row["confirm_user_agent"],
                       consent_note=row["consent_note"],
                       include=tuple(filters.get("include", ())), exclude=tuple(filters.get("exclude", ())),
-                      origin=row.get("origin") or "cli")
+                      origin=row.get("origin") or "cli", lang=row.get("lang") or "en")
 
 
 def is_forgotten(conn, email: str) -> bool:
@@ -52,13 +52,15 @@ class SubscriberStorage(Database):
     def add_subscriber(self, email: str, *, cadence: str = "daily", send_time: str = "08:00", timezone: str = "UTC",
                        weekday: int | None = None, sources: list[str] | None = None,
                        now: datetime | None = None, resubscribe: bool = False,
-                       include: list[str] | tuple[str, ...] = (), exclude: list[str] | tuple[str, ...] = ()) -> Subscriber:
+                       include: list[str] | tuple[str, ...] = (), exclude: list[str] | tuple[str, ...] = (),
+                       lang: str = "en") -> Subscriber:
         """Add a subscriber, or change an active one's settings. An address that unsubscribed,
         was suppressed or was erased on request raises NeedsConsent, unless `resubscribe`: the
         operator has the person's new consent (recorded as the consent note)."""
         now = now or utc_now()
         values = dict(cadence=cadence, send_time=send_time, timezone=timezone, weekday=weekday,
-                      sources=json.dumps(sources) if sources else None, filters=filters_value(include, exclude))
+                      sources=json.dumps(sources) if sources else None, filters=filters_value(include, exclude),
+                      lang=lang)
         with self.engine.begin() as conn:
             current = last_seq(conn)
             row = conn.execute(select(subscribers).where(func.lower(subscribers.c.email) == email.lower())).mappings().first()
@@ -108,7 +110,8 @@ class SubscriberStorage(Database):
                     values = {"cadence": entry["cadence"], "send_time": entry["send_time"], "timezone": entry["timezone"],
                               "weekday": entry.get("weekday"),
                               "sources": json.dumps(entry["sources"]) if entry.get("sources") else None,
-                              "filters": filters_value(entry.get("include"), entry.get("exclude"))}
+                              "filters": filters_value(entry.get("include"), entry.get("exclude")),
+                              "lang": entry.get("lang") or "en"}
                     row = existing.get(entry["email"].lower())
                     if row is None and forgotten and address_hash(entry["email"]) in forgotten:
                         result.refused[index] = FORGOTTEN
@@ -160,7 +163,8 @@ class SubscriberStorage(Database):
                 values = {"cadence": entry["cadence"], "send_time": entry["send_time"], "timezone": entry["timezone"],
                           "weekday": entry.get("weekday"),
                           "sources": json.dumps(entry["sources"]) if entry.get("sources") else None,
-                          "filters": filters_value(entry.get("include"), entry.get("exclude")), "origin": "config"}
+                          "filters": filters_value(entry.get("include"), entry.get("exclude")),
+                          "lang": entry.get("lang") or "en", "origin": "config"}
                 if key in rows:
                     conn.execute(update(subscribers).where(subscribers.c.id == rows[key]["id"]).values(**values))
                 else:
@@ -230,13 +234,13 @@ class SubscriberStorage(Database):
             return is_forgotten(conn, email)
 
     def change_settings(self, subscriber_id: int, *, cadence: str, send_time: str, timezone: str,
-                        weekday: int | None, sources: list[str] | None) -> bool:
+                        weekday: int | None, sources: list[str] | None, lang: str | None = None) -> bool:
         """A subscriber's own change on the preferences page; only an active one's."""
         with self.engine.begin() as conn:
             return conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id,
                                                           subscribers.c.status == "active").values(
                 cadence=cadence, send_time=send_time, timezone=timezone, weekday=weekday,
-                sources=json.dumps(sources) if sources else None)).rowcount > 0
+                sources=json.dumps(sources) if sources else None, **({"lang": lang} if lang else {}))).rowcount > 0
 
     def list_subscribers(self, active_only: bool = False, status: str | None = None) -> list[Subscriber]:
         query = select(subscribers).order_by(subscribers.c.id)

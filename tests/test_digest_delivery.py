@@ -488,7 +488,7 @@ def _demo_like_events():
     return [event(1), event(2), event(3, kind="updated", diff=diff)]
 
 
-@pytest.mark.parametrize("which", ["demo", "hundred", "hostile"])
+@pytest.mark.parametrize("which", ["demo", "hundred", "hostile", "demo-ko", "large-ko"])
 def test_spamassassin_scores_each_digest_as_wanted_mail(which, dkim_key):
     import shutil
     import subprocess
@@ -498,13 +498,87 @@ def test_spamassassin_scores_each_digest_as_wanted_mail(which, dkim_key):
 
     if shutil.which("spamassassin") is None:
         pytest.fail("Debian's spamassassin is needed for this test (.ci/run installs it: apt-get install spamassassin)")
-    events = {"demo": _demo_like_events, "hundred": lambda: [event(n) for n in range(1, 101)], "hostile": hostile_events}[which]()
+    large = lambda: ([event(n) for n in range(1, 166)] + [event(1000 + n, kind="updated", diff=_demo_like_events()[2].diff)  # noqa: E731
+                                                          for n in range(5)] + [event(2000, kind="removed")])
+    events = {"demo": _demo_like_events, "hundred": lambda: [event(n) for n in range(1, 101)], "hostile": hostile_events,
+              "demo-ko": _demo_like_events, "large-ko": large}[which]()
+    import dataclasses
+
+    reader = dataclasses.replace(Reader(), lang="ko" if which.endswith("-ko") else "en")
     signer = DkimSigner.from_file(dkim_key, "postwatch.test", "pw2026")
     settings = DigestSettings(**{**FULL.__dict__, "from_addr": "Liberty in North Korea blog watch <digest@postwatch.test>"})
-    raw = signer.sign(build_message(Reader(), events, settings, AT).raw)
+    raw = signer.sign(build_message(reader, events, settings, AT).raw)
     result = subprocess.run(["spamassassin", "-L", "-t"], input=raw, capture_output=True, timeout=120, check=True)
     report = result.stdout.decode("utf-8", "replace")
     score = float(re.search(r"X-Spam-Status: \w+, score=(-?[\d.]+)", report).group(1))
     rules = report.split("Content analysis details:", 1)[1]
     print(f"{which}: SpamAssassin score {score}{rules}")
     assert score <= -1.0, rules
+
+
+# -- A Korean reader (issue 33): the digest in Korean, through the real CLI --------------------
+
+def _english_strings() -> set[str]:
+    """Every English string of the digest's templates and code, as the catalogue lists them."""
+    from babel.messages.pofile import read_po
+
+    from digest.i18n import LOCALE_DIR
+
+    with (LOCALE_DIR / "ko" / "LC_MESSAGES" / "messages.po").open("rb") as source:
+        catalog = read_po(source, locale="ko")
+    found = set()
+    for message in catalog:
+        for text in (message.id if isinstance(message.id, tuple) else (message.id,)):
+            # The words between the placeholders and the markup: "subscribed to", "Unsubscribe".
+            for piece in re.split(r"%\(\w+\)[sd]|<[^>]+>", text or ""):
+                if len(piece.strip(" .,:…“”")) >= 3:
+                    found.add(piece.strip(" .,:…“”"))
+    return found
+
+
+def test_a_korean_subscribers_digest_through_the_cli_is_in_korean(cli, site, smtp, tmp_path):
+    import urllib.request
+    from email import message_from_bytes, policy
+
+    cli("check", check=True)
+    cli("subscribers", "add", "kim@example.org", "--lang", "ko", "--tz", "Asia/Seoul", check=True)
+    cli("subscribers", "add", "ada@example.org", check=True)
+    posts = [site.add_post(f"Korean reader post {n}", body_paragraphs=["Outside information changes lives. " * 12])
+             for n in range(5)]                       # more than 30 % of the listing at once is held
+    cli("check", check=True)
+    cli("digest", check=True)
+    messages = {str(m["To"]): m for m in smtp.messages}
+    assert set(messages) == {"kim@example.org", "ada@example.org"}, (list(messages), cli("status").stdout)
+    korean, english = messages["kim@example.org"], messages["ada@example.org"]
+    assert korean["Subject"].startswith("새 글 5개 — ") and english["Subject"].startswith("5 new — ")
+    html = korean.get_body(("html",)).get_content()
+    text = korean.get_body(("plain",)).get_content()
+    assert '<html lang="ko">' in html and '<html lang="en">' in english.get_body(("html",)).get_content()
+    footer = html.rsplit('class="footer"', 1)[1]
+    # Added on the command line: "was added to the list", in Korean.
+    assert "<p>kim@example.org 주소가 postwatch 수신자 목록에 추가되어 이 소식을 매일 보내 드립니다.\n한 번의 클릭으로 " in footer
+    assert "수신 거부</a>하거나" in footer and "수신 거부: http" in text
+    assert "kim@example.org 주소가 postwatch 수신자 목록에 추가되어" in " ".join(text.split())
+    assert re.search(r"\d{4}년 \d{1,2}월 \d{1,2}일", text)                       # Babel's Korean date
+    # No English left of the template strings (the posts themselves stay as written).
+    shown = re.sub(r"<style.*?</style>|<[^>]+>", " ", html, flags=re.S) + text
+    for post in posts:
+        shown = shown.replace(post.title, "").replace("Outside information changes lives.", "")
+    leftovers = [s for s in _english_strings() if re.search(rf"(?<![\w-]){re.escape(s)}(?![\w-])", shown)]
+    assert leftovers == [], leftovers
+    # The footer's unsubscribe link is the one List-Unsubscribe gives, signed for this subscriber.
+    from urllib.parse import unquote
+
+    from digest.tokens import verify_token
+    from postwatch.testing.harness import ENVIRONMENT
+    from state import Store
+
+    link = re.search(r'<a href="([^"]+)"[^>]*>수신 거부</a>', footer).group(1).replace("&amp;", "&")
+    assert f"<{link}>" in korean["List-Unsubscribe"]
+    store = Store(str(tmp_path / "state.db"))
+    try:
+        kim = store.get_subscriber("kim@example.org")
+        assert kim.lang == "ko"
+        assert verify_token(unquote(link.split("token=", 1)[1]), ENVIRONMENT["POSTWATCH_SECRET"].encode(), store.get_subscriber) == kim.id
+    finally:
+        store.close()

@@ -254,7 +254,7 @@ def test_a_link_loses_its_target_only_when_its_text_names_another_host():
             '<a href="mailto:harvest@evil.example">help@libertyinnorthkorea.org</a>.</p>')
     _, html, _, _ = parts([event(1, body=body)])
     lead = html.split('<div class="lead">', 1)[1].split("</div>", 1)[0]
-    assert lead.count("<a ") == 3 and "evil.example" not in html
+    assert lead.count("<a ") - lead.count('class="read-more"') == 3 and "evil.example" not in html
     assert "https://bank.example/login" in lead and "help@libertyinnorthkorea.org" in lead      # the words stay
 
 
@@ -281,3 +281,64 @@ def test_every_digest_footer_links_to_the_preferences_page_within_the_size_budge
     assert verify_token(token, settings.secret, lambda _: SUBSCRIBER) is None          # not an unsubscribe link
     # No listener reads a mailto: with none configured, only the one-click https link is advertised.
     assert "mailto:" not in str(message["List-Unsubscribe"]) and str(message["List-Unsubscribe"]).startswith("<https://")
+
+
+# ------------------------------------------------------------------------------------------
+# Scannable: a summary at the top, short leads with "Read more", the full lead as a setting.
+# ------------------------------------------------------------------------------------------
+
+def test_a_digest_of_more_than_five_items_starts_with_a_summary_linked_to_its_sections():
+    events = [event(n) for n in range(1, 5)] + [event(10 + n, source="other") for n in range(3)]
+    events.append(event(20, kind="updated", title="Edited post", diff=_edit(1)))
+    settings = DigestSettings(**{**SETTINGS.__dict__, "source_titles": {**SETTINGS.source_titles, "other": "Other blog"}})
+    _, html, text, _ = parts(events, settings)
+    summary = html.split('<ul class="summary">', 1)[1].split("</ul>", 1)[0]
+    assert re.search(r'<a href="#s1"[^>]*>Liberty in North Korea</a>: 1 updated, 4 new', summary)
+    assert re.search(r'<a href="#s2"[^>]*>Other blog</a>: 3 new', summary)
+    assert '<h2 id="s1"' in html and '<h2 id="s2"' in html
+    assert html.index('class="summary"') < html.index('<h2 id="s1"')
+    assert "* Liberty in North Korea: 1 updated, 4 new" in text and "* Other blog: 3 new" in text
+    # Five items or fewer: no summary.
+    _, small, small_text, _ = parts(events[:5])
+    assert 'class="summary"' not in small and "* Liberty in North Korea:" not in small_text
+
+
+@pytest.mark.parametrize("sentences, expected", [
+    # Sentences that fit: cut after the last whole one.
+    (["Liberty in North Korea welcomes Sarah Yun as our new Chief Regional Officer for South Korea.",
+      "She brings fifteen years of work for human rights in North Korea and across Asia to the role.",
+      "Refugees consistently tell us that getting outside information into North Korea is crucial for change."],
+     "Liberty in North Korea welcomes Sarah Yun as our new Chief Regional Officer for South Korea. She brings "
+     "fifteen years of work for human rights in North Korea and across Asia to the role."),
+    # One long sentence: cut at a word, with an ellipsis.
+    (["word " * 80], None),
+])
+def test_a_short_lead_is_two_or_three_lines_cut_at_a_sentence_with_read_more(sentences, expected):
+    from digest.render import SHORT_LEAD_CHARS
+
+    body = "<p>" + " ".join(sentences) + "</p><p>A second paragraph that a short lead leaves out.</p>"
+    post = event(1, body=body)
+    _, html, text, _ = parts([post])
+    lead = html.split('<div class="lead">', 1)[1].split("</div>", 1)[0]
+    shown = re.sub("<[^>]+>", "", lead.split('<a class="read-more"', 1)[0]).strip()
+    assert len(shown) <= SHORT_LEAD_CHARS + 1
+    assert shown == expected if expected else shown.endswith("…")
+    assert f'<a class="read-more" href="{post.url}">Read more</a></p>' in lead
+    assert "A second paragraph" not in html and "A second paragraph" not in text
+    # [digest] lead = "full": the first paragraphs up to 600 characters, no "Read more".
+    full = DigestSettings(**{**SETTINGS.__dict__, "lead": "full"})
+    _, html, text, _ = parts([post], full)
+    assert "A second paragraph" in html and "A second paragraph" in text and "Read more" not in html
+
+
+def test_the_lead_setting_is_validated_and_documented(tmp_path):
+    from postwatch.config import ConfigError, load_config
+
+    example = Path(__file__).resolve().parent.parent / "postwatch" / "examples" / "postwatch.toml"
+    assert re.search(r"^lead = \"short\" .*\"full\"", example.read_text(), re.M | re.S)
+    path = tmp_path / "postwatch.toml"
+    path.write_text('[digest]\nlead = "full"\n')
+    assert load_config(path).digest.lead == "full"
+    path.write_text('[digest]\nlead = "long"\n')
+    with pytest.raises(ConfigError, match=r"\[digest\] lead must be short or full, not 'long'"):
+        load_config(path)

@@ -16,19 +16,24 @@ NOW = datetime(2026, 12, 6, 9, 0, tzinfo=timezone.utc)
 def test_0012_an_old_database_stops_reusing_subscriber_ids_and_keeps_its_rows(old_store):  # noqa: F811
     old, reopen = old_store
     old.migrate("0011")
-    for email in ("ada@example.org", "bo@example.org", "cy@example.org"):
-        old.add_subscriber(email, now=NOW)
-    ada, cy = old.get_subscriber("ada@example.org"), old.get_subscriber("cy@example.org")
+    # Rows as the code of revision 0011 wrote them (today's Store reads columns added since: 0015's lang).
+    with old.engine.begin() as conn:
+        for email in ("ada@example.org", "bo@example.org", "cy@example.org"):
+            conn.execute(text("INSERT INTO subscribers (email, cadence, send_time, timezone, status, cursor, created_at, "
+                              "subscribed_at, joined_via) VALUES (:email, 'daily', '08:00', 'UTC', 'active', 0, :now, "
+                              ":now, 'cli')"), {"email": email, "now": NOW})
+        ids = dict(conn.execute(text("SELECT email, id FROM subscribers")).all())
     with old.engine.begin() as conn:
         conn.execute(text("INSERT INTO outbox (subscriber_id, to_addr, message_id, subject, raw, status, attempts, "
                           "next_attempt_at, created_at) VALUES (:id, 'ada@example.org', '<m1@x>', 's', :raw, "
-                          "'pending', 0, :now, :now)"), {"id": ada.id, "raw": b"raw", "now": NOW})
+                          "'pending', 0, :now, :now)"), {"id": ids["ada@example.org"], "raw": b"raw", "now": NOW})
     old.close()
 
     store = reopen()
-    assert store.schema_revision() == Store.head_revision() == "0013"
+    assert store.schema_revision() == Store.head_revision() == "0015"
+    ada, cy = store.get_subscriber("ada@example.org"), store.get_subscriber("cy@example.org")
+    assert (ada.id, cy.id, ada.lang) == (ids["ada@example.org"], ids["cy@example.org"], "en")
     assert [s.email for s in store.list_subscribers()] == ["ada@example.org", "bo@example.org", "cy@example.org"]
-    assert store.get_subscriber("ada@example.org") == ada
     [queued] = store.due_outbox(NOW, claim=False)
     assert queued.subscriber_id == ada.id                      # the rebuild left the outbox's link alone
     store.forget_subscriber("cy@example.org", now=NOW)         # the highest id goes
@@ -49,7 +54,7 @@ def test_0012_an_old_database_stops_reusing_subscriber_ids_and_keeps_its_rows(ol
     assert not duplicated
     alembic(store, "downgrade", "0011")
     alembic(store, "upgrade", "head")
-    assert store.schema_revision() == "0013" and len(store.list_subscribers()) == 3
+    assert store.schema_revision() == "0015" and len(store.list_subscribers()) == 3
     store.close()
 
 

@@ -128,6 +128,60 @@ def test_signup_confirm_digest_preferences_unsubscribe_and_no_silent_readd(tmp_p
     assert [str(m["To"]) for m in smtp.messages] == ["Ada@example.org", "Ada@example.org"]
 
 
+def test_a_korean_reader_signs_up_confirms_changes_preferences_and_unsubscribes_in_korean(tmp_path, site, smtp):
+    """Accept-Language: ko picks Korean on the signup page; the form's language is stored; the
+    confirmation mail, the confirm, preferences and unsubscribe pages follow the subscriber's."""
+    port = free_port()
+    config = write_config(tmp_path, site.blog_url, smtp.port, listen_port=port, interval="2s")
+    cli = Cli(config)
+    cli("check", check=True)
+    korean = {"Accept-Language": "ko-KR,ko;q=0.9,en;q=0.5"}
+    with Daemon(cli, port) as daemon:
+        browser = Browser(f"http://127.0.0.1:{port}")
+        status, _, page = browser.open("/subscribe", headers=korean)
+        assert status == 200 and '<html lang="ko">' in page and "이메일 주소" in page and "구독하기" in page
+        assert '<option value="ko" lang="ko" selected>한국어</option>' in page
+        assert '<html lang="en">' in browser.open("/subscribe", headers={"Accept-Language": "en-GB,fr;q=0.8"})[2]
+        status, _, page = browser.open("/subscribe", signup_form(hidden(page, "csrf"), "kim@example.org") + [("lang", "ko")],
+                                       headers=korean)
+        assert status == 200 and "받은편지함을 확인해 주세요" in page
+        confirmation = wait_for(lambda: list(smtp.messages), timeout=30, what="the confirmation email")[0]
+        assert str(confirmation["Subject"]) == "postwatch 구독을 확인해 주세요"
+        text = confirmation.get_body(("plain",)).get_content()
+        assert "매일 08:00 (Europe/London)" in " ".join(text.split()) and "버튼을 눌러 주세요" in text and re.search(r"\d{4}년 \d+월 \d+일", text)
+        link = re.search(r"(http://\S+/confirm\?token=\S+)", text).group(1)
+        status, _, page = browser.open(link)                        # no Accept-Language: the subscriber's language
+        assert status == 200 and '<html lang="ko">' in page and "구독 확인</button>" in page
+        status, _, page = browser.open("/confirm", {"csrf": hidden(page, "csrf"), "token": hidden(page, "token")})
+        assert status == 200 and "구독이 완료되었습니다" in page
+        preferences = unescape(re.search(r'<a href="([^"]+)">구독 설정', page.replace("받는 내용 바꾸기", "구독 설정")).group(1))
+        status, _, page = browser.open(preferences)
+        assert status == 200 and "구독 설정" in page and "받는 주기" in page and '<html lang="ko">' in page
+        status, _, page = browser.open("/preferences", signup_form(hidden(page, "csrf"), "", cadence="weekly", day="fri")
+                                       + [("token", hidden(page, "token")), ("lang", "ko")])
+        assert status == 200 and "설정을 저장했습니다" in page and "매주 금요일 08:00 (Europe/London)" in page
+        assert daemon.stop() == 0
+    from state import Store
+
+    store = Store(str(tmp_path / "state.db"))
+    try:
+        kim = store.get_subscriber("kim@example.org")
+        assert (kim.lang, kim.cadence) == ("ko", "weekly")
+        from digest import unsubscribe as pages
+        from digest.compose import unsubscribe_url
+        from digest.settings import DigestSettings
+        from postwatch.testing.harness import ENVIRONMENT
+
+        settings = DigestSettings(secret=ENVIRONMENT["POSTWATCH_SECRET"].encode())
+        token = unsubscribe_url(kim, settings).split("token=", 1)[1]
+        status, _, body = pages.handle("GET", urllib.parse.unquote(token), store, settings)
+        assert status == 200 and '<html lang="ko">' in body.decode() and "수신을 거부하시겠습니까?" in body.decode()
+        status, _, body = pages.handle("GET", "1.forged", store, settings, "ko")
+        assert status == 403 and "유효하지 않은 링크" in body.decode()
+    finally:
+        store.close()
+
+
 # --------------------------------------------------------------------------------------------
 # The pages in-process: the endpoint on the reactor's loop, the store beside it
 # --------------------------------------------------------------------------------------------
@@ -414,7 +468,7 @@ def test_migrations_0007_to_head_go_down_and_up_on_both_databases(store):
 
     from state.database import MIGRATIONS
 
-    assert store.head_revision() == "0013" and store.schema_revision() == "0013"
+    assert store.head_revision() == "0015" and store.schema_revision() == "0015"
     store.add_subscriber("kept@example.org")
 
     def alembic(step, revision):
@@ -436,7 +490,7 @@ def test_migrations_0007_to_head_go_down_and_up_on_both_databases(store):
     assert "reader" not in columns("post_versions")
     alembic(command.upgrade, "head")
     assert "reader" in columns("post_versions")
-    assert store.schema_revision() == "0013" and {"joined_via", "confirm_ip", "consent_note"} <= columns()
+    assert store.schema_revision() == "0015" and {"joined_via", "confirm_ip", "consent_note"} <= columns()
     assert "page_checked_at" in columns("posts") and "discovered_feed_url" in columns("sources")
     kept = store.get_subscriber("kept@example.org")
     assert kept.status == "active" and kept.joined_via is None      # rows from before 0007: not recorded

@@ -271,3 +271,96 @@ def test_a_configured_file_path_is_a_sqlite_database_beside_the_config_with_its_
     assert store.is_sqlite and (tmp_path / "conf" / "data" / "watch.db").is_file()
     store.close()
     assert config.secret_path == tmp_path / "conf" / "data" / "watch.db.secret"
+
+
+# ------------------------------------------------------------------------------------------
+# Diffs at the level people read (issue 33): an appended sentence is one added sentence with the
+# paragraph's start as context; a moved block is "moved", not added and removed.
+# ------------------------------------------------------------------------------------------
+
+WELCOME = ("Liberty in North Korea welcomes Sarah Yun as our new Chief Regional Officer (CRO), South Korea, as our "
+           "previous South Korea Country Director, Sokeel Park, transitions into a new role as our Chief Strategy "
+           "Officer (CSO). Sarah brings a wealth of experience from her work to advance human rights in North Korea "
+           "and across Asia during the past 15 years.")
+OUTSIDE = ("North Korean refugees consistently tell us that getting more outside information into North Korea is "
+           "crucial for empowering North Koreans to change their country.")
+THANKS = "We look forward to increasing our impact with Sarah’s leadership and sharing updates with our supporters."
+
+
+def _edited_event(tmp_path, before: list[str], after: list[str]):
+    """The stored edit event of a post whose paragraphs went from `before` to `after`."""
+    store = Store(str(tmp_path / "diff.db"))
+    store.sync_sources([SourceRecord(name="link", url="https://blog.example/", kind="html")])
+    html = lambda paragraphs: "".join(f"<p>{p}</p>" for p in paragraphs)  # noqa: E731
+    store.apply_check("link", CheckInput(posts=[post(1, html(before))], baseline=True), NOW)
+    reader = store.add_subscriber("ada@example.org")
+    for _ in range(2):                              # an edit is published when it is seen again
+        store.apply_check("link", CheckInput(posts=[post(1, html(after))]), NOW + timedelta(hours=1))
+    store.release_source("link")
+    events = [e for e in store.pending_events(reader) if e.kind == "updated"]
+    store.close()
+    assert len(events) == 1, events
+    return events[0]
+
+
+def _digest(event):
+    from email import message_from_bytes, policy
+
+    from digest.compose import build_message
+    from digest.settings import DigestSettings
+    from state import Subscriber
+
+    reader = Subscriber(id=1, email="ada@example.org", cadence="daily", send_time="08:00", timezone="UTC", weekday=None,
+                        sources=None, status="active", cursor=0, created_at=NOW)
+    message = message_from_bytes(build_message(reader, [event], DigestSettings(secret=b"k"), NOW).raw, policy=policy.default)
+    return message.get_body(("html",)).get_content(), message.get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize("added", [
+    "She starts in January.",
+    # Longer than the paragraph's own sentences: the words' ratio alone (0.47) paired them no more.
+    "She starts in January and will lead our team in Seoul, our work with resettled North Koreans in South "
+    "Korea, and our partnerships with the organisations who help them build their new lives there; her "
+    "first visit will be to our new office in Seoul, where she will meet the team and the North Koreans we "
+    "work with, and to our partners in Busan and Incheon, whose support makes all of this possible.",
+])
+def test_a_sentence_appended_to_a_long_paragraph_is_one_added_sentence(tmp_path, added):
+    event = _edited_event(tmp_path, [WELCOME, OUTSIDE, THANKS], [f"{WELCOME} {added}", OUTSIDE, THANKS])
+    [entry] = event.diff["paragraphs"]
+    assert entry["op"] == "changed"
+    assert entry["words"] == [["equal", WELCOME + " "], ["insert", added]]
+    html, text = _digest(event)
+    changed = html.split("<b>Changed:</b>", 1)[1].split("</p>", 1)[0]
+    assert "<del>" not in changed and f"<ins>{added}</ins>" in changed.replace("&#39;", "'")
+    # The paragraph's start and the words before the new sentence as context, not the whole paragraph again.
+    assert changed.startswith(" Liberty in North Korea welcomes Sarah Yun as our new … during the past 15 years. <ins>")
+    assert "Chief Strategy" not in changed and "Added:" not in html and "Removed:" not in html
+    text = " ".join(text.split())                   # wrapped at 78 columns
+    assert "~ Changed: Liberty in North Korea welcomes Sarah Yun as our new … during the past 15 years. [+She starts" in text
+
+
+def test_a_reworded_sentence_is_marked_word_by_word_and_its_neighbours_are_context(tmp_path):
+    reworded = WELCOME.replace("a wealth of experience", "deep experience")
+    event = _edited_event(tmp_path, [WELCOME, OUTSIDE], [reworded, OUTSIDE])
+    [entry] = event.diff["paragraphs"]
+    assert [op for op, _ in entry["words"]] == ["equal", "delete", "insert", "equal"]
+    assert entry["words"][1:3] == [["delete", "a wealth of"], ["insert", "deep"]]
+    html, _ = _digest(event)
+    assert "<del>a wealth of</del> <ins>deep</ins>" in html
+
+
+@pytest.mark.parametrize("before, after", [
+    (["Our new Chief Regional Officer", WELCOME, OUTSIDE, THANKS], [WELCOME, OUTSIDE, "Our new Chief Regional Officer", THANKS]),
+    ([WELCOME, OUTSIDE, THANKS], [OUTSIDE, WELCOME, THANKS]),
+])
+def test_a_moved_heading_or_paragraph_is_moved_not_added_and_removed(tmp_path, before, after):
+    event = _edited_event(tmp_path, before, after)
+    assert [entry["op"] for entry in event.diff["paragraphs"]] == ["moved"]
+    html, text = _digest(event)
+    assert "<b>Moved:</b>" in html and "Added:" not in html and "Removed:" not in html
+    assert "> Moved: " in text and "+ Added:" not in text and "- Removed:" not in text
+
+
+def test_a_rewritten_paragraph_is_still_one_out_one_in(tmp_path):
+    event = _edited_event(tmp_path, [WELCOME, THANKS], [OUTSIDE, THANKS])
+    assert [entry["op"] for entry in event.diff["paragraphs"]] == ["removed", "added"]

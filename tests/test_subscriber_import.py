@@ -138,7 +138,7 @@ def test_rows_without_a_header_and_every_column(pw):
                                 "cy@example.org,daily,08:00,Mars/Olympus,,\n"
                                 "dee@example.org,daily,08:00,UTC,,nosuchblog\n"
                                 "not-an-address,,,,,\n"
-                                "eve@example.org,daily,08:00,UTC,,,,,surplus\n")
+                                "eve@example.org,daily,08:00,UTC,,,,,,surplus\n")
     result = pw("subscribers", "import", name)
     lines = error_lines(result)
     assert [line.split(":")[2] for line in lines[:-1]] == ["2", "3", "4", "5", "6"]

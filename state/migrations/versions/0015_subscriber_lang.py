@@ -1,0 +1,23 @@
+"""Each subscriber's language (issue 33): the digest, the confirmation mail and the pages are in
+English ("en", every subscriber before this revision) or Korean ("ko").
+
+Revision ID: 0015
+Revises: 0013
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0015"
+down_revision = "0013"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("subscribers") as batch:
+        batch.add_column(sa.Column("lang", sa.String(8), nullable=False, server_default="en"))
+
+
+def downgrade():
+    with op.batch_alter_table("subscribers") as batch:
+        batch.drop_column("lang")
