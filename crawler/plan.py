@@ -7,10 +7,13 @@ carries many of them.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from crawler.items import PostItem
+if TYPE_CHECKING:       # crawler.items loads lxml: a check whose answers are all 304s needs no parser
+    from crawler.items import PostItem
 
 # ETag and Last-Modified of one URL, as the site sent them.
 Validators = tuple[str | None, str | None]
@@ -45,6 +48,37 @@ class SourceSpec:
     feed_url: str | None = None
     sitemap_url: str | None = None
     selectors: dict[str, str] = field(default_factory=dict)
+    # `feed_url` is the feed an earlier check found advertised on the listing (kind "auto"), not
+    # a configured one: a read of the listing looks again at what it advertises now.
+    feed_discovered: bool = False
+
+
+# What decides a check's first URLs for the built-in kinds (crawler.kinds): name -> (current
+# name, feed_only, discovers_feeds). Known here without importing crawler.kinds, which loads
+# parsel and lxml; a kind of another name (or "selectors", whose config is checked by its class)
+# is asked of the registry. tests/test_startup.py keeps the two in step.
+BUILT_IN_KINDS: dict[str, tuple[str, bool, bool]] = {
+    "auto": ("auto", False, True),
+    "html": ("html", False, False),
+    "feed": ("feed", True, False),
+    "webflow": ("webflow", False, False),
+    "link": ("webflow", False, False),
+}
+
+
+def kind_traits(name: str) -> tuple[str, bool, bool] | None:
+    """(current name, feed_only, discovers_feeds) of the kind registered under `name`; None when
+    no kind is. The registry is imported only for a kind that is not built in (a module that
+    registers its own kind has imported it already)."""
+    if "crawler.kinds" not in sys.modules and name in BUILT_IN_KINDS:
+        return BUILT_IN_KINDS[name]
+    from crawler.kinds import SourceKind, UnknownSourceKind
+
+    try:
+        kind = SourceKind.named(name)
+    except UnknownSourceKind:
+        return None
+    return kind.__kind__, kind.feed_only, kind.discovers_feeds
 
 
 @dataclass
@@ -62,6 +96,10 @@ class CrawlPlan:
     # fetch to confirm it): requested without validators, so the answer is the content itself.
     recheck_urls: list[str] = field(default_factory=list)
     recheck_feed: bool = False        # the same for edits seen once in a feed entry
+    # The feed (found on the listing by an earlier check, and read well since) is read without
+    # the listing: a kind "auto" source between two reads of its listing (App._feed_alone). The
+    # listing is still read when the feed fails.
+    feed_alone: bool = False
     # Answers already fetched for this source's first URLs (crawler.revalidate), by URL: the
     # crawl's first request of each is answered with it, so no URL is fetched twice in a check.
     prefetched: dict[str, Prefetched] = field(default_factory=dict)
@@ -102,6 +140,7 @@ class CrawlReport:
     not_modified_count: int = 0
     warnings: list[str] = field(default_factory=list)
     discovered_feed: str | None = None
+    listing_read: bool = False        # the first listing page answered (200 or 304)
 
     @property
     def posts(self) -> list[PostItem]:

@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 
 from crawler.address_policy import DEFAULT_PORTS, address_kind, is_ip_literal, origin, refusal
 from crawler.gate import GATE, gate_settings, host_hold
-from crawler.plan import CrawlPlan, CrawlReport, Prefetched
+from crawler.plan import CrawlPlan, CrawlReport, Prefetched, kind_traits
 
 ACCEPT_ENCODING = "gzip, deflate, br"     # what Scrapy's HttpCompressionMiddleware decodes here
 
@@ -66,12 +66,18 @@ class Revalidation:
     attempts: int = 0               # requests sent, answered or not
     reason: str | None = None       # why the crawl must take over, when it must
     timed_out: bool = False         # an exchange ran out of its deadline: the check failed (`reason` says how)
+    listing_url: str | None = None  # the source's listing: whether it was among the 304s
+
+    @property
+    def listing_read(self) -> bool:
+        """The listing answered (a settled check's listing said it had not changed)."""
+        return self.listing_url is not None and self.listing_url in self.answers
 
     def settled_report(self) -> CrawlReport:
         """The report of a check that ended with its 304s."""
         return CrawlReport(source_name=self.source, not_modified=True, requests=self.attempts,
                            response_bytes=sum(len(a.body) for a in self.answers.values()),
-                           not_modified_count=len(self.answers))
+                           not_modified_count=len(self.answers), listing_read=self.listing_read)
 
     @property
     def unanswered(self) -> int:
@@ -82,19 +88,17 @@ class Revalidation:
 def first_urls(plan: CrawlPlan) -> list[str]:
     """The URLs a normal check of `plan`'s source starts with, in order, each asked only when the
     one before it answered 304: the feed and then the listing, or the feed alone for a kind
-    whose feed is the source, or the listing. Empty when the check is not a normal one."""
+    whose feed is the source (or an "auto" source between two reads of its listing,
+    `plan.feed_alone`), or the listing. Empty when the check is not a normal one."""
     if plan.baseline or plan.sweep_urls or plan.recheck_urls or plan.recheck_feed:
         return []
     source = plan.source
     if not source.feed_url:
         return [source.url]
-    from crawler.kinds import SourceKind, UnknownSourceKind    # parsel and lxml: only for feed sources
-
-    try:
-        feed_only = SourceKind.named(source.kind).feed_only
-    except UnknownSourceKind:
+    traits = kind_traits(source.kind)
+    if traits is None:
         return []                    # the crawl reports it
-    return [source.feed_url] if feed_only else [source.feed_url, source.url]
+    return [source.feed_url] if traits[1] or plan.feed_alone else [source.feed_url, source.url]
 
 
 class _Client:
@@ -363,7 +367,7 @@ class Revalidator:
         results: dict[str, Revalidation] = {}
         by_host: dict[str, list[tuple[CrawlPlan, list[str]]]] = {}
         for plan in plans:
-            result = results[plan.source.name] = Revalidation(source=plan.source.name)
+            result = results[plan.source.name] = Revalidation(source=plan.source.name, listing_url=plan.source.url)
             urls = first_urls(plan)
             result.reason = self._left_to_the_crawl(plan, urls, settings, now, behind_proxy)
             if result.reason is None:

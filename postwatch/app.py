@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterable
 
-from crawler.plan import CrawlPlan, CrawlReport, SourceSpec
+from crawler.plan import CrawlPlan, CrawlReport, SourceSpec, kind_traits
 from digest.settings import DigestSettings, SmtpSettings
 from postwatch.config import Config, scrapy_overrides
 from state import SourceRecord, StorageError
@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 # (status, history, subscribers list...).
 
 log = logging.getLogger("postwatch")
+
+# How long a kind "auto" source whose listing advertised a feed is checked through that feed
+# alone (one conditional request): its listing is read again after this, at a full sweep, and
+# whenever the feed fails.
+LISTING_EVERY = timedelta(days=1)
 
 
 def utcnow() -> datetime:
@@ -314,7 +319,7 @@ class App:
         now = utcnow()
         states = self._crawl_states(records, summaries, posts_too=False, now=now)
         kinds = {name: self._check_kind(state, full, now) for name, state in states.items()}
-        lean = [self._plan(records[n], states[n], *kinds[n]) for n in states if not any(kinds[n])]
+        lean = [self._plan(records[n], states[n], *kinds[n], now=now) for n in states if not any(kinds[n])]
         revalidations = (await revalidator(self.config.crawl.parallel_sources).revalidate(lean, self.crawl_settings)
                          if lean else {})
         reports = {n: r.settled_report() for n, r in revalidations.items() if r.settled}
@@ -330,7 +335,7 @@ class App:
             to_crawl = [n for n in to_crawl if n in full_states]
             plans = []
             for name in to_crawl:
-                plan = self._plan(records[name], states[name], *kinds[name])
+                plan = self._plan(records[name], states[name], *kinds[name], now=now)
                 if name in revalidations:
                     plan.prefetched = dict(revalidations[name].answers)
                 plans.append(plan)
@@ -350,7 +355,7 @@ class App:
         try:
             # Checked when the sweep began, not when its slowest source gave up: a slow host's
             # deadline must not push the other sources' next checks later at every sweep.
-            self.store.record_quiet_checks(quiet, now)
+            self.store.record_quiet_checks(quiet, now, listing_read=[n for n in quiet if revalidations[n].listing_read])
         except StorageError as exc:
             for name in quiet:
                 summaries[name] = self._storage_failure(name, exc)
@@ -433,7 +438,21 @@ class App:
         return False, last is not None and now - last >= self.config.crawl.full_sweep_every
 
     @staticmethod
-    def _plan(record: SourceRecord, state, baseline: bool, sweep: bool) -> CrawlPlan:
+    def _feed_alone(record: SourceRecord, state, baseline: bool, sweep: bool, now: datetime) -> bool:
+        """Whether this check of an "auto" source reads the feed its listing advertised without
+        the listing: yes while the listing was read (and the feed found on it) less than
+        LISTING_EVERY ago; not at a baseline or a full sweep, nor for a configured feed (the
+        operator asked for both). The crawl reads the listing anyway when the feed fails."""
+        if baseline or sweep or record.feed_url or not record.discovered_feed_url:
+            return False
+        traits = kind_traits(record.kind)
+        if traits is None or traits[1] or not traits[2]:
+            return False
+        read = state.listing_read_at
+        return read is not None and timedelta(0) <= now - read < LISTING_EVERY
+
+    @classmethod
+    def _plan(cls, record: SourceRecord, state, baseline: bool, sweep: bool, now: datetime | None = None) -> CrawlPlan:
         """What the crawl of one source is asked to do. An edit seen once (or held as suspect) is
         looked at again at this very check, and a sweep re-reads volatile posts in full to see
         whether they settled."""
@@ -445,7 +464,8 @@ class App:
             recheck_urls |= set(state.removals_to_confirm)
         return CrawlPlan(
             source=SourceSpec(name=record.name, url=record.url, kind=record.kind, feed_url=record.read_feed_url,
-                              sitemap_url=record.sitemap_url, selectors=dict(record.selectors or {})),
+                              sitemap_url=record.sitemap_url, selectors=dict(record.selectors or {}),
+                              feed_discovered=not record.feed_url and bool(record.discovered_feed_url)),
             known_urls={url for url, post in state.known.items() if post.status != "removed"},
             known_published={url: post.published_at for url, post in state.known.items()
                              if post.status != "removed" and post.published_at},
@@ -456,6 +476,7 @@ class App:
             sweep_urls=list(state.known) if sweep else ([] if baseline else list(state.revisits)),
             recheck_urls=sorted(recheck_urls),
             recheck_feed=any("feed" in origins for origins in awaiting.values()),
+            feed_alone=cls._feed_alone(record, state, baseline, sweep, now or utcnow()),
         )
 
     def _conclude(self, record: SourceRecord, report, *, baseline: bool, sweep: bool, quiet: bool,
@@ -505,6 +526,8 @@ class App:
         return summary
 
     def compose_digests(self, subscriber_ids: Iterable[int] | None = None) -> list[int]:
+        if not self.store.digests_pending(subscriber_ids):
+            return []       # every cursor is at the newest event: the rendering stack stays unloaded
         from digest.sender import compose_and_queue
 
         return compose_and_queue(self.store, self.digest_settings(), utcnow(), subscriber_ids=subscriber_ids,
@@ -513,10 +536,16 @@ class App:
     def flush_outbox(self, stop: threading.Event | None = None):
         """Send what is due, channel by channel (email first, then every other channel that has
         a message due): the totals of all of them."""
-        from digest.sender import FlushStats
+        from digest.settings import FlushStats
 
         total = FlushStats()
-        kinds = ["email", *(kind for kind in self.store.due_channels(utcnow()) if kind != "email")]
+        due = self.store.due_channels(utcnow())
+        journal = self.store.accepted
+        if not due and not (journal is not None and journal.waiting()):
+            # Nothing to send nor to reconcile: the delivery stack (digest.sender) stays unloaded.
+            self.update_outbox_gauges()
+            return total
+        kinds = ["email", *(kind for kind in due if kind != "email")]
         for kind in kinds:
             if stop is not None and stop.is_set():
                 break
