@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import stat
+import sys
 import tempfile
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -622,9 +623,10 @@ def _tables(items: Any, table: str, where: str, problems: list[str]):
 
 
 def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceConfig]:
-    # crawler.kinds loads parsel and lxml (45 ms measured): `--help` and a run on the built-in
-    # default source do not read [[sources]] and need not pay it.
-    from crawler.kinds import SourceKind, UnknownSourceKind
+    # crawler.kinds loads parsel and lxml (45 ms measured): `--help`, a run on the built-in
+    # default source and sources of the built-in kinds (crawler.plan.BUILT_IN_KINDS) need not
+    # pay it; another kind's name is looked up in its registry.
+    from crawler.plan import BUILT_IN_KINDS
 
     if items is None:
         return default_sources()
@@ -656,13 +658,18 @@ def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceCo
             if problem:
                 problems.append(f"{label}: selectors.{problem}")
         kind = item.get("kind", item.get("preset", "auto"))
-        try:
-            kind_class = SourceKind.named(kind)
-        except UnknownSourceKind as exc:
-            problems.append(f"{label}: {exc}")
+        if isinstance(kind, str) and kind in BUILT_IN_KINDS and "crawler.kinds" not in sys.modules:
+            kind = BUILT_IN_KINDS[kind][0]     # a deprecated name ("link") becomes the current one
         else:
-            kind = kind_class.__kind__     # a deprecated name ("link") becomes the current one
-            problems += [f"{label}: {problem}" for problem in kind_class.config_problems(selectors)]
+            from crawler.kinds import SourceKind, UnknownSourceKind
+
+            try:
+                kind_class = SourceKind.named(kind)
+            except UnknownSourceKind as exc:
+                problems.append(f"{label}: {exc}")
+            else:
+                kind = kind_class.__kind__     # a deprecated name ("link") becomes the current one
+                problems += [f"{label}: {problem}" for problem in kind_class.config_problems(selectors)]
         interval = None
         if "interval" in item:
             try:
