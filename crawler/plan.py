@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:       # crawler.items loads lxml: a check whose answers are all 304s needs no parser
@@ -79,6 +79,27 @@ def kind_traits(name: str) -> tuple[str, bool, bool] | None:
     except UnknownSourceKind:
         return None
     return kind.__kind__, kind.feed_only, kind.discovers_feeds
+
+
+# How long a kind "auto" source whose listing advertised a feed is checked through that feed
+# alone (one conditional request): its listing is read again after this, at a full sweep, and
+# whenever the feed fails.
+LISTING_EVERY = timedelta(days=1)
+
+
+def feed_alone(kind: str, feed_url: str | None, discovered_feed_url: str | None,
+               listing_read_at: datetime | None, now: datetime) -> bool:
+    """Whether a normal check of a source reads the feed its listing advertised without the
+    listing (CrawlPlan.feed_alone): for a kind that discovers feeds (not one whose feed is the
+    source anyway), with a discovered feed and no configured one (an operator who configured
+    `feed_url` on an "auto" source gets both read), while its listing was read less than
+    LISTING_EVERY ago. A baseline or a full sweep reads the listing whatever this says."""
+    if feed_url or not discovered_feed_url or listing_read_at is None:
+        return False
+    traits = kind_traits(kind)
+    if traits is None or traits[1] or not traits[2]:
+        return False
+    return timedelta(0) <= now - listing_read_at < LISTING_EVERY
 
 
 @dataclass

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterable
 
-from crawler.plan import CrawlPlan, CrawlReport, SourceSpec, kind_traits
+from crawler.plan import CrawlPlan, CrawlReport, SourceSpec, feed_alone
 from digest.settings import DigestSettings, SmtpSettings
 from postwatch.config import Config, scrapy_overrides
 from state import SourceRecord, StorageError
@@ -27,11 +27,6 @@ if TYPE_CHECKING:
 # (status, history, subscribers list...).
 
 log = logging.getLogger("postwatch")
-
-# How long a kind "auto" source whose listing advertised a feed is checked through that feed
-# alone (one conditional request): its listing is read again after this, at a full sweep, and
-# whenever the feed fails.
-LISTING_EVERY = timedelta(days=1)
 
 
 def utcnow() -> datetime:
@@ -438,21 +433,7 @@ class App:
         return False, last is not None and now - last >= self.config.crawl.full_sweep_every
 
     @staticmethod
-    def _feed_alone(record: SourceRecord, state, baseline: bool, sweep: bool, now: datetime) -> bool:
-        """Whether this check of an "auto" source reads the feed its listing advertised without
-        the listing: yes while the listing was read (and the feed found on it) less than
-        LISTING_EVERY ago; not at a baseline or a full sweep, nor for a configured feed (the
-        operator asked for both). The crawl reads the listing anyway when the feed fails."""
-        if baseline or sweep or record.feed_url or not record.discovered_feed_url:
-            return False
-        traits = kind_traits(record.kind)
-        if traits is None or traits[1] or not traits[2]:
-            return False
-        read = state.listing_read_at
-        return read is not None and timedelta(0) <= now - read < LISTING_EVERY
-
-    @classmethod
-    def _plan(cls, record: SourceRecord, state, baseline: bool, sweep: bool, now: datetime | None = None) -> CrawlPlan:
+    def _plan(record: SourceRecord, state, baseline: bool, sweep: bool, now: datetime | None = None) -> CrawlPlan:
         """What the crawl of one source is asked to do. An edit seen once (or held as suspect) is
         looked at again at this very check, and a sweep re-reads volatile posts in full to see
         whether they settled."""
@@ -476,7 +457,10 @@ class App:
             sweep_urls=list(state.known) if sweep else ([] if baseline else list(state.revisits)),
             recheck_urls=sorted(recheck_urls),
             recheck_feed=any("feed" in origins for origins in awaiting.values()),
-            feed_alone=cls._feed_alone(record, state, baseline, sweep, now or utcnow()),
+            # An "auto" source between two reads of its listing asks its discovered feed alone
+            # (crawler.plan.feed_alone); a baseline and a full sweep read the listing too.
+            feed_alone=not (baseline or sweep) and feed_alone(record.kind, record.feed_url, record.discovered_feed_url,
+                                                              state.listing_read_at, now or utcnow()),
         )
 
     def _conclude(self, record: SourceRecord, report, *, baseline: bool, sweep: bool, quiet: bool,
