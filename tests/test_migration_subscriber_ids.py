@@ -26,7 +26,7 @@ def test_0012_an_old_database_stops_reusing_subscriber_ids_and_keeps_its_rows(ol
     old.close()
 
     store = reopen()
-    assert store.schema_revision() == Store.head_revision() == "0012"
+    assert store.schema_revision() == Store.head_revision()      # 0012 or a later revision
     assert [s.email for s in store.list_subscribers()] == ["ada@example.org", "bo@example.org", "cy@example.org"]
     assert store.get_subscriber("ada@example.org") == ada
     [queued] = store.due_outbox(NOW, claim=False)
@@ -49,7 +49,7 @@ def test_0012_an_old_database_stops_reusing_subscriber_ids_and_keeps_its_rows(ol
     assert not duplicated
     alembic(store, "downgrade", "0011")
     alembic(store, "upgrade", "head")
-    assert store.schema_revision() == "0012" and len(store.list_subscribers()) == 3
+    assert store.schema_revision() == Store.head_revision() and len(store.list_subscribers()) == 3
     store.close()
 
 
