@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     request = _check_request(argv)
     if request is not None:
-        status = quick_check(*request)
+        try:
+            status = quick_check(*request)
+        except KeyboardInterrupt:
+            return 130              # as the full command
         if status is not None:
             _loaded = None
             return status
