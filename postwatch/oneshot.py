@@ -152,19 +152,10 @@ def _quick_check(db, path: str, config, names: list[str], digest: bool) -> int |
     if not all(r.settled for r in results.values()):
         client.adopt(results)       # the full check goes on from these answers
         return None
-    stamp = _stamp(now)
-    db.execute("BEGIN IMMEDIATE")
     try:
-        marks = ",".join("?" * len(names))
-        db.execute(f"UPDATE sources SET last_check_at = ?, last_success_at = ?, last_error = NULL, "
-                   f"consecutive_failures = 0 WHERE name IN ({marks})", [stamp, stamp, *names])
-        read = [name for name in names if results[name].listing_read]
-        if read:
-            db.execute(f"UPDATE sources SET listing_read_at = ? WHERE name IN ({','.join('?' * len(read))})",
-                       [stamp, *read])
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
+        _record_quiet_checks(db, names, [name for name in names if results[name].listing_read], now)
+    except Exception:
+        client.adopt(results)       # the full command records them (and says why it cannot)
         raise
     for name in names:
         report = results[name].settled_report()
@@ -182,6 +173,23 @@ def _quick_check(db, path: str, config, names: list[str], digest: bool) -> int |
               f"{stats.retried if stats else 0} waiting for a retry, {stats.failed if stats else 0} failed")
     sys.stdout.flush()
     return 0
+
+
+def _record_quiet_checks(db, names: list[str], listing_read: list[str], now: datetime) -> None:
+    """Store.record_quiet_checks in one transaction: the checks' times (as the sweep began), and
+    when the listing was read for those that read it."""
+    stamp = _stamp(now)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(f"UPDATE sources SET last_check_at = ?, last_success_at = ?, last_error = NULL, "
+                   f"consecutive_failures = 0 WHERE name IN ({','.join('?' * len(names))})", [stamp, stamp, *names])
+        if listing_read:
+            db.execute(f"UPDATE sources SET listing_read_at = ? WHERE name IN ({','.join('?' * len(listing_read))})",
+                       [stamp, *listing_read])
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 # --------------------------------------------------------------------------------------------
