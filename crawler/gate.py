@@ -25,7 +25,6 @@ every event loop and thread of the process (the CLI's revalidation, the reactor'
 """
 from __future__ import annotations
 
-import asyncio
 import random
 import threading
 import time
@@ -64,6 +63,8 @@ class HostGate:
 
     async def acquire(self, host: str) -> None:
         """Wait until a request to `host` may start, and count it as in flight."""
+        import asyncio      # not for the lean client's threads (acquire_blocking)
+
         while (wait := self._take(host)) is not None:
             await asyncio.sleep(wait)
 

@@ -7,10 +7,13 @@ carries many of them.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from crawler.items import PostItem
+if TYPE_CHECKING:       # crawler.items loads lxml: a check whose answers are all 304s needs no parser
+    from crawler.items import PostItem
 
 # ETag and Last-Modified of one URL, as the site sent them.
 Validators = tuple[str | None, str | None]
@@ -53,6 +56,58 @@ class SourceSpec:
     feed_url: str | None = None
     sitemap_url: str | None = None
     selectors: dict[str, str] = field(default_factory=dict)
+    # `feed_url` is the feed an earlier check found advertised on the listing (kind "auto"), not
+    # a configured one: a read of the listing looks again at what it advertises now.
+    feed_discovered: bool = False
+
+
+# What decides a check's first URLs for the built-in kinds (crawler.kinds): name -> (current
+# name, feed_only, discovers_feeds). Known here without importing crawler.kinds, which loads
+# parsel and lxml; a kind of another name (or "selectors", whose config is checked by its class)
+# is asked of the registry. tests/test_startup.py keeps the two in step.
+BUILT_IN_KINDS: dict[str, tuple[str, bool, bool]] = {
+    "auto": ("auto", False, True),
+    "html": ("html", False, False),
+    "feed": ("feed", True, False),
+    "webflow": ("webflow", False, False),
+    "link": ("webflow", False, False),
+}
+
+
+def kind_traits(name: str) -> tuple[str, bool, bool] | None:
+    """(current name, feed_only, discovers_feeds) of the kind registered under `name`; None when
+    no kind is. The registry is imported only for a kind that is not built in (a module that
+    registers its own kind has imported it already)."""
+    if "crawler.kinds" not in sys.modules and name in BUILT_IN_KINDS:
+        return BUILT_IN_KINDS[name]
+    from crawler.kinds import SourceKind, UnknownSourceKind
+
+    try:
+        kind = SourceKind.named(name)
+    except UnknownSourceKind:
+        return None
+    return kind.__kind__, kind.feed_only, kind.discovers_feeds
+
+
+# How long a kind "auto" source whose listing advertised a feed is checked through that feed
+# alone (one conditional request): its listing is read again after this, at a full sweep, and
+# whenever the feed fails.
+LISTING_EVERY = timedelta(days=1)
+
+
+def feed_alone(kind: str, feed_url: str | None, discovered_feed_url: str | None,
+               listing_read_at: datetime | None, now: datetime) -> bool:
+    """Whether a normal check of a source reads the feed its listing advertised without the
+    listing (CrawlPlan.feed_alone): for a kind that discovers feeds (not one whose feed is the
+    source anyway), with a discovered feed and no configured one (an operator who configured
+    `feed_url` on an "auto" source gets both read), while its listing was read less than
+    LISTING_EVERY ago. A baseline or a full sweep reads the listing whatever this says."""
+    if feed_url or not discovered_feed_url or listing_read_at is None:
+        return False
+    traits = kind_traits(kind)
+    if traits is None or traits[1] or not traits[2]:
+        return False
+    return timedelta(0) <= now - listing_read_at < LISTING_EVERY
 
 
 @dataclass
@@ -75,6 +130,10 @@ class CrawlPlan:
     # fetch to confirm it): requested without validators, so the answer is the content itself.
     recheck_urls: list[str] = field(default_factory=list)
     recheck_feed: bool = False        # the same for edits seen once in a feed entry
+    # The feed (found on the listing by an earlier check, and read well since) is read without
+    # the listing: a kind "auto" source between two reads of its listing (App._feed_alone). The
+    # listing is still read when the feed fails.
+    feed_alone: bool = False
     # Answers already fetched for this source's first URLs (crawler.revalidate), by URL: the
     # crawl's first request of each is answered with it, so no URL is fetched twice in a check.
     prefetched: dict[str, Prefetched] = field(default_factory=dict)
@@ -116,6 +175,7 @@ class CrawlReport:
     warnings: list[str] = field(default_factory=list)
     feed_problem: str | None = None     # the feed failed and the listing was read without it
     discovered_feed: str | None = None
+    listing_read: bool = False        # the first listing page answered (200 or 304)
 
     @property
     def posts(self) -> list[PostItem]:

@@ -29,14 +29,14 @@ sweep one deadline at most. The worker threads are daemon threads: a stop never 
 """
 from __future__ import annotations
 
-import asyncio
 import functools
 import http.client
 import socket
 import ssl
+import sys
 import threading
+import os
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 
 from crawler.address_policy import DEFAULT_PORTS, address_kind, is_ip_literal, origin, refusal
 from crawler.gate import GATE, gate_settings, host_hold
-from crawler.plan import CrawlPlan, CrawlReport, Prefetched
+from crawler.plan import CrawlPlan, CrawlReport, Prefetched, kind_traits
 
 ACCEPT_ENCODING = "gzip, deflate, br"     # what Scrapy's HttpCompressionMiddleware decodes here
 
@@ -66,12 +66,19 @@ class Revalidation:
     attempts: int = 0               # requests sent, answered or not
     reason: str | None = None       # why the crawl must take over, when it must
     timed_out: bool = False         # an exchange ran out of its deadline: the check failed (`reason` says how)
+    listing_url: str | None = None  # the source's listing: whether it was among the 304s
+    urls: list[str] = field(default_factory=list)     # the first URLs it was to ask, in order
+
+    @property
+    def listing_read(self) -> bool:
+        """The listing answered (a settled check's listing said it had not changed)."""
+        return self.listing_url is not None and self.listing_url in self.answers
 
     def settled_report(self) -> CrawlReport:
         """The report of a check that ended with its 304s."""
         return CrawlReport(source_name=self.source, not_modified=True, requests=self.attempts,
                            response_bytes=sum(len(a.body) for a in self.answers.values()),
-                           not_modified_count=len(self.answers))
+                           not_modified_count=len(self.answers), listing_read=self.listing_read)
 
     @property
     def unanswered(self) -> int:
@@ -82,19 +89,17 @@ class Revalidation:
 def first_urls(plan: CrawlPlan) -> list[str]:
     """The URLs a normal check of `plan`'s source starts with, in order, each asked only when the
     one before it answered 304: the feed and then the listing, or the feed alone for a kind
-    whose feed is the source, or the listing. Empty when the check is not a normal one."""
+    whose feed is the source (or an "auto" source between two reads of its listing,
+    `plan.feed_alone`), or the listing. Empty when the check is not a normal one."""
     if plan.baseline or plan.sweep_urls or plan.recheck_urls or plan.recheck_feed:
         return []
     source = plan.source
     if not source.feed_url:
         return [source.url]
-    from crawler.kinds import SourceKind, UnknownSourceKind    # parsel and lxml: only for feed sources
-
-    try:
-        feed_only = SourceKind.named(source.kind).feed_only
-    except UnknownSourceKind:
+    traits = kind_traits(source.kind)
+    if traits is None:
         return []                    # the crawl reports it
-    return [source.feed_url] if feed_only else [source.feed_url, source.url]
+    return [source.feed_url] if traits[1] or plan.feed_alone else [source.feed_url, source.url]
 
 
 class _Client:
@@ -110,7 +115,11 @@ class _Client:
         self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
         self._active: dict[http.client.HTTPConnection, float] = {}     # connection in use -> its deadline
         self._lock = threading.Lock()
-        self._tls = ssl.create_default_context()
+
+    @functools.cached_property
+    def _tls(self) -> ssl.SSLContext:
+        """Made at the first https exchange: loading the CA certificates costs 25 ms."""
+        return ssl.create_default_context()
 
     def addresses(self, url: str, source_url: str) -> list[str]:
         """The addresses `url` may be fetched on (the first is used), or CannotRevalidate."""
@@ -265,6 +274,17 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
+def _behind_proxy() -> bool:
+    """Whether a proxy is configured (urllib's rule; its module, 10 ms of imports, is loaded only
+    when the environment names a proxy at all or the platform keeps them elsewhere)."""
+    if os.name == "posix" and sys.platform != "darwin" and not any(
+            key.lower().endswith("_proxy") for key in os.environ):
+        return False
+    import urllib.request
+
+    return bool(urllib.request.getproxies())
+
+
 def _resolve(host: str, port: int | None) -> list[str]:
     if is_ip_literal(host):
         return [host.split("%", 1)[0]]
@@ -342,6 +362,13 @@ class Revalidator:
         self.workers = max(1, workers)
         self._client: _Client | None = None
         self._settings_key: tuple | None = None
+        self._adopted: dict[str, Revalidation] = {}
+
+    def adopt(self, results: Mapping[str, Revalidation]) -> None:
+        """What a caller of this process already asked of these sources (the one-shot check's
+        quick pass, postwatch.oneshot): the next `revalidate` hands each back, once, for a plan
+        with the same first URLs, instead of asking the site again."""
+        self._adopted.update({name: result for name, result in results.items() if result.attempts})
 
     async def revalidate(self, plans: list[CrawlPlan], settings: Mapping) -> dict[str, Revalidation]:
         """Ask the first URLs of every plan that a lean request can settle; one Revalidation per
@@ -352,6 +379,34 @@ class Revalidator:
         delay), and the loop is woken when all are done, or when an exchange's deadline passes
         (to cut it): handing each exchange back and forth through the loop cost more than the
         exchanges themselves."""
+        results, hosts, retry_after_max = self._prepare(plans, settings)
+        if hosts:
+            await self._run(self._client, hosts, results, retry_after_max)
+        return results
+
+    def revalidate_blocking(self, plans: list[CrawlPlan], settings: Mapping) -> dict[str, Revalidation]:
+        """`revalidate` for a caller without an event loop (the one-shot check, which then needs
+        no asyncio): the same exchanges in the same worker threads, waited for in this one."""
+        results, hosts, retry_after_max = self._prepare(plans, settings)
+        if not hosts:
+            return results
+        client = self._client
+        done = threading.Event()
+        state = self._start(client, hosts, results, retry_after_max, done.set)
+        try:
+            while not done.is_set():
+                watch = client.abort_overdue()
+                timeout = None if watch is None else max(0.05, watch - time.monotonic() + 0.05)
+                done.wait(min(timeout or 1.0, 1.0))
+        except BaseException:       # Ctrl-C: every exchange under way is cut
+            state["stop"] = True
+            client.abort_all()
+            raise
+        return results
+
+    def _prepare(self, plans: list[CrawlPlan], settings: Mapping):
+        """(a Revalidation per plan's source, the exchanges to make grouped by host, Retry-After
+        limit): the client for `settings`, and the plans the lean client may start."""
         key = tuple(sorted((k, str(v)) for k, v in settings.items()))
         if self._client is None or key != self._settings_key:
             if self._client is not None:
@@ -359,29 +414,50 @@ class Revalidator:
             self._client, self._settings_key = _Client(settings), key
         GATE.configure(gate_settings(settings))
         now = datetime.now(timezone.utc)
-        behind_proxy = bool(urllib.request.getproxies())
+        behind_proxy = _behind_proxy()
         results: dict[str, Revalidation] = {}
         by_host: dict[str, list[tuple[CrawlPlan, list[str]]]] = {}
         for plan in plans:
-            result = results[plan.source.name] = Revalidation(source=plan.source.name)
             urls = first_urls(plan)
+            adopted = self._adopted.pop(plan.source.name, None)
+            if adopted is not None and urls and adopted.urls == urls:
+                results[plan.source.name] = adopted
+                continue
+            result = results[plan.source.name] = Revalidation(source=plan.source.name, listing_url=plan.source.url,
+                                                              urls=urls)
             result.reason = self._left_to_the_crawl(plan, urls, settings, now, behind_proxy)
             if result.reason is None:
                 by_host.setdefault(origin(urls[0])[1], []).append((plan, urls))
-        if by_host:
-            await self._run(self._client, list(by_host.values()), results, float(settings.get("RETRY_AFTER_MAX", 300)))
-        return results
+        return results, list(by_host.values()), float(settings.get("RETRY_AFTER_MAX", 300))
 
     async def _run(self, client: _Client, hosts: list[list[tuple[CrawlPlan, list[str]]]],
                    results: dict[str, Revalidation], retry_after_max: float) -> None:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        lock = threading.Lock()
-        state = {"next": 0, "left": len(hosts), "stop": False}
 
         def finished() -> None:
             if not done.done():
                 done.set_result(None)
+
+        state = self._start(client, hosts, results, retry_after_max, lambda: loop.call_soon_threadsafe(finished))
+        try:
+            while not done.done():
+                watch = client.abort_overdue()
+                timeout = None if watch is None else max(0.05, watch - time.monotonic() + 0.05)
+                await asyncio.wait([done], timeout=min(timeout or 1.0, 1.0))
+        except asyncio.CancelledError:
+            state["stop"] = True
+            client.abort_all()
+            raise
+
+    def _start(self, client: _Client, hosts: list[list[tuple[CrawlPlan, list[str]]]],
+               results: dict[str, Revalidation], retry_after_max: float, all_done) -> dict:
+        """The worker threads, started; `all_done()` is called (from one of them) when the last
+        host's exchanges are over. The returned state's "stop" tells them to start no more."""
+        lock = threading.Lock()
+        state = {"next": 0, "left": len(hosts), "stop": False}
 
         def worker() -> None:
             while True:
@@ -404,21 +480,13 @@ class Revalidator:
                         state["left"] -= 1
                         last = state["left"] == 0
                     if last:
-                        loop.call_soon_threadsafe(finished)
+                        all_done()
 
         # Daemon threads: a process told to stop exits without joining them (an exchange cut by
         # abort_all returns at once anyway).
         for n in range(min(self.workers, len(hosts))):
             threading.Thread(target=worker, name=f"revalidate-{n}", daemon=True).start()
-        try:
-            while not done.done():
-                watch = client.abort_overdue()
-                timeout = None if watch is None else max(0.05, watch - time.monotonic() + 0.05)
-                await asyncio.wait([done], timeout=min(timeout or 1.0, 1.0))
-        except asyncio.CancelledError:
-            state["stop"] = True
-            client.abort_all()
-            raise
+        return state
 
     @staticmethod
     def _left_to_the_crawl(plan: CrawlPlan, urls: list[str], settings: Mapping, now: datetime,

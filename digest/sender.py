@@ -6,7 +6,6 @@ import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from digest.compose import DigestComposer, preferences_url, unsubscribe_url
 from digest.delivery import channel_for_address, private_opener, shown_address
 from digest.filters import KeywordFilter, select_events
 from digest.render import render_digest
-from digest.settings import DigestSettings
+from digest.settings import DigestSettings, FlushStats  # noqa: F401 - FlushStats: its old home
 from state import Subscriber
 from state.suppression import DEFAULT_BOUNCE_LIMIT, is_hard_bounce
 
@@ -22,21 +21,6 @@ log = logging.getLogger("postwatch.digest")
 
 BACKOFF_FIRST = timedelta(minutes=1)
 BACKOFF_MAX = timedelta(hours=1)
-
-
-@dataclass
-class FlushStats:
-    sent: int = 0
-    retried: int = 0
-    failed: int = 0
-    suppressed: int = 0        # subscribers suppressed by this flush's hard bounces
-    sent_by_channel: dict[str, int] = field(default_factory=dict)    # "email", "webhook"... -> sent
-
-    def add(self, kind: str, other: "FlushStats") -> None:
-        for name in ("sent", "retried", "failed", "suppressed"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        if other.sent:
-            self.sent_by_channel[kind] = self.sent_by_channel.get(kind, 0) + other.sent
 
 
 class ComposeForChannels:

@@ -79,3 +79,20 @@ def wire_address(address: str) -> str:
         return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
     except idna.IDNAError:
         return address
+
+
+@dataclass
+class FlushStats:
+    """What a flush of the outbox did. Kept here, beside the settings, so that a flush with
+    nothing due needs none of the rendering and delivery stack (digest.sender)."""
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    suppressed: int = 0        # subscribers suppressed by this flush's hard bounces
+    sent_by_channel: dict[str, int] = field(default_factory=dict)    # "email", "webhook"... -> sent
+
+    def add(self, kind: str, other: "FlushStats") -> None:
+        for name in ("sent", "retried", "failed", "suppressed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.sent:
+            self.sent_by_channel[kind] = self.sent_by_channel.get(kind, 0) + other.sent

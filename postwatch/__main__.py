@@ -1,7 +1,7 @@
 import gc
 import sys
 
-from postwatch.cli import main
+from postwatch.oneshot import main
 
 status = main()
 # The command's work is committed and its output written. Freezing the heap spares the

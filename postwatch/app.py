@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterable
 
-from crawler.plan import CrawlPlan, CrawlReport, SourceSpec
+from crawler.plan import CrawlPlan, CrawlReport, SourceSpec, feed_alone
 from digest.settings import DigestSettings, SmtpSettings
 from postwatch.config import Config, scrapy_overrides
 from state import SourceRecord, StorageError
@@ -315,7 +315,7 @@ class App:
         now = utcnow()
         states = self._crawl_states(records, summaries, posts_too=False, now=now)
         kinds = {name: self._check_kind(state, full, now) for name, state in states.items()}
-        lean = [self._plan(records[n], states[n], *kinds[n]) for n in states if not any(kinds[n])]
+        lean = [self._plan(records[n], states[n], *kinds[n], now=now) for n in states if not any(kinds[n])]
         revalidations = (await revalidator(self.config.crawl.parallel_sources).revalidate(lean, self.crawl_settings)
                          if lean else {})
         reports = {n: r.settled_report() for n, r in revalidations.items() if r.settled}
@@ -331,7 +331,7 @@ class App:
             to_crawl = [n for n in to_crawl if n in full_states]
             plans = []
             for name in to_crawl:
-                plan = self._plan(records[name], states[name], *kinds[name])
+                plan = self._plan(records[name], states[name], *kinds[name], now=now)
                 if name in revalidations:
                     plan.prefetched = dict(revalidations[name].answers)
                 plans.append(plan)
@@ -351,7 +351,7 @@ class App:
         try:
             # Checked when the sweep began, not when its slowest source gave up: a slow host's
             # deadline must not push the other sources' next checks later at every sweep.
-            self.store.record_quiet_checks(quiet, now)
+            self.store.record_quiet_checks(quiet, now, listing_read=[n for n in quiet if revalidations[n].listing_read])
         except StorageError as exc:
             for name in quiet:
                 summaries[name] = self._storage_failure(name, exc)
@@ -434,7 +434,7 @@ class App:
         return False, last is not None and now - last >= self.config.crawl.full_sweep_every
 
     @staticmethod
-    def _plan(record: SourceRecord, state, baseline: bool, sweep: bool) -> CrawlPlan:
+    def _plan(record: SourceRecord, state, baseline: bool, sweep: bool, now: datetime | None = None) -> CrawlPlan:
         """What the crawl of one source is asked to do. An edit seen once (or held as suspect) is
         looked at again at this very check, and a sweep re-reads volatile posts in full to see
         whether they settled."""
@@ -446,7 +446,8 @@ class App:
             recheck_urls |= set(state.removals_to_confirm)
         return CrawlPlan(
             source=SourceSpec(name=record.name, url=record.url, kind=record.kind, feed_url=record.read_feed_url,
-                              sitemap_url=record.sitemap_url, selectors=dict(record.selectors or {})),
+                              sitemap_url=record.sitemap_url, selectors=dict(record.selectors or {}),
+                              feed_discovered=not record.feed_url and bool(record.discovered_feed_url)),
             known_urls={url for url, post in state.known.items() if post.status != "removed"},
             known_published={url: post.published_at for url, post in state.known.items()
                              if post.status != "removed" and post.published_at},
@@ -457,6 +458,10 @@ class App:
             sweep_urls=list(state.known) if sweep else ([] if baseline else list(state.revisits)),
             recheck_urls=sorted(recheck_urls),
             recheck_feed=any("feed" in origins for origins in awaiting.values()),
+            # An "auto" source between two reads of its listing asks its discovered feed alone
+            # (crawler.plan.feed_alone); a baseline and a full sweep read the listing too.
+            feed_alone=not (baseline or sweep) and feed_alone(record.kind, record.feed_url, record.discovered_feed_url,
+                                                              state.listing_read_at, now or utcnow()),
         )
 
     def _conclude(self, record: SourceRecord, report, *, baseline: bool, sweep: bool, quiet: bool,
@@ -512,6 +517,8 @@ class App:
         return summary
 
     def compose_digests(self, subscriber_ids: Iterable[int] | None = None) -> list[int]:
+        if not self.store.digests_pending(subscriber_ids):
+            return []       # every cursor is at the newest event: the rendering stack stays unloaded
         from digest.sender import compose_and_queue
 
         return compose_and_queue(self.store, self.digest_settings(), utcnow(), subscriber_ids=subscriber_ids,
@@ -520,10 +527,16 @@ class App:
     def flush_outbox(self, stop: threading.Event | None = None):
         """Send what is due, channel by channel (email first, then every other channel that has
         a message due): the totals of all of them."""
-        from digest.sender import FlushStats
+        from digest.settings import FlushStats
 
         total = FlushStats()
-        kinds = ["email", *(kind for kind in self.store.due_channels(utcnow()) if kind != "email")]
+        due = self.store.due_channels(utcnow())
+        journal = self.store.accepted
+        if not due and not (journal is not None and journal.waiting()):
+            # Nothing to send nor to reconcile: the delivery stack (digest.sender) stays unloaded.
+            self.update_outbox_gauges()
+            return total
+        kinds = ["email", *(kind for kind in due if kind != "email")]
         for kind in kinds:
             if stop is not None and stop.is_set():
                 break

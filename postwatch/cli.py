@@ -454,7 +454,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_format or "text", args.verbose)
     try:
-        config = load_config(args.config) if args.reads_config else Config()
+        if args.reads_config:
+            from postwatch.oneshot import preloaded_config      # read by a quick `check` pass already?
+
+            config = preloaded_config(args.config) or load_config(args.config)
+        else:
+            config = Config()
     except ConfigError as exc:
         _print_problems(exc)
         return 2

@@ -6,13 +6,11 @@ source, SQLite state in ./postwatch.db and digests written as .eml files into ./
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import os
 import re
-import secrets
 import stat
-import tempfile
+import sys
 import tomllib
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
@@ -325,6 +323,8 @@ class Config:
         try:
             secret = secret_file.read_bytes().strip()
         except FileNotFoundError:
+            import secrets
+
             secret = _create_secret_file(secret_file, secrets.token_urlsafe(32).encode(), self.unsubscribe.secret_env)
         except OSError as exc:
             raise ConfigError([f"{secret_file}: cannot read the unsubscribe secret: {exc.strerror or exc}"]) from None
@@ -397,6 +397,8 @@ def _create_secret_file(path: Path, secret: bytes, env_name: str) -> bytes:
     """Write the secret under a temporary name, fsync it, then hard-link it into place: the link
     fails if the file exists, so of processes starting at once exactly one creates it, and no
     reader ever sees it empty or half-written (a full disk leaves no file at all)."""
+    import tempfile
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -624,9 +626,10 @@ def _tables(items: Any, table: str, where: str, problems: list[str]):
 
 
 def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceConfig]:
-    # crawler.kinds loads parsel and lxml (45 ms measured): `--help` and a run on the built-in
-    # default source do not read [[sources]] and need not pay it.
-    from crawler.kinds import SourceKind, UnknownSourceKind
+    # crawler.kinds loads parsel and lxml (45 ms measured): `--help`, a run on the built-in
+    # default source and sources of the built-in kinds (crawler.plan.BUILT_IN_KINDS) need not
+    # pay it; another kind's name is looked up in its registry.
+    from crawler.plan import BUILT_IN_KINDS
 
     if items is None:
         return default_sources()
@@ -658,13 +661,18 @@ def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceCo
             if problem:
                 problems.append(f"{label}: selectors.{problem}")
         kind = item.get("kind", item.get("preset", "auto"))
-        try:
-            kind_class = SourceKind.named(kind)
-        except UnknownSourceKind as exc:
-            problems.append(f"{label}: {exc}")
+        if isinstance(kind, str) and kind in BUILT_IN_KINDS and "crawler.kinds" not in sys.modules:
+            kind = BUILT_IN_KINDS[kind][0]     # a deprecated name ("link") becomes the current one
         else:
-            kind = kind_class.__kind__     # a deprecated name ("link") becomes the current one
-            problems += [f"{label}: {problem}" for problem in kind_class.config_problems(selectors)]
+            from crawler.kinds import SourceKind, UnknownSourceKind
+
+            try:
+                kind_class = SourceKind.named(kind)
+            except UnknownSourceKind as exc:
+                problems.append(f"{label}: {exc}")
+            else:
+                kind = kind_class.__kind__     # a deprecated name ("link") becomes the current one
+                problems += [f"{label}: {problem}" for problem in kind_class.config_problems(selectors)]
         interval = None
         if "interval" in item:
             try:
@@ -673,10 +681,12 @@ def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceCo
                 problems.append(f"{label}: interval: {exc}")
         if any(s.name == name for s in sources):
             problems.append(f"{label}: defined twice")
-        from digest.filters import filter_problems
-
         terms = {key: item.get(key) for key in ("include", "exclude")}
-        filters_wrong = filter_problems(terms["include"], terms["exclude"])
+        filters_wrong = []
+        if terms["include"] is not None or terms["exclude"] is not None:
+            from digest.filters import filter_problems      # google-re2: only for sources that filter
+
+            filters_wrong = filter_problems(terms["include"], terms["exclude"])
         problems += [f"{label}: {problem}" for problem in filters_wrong]
         sources.append(SourceConfig(
             name=name, url=url, kind=kind, title=item.get("title"), feed_url=item.get("feed_url"),
@@ -823,9 +833,10 @@ def validate(config: Config, where: str = "config") -> list[str]:
     elif not 1 <= config.listen_address()[1] <= 65535:
         problems.append(f"{where}: [daemon] listen port must be between 1 and 65535, not {config.listen_address()[1]}")
     try:
-        from apscheduler.triggers.cron import CronTrigger
+        if config.daemon.housekeeping != DaemonConfig.housekeeping:    # the default is one (APScheduler: 15 ms)
+            from apscheduler.triggers.cron import CronTrigger
 
-        CronTrigger.from_crontab(config.daemon.housekeeping, timezone="UTC")
+            CronTrigger.from_crontab(config.daemon.housekeeping, timezone="UTC")
     except ValueError as exc:
         problems.append(f"{where}: [daemon] housekeeping {config.daemon.housekeeping!r} is not a cron expression: {exc}")
     if config.inbound.listen and not re.fullmatch(r"\[?[\w.:-]*\]?:\d{1,5}", config.inbound.listen):
@@ -855,9 +866,16 @@ def validate(config: Config, where: str = "config") -> list[str]:
 
 
 def _delivery_problems(config: Config) -> list[str]:
+    channel = config.delivery_channel
+    if channel in ("smtp", "folder"):       # built in: known without loading the channels
+        if config.delivery.options:
+            return [f"options: channel '{channel}' takes its settings from "
+                    + ("[smtp]" if channel == "smtp" else "[digest] outbox")]
+        if channel == "smtp" and not config.smtp.host:
+            return ["channel 'smtp' needs [smtp] host"]
+        return []
     from digest.delivery import CHANNELS     # smtplib, ssl and the channels: only when a config is checked
 
-    channel = config.delivery_channel
     if channel not in CHANNELS:
         mail = sorted(name for name, cls in CHANNELS.items() if cls.carries == "email")
         return [f"channel '{channel}' is not a delivery channel (known: {', '.join(mail)})"]
@@ -871,6 +889,8 @@ def _delivery_problems(config: Config) -> list[str]:
         if channel == "smtp" and not config.smtp.host:
             return ["channel 'smtp' needs [smtp] host"]
         return []
+    import inspect
+
     try:
         inspect.signature(CHANNELS[channel]).bind(**config.delivery.options)
     except TypeError as exc:

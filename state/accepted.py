@@ -44,6 +44,10 @@ class AcceptedJournal:
                 continue
         return ids, taken
 
+    def waiting(self) -> bool:
+        """Whether anything is written down that a flush must reconcile (only looks)."""
+        return self.path.exists() or any(self.path.parent.glob(f"{self.path.name}.*.taken"))
+
     @staticmethod
     def done(files: list[Path]) -> None:
         for file in files:

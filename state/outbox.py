@@ -17,7 +17,7 @@ from state.database import Database, as_utc, pg_connect_args, utc_now
 from state.errors import StorageError
 from state.events import last_seq, pending_query, read_events
 from state.records import ComposedMessage, EventRecord, OutboxItem, Subscriber
-from state.schema import outbox, subscribers
+from state.schema import counters, outbox, subscribers
 from state.subscribers import subscriber_from_row
 
 
@@ -76,6 +76,18 @@ class OutboxStorage(Database):
                     conn.execute(update(subscribers).where(subscribers.c.id == bindparam("subscriber"))
                                  .values(cursor=bindparam("new_cursor")), cursors)
         return queued
+
+    def digests_pending(self, subscriber_ids: Iterable[int] | None = None) -> bool:
+        """Whether compose_digests may have anything to do: an active subscriber (of
+        `subscriber_ids`, when given) whose cursor is behind the newest event. Only looks."""
+        query = select(subscribers.c.id).where(subscribers.c.status == "active",
+                                               subscribers.c.cursor < func.coalesce(
+                                                   select(counters.c.value).where(counters.c.name == "event_seq")
+                                                   .scalar_subquery(), 0)).limit(1)
+        if subscriber_ids is not None:
+            query = query.where(subscribers.c.id.in_(list(subscriber_ids)))
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def enqueue_message(self, message: ComposedMessage, now: datetime, subscriber_id: int | None = None) -> int:
         with self.engine.begin() as conn:

@@ -57,7 +57,7 @@ class PostStorage(Database):
             if missing:
                 raise KeyError(f"no such source: {', '.join(sorted(missing))}")
             ids = list(rows)
-            first_urls = {url for r in rows.values() for url in (r["url"], r["feed_url"]) if url}
+            first_urls = {url for r in rows.values() for url in _first_urls(r) if url}
             known: dict[int, dict[str, KnownPost]] = {i: {} for i in ids}
             if posts_too:
                 for r in conn.execute(select(posts.c.source_id, posts.c.url, posts.c.title, posts.c.content_hash,
@@ -96,7 +96,8 @@ class PostStorage(Database):
                                       as_utc(r["last_full_sweep_at"]), awaiting.get(i, {}), volatile[i],
                                       quiet=not r["degraded"] and i not in holding,
                                       revisits=revisits.get(i, []), removals_to_confirm=removals.get(i, []),
-                                      failures=r["consecutive_failures"] or 0)
+                                      failures=r["consecutive_failures"] or 0,
+                                      listing_read_at=as_utc(r["listing_read_at"]))
                 for i, r in rows.items()}
 
     def volatile_posts(self, source: str | None = None) -> list[tuple[str, str, datetime]]:
@@ -148,6 +149,8 @@ class PostStorage(Database):
 
             source_values: dict[str, Any] = {"last_check_at": now, "last_success_at": now, "last_error": None,
                                              "consecutive_failures": 0}
+            if getattr(check, "listing_read", False):
+                source_values["listing_read_at"] = now
             if baseline:
                 update_source(conn, source_id, baseline_done=True, **source_values)
                 return ApplyResult([], False, None, True)
@@ -265,8 +268,14 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _first_urls(source_row) -> tuple[str | None, ...]:
+    """The URLs a check of the source may start with: its listing, and the feed it reads (the
+    configured one, or the one its listing advertised)."""
+    return source_row["url"], source_row["feed_url"] or source_row["discovered_feed_url"]
+
+
 def _origins_of(source_row, known: dict[str, KnownPost]) -> set[str]:
-    return {_origin(url) for url in (source_row["url"], source_row["feed_url"], *known) if url}
+    return {_origin(url) for url in (*_first_urls(source_row), *known) if url}
 
 
 def _save_validators(conn: Connection, source_id: int, validators: dict, now: datetime) -> None:

@@ -67,6 +67,7 @@ class CrawlState:
     revisits: list[str] = field(default_factory=list)
     removals_to_confirm: list[str] = field(default_factory=list)
     failures: int = 0       # failed checks in a row before this one (a success after them is told)
+    listing_read_at: datetime | None = None     # when a check last read the listing (200 or 304)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class CheckInput:
     robots: dict[str, tuple[bytes, datetime]] = field(default_factory=dict)
     baseline: bool = False
     discovered_feed: str | None = None
+    listing_read: bool = False
 
 
 class ObservedCheck(Protocol):
@@ -95,6 +97,7 @@ class ObservedCheck(Protocol):
     robots: dict[str, tuple[bytes, datetime]]
     baseline: bool
     discovered_feed: str | None               # the feed the listing advertises, if it was read
+    listing_read: bool                        # the first listing page answered (200 or 304)
 
 
 @dataclass

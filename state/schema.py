@@ -33,6 +33,9 @@ sources = Table(
     Column("discovered_feed_url", Text),      # the feed its listing advertises (kind "auto")
     # Added by revision 0010: when the cluster's planning task next hands it to a worker (NULL: now).
     Column("next_check_at", UTC),
+    # Added by revision 0014: when a check last read its listing (200 or 304). A source of kind
+    # "auto" with a discovered feed reads the feed alone until this is a day old.
+    Column("listing_read_at", UTC),
     Index("ix_sources_next_check", "next_check_at"),
 )
 

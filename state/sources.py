@@ -57,7 +57,14 @@ class SourceStorage(Database):
                     conn.execute(insert(sources).values(name=record.name, created_at=utc_now(), baseline_done=False,
                                                         consecutive_failures=0, degraded=False, **values))
                 elif any(row[column] != value for column, value in values.items()):
-                    conn.execute(update(sources).where(sources.c.name == record.name).values(**values))
+                    # Another address or kind: the listing is read at the next check (and, at
+                    # another address, the feed it advertises found again), not skipped on the
+                    # strength of the old one.
+                    reset = {"listing_read_at": None} if any(
+                        row[column] != values[column] for column in ("url", "kind", "feed_url")) else {}
+                    if row["url"] != values["url"]:
+                        reset["discovered_feed_url"] = None
+                    conn.execute(update(sources).where(sources.c.name == record.name).values(**values, **reset))
             for name, row in sorted(existing.items()):
                 if row["origin"] == "config" and row["enabled"] and name not in names:
                     conn.execute(update(sources).where(sources.c.name == name).values(enabled=False))
@@ -95,15 +102,19 @@ class SourceStorage(Database):
         with self.engine.begin() as conn:
             conn.execute(update(sources).where(sources.c.name == source).values(last_full_sweep_at=now))
 
-    def record_quiet_checks(self, names: Iterable[str], now: datetime) -> None:
+    def record_quiet_checks(self, names: Iterable[str], now: datetime, listing_read: Iterable[str] = ()) -> None:
         """Checks that saw nothing new (their first URLs answered 304) of sources with nothing
-        held (CrawlState.quiet): one statement for all of them, as apply_check would leave them."""
+        held (CrawlState.quiet): one transaction for all of them, as apply_check would leave them
+        (`listing_read`: those of them whose listing answered too)."""
         names = list(names)
         if not names:
             return
+        listing_read = [name for name in listing_read if name in set(names)]
         with self.engine.begin() as conn:
             conn.execute(update(sources).where(sources.c.name.in_(names)).values(
                 last_check_at=now, last_success_at=now, last_error=None, consecutive_failures=0))
+            if listing_read:
+                conn.execute(update(sources).where(sources.c.name.in_(listing_read)).values(listing_read_at=now))
 
     def record_check_failure(self, source: str, error: str, now: datetime) -> int:
         """One more failed check in a row; how many there have been."""

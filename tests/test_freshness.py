@@ -38,8 +38,9 @@ def test_an_edit_in_a_full_content_feed_is_mailed_after_one_default_check_withou
         cli("check", check=True)                       # baseline: the listing advertises the feed, which is kept
         site.clear_log()
         quiet = cli("check", check=True).stdout
-        assert "no changes (2 requests, 0 bytes)" in quiet, quiet          # feed 304, then listing 304
-        assert [r.path for r in site.requests] == ["/feed/", "/"]
+        # The discovered feed alone answers 304; the listing, read by the baseline, waits a day (issue 32).
+        assert "no changes (1 requests, 0 bytes)" in quiet, quiet
+        assert [r.path for r in site.requests] == ["/feed/"]
         cli("subscribers", "add", "ada@example.org", check=True)
         post = site.posts[1]
         site.edit_post(post.slug, body_paragraphs=["Correction: 14 refugees, not 12, reached South Korea.",

@@ -204,7 +204,9 @@ class BlogSpider(Spider):
     def parse_feed(self, response):
         crawl = self._crawl_of(response)
         source, plan, report = crawl.source, crawl.plan, crawl.report
-        reads_listing = not crawl.kind.feed_only and not response.meta.get("discovered")
+        # The listing after the feed: not for a kind whose feed is the source, nor after a feed the
+        # listing has just advertised, nor while an "auto" source's remembered feed is read alone.
+        reads_listing = not (crawl.kind.feed_only or response.meta.get("discovered") or plan.feed_alone)
         if response.status == 304:
             if reads_listing:
                 yield self._listing_request(crawl, source.url, first=True)   # the listing decides
@@ -241,6 +243,8 @@ class BlogSpider(Spider):
         crawl = self._crawl_of(response)
         source, plan, report = crawl.source, crawl.plan, crawl.report
         first = response.meta.get("first")
+        if first:
+            report.listing_read = True
         if response.status == 304:
             if first:
                 report.not_modified = True
@@ -253,9 +257,10 @@ class BlogSpider(Spider):
         if first:
             yield from self._known_pages(crawl)
         sel = selector_for(response.text, response.url)
-        if first and crawl.kind.discovers_feeds and not source.feed_url:
+        if first and crawl.kind.discovers_feeds and (not source.feed_url or source.feed_discovered):
+            # Found again at each read of the listing: a feed that moved is followed.
             feeds = discover_feeds(sel, response.url)
-            if feeds:
+            if feeds and feeds[0] != source.feed_url:
                 report.discovered_feed = feeds[0]
                 yield self._feed_request(crawl, feeds[0], discovered=True)
         entries, next_url = crawl.kind.listing(sel, response.url, crawl.site)
