@@ -19,5 +19,12 @@ def upgrade():
 
 
 def downgrade():
-    with op.batch_alter_table("subscribers") as batch:
-        batch.drop_column("lang")
+    # In place, not batch mode: a batch rebuild drops the old table, and with SQLite's foreign keys
+    # on that deletes (or nulls) every row that refers to it (posts and their versions, outbox rows).
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite":
+        import sqlite3
+
+        if sqlite3.sqlite_version_info < (3, 35):
+            return      # cannot drop a column in place: a spare NULL-able column is a valid older revision
+    op.execute("ALTER TABLE subscribers DROP COLUMN lang")
