@@ -1,6 +1,8 @@
 """The daemon's HTTP endpoint: /healthz, /metrics (Prometheus), /unsubscribe, the Atom feeds of
-changes (/feeds/<source>.atom, /feeds/all.atom), and the reader's pages: /subscribe (double
-opt-in), /confirm and /preferences (postwatch/signup.py does their work).
+changes (/feeds/<source>.atom, /feeds/all.atom), the reader's pages: /subscribe (double
+opt-in), /confirm and /preferences (postwatch/signup.py does their work), and the public pages:
+the front page / and the web archive (/archive/, /archive/<source>/, /archive/d/<digest id>,
+digest/archive.py), which carry nothing of any reader and answer conditional GETs.
 
 Why aiohttp: it runs on the daemon's own asyncio loop, the one Scrapy's reactor and APScheduler
 already share (no second server thread or process to supervise); it is a mature asyncio server;

@@ -158,3 +158,38 @@ def test_a_digest_id_names_its_events_as_runs():
     assert parse_digest_id("120-122_130_140-141") == [120, 121, 122, 130, 140, 141]
     for bad in ("", "3-1", "5_4", "1-3_2", "a", "1-99999999", "1--2", "-1"):
         assert parse_digest_id(bad) is None, bad
+
+
+def test_a_source_page_goes_back_page_by_page_and_forward_again(tmp_path, monkeypatch):
+    from datetime import timedelta
+
+    from digest import archive
+    from digest.settings import DigestSettings
+    from state import CheckInput, Store
+    from test_state_changes import NOW, pages, post, seeded
+
+    monkeypatch.setattr(archive, "PAGE_SIZE", 10)
+    store = Store(str(tmp_path / "state.db"))
+    try:
+        seeded(store, 20)
+        store.apply_check("blog", CheckInput(posts=pages(20) + [post(n, f"<p>Post {n}.</p>") for n in range(30, 55)]),
+                          NOW + timedelta(minutes=1))
+        store.release_source("blog")                  # 25 new posts at once were held as a flood
+        settings = DigestSettings()
+        seen, url, newer_links = [], "/archive/blog/", []
+        while url:
+            before = int(url.split("before=")[1]) if "before=" in url else None
+            body = archive.source_page(store, settings, "blog", "en", before).body.decode()
+            seen += re.findall(r'<h3 dir="auto"><a href="([^"]+)"', body)
+            newer_links += re.findall(r'href="([^"]+)" rel="prev"', body)
+            url = (re.findall(r'href="([^"]+)" rel="next"', body) or [""])[0]
+        assert len(seen) == len(set(seen)) == 25           # every change once, newest first, in 3 pages
+        assert seen[0] == "https://blog.example/p/54" and seen[-1] == "https://blog.example/p/30"
+        assert newer_links[0] == "/archive/blog/" and len(newer_links) == 2
+        # Back from the last page, one page at a time: the middle page again.
+        middle = archive.source_page(store, settings, "blog", "en", int(newer_links[1].split("before=")[1])).body.decode()
+        assert re.findall(r'<h3 dir="auto"><a href="([^"]+)"', middle) == seen[10:20]
+        with pytest.raises(archive.NotInArchive):
+            archive.source_page(store, settings, "nope", "en")
+    finally:
+        store.close()
