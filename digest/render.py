@@ -7,7 +7,7 @@ import textwrap
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 import css_inline
@@ -49,6 +49,9 @@ PREHEADER_CHARS = 140        # about what Gmail and Apple Mail show of it on a p
 TOP_LINKS_AFTER = 5          # a digest with more posts also has its unsubscribe link at the top
 SUMMARY_AFTER = 5            # a digest with more items starts with a summary: counts per source, linked
 TEXT_WIDTH = 78
+# The web archive shows an edit's whole diff (within reason: a rewritten page is not a diff).
+ARCHIVE_DIFF_CHARS = 20_000
+ARCHIVE_DIFF_ENTRIES = 200
 
 # Embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069): "Refund\u202efdp.exe"
 # would display as "Refundexe.pdf".
@@ -232,16 +235,16 @@ def _context(words: list) -> list:
     return shaped
 
 
-def diff_for_digest(diff: dict | None) -> dict | None:
-    """An edit's diff as the digest shows it: at most DIFF_ENTRIES paragraphs and DIFF_CHARS
-    characters of text, each cleaned like any text from the site; `truncated` when anything of it
-    is left out (the page has the rest)."""
+def diff_for_digest(diff: dict | None, chars: int = DIFF_CHARS, most: int = DIFF_ENTRIES) -> dict | None:
+    """An edit's diff as the digest shows it: at most `most` paragraphs and `chars` characters of
+    text, each cleaned like any text from the site; `truncated` when anything of it is left out
+    (the page, and the web archive, have the rest)."""
     if not diff:
         return None
     entries, size, cut = [], 0, False
     for entry in diff.get("paragraphs") or []:
-        room = DIFF_CHARS - size
-        if len(entries) >= DIFF_ENTRIES or room < 40:
+        room = chars - size
+        if len(entries) >= most or room < 40:
             cut = True
             break
         if entry.get("op") == "changed":
@@ -349,7 +352,7 @@ def _read_more(blocks: list[Block], url: str, label: str) -> Markup:
     return Markup(f'{html}<p dir="auto">{link}</p>')
 
 
-def _post(event, zone: ZoneInfo, short: bool = True, lang: str = "en") -> dict:
+def _post(event, zone: ZoneInfo, short: bool = True, lang: str = "en", whole_diff: bool = False) -> dict:
     lead = lead_of(event.body_html, SHORT_LEAD_CHARS if short else LEAD_CHARS) if event.kind in ("new", "restored") else []
     excerpt = excerpt_of(event, SHORT_LEAD_CHARS if short else 300)
     if short and lead:
@@ -362,7 +365,9 @@ def _post(event, zone: ZoneInfo, short: bool = True, lang: str = "en") -> dict:
         "kind": event.kind, "title": clean_text(event.title, TITLE_CHARS) or event.url, "url": event.url,
         "date": _when(event, zone, lang), "excerpt": excerpt, "label": kind_label(event.kind, lang),
         "lead": lead, "lead_html": lead_html,
-        "diff": diff_for_digest(event.diff) if event.kind == "updated" else None,
+        "diff": (diff_for_digest(event.diff, *((ARCHIVE_DIFF_CHARS, ARCHIVE_DIFF_ENTRIES) if whole_diff else ()))
+                 if event.kind == "updated" else None),
+        "anchor": f"e{event.seq}" if event.seq is not None else f"i{event.id}",
     }
 
 
@@ -431,6 +436,7 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
     posts: dict[int, dict] = {}
     subject = clean_text(subject_for(events, settings, lang))
     limit = min(len(events), max(0, settings.max_posts))
+    view_url = f"{settings.archive_url}d/{digest_id(events)}" if settings.archive_url and events else ""
     while True:
         taken = _take(by_source, limit)
         groups = []
@@ -444,6 +450,10 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
                 "posts": [posts[e.id] for e in shown],
                 "listed": [_listed(e, lang) for e in rest if e.kind != "new"],
                 "more": sum(e.kind == "new" for e in rest), "site_url": _site_of(source, items, settings),
+                # The new posts left out are on the source's archive page when the pages have a
+                # public address; else on the blog itself (its index lists them).
+                "more_url": (f"{settings.archive_url}{quote(source, safe='')}/" if settings.archive_url and settings.archive_public
+                             else _site_of(source, items, settings)),
                 "anchor": f"s{number}", "counts": _counts(items, lang),
             })
         context = {
@@ -457,6 +467,8 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
             "organization": clean_text(settings.organization), "postal_address": clean_text(settings.postal_address),
             "top_links": limit > TOP_LINKS_AFTER, "shown": limit, "total": len(events),
             "summary": len(events) > SUMMARY_AFTER,
+            # The same items on the web, at an address with nothing of the reader's in it.
+            "view_url": view_url, "diff_url": view_url if settings.archive_public else "",
         }
         html = _inline(_render(settings, "digest.html.j2", context, lang))
         size = len(html.encode("utf-8"))
@@ -465,6 +477,71 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
         limit = max(0, min(limit - 1, limit * (HTML_BUDGET - SLOT_RESERVE) // size))
     text = _render(settings, "digest.txt.j2", context, lang)
     return RenderedDigest(subject=subject, html=html, text=text, shown=limit, total=len(events))
+
+
+def digest_id(events) -> str:
+    """A digest's id on the web archive: the event seqs it tells of, as runs ("120-185",
+    "120-125_130_140-185" for a reader who follows some sources or filters by keyword). The same
+    events give the same id for every reader, and it names nothing of the reader: no token, no
+    address. It is guessable on purpose: the archive shows changes to public blogs, which every
+    source's archive page lists anyway."""
+    seqs = sorted({e.seq for e in events if e.seq is not None})
+    runs: list[list[int]] = []
+    for seq in seqs:
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    return "_".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
+MAX_DIGEST_EVENTS = 5000
+_DIGEST_ID = re.compile(r"\d{1,12}(?:-\d{1,12})?(?:_\d{1,12}(?:-\d{1,12})?)*")
+
+
+def parse_digest_id(value: str) -> list[int] | None:
+    """The seqs a digest id names, ascending; None for anything that is not an id digest_id()
+    gives (out of order, overlapping, over MAX_DIGEST_EVENTS events)."""
+    if len(value) > 8 * 1024 or not _DIGEST_ID.fullmatch(value):
+        return None
+    seqs: list[int] = []
+    for run in value.split("_"):
+        first, _, last = run.partition("-")
+        a, b = int(first), int(last or first)
+        if b < a or (seqs and a <= seqs[-1]) or len(seqs) + b - a + 1 > MAX_DIGEST_EVENTS:
+            return None
+        seqs.extend(range(a, b + 1))
+    return seqs
+
+
+def archive_groups(events, settings: DigestSettings, lang: str = "en") -> list[dict]:
+    """The web archive's rendering of `events`: grouped by source in the order they first come,
+    each source's changes first as in the digest, every item in full (the whole lead, the whole
+    diff), each post shaped by the digest's own `_post`."""
+    zone = ZoneInfo(settings.timezone)
+    by_source: dict[str, list] = {}
+    for event in events:
+        by_source.setdefault(event.source, []).append(event)
+    groups = []
+    for number, (source, items) in enumerate(by_source.items(), 1):
+        items.sort(key=_order)
+        groups.append({"source": source, "title": clean_text(settings.source_titles.get(source, source)),
+                       "posts": [_post(e, zone, False, lang, whole_diff=True) for e in items],
+                       "anchor": f"s{number}", "counts": _counts(items, lang), "site_url": _site_of(source, items, settings)})
+    return groups
+
+
+def archive_days(events, settings: DigestSettings, lang: str = "en") -> list[dict]:
+    """A source's changes by the day they were seen (newest first, as `events` come), each item
+    shaped by the digest's `_post`, in full."""
+    zone = ZoneInfo(settings.timezone)
+    days: list[dict] = []
+    for event in events:
+        day = _date(event.created_at, zone, lang)
+        if not days or days[-1]["date"] != day:
+            days.append({"date": day, "posts": []})
+        days[-1]["posts"].append(_post(event, zone, False, lang, whole_diff=True))
+    return days
 
 
 def _capitalized(text: str) -> str:
@@ -498,7 +575,8 @@ def render_site_page(name: str, settings: DigestSettings, lang: str = "en", **co
     """A page of the daemon's web surface (subscribe.html.j2, confirm.html.j2, preferences.html.j2,
     message.html.j2), from the same sandboxed, operator-overridable templates as the digest."""
     return _render(settings, name, {"site_name": clean_text(settings.site_name), "organization": clean_text(settings.organization),
-                                    "postal_address": clean_text(settings.postal_address), **context}, lang)
+                                    "postal_address": clean_text(settings.postal_address),
+                                    "home_url": f"{getattr(settings, 'pages_root', '')}/", **context}, lang)
 
 
 def render_text(name: str, settings: DigestSettings, context: dict, lang: str = "en") -> str:
@@ -506,7 +584,14 @@ def render_text(name: str, settings: DigestSettings, context: dict, lang: str = 
 
 
 def render_page(title: str, message: str, form_token: str | None, settings: DigestSettings, lang: str = "en") -> str:
-    return _render(settings, "unsubscribe.html.j2", {"title": title, "message": message, "form_token": form_token}, lang)
+    """The unsubscribe page (and the try-later page), in the look of every other page. `settings`
+    may be a stand-in with only `templates_dir` (the database, and so the full settings, is away)."""
+    return _render(settings, "unsubscribe.html.j2", {
+        "title": title, "message": message, "form_token": form_token,
+        "site_name": clean_text(getattr(settings, "site_name", "") or "postwatch"),
+        "organization": clean_text(getattr(settings, "organization", "")),
+        "postal_address": clean_text(getattr(settings, "postal_address", "")),
+        "home_url": f"{getattr(settings, 'pages_root', '')}/"}, lang)
 
 
 def _render(settings: DigestSettings, name: str, context: dict, lang: str = "en") -> str:

@@ -36,6 +36,15 @@ class DigestSettings:
     postal_address: str = ""
     max_posts: int = 60              # posts shown in full per digest; the size budget may show fewer
     lead: str = "short"              # "short": ~250 characters and "Read more"; "full": up to 600
+    # The web archive (postwatch/web.py), ending in "/": each digest links to its copy there
+    # ("View in browser"; "": no link). `archive_public`: the pages have a public address
+    # ([unsubscribe] public_url), so "And N more new posts" links to the source's archive page
+    # rather than to the blog.
+    archive_url: str = ""
+    archive_public: bool = False
+    # Where the daemon's pages link to each other: "" (the same host, links from "/"), or the
+    # public address of "/" without its trailing slash.
+    pages_root: str = ""
 
     @property
     def domain(self) -> str:

@@ -178,6 +178,10 @@ class App:
             postal_address=cfg.digest.postal_address or "",
             max_posts=cfg.digest.max_posts,
             lead=cfg.digest.lead,
+            # The daemon serves the archive beside its other pages: [unsubscribe] public_url's
+            # host and folder, else the listen address (as the unsubscribe link does).
+            archive_url=cfg.page_url("/archive/"), archive_public=bool(cfg.unsubscribe.public_url),
+            pages_root=cfg.page_url("") if cfg.unsubscribe.public_url else "",
         )
 
     def verp_return_path(self, item) -> str | None:

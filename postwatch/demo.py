@@ -34,11 +34,27 @@ def demo_config(folder: Path, blog_url: str, smtp_port: int) -> Config:
     config.crawl.confirm_edits_after = timedelta(seconds=0.5)
     config.smtp.host, config.smtp.port, config.smtp.security = "127.0.0.1", smtp_port, "none"
     config.digest.from_addr = "postwatch demo <postwatch@localhost>"
+    # The digest's links (view in browser, unsubscribe, the archive) point at the web endpoint the
+    # demo serves while it runs (_loop): its real port replaces this 0 before any digest is composed.
     config.daemon.listen = "127.0.0.1:0"
     return config
 
 
 async def _loop(app: App, site: BlogReplica, smtp: MailCatcher, folder: Path) -> None:
+    from postwatch.web import WebEndpoint
+
+    # The daemon's web pages, as `postwatch run` serves them: the links in the demo's digest
+    # (view in browser, unsubscribe) open real pages while the demo runs, not port 0.
+    endpoint = WebEndpoint(app, "127.0.0.1", 0)
+    await endpoint.start()
+    app.config.daemon.listen = endpoint.address
+    try:
+        await _steps(app, site, smtp, folder, endpoint)
+    finally:
+        await endpoint.stop()
+
+
+async def _steps(app: App, site: BlogReplica, smtp: MailCatcher, folder: Path, endpoint) -> None:
     def check(label: str, full: bool | None = None):
         return app.check_many(["link"], full=full)
 
@@ -90,11 +106,39 @@ async def _loop(app: App, site: BlogReplica, smtp: MailCatcher, folder: Path) ->
     say(f"8. Digest: {len(queued)} composed, {stats.sent} sent to the local SMTP server, {stats.retried} retrying.")
     preview_path = preview(app.store, app.digest_settings(), None, folder / "digest-preview.html",
                            datetime.now(timezone.utc))
+    pages = await _open_links(smtp)
     say()
     say("Received emails:")
     for path in smtp.files:
         say(f"   {path}")
     say(f"HTML preview of the digest: {preview_path}")
+    say(f"The digest's links were served at http://{endpoint.address}/ while the demo ran:")
+    for name, url, status in pages:
+        say(f"   {name}: {url} → {status}")
+    say("   (the endpoint stops with the demo; `postwatch run` serves the same pages for good)")
+
+
+async def _open_links(smtp: MailCatcher) -> list[tuple[str, str, int]]:
+    """Follow the received digest's "View in browser" and unsubscribe links (GET only shows the
+    unsubscribe page; it changes nothing): each link's name, URL and HTTP status."""
+    import re
+    from email import message_from_bytes, policy
+
+    import aiohttp
+
+    found = []
+    if not smtp.files:
+        return found
+    message = message_from_bytes(Path(smtp.files[-1]).read_bytes(), policy=policy.default)
+    text = message.get_body(("plain",)).get_content()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        for name in ("View in browser", "Unsubscribe"):
+            match = re.search(rf"^{name}: (\S+)$", text, re.M)
+            if match:
+                async with session.get(match.group(1)) as response:
+                    await response.read()
+                    found.append((name, match.group(1), response.status))
+    return found
 
 
 def _fail_if_not_ok(summary: CheckSummary) -> None:

@@ -1,6 +1,8 @@
 """The daemon's HTTP endpoint: /healthz, /metrics (Prometheus), /unsubscribe, the Atom feeds of
-changes (/feeds/<source>.atom, /feeds/all.atom), and the reader's pages: /subscribe (double
-opt-in), /confirm and /preferences (postwatch/signup.py does their work).
+changes (/feeds/<source>.atom, /feeds/all.atom), the reader's pages: /subscribe (double
+opt-in), /confirm and /preferences (postwatch/signup.py does their work), and the public pages:
+the front page / and the web archive (/archive/, /archive/<source>/, /archive/d/<digest id>,
+digest/archive.py), which carry nothing of any reader and answer conditional GETs.
 
 Why aiohttp: it runs on the daemon's own asyncio loop, the one Scrapy's reactor and APScheduler
 already share (no second server thread or process to supervise); it is a mature asyncio server;
@@ -496,6 +498,80 @@ async def feed(request: web.Request) -> web.Response:
     return web.Response(body=atom.body, headers={"Content-Type": CONTENT_TYPE, **validators})
 
 
+# --------------------------------------------------------------------------------------------
+# The front page and the web archive (digest/archive.py): public pages, nothing of any reader
+# --------------------------------------------------------------------------------------------
+def _page_language(request: web.Request) -> tuple[str, bool]:
+    """(language, chosen by ?lang=): ?lang=ko or ?lang=en wins over Accept-Language."""
+    from digest.i18n import LANGUAGES, accepted_language
+
+    asked = request.query.get("lang", "")
+    if asked in LANGUAGES:
+        return asked, True
+    return accepted_language(request.headers.get("Accept-Language")), False
+
+
+async def _public_page(request: web.Request, what: str, build: Callable[[Any, str, bool], Any]) -> web.Response:
+    """A page `build(app, lang, explicit)` makes in the pool (an archive.ArchivePage), answered
+    304 when the reader's copy is current, with the Atom feeds' validators."""
+    from digest.archive import NotInArchive
+    from digest.errors import TemplateProblem
+
+    ctx = request.app[CONTEXT]
+    lang, explicit = _page_language(request)
+    try:
+        page = await ctx.database(what, lambda: build(ctx.app, lang, explicit))
+    except DatabaseUnavailable:
+        return web.Response(status=503, body=_try_later_page(ctx, lang).encode(),
+                            headers={"Content-Type": HTML, "Retry-After": "300"})
+    except NotInArchive:
+        raise web.HTTPNotFound(text="No such page in the archive.\n") from None
+    except TemplateProblem as exc:
+        ctx.warn_rarely(f"template:{what}", "http %s: %s", what, exc)
+        raise web.HTTPInternalServerError(text="This page cannot be shown; the operator has been told.\n") from None
+    # The language can come from Accept-Language: caches keep one copy per language.
+    validators = {"ETag": f'"{page.etag}"', "Vary": "Accept-Language", "Cache-Control": "public, max-age=60"}
+    if page.last_modified is not None:
+        validators["Last-Modified"] = format_datetime(page.last_modified, usegmt=True)
+    if _reader_is_current(request, page):
+        return web.Response(status=304, headers=validators)
+    return web.Response(body=page.body, headers={"Content-Type": HTML, "Content-Language": lang, **validators})
+
+
+async def home(request: web.Request) -> web.Response:
+    from digest import archive
+
+    signup = request.app[CONTEXT].app.config.signup.enabled
+    return await _public_page(request, "/", lambda app, lang, _: archive.home_page(app.store, app.digest_settings(), lang,
+                                                                                   signup))
+
+
+async def archive_index(request: web.Request) -> web.Response:
+    from digest import archive
+
+    return await _public_page(request, "/archive/", lambda app, lang, explicit: archive.index_page(
+        app.store, app.digest_settings(), lang, explicit))
+
+
+async def archive_source(request: web.Request) -> web.Response:
+    from digest import archive
+
+    name = request.match_info["source"]
+    before = request.query.get("before", "")
+    if before and not (before.isascii() and before.isdigit() and len(before) <= 12):
+        raise web.HTTPNotFound(text="No such page in the archive.\n")
+    return await _public_page(request, "/archive/<source>/", lambda app, lang, explicit: archive.source_page(
+        app.store, app.digest_settings(), name, lang, int(before) if before else None, explicit))
+
+
+async def archive_digest(request: web.Request) -> web.Response:
+    from digest import archive
+
+    digest_id = request.match_info["id"]
+    return await _public_page(request, "/archive/d/<id>", lambda app, lang, explicit: archive.digest_page(
+        app.store, app.digest_settings(), digest_id, lang, explicit))
+
+
 def _reader_is_current(request: web.Request, atom) -> bool:
     """RFC 9110 13.2.2: If-None-Match (weak comparison) decides when present; If-Modified-Since
     only without it."""
@@ -505,18 +581,29 @@ def _reader_is_current(request: web.Request, atom) -> bool:
     return since is not None and atom.last_modified is not None and atom.last_modified <= since
 
 
+async def _redirect_to_folder(request: web.Request) -> web.Response:
+    """/archive → /archive/, /archive/link → /archive/link/ (relative, so it holds behind a
+    proxy's path prefix)."""
+    last = request.path.rstrip("/").rsplit("/", 1)[1]
+    raise web.HTTPMovedPermanently(f"{last}/" + (f"?{request.query_string}" if request.query_string else ""))
+
+
 def _unhealthy(detail: str) -> web.Response:
     return web.json_response({"status": "unhealthy", "detail": detail}, status=503, headers={"Retry-After": "30"})
 
 
-def _try_later_page(ctx: _Context) -> str:
+def _try_later_page(ctx: _Context, lang: str = "en") -> str:
+    from digest.i18n import tr
     from digest.render import render_page
 
     config = ctx.app.config
-    # render_page reads only the template folder; the full DigestSettings would need the database.
-    templates = SimpleNamespace(templates_dir=config.digest.templates_dir and (config.base_dir / config.digest.templates_dir))
-    return render_page("Please try again later", "This page is not available just now. Please try the link again "
-                       "in a few minutes.", None, templates)
+    # What render_page needs, from the config alone: the full DigestSettings would need the database.
+    templates = SimpleNamespace(templates_dir=config.digest.templates_dir and (config.base_dir / config.digest.templates_dir),
+                                site_name=config.digest.site_name, organization=config.digest.organization or "",
+                                postal_address=config.digest.postal_address or "",
+                                pages_root=config.page_url("") if config.unsubscribe.public_url else "")
+    return render_page(tr(lang, "Please try again later"), tr(lang, "This page is not available just now. Please try the "
+                                                                    "link again in a few minutes."), None, templates, lang)
 
 
 @web.middleware
@@ -566,6 +653,12 @@ def make_app(app, scheduler_running: Callable[[], bool] = lambda: True, *,
     web_app.router.add_route("*", "/unsubscribe", unsubscribe)
     web_app.router.add_route("*", "/unsubscribe/", unsubscribe)
     web_app.router.add_get(r"/feeds/{source:[^/]+}.atom", feed)
+    web_app.router.add_get("/", home)
+    web_app.router.add_get("/archive/", archive_index)
+    web_app.router.add_get("/archive", _redirect_to_folder)
+    web_app.router.add_get(r"/archive/d/{id:[0-9_-]+}", archive_digest)
+    web_app.router.add_get(r"/archive/{source:[^/]+}/", archive_source)
+    web_app.router.add_get(r"/archive/{source:[^/]+}", _redirect_to_folder)
     if signup.enabled:
         for path, handler in (("/subscribe", subscribe), ("/confirm", confirm), ("/preferences", preferences)):
             web_app.router.add_route("*", path, handler)

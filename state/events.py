@@ -124,3 +124,45 @@ class EventStorage(Database):
             newest = newest.where(sources.c.name == source)
         with self.engine.connect() as conn:
             return read_events(conn, select(*events.c).where(events.c.id.in_(newest)).order_by(events.c.seq.desc()))
+
+    # -- the web archive (postwatch/web.py): published events only, what subscribers were told --
+    def events_by_seqs(self, seqs: Iterable[int]) -> list[EventRecord]:
+        """The published events of these seqs (a digest's), in seq order; a seq whose event is
+        gone (retention) or was never published is left out."""
+        wanted = sorted(set(seqs))
+        found: list[EventRecord] = []
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):        # SQLite's and psycopg's parameter limits
+                chunk = wanted[start:start + 500]
+                found += read_events(conn, select(*events.c).where(events.c.status == "published",
+                                                                   events.c.seq.in_(chunk)).order_by(events.c.seq))
+        return found
+
+    def source_changes(self, source: str, limit: int, before: int | None = None) -> list[EventRecord]:
+        """A source's newest `limit` published events with a seq below `before` (all when None),
+        newest first: a page of its archive, keyed by seq so pages hold still as events arrive."""
+        newest = (select(events.c.id).select_from(events.join(sources, events.c.source_id == sources.c.id))
+                  .where(events.c.status == "published", sources.c.name == source)
+                  .order_by(events.c.seq.desc()).limit(limit))
+        if before is not None:
+            newest = newest.where(events.c.seq < before)
+        with self.engine.connect() as conn:
+            return read_events(conn, select(*events.c).where(events.c.id.in_(newest)).order_by(events.c.seq.desc()))
+
+    def archive_summary(self) -> dict[str, tuple[int, datetime | None]]:
+        """Per source name: how many published events it has, and when the newest was seen."""
+        from sqlalchemy import func
+
+        query = (select(sources.c.name, func.count(events.c.id), func.max(events.c.created_at))
+                 .select_from(events.join(sources, events.c.source_id == sources.c.id))
+                 .where(events.c.status == "published").group_by(sources.c.name))
+        with self.engine.connect() as conn:
+            return {name: (count, as_utc(newest)) for name, count, newest in conn.execute(query)}
+
+    def source_changes_after(self, source: str, after: int, limit: int) -> list[EventRecord]:
+        """A source's first `limit` published events with a seq above `after`, oldest first."""
+        first = (select(events.c.id).select_from(events.join(sources, events.c.source_id == sources.c.id))
+                 .where(events.c.status == "published", sources.c.name == source, events.c.seq > after)
+                 .order_by(events.c.seq).limit(limit))
+        with self.engine.connect() as conn:
+            return read_events(conn, select(*events.c).where(events.c.id.in_(first)).order_by(events.c.seq))

@@ -15,7 +15,9 @@ NOW = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 SETTINGS = DigestSettings(secret=b"k", unsubscribe_base_url="https://watch.example.org/unsubscribe",
                           source_titles={"link": "Liberty in North Korea"},
                           source_urls={"link": "https://libertyinnorthkorea.org/blog"},
-                          organization="Liberty in North Korea", postal_address="PO Box 8028, Long Beach, CA 90808, USA")
+                          organization="Liberty in North Korea", postal_address="PO Box 8028, Long Beach, CA 90808, USA",
+                          # Pages with a public address: "View in browser", and the archive's source pages for the rest.
+                          archive_url="https://watch.example.org/archive/", archive_public=True)
 SEEDS = _seed_posts()
 
 

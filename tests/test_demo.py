@@ -32,6 +32,15 @@ def test_demo_runs_the_whole_loop_offline_and_leaves_nothing_running(tmp_path):
     edited = re.search(r'edited "(.+?)"', out).group(1)
     assert re.search(r"updated", text, re.I) and edited in text
 
+    # The digest's links are honest: they opened real pages on the web endpoint the demo served
+    # while it ran, never port 0.
+    html = " ".join(m.get_body(preferencelist=("html",)).get_content() for m in messages)
+    assert "127.0.0.1:0/" not in text + html + out
+    served = re.search(r"The digest's links were served at http://127\.0\.0\.1:(\d+)/", out).group(1)
+    for name in ("View in browser", "Unsubscribe"):
+        link = re.search(rf"^{name}: (\S+)$", messages[-1].get_body(preferencelist=("plain",)).get_content(), re.M).group(1)
+        assert link.startswith(f"http://127.0.0.1:{served}/") and f"{name}: {link} → 200" in out, out
+
     preview = Path(re.search(r"HTML preview of the digest: (\S+)", out).group(1))
     assert preview.exists() and "<html" in preview.read_text(encoding="utf-8").lower()
 

@@ -1,6 +1,7 @@
 """The digest as a phone and a desktop browser show it: headless Chromium, real layout."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -95,9 +96,14 @@ def test_a_big_digest_stays_under_the_size_budget_with_its_unsubscribe_links(cou
     shown = html.count('class="post"')
     assert 40 <= shown <= SETTINGS.max_posts
     more = f"And {count - shown} more new posts on Liberty in North Korea"
-    assert f'<a href="https://libertyinnorthkorea.org/blog">{more}</a>' in html
-    assert f"{more}: https://libertyinnorthkorea.org/blog" in text and link in text
+    # The pages have a public address: the rest are on the source's archive page...
+    assert f'<a href="https://watch.example.org/archive/link/">{more}</a>' in html
+    assert f"{more}: https://watch.example.org/archive/link/" in text and link in text
     assert message["Subject"].startswith(f"{count} new")
+    # ...else on the blog's own index.
+    _, html, text, _ = parts([event(n) for n in range(1, count + 1)], dataclasses.replace(SETTINGS, archive_public=False))
+    assert f'<a href="https://libertyinnorthkorea.org/blog">{more}</a>' in html
+    assert f"{more}: https://libertyinnorthkorea.org/blog" in text
 
 
 def _edit(n: int) -> dict:
@@ -164,8 +170,12 @@ def test_a_change_says_when_it_was_seen_and_a_removed_post_is_not_a_link():
     removed = event(6, kind="removed", title="Gone post")
     message, html, text, link = parts([edited, removed])
     assert "updated 5 November 2026" in html and "updated 5 November 2026" in text
-    assert f'<a href="{edited.url}">… more changes on the page</a>' in html
+    # A folded diff links to the whole of it on the digest's web page; without public pages, to the post.
+    assert '<a href="https://watch.example.org/archive/d/5-6#e5">… every change, online</a>' in html
+    assert "… every change, online: https://watch.example.org/archive/d/5-6#e5" in text
     assert "Gone post" in html and f'href="{removed.url}"' not in html
+    _, html, _, _ = parts([edited, removed], dataclasses.replace(SETTINGS, archive_public=False))
+    assert f'<a href="{edited.url}">… more changes on the page</a>' in html
 
 
 def test_a_hostile_digest_stays_under_the_budget_and_is_defused():
@@ -232,8 +242,9 @@ def test_the_text_part_carries_what_the_html_carries():
                           ["New first paragraph about the long journey.", "Kept."] + [f"Added paragraph {n}. " * 30 for n in range(20)],
                           "Old title", "New title")
     _, html, text, link = parts([event(1), event(2, kind="updated", title="New title", diff=diff)])
-    assert "… more changes on the page</a>" in html
-    assert "… more changes on the page: https://libertyinnorthkorea.org/blog/" in text
+    assert "… every change, online</a>" in html
+    assert "… every change, online: https://watch.example.org/archive/d/1-2#e2" in text
+    assert "View in browser: https://watch.example.org/archive/d/1-2\n" in text
     # Each changed paragraph on lines of its own, a blank line before what follows.
     assert "\n\n  ~ Changed: [-Old-][+New+] first paragraph about the [+long +]journey.\n\n  + Added: Added paragraph 0." in text
     assert "\n\n  Title was: Old title\n" in text

@@ -1,0 +1,140 @@
+"""The web archive of changes, served by the daemon (postwatch/web.py): an index of sources
+(/archive/), each source's changes by the day they were seen, paginated (/archive/<source>/),
+and every digest edition at a stable address (/archive/d/<id>).
+
+What a digest id is: the seqs of the events it told of, as runs (digest.render.digest_id), so
+"/archive/d/120-185". Every reader of the same events gets the same address, and it carries
+nothing of the reader — no unsubscribe or preferences token, no address (listmonk #1023: its
+shared "view in browser" copy kept the reader's unsubscribe link). The id is guessable, on
+purpose: the archive shows changes to public blogs, which each source's page lists anyway; a
+private archive would need a random id stored per edition instead.
+
+The pages are rendered with the digest's own post shaping (digest.render._post, through
+archive_groups/archive_days) and the digest's post macro (_post.html.j2), in the pages' look
+(page.html.j2), in English or Korean; each answer has a strong ETag (of its body) and a
+Last-Modified (its newest change), as the Atom feeds do.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+from digest.i18n import tr
+from digest.render import (_counts_line, _date, archive_days, archive_groups, clean_text, parse_digest_id,
+                           render_site_page)
+from digest.settings import DigestSettings
+
+PAGE_SIZE = 30                     # changes per page of a source's archive
+
+
+class NotInArchive(LookupError):
+    """No such source or digest (404)."""
+
+
+@dataclass(frozen=True)
+class ArchivePage:
+    body: bytes
+    last_modified: datetime | None
+    etag: str                      # strong, of the body (without quotes)
+
+    @classmethod
+    def of(cls, html: str, newest: datetime | None) -> "ArchivePage":
+        body = html.encode("utf-8")
+        return cls(body=body, last_modified=newest.replace(microsecond=0) if newest else None,
+                   etag=hashlib.sha256(body).hexdigest()[:32])
+
+
+def _root(settings: DigestSettings) -> str:
+    return f"{settings.pages_root}/archive/"
+
+
+def source_url(settings: DigestSettings, source: str) -> str:
+    return f"{_root(settings)}{quote(source, safe='')}/"
+
+
+def _feed_url(settings: DigestSettings, source: str) -> str:
+    return f"{settings.pages_root}/feeds/{quote(source, safe='')}.atom"
+
+
+def _with_lang(url: str, lang: str, explicit: bool) -> str:
+    """A link within the archive keeps a language chosen by ?lang=."""
+    if not explicit:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}lang={lang}"
+
+
+def index_page(store, settings: DigestSettings, lang: str, explicit_lang: bool = False) -> ArchivePage:
+    summary = store.archive_summary()
+    zone = ZoneInfo(settings.timezone)
+    sources = []
+    for record in store.list_sources():
+        count, newest = summary.get(record.name, (0, None))
+        sources.append({"title": clean_text(record.title or record.name), "count": count,
+                        "latest": _date(newest, zone, lang), "url": _with_lang(source_url(settings, record.name), lang, explicit_lang),
+                        "feed_url": _feed_url(settings, record.name)})
+    newest = max((n for _, n in summary.values() if n is not None), default=None)
+    html = render_site_page("archive_index.html.j2", settings, lang, title=tr(lang, "Archive of changes"), sources=sources)
+    return ArchivePage.of(html, newest)
+
+
+def source_page(store, settings: DigestSettings, name: str, lang: str, before: int | None = None,
+                explicit_lang: bool = False) -> ArchivePage:
+    record = next((s for s in store.list_sources() if s.name == name), None)
+    if record is None:
+        raise NotInArchive(name)
+    found = store.source_changes(name, PAGE_SIZE + 1, before)
+    shown, older = found[:PAGE_SIZE], len(found) > PAGE_SIZE
+    here = source_url(settings, name)
+    newer_url = ""
+    if before is not None:
+        # The changes at and above `before`, oldest first: the page before this one is the first
+        # page when they fit on one, else the page that ends with the PAGE_SIZE of them nearest this one.
+        newer = store.source_changes_after(name, before - 1, PAGE_SIZE + 1)
+        newer_url = f"{here}?before={newer[PAGE_SIZE].seq}" if len(newer) > PAGE_SIZE else here
+    older_url = f"{here}?before={shown[-1].seq}" if older else ""
+    title = clean_text(record.title or record.name)
+    html = render_site_page("archive_source.html.j2", settings, lang, title=tr(lang, "Changes to %(source)s", source=title),
+                            days=archive_days(shown, settings, lang), blog_url=record.url,
+                            feed_url=_feed_url(settings, name), index_url=_with_lang(_root(settings), lang, explicit_lang),
+                            newer_url=newer_url and _with_lang(newer_url, lang, explicit_lang),
+                            older_url=older_url and _with_lang(older_url, lang, explicit_lang))
+    return ArchivePage.of(html, max((e.created_at for e in shown), default=None))
+
+
+def digest_page(store, settings: DigestSettings, digest_id: str, lang: str, explicit_lang: bool = False) -> ArchivePage:
+    """A digest edition: the same items as the mailed digest, all of them in full, and nothing
+    of any one reader."""
+    seqs = parse_digest_id(digest_id)
+    if not seqs:
+        raise NotInArchive(digest_id)
+    events = store.events_by_seqs(seqs)
+    if not events:
+        raise NotInArchive(digest_id)
+    groups = archive_groups(events, settings, lang)
+    for group in groups:
+        group["archive_url"] = _with_lang(source_url(settings, group["source"]), lang, explicit_lang)
+    zone = ZoneInfo(settings.timezone)
+    newest = max(e.created_at for e in events)
+    oldest = min(e.created_at for e in events)
+    seen = _date(newest, zone, lang)
+    if _date(oldest, zone, lang) != seen:
+        seen = f"{_date(oldest, zone, lang)} – {seen}"
+    headline = _counts_line(events, ("new", "updated", "removed", "restored"), lang)
+    html = render_site_page("archive_digest.html.j2", settings, lang, title=headline[:1].upper() + headline[1:],
+                            groups=groups, seen=seen, missing=len(seqs) - len(events),
+                            index_url=_with_lang(_root(settings), lang, explicit_lang))
+    return ArchivePage.of(html, newest)
+
+
+def home_page(store, settings: DigestSettings, lang: str, signup: bool) -> ArchivePage:
+    """GET /: the site's name, the way to subscribe, the archive and the feeds."""
+    root = settings.pages_root
+    sources = [{"title": clean_text(s.title or s.name), "url": source_url(settings, s.name), "feed_url": _feed_url(settings, s.name)}
+               for s in store.list_sources()]
+    html = render_site_page("home.html.j2", settings, lang, title=clean_text(settings.site_name),
+                            subscribe_url=f"{root}/subscribe" if signup else "", archive_url=_root(settings),
+                            all_feed_url=f"{root}/feeds/all.atom", sources=sources)
+    return ArchivePage.of(html, None)

@@ -1,0 +1,195 @@
+"""The web version of the digest and the archive of changes (issue 33), served by a real
+`postwatch run`: /archive/, /archive/<source>/, /archive/d/<id> (the digest's "View in
+browser"), and the front page /. None of them may carry a reader's token or address."""
+from __future__ import annotations
+
+import html as htmlmod
+import re
+from email import message_from_bytes, policy
+from email.utils import format_datetime, parsedate_to_datetime
+from datetime import timedelta
+
+import pytest
+
+from digest.render import digest_id, parse_digest_id
+from postwatch.testing.browser import CHROMIUM, measure_in_frame
+from postwatch.testing.harness import Cli, Daemon, free_port, write_config
+from postwatch.testing.replica import BlogReplica
+from test_digest_rendering import ARTIFACTS, FRAME
+from test_feeds import fetch, make_changes
+
+READER = "ada@example.org"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A daemon over a database with changes (2 new, 1 edit, 1 removal) and the digest mailed of
+    them to one reader (an .eml in the outbox folder): (base URL, the digest message, the changes)."""
+    folder = tmp_path_factory.mktemp("archive")
+    with BlogReplica() as site:
+        port = free_port()
+        cli = Cli(write_config(folder, site.blog_url, None, listen_port=port))
+        cli("check", check=True)
+        cli("subscribers", "add", READER, "--cadence", "immediate", check=True)
+        changed = make_changes(cli, site)
+        cli("digest", check=True)
+        [eml] = sorted((folder / "outbox").glob("*.eml"))
+        message = message_from_bytes(eml.read_bytes(), policy=policy.default)
+        with Daemon(cli, port) as daemon:
+            yield f"http://127.0.0.1:{port}", message, changed, site
+            assert daemon.stop() == 0
+
+
+def _text(page: bytes) -> str:
+    return htmlmod.unescape(re.sub(r"<[^>]+>", " ", page.decode()))
+
+
+def _titles(page: str) -> list[str]:
+    return sorted(htmlmod.unescape(re.sub(r"<[^>]+>", "", t)) for t in re.findall(r"<h3[^>]*>(.*?)</h3>", page, re.S))
+
+
+def _no_reader_in(page: bytes) -> None:
+    text = page.decode()
+    assert "token=" not in text and READER not in text and "/unsubscribe" not in text and "/preferences" not in text
+
+
+def test_the_archive_lists_each_change_with_its_diff_and_nothing_of_the_reader(served):
+    base, _, changed, site = served
+    status, headers, index = fetch(f"{base}/archive/")
+    assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+    assert 'href="/archive/link/"' in index.decode() and "Liberty in North Korea" in index.decode()
+    assert "4 changes" in _text(index)
+    _no_reader_in(index)
+
+    status, headers, page = fetch(f"{base}/archive/link/")
+    assert status == 200
+    text = _text(page)
+    for post in changed["new"]:
+        assert post.title in text
+    assert changed["updated"].title in text and changed["removed"].title in text
+    # The edit with its diff, as the digest shows it; the removal says the page is gone.
+    assert "<b>Added:</b> A completely new opening paragraph about the rescue.</p>" in page.decode()
+    assert re.search(r"<b>Removed:</b> <del>[^<]+</del>", page.decode()) and "not found" in text
+    for label in ("new", "updated", "removed"):
+        assert f'class="badge b-{label}"' in page.decode()
+    assert 'href="/"' in page.decode()                            # the way back to the front page
+    _no_reader_in(page)
+    assert fetch(f"{base}/archive/nope/")[0] == 404
+    assert fetch(f"{base}/archive/link/?before=x")[0] == 404
+    assert fetch(f"{base}/archive/d/9-1")[0] == 404 and fetch(f"{base}/archive/d/999999")[0] == 404
+    assert fetch(f"{base}/archive")[0] == 200                     # redirected to /archive/
+
+    # Korean by ?lang= or Accept-Language; the day headings in Korean dates.
+    for url, extra in ((f"{base}/archive/link/?lang=ko", {}), (f"{base}/archive/link/", {"Accept-Language": "ko-KR,ko;q=0.9"})):
+        status, headers, korean = fetch(url, extra)
+        assert status == 200 and '<html lang="ko">' in korean.decode() and headers["Content-Language"] == "ko"
+        assert re.search(r"\d{4}년 \d{1,2}월 \d{1,2}일", korean.decode())
+    assert "Accept-Language" in headers["Vary"]
+
+
+def test_archive_pages_answer_304_when_the_readers_copy_is_current(served):
+    base, _, _, site = served
+    for path in ("/archive/", "/archive/link/"):
+        status, headers, body = fetch(f"{base}{path}")
+        etag, modified = headers["ETag"], headers["Last-Modified"]
+        for condition in ({"If-None-Match": etag}, {"If-Modified-Since": modified}):
+            answer = fetch(f"{base}{path}", condition)
+            assert (answer[0], answer[2], answer[1]["ETag"]) == (304, b"", etag), (path, condition)
+        older = format_datetime(parsedate_to_datetime(modified) - timedelta(seconds=1), usegmt=True)
+        assert fetch(f"{base}{path}", {"If-Modified-Since": older})[0] == 200
+        assert fetch(f"{base}{path}", {"If-None-Match": '"stale"'})[0] == 200
+
+
+def test_view_in_browser_opens_the_same_items_without_any_token(served):
+    base, message, changed, _ = served
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    link = re.search(r'<a href="([^"]+)"[^>]*>View in browser</a>', html).group(1)
+    assert f"View in browser: {link}" in text
+    assert link.startswith(f"{base}/archive/d/") and "token" not in link and READER not in link
+    status, headers, page = fetch(link)
+    assert status == 200 and headers["ETag"]
+    assert _titles(page.decode()) == _titles(html) and len(_titles(html)) == 4
+    _no_reader_in(page)
+    # The mailed copy itself does carry the reader's link; the shared copy never does.
+    assert "token=" in html and READER in html
+    assert fetch(link, {"If-None-Match": headers["ETag"]})[0] == 304
+    # Another reader of the same events gets the same address: it names the events, not the reader.
+    assert parse_digest_id(link.rsplit("/", 1)[1]) == sorted(parse_digest_id(link.rsplit("/", 1)[1]))
+
+
+def test_the_front_page_links_to_signup_the_archive_and_the_feeds(served):
+    base, message, _, _ = served
+    status, _, page = fetch(f"{base}/")
+    assert status == 200
+    body = page.decode()
+    for href in ("/subscribe", "/archive/", "/feeds/all.atom", "/feeds/link.atom", "/archive/link/"):
+        assert f'href="{href}"' in body, href
+    for path in ("/subscribe", "/archive/", "/feeds/all.atom"):
+        assert fetch(f"{base}{path}")[0] == 200, path
+    # The unsubscribe page has the site's look and a way back to it.
+    link = re.search(r"^Unsubscribe: (\S+)$", message.get_body(("plain",)).get_content(), re.M).group(1)
+    status, _, unsubscribe = fetch(link)
+    assert status == 200 and 'class="site"' in unsubscribe.decode() and 'href="/"' in unsubscribe.decode()
+    status, _, refused = fetch(f"{base}/unsubscribe?token=forged")
+    assert status == 403 and 'href="/"' in refused.decode()
+
+
+@pytest.mark.parametrize("width", [375, 1280])
+def test_the_archive_fits_a_phone_and_a_desktop(served, tmp_path, width):
+    if CHROMIUM is None:
+        pytest.fail("Debian's chromium is needed for this test (.ci/run installs it: apt-get install chromium)")
+    base, message, _, _ = served
+    link = re.search(r"^View in browser: (\S+)$", message.get_body(("plain",)).get_content(), re.M).group(1)
+    for name, url in (("source", f"{base}/archive/link/"), ("digest", link)):
+        page = fetch(url)[2].decode()
+        measured = measure_in_frame(FRAME, page, width, tmp_path, ARTIFACTS / f"archive-{name}-{width}px.png")
+        assert measured["view"] == width
+        assert measured["scroll"] <= measured["view"], (name, measured)
+        assert measured["screenshot"].stat().st_size > 5000
+
+
+def test_a_digest_id_names_its_events_as_runs():
+    class E:
+        def __init__(self, seq):
+            self.seq = seq
+
+    assert digest_id([E(s) for s in (120, 121, 122, 130, 140, 141)]) == "120-122_130_140-141"
+    assert parse_digest_id("120-122_130_140-141") == [120, 121, 122, 130, 140, 141]
+    for bad in ("", "3-1", "5_4", "1-3_2", "a", "1-99999999", "1--2", "-1"):
+        assert parse_digest_id(bad) is None, bad
+
+
+def test_a_source_page_goes_back_page_by_page_and_forward_again(tmp_path, monkeypatch):
+    from datetime import timedelta
+
+    from digest import archive
+    from digest.settings import DigestSettings
+    from state import CheckInput, Store
+    from test_state_changes import NOW, pages, post, seeded
+
+    monkeypatch.setattr(archive, "PAGE_SIZE", 10)
+    store = Store(str(tmp_path / "state.db"))
+    try:
+        seeded(store, 20)
+        store.apply_check("blog", CheckInput(posts=pages(20) + [post(n, f"<p>Post {n}.</p>") for n in range(30, 55)]),
+                          NOW + timedelta(minutes=1))
+        store.release_source("blog")                  # 25 new posts at once were held as a flood
+        settings = DigestSettings()
+        seen, url, newer_links = [], "/archive/blog/", []
+        while url:
+            before = int(url.split("before=")[1]) if "before=" in url else None
+            body = archive.source_page(store, settings, "blog", "en", before).body.decode()
+            seen += re.findall(r'<h3 dir="auto"><a href="([^"]+)"', body)
+            newer_links += re.findall(r'href="([^"]+)" rel="prev"', body)
+            url = (re.findall(r'href="([^"]+)" rel="next"', body) or [""])[0]
+        assert len(seen) == len(set(seen)) == 25           # every change once, newest first, in 3 pages
+        assert seen[0] == "https://blog.example/p/54" and seen[-1] == "https://blog.example/p/30"
+        assert newer_links[0] == "/archive/blog/" and len(newer_links) == 2
+        # Back from the last page, one page at a time: the middle page again.
+        middle = archive.source_page(store, settings, "blog", "en", int(newer_links[1].split("before=")[1])).body.decode()
+        assert re.findall(r'<h3 dir="auto"><a href="([^"]+)"', middle) == seen[10:20]
+        with pytest.raises(archive.NotInArchive):
+            archive.source_page(store, settings, "nope", "en")
+    finally:
+        store.close()
