@@ -63,7 +63,7 @@ def test_0009_keeps_what_was_queued_as_email_and_goes_down_and_up(old_store):
     old.close()
 
     store = reopen()
-    assert store.schema_revision() == Store.head_revision() == "0015"
+    assert store.schema_revision() == Store.head_revision() == "0016"
     [item] = store.due_outbox(NOW, claim=False)
     assert (item.channel, item.to_addr) == ("email", "ada@example.org")
     assert store.due_channels(NOW) == ["email"]

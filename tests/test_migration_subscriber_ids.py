@@ -30,7 +30,7 @@ def test_0012_an_old_database_stops_reusing_subscriber_ids_and_keeps_its_rows(ol
     old.close()
 
     store = reopen()
-    assert store.schema_revision() == Store.head_revision() == "0015"
+    assert store.schema_revision() == Store.head_revision() == "0016"
     ada, cy = store.get_subscriber("ada@example.org"), store.get_subscriber("cy@example.org")
     assert (ada.id, cy.id, ada.lang) == (ids["ada@example.org"], ids["cy@example.org"], "en")
     assert [s.email for s in store.list_subscribers()] == ["ada@example.org", "bo@example.org", "cy@example.org"]
@@ -54,7 +54,7 @@ def test_0012_an_old_database_stops_reusing_subscriber_ids_and_keeps_its_rows(ol
     assert not duplicated
     alembic(store, "downgrade", "0011")
     alembic(store, "upgrade", "head")
-    assert store.schema_revision() == "0015" and len(store.list_subscribers()) == 3
+    assert store.schema_revision() == "0016" and len(store.list_subscribers()) == 3
     store.close()
 
 
