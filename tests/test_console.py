@@ -321,3 +321,19 @@ def test_an_operators_day_in_chromium(tmp_path, site, smtp):
         finally:
             browser.close()
     assert cli("sources", "list", check=True).stdout.count("console") == 1
+
+
+def test_admin_pauses_resumes_and_checks_now(console):
+    cli, base, _ = console
+    admin = Visitor(base)
+    assert admin.sign_in("ada", ADMIN_PASSWORD)[0] == 303
+    token = hidden(admin.open("/")[2], "csrf")
+    status, headers, _ = admin.open("/sources/link/pause", {"csrf": token})
+    assert status == 303 and headers["Location"] == "/sources/link?done=pause"
+    assert 'class="badge paused"' in admin.open("/")[2]
+    assert admin.open("/sources/link/resume", {"csrf": token})[0] == 303
+    assert 'class="badge paused"' not in admin.open("/")[2]
+    assert admin.open("/sources/link/check", {"csrf": token})[0] == 303
+    assert "A check was asked for" in admin.open("/sources/link?done=check")[2]
+    audit = admin.open("/audit")[2]
+    assert "paused" in audit and "resumed" in audit and "check now" in audit
