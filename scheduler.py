@@ -267,6 +267,7 @@ class Daemon:
         self.scheduler = None
         self.http = None     # postwatch.web.WebEndpoint while serving
         self.inbound = None  # postwatch.inbound.InboundListener while serving, when [inbound] listen is set
+        self.console = None  # postwatch.web.WebEndpoint of the operator's console, when [console] listen is set
         self.stopping: asyncio.Event | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.lease_lost_line: str | None = None
@@ -316,6 +317,30 @@ class Daemon:
             await self.deliver()
         except StorageError as exc:
             log.warning("mail: %s", exc)
+
+    async def _start_console(self) -> None:
+        """The operator's console on [console] listen, on this loop (postwatch/console)."""
+        from postwatch.console.pages import make_console_app
+        from postwatch.web import WebEndpoint
+
+        host, port = self.config.console_address()
+        self.console = WebEndpoint(self.app, host, port, max_connections=64, outbox_queued=self.send_soon,
+                                   factory=make_console_app, check_requested=self.check_soon)
+        try:
+            await self.console.start()
+        except OSError as exc:
+            self.console = None
+            await self.http.stop()
+            self.scheduler.shutdown(wait=False)
+            raise SystemExit(f"postwatch: cannot listen on {host}:{port} ([console] listen): {exc.strerror or exc}") from None
+        log.info("operator's console on http://%s/", self.console.address)
+
+    def check_soon(self) -> None:
+        """The console asked for a check: a sweep now (it takes the sources marked due), or, when
+        one is under way, the next tick's."""
+        if self.stopping is not None and not self.stopping.is_set() and (self.sweep is None or self.sweep.done()):
+            self.sweep = asyncio.ensure_future(sweep())
+            self.sweep.add_done_callback(_log_crash)
 
     def _build_scheduler(self):
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -397,6 +422,8 @@ class Daemon:
                 self.http = None
                 self.scheduler.shutdown(wait=False)
                 raise SystemExit(f"postwatch: cannot listen on {host}:{port} ([daemon] listen): {exc.strerror or exc}") from None
+            if self.config.console.listen:
+                await self._start_console()
             if self.config.inbound.listen:
                 from postwatch.inbound import InboundListener
 
@@ -407,6 +434,8 @@ class Daemon:
                 except OSError as exc:
                     self.inbound = None
                     await self.http.stop()
+                    if self.console:
+                        await self.console.stop()
                     self.scheduler.shutdown(wait=False)
                     raise SystemExit(f"postwatch: cannot listen on {inbound_host}:{inbound_port} ([inbound] listen): "
                                      f"{exc.strerror or exc}") from None
@@ -482,6 +511,8 @@ class Daemon:
             await self.http.stop()
         if self.inbound:
             await self.inbound.stop()
+        if self.console:
+            await self.console.stop()
         if not self.lease_lost_line:      # the lease has logged the one line of this stop
             log.info("postwatch daemon stopped")
 

@@ -240,6 +240,24 @@ class DaemonConfig:
 
 
 @dataclass
+class ConsoleConfig:
+    """The operator's console (postwatch/console): server-rendered pages to see and steer the
+    service, signed in. Off unless `listen` is set; on an address of its own, loopback by default."""
+    listen: str = ""                          # HOST:PORT, e.g. 127.0.0.1:8781 (never [daemon] listen)
+    public_url: str | None = None             # where operators reach it; https makes the cookie Secure
+    idle_timeout: timedelta = between(timedelta(minutes=30), parse_duration("1s"), parse_duration("1d"))
+    session_lifetime: timedelta = between(timedelta(hours=12), parse_duration("1s"), parse_duration("30d"))
+    # Failed sign-ins per account and per client address within `throttle_window` before more
+    # are refused until the window has passed.
+    max_failures: int = between(5, 1, 1000)
+    throttle_window: timedelta = between(timedelta(minutes=15), parse_duration("1s"), parse_duration("1d"))
+    # Behind an authenticating proxy: the operator's name in this request header, believed only
+    # from `trusted_proxies` (addresses or CIDRs). The name must be an operator's (postwatch operators add).
+    trusted_user_header: str = ""
+    trusted_proxies: list = field(default_factory=list)
+
+
+@dataclass
 class FeedsConfig:
     # Where /feeds/ is reachable from outside (the feeds' self links); default http://[daemon] listen/feeds/.
     public_url: str | None = None
@@ -269,6 +287,7 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     routes: list[RouteConfig] = field(default_factory=list)
@@ -354,6 +373,10 @@ class Config:
     def inbound_domain(self) -> str:
         """The domain of the VERP and mailto addresses ("" when no listener runs)."""
         return (self.inbound.domain or self.from_domain).lower() if self.inbound.listen else ""
+
+    def console_address(self) -> tuple[str, int]:
+        host, _, port = self.console.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
 
     def inbound_address(self) -> tuple[str, int]:
         host, _, port = self.inbound.listen.rpartition(":")
@@ -443,6 +466,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, str]]] = {
     "daemon": (DaemonConfig, {}),
     "alerts": (AlertConfig, {}),
     "feeds": (FeedsConfig, {}),
+    "console": (ConsoleConfig, {}),
     "dkim": (DkimConfig, {}),
     "webhook": (WebhookConfig, {}),
 }
@@ -602,6 +626,10 @@ def _coerce(current: Any, annotation: Any, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError("must be a number")
         return float(value)
+    if text.startswith("list"):
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise TypeError("must be a list of strings")
+        return value
     if text.startswith("dict"):
         if not isinstance(value, dict):
             raise TypeError("must be a table")
@@ -839,6 +867,7 @@ def validate(config: Config, where: str = "config") -> list[str]:
             CronTrigger.from_crontab(config.daemon.housekeeping, timezone="UTC")
     except ValueError as exc:
         problems.append(f"{where}: [daemon] housekeeping {config.daemon.housekeeping!r} is not a cron expression: {exc}")
+    problems.extend(f"{where}: [console] {problem}" for problem in _console_problems(config))
     if config.inbound.listen and not re.fullmatch(r"\[?[\w.:-]*\]?:\d{1,5}", config.inbound.listen):
         problems.append(f"{where}: [inbound] listen must be HOST:PORT")
     for key in ("bounce_prefix", "unsubscribe_prefix"):
@@ -862,6 +891,35 @@ def validate(config: Config, where: str = "config") -> list[str]:
         interval = source.interval or config.crawl.interval
         if interval < timedelta(minutes=1) and not _is_loopback(source.url):
             problems.append(f"{where}: source '{source.name}': interval below 1m is impolite to the watched site")
+    return problems
+
+
+def _console_problems(config: Config) -> list[str]:
+    import ipaddress
+
+    console, problems = config.console, []
+    if console.listen:
+        if not re.fullmatch(r"\[?[\w.:-]*\]?:\d{1,5}", console.listen):
+            problems.append("listen must be HOST:PORT")
+        elif not 1 <= config.console_address()[1] <= 65535:
+            problems.append(f"listen port must be between 1 and 65535, not {config.console_address()[1]}")
+        elif console.listen == config.daemon.listen:
+            problems.append(f"listen {console.listen} is [daemon] listen, the public pages' address: give the "
+                            "console an address of its own (e.g. 127.0.0.1:8781)")
+    if console.public_url and not is_http_url(console.public_url):
+        problems.append("public_url must be an http(s) URL")
+    if console.session_lifetime < console.idle_timeout:
+        problems.append(f"session_lifetime ({format_duration(console.session_lifetime)}) must not be shorter than "
+                        f"idle_timeout ({format_duration(console.idle_timeout)})")
+    for proxy in console.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            problems.append(f"trusted_proxies: {proxy!r} is not an IP address or CIDR network")
+    if console.trusted_user_header and not re.fullmatch(r"[A-Za-z0-9-]{1,64}", console.trusted_user_header):
+        problems.append("trusted_user_header must be a header name (letters, digits, '-')")
+    if console.trusted_user_header and not console.trusted_proxies:
+        problems.append("trusted_user_header needs trusted_proxies: the addresses of the proxies allowed to set it")
     return problems
 
 

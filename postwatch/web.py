@@ -800,11 +800,17 @@ class WebEndpoint:
 
     def __init__(self, app, host: str, port: int, *, scheduler_running: Callable[[], bool] = lambda: True,
                  max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT,
-                 outbox_queued: Callable[[], None] = lambda: None):
+                 outbox_queued: Callable[[], None] = lambda: None, factory: Callable[..., web.Application] | None = None,
+                 **factory_options):
+        """`factory`: the aiohttp application to serve (default `make_app`, the public pages; the
+        console's is postwatch.console.pages.make_console_app), given `factory_options` too."""
         self.host, self.port = host, port
         self.max_connections, self.idle_timeout = max_connections, idle_timeout
         self.executor = ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="postwatch-web")
-        self.web_app = make_app(app, scheduler_running, executor=self.executor, outbox_queued=outbox_queued)
+        if factory is None:
+            self.web_app = make_app(app, scheduler_running, executor=self.executor, outbox_queued=outbox_queued)
+        else:
+            self.web_app = factory(app, executor=self.executor, outbox_queued=outbox_queued, **factory_options)
         self.runner: web.AppRunner | None = None
         self.site: _GuardedSite | None = None
         self.guard: _ConnectionGuard | None = None

@@ -252,7 +252,7 @@ class ClusterStorage(Database):
             candidates = conn.execute(text("""
                 SELECT s.id, s.name, s.url, (s.next_check_at IS NULL OR s.next_check_at <= :now) AS due_by_time
                   FROM sources s
-                 WHERE s.enabled
+                 WHERE s.enabled AND s.paused_at IS NULL
                    AND (s.next_check_at IS NULL OR s.next_check_at <= :now
                         OR EXISTS (SELECT 1 FROM posts p
                                     WHERE p.source_id = s.id AND p.status = 'gone_pending'

@@ -110,6 +110,14 @@ class EventStorage(Database):
         with self.engine.connect() as conn:
             return read_events(conn, query)
 
+    def source_events(self, source: str, status: str | None = None, limit: int = 50) -> list[EventRecord]:
+        """A source's newest events (held, published, dismissed; or only those of `status`)."""
+        query = select(*events.c).where(sources.c.name == source).order_by(events.c.id.desc()).limit(limit)
+        if status:
+            query = query.where(events.c.status == status)
+        with self.engine.connect() as conn:
+            return read_events(conn, query)
+
     def pending_events(self, subscriber: Subscriber) -> list[EventRecord]:
         with self.engine.connect() as conn:
             return read_events(conn, pending_query(subscriber))

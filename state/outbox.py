@@ -9,7 +9,7 @@ import threading
 from datetime import datetime, timedelta
 from typing import Callable, Iterable
 
-from sqlalchemy import and_, bindparam, create_engine, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, case, create_engine, func, insert, or_, select, text, update
 from sqlalchemy.engine import Engine
 
 from state.accepted import AcceptedJournal
@@ -282,3 +282,50 @@ class OutboxStorage(Database):
                 select(outbox.c.to_addr, outbox.c.last_error).where(outbox.c.status.in_(("pending", "failed")),
                                                                     outbox.c.last_error.is_not(None))
                 .order_by(outbox.c.id.desc()).limit(limit))]
+
+    def outbox_summary(self) -> dict[str, dict[str, int]]:
+        """Channel -> pending (never tried yet), retrying (pending after a failed attempt), failed,
+        sent, cancelled: the console's dashboard."""
+        summary: dict[str, dict[str, int]] = {}
+        retrying = case((and_(outbox.c.status == "pending", outbox.c.attempts > 0), "retrying"), else_=outbox.c.status)
+        with self.engine.connect() as conn:
+            for channel, status, count in conn.execute(select(outbox.c.channel, retrying, func.count())
+                                                       .group_by(outbox.c.channel, retrying)):
+                summary.setdefault(channel, {})[status] = count
+        return summary
+
+    def outbox_rows(self, channel: str | None = None, status: str | None = None, limit: int = 100) -> list[dict]:
+        """The newest messages (without their bodies): id, channel, to_addr, subject, status
+        (retrying: pending after a failed attempt), attempts, last_error, next_attempt_at,
+        created_at, sent_at."""
+        query = select(outbox.c.id, outbox.c.channel, outbox.c.to_addr, outbox.c.subject, outbox.c.status,
+                       outbox.c.attempts, outbox.c.last_error, outbox.c.next_attempt_at, outbox.c.created_at,
+                       outbox.c.sent_at, outbox.c.subscriber_id).order_by(outbox.c.id.desc()).limit(limit)
+        if channel:
+            query = query.where(outbox.c.channel == channel)
+        if status == "retrying":
+            query = query.where(outbox.c.status == "pending", outbox.c.attempts > 0)
+        elif status:
+            query = query.where(outbox.c.status == status)
+        with self.engine.connect() as conn:
+            rows = []
+            for r in conn.execute(query).mappings():
+                row = dict(r)
+                for key in ("next_attempt_at", "created_at", "sent_at"):
+                    row[key] = as_utc(row[key])
+                if row["status"] == "pending" and row["attempts"]:
+                    row["status"] = "retrying"
+                rows.append(row)
+            return rows
+
+    def retry_outbox(self, now: datetime, ids: Iterable[int] | None = None) -> int:
+        """Retry now: the named messages (or every failed and retrying one) that are pending or
+        failed become due at `now`, unclaimed. A message being sent (claimed) is left alone."""
+        query = update(outbox).where(outbox.c.status.in_(("pending", "failed")),
+                                     or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
+        if ids is None:
+            query = query.where(or_(outbox.c.status == "failed", outbox.c.attempts > 0))
+        else:
+            query = query.where(outbox.c.id.in_(list(ids)))
+        with self.engine.begin() as conn:
+            return conn.execute(query.values(status="pending", next_attempt_at=now, claimed_until=None)).rowcount

@@ -206,3 +206,6 @@ class SourceStatus:
     degraded_reason: str | None
     held_events: int
     volatile_posts: int = 0
+    paused_at: datetime | None = None              # paused in the console: not checked
+    check_requested_at: datetime | None = None     # "check now" asked, not yet done
+    origin: str = "config"

@@ -36,6 +36,10 @@ sources = Table(
     # Added by revision 0014: when a check last read its listing (200 or 304). A source of kind
     # "auto" with a discovered feed reads the feed alone until this is a day old.
     Column("listing_read_at", UTC),
+    # Added by revision 0016 (the console): a paused source is not checked; "check now" asks the
+    # daemon's next sweep to take it.
+    Column("paused_at", UTC),
+    Column("check_requested_at", UTC),
     Index("ix_sources_next_check", "next_check_at"),
 )
 
@@ -223,4 +227,40 @@ daemon_lease = Table(
     Column("acquired_at", UTC, nullable=False),
     Column("renewed_at", UTC, nullable=False),
     Column("expires_at", UTC, nullable=False),
+)
+
+# Added by revision 0016: the operator's console. Accounts (Argon2id hashes), server-side
+# sessions (the sha256 of the session id, never the id), and what each operator did.
+operators = Table(
+    "operators", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("role", String(20), nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", UTC, nullable=False),
+    Column("password_changed_at", UTC, nullable=False),
+    Column("last_sign_in_at", UTC),
+    sqlite_autoincrement=True,
+)
+
+operator_sessions = Table(
+    "operator_sessions", metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("operator_id", Integer, ForeignKey("operators.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UTC, nullable=False),
+    Column("last_seen_at", UTC, nullable=False),
+    Column("client", String(64)),
+    Index("ix_operator_sessions_operator", "operator_id"),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UTC, nullable=False),
+    Column("operator", String(100)),
+    Column("action", String(40), nullable=False),
+    Column("target", Text),
+    Column("detail", Text),
+    Column("client", String(64)),
 )

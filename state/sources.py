@@ -89,14 +89,21 @@ class SourceStorage(Database):
             return _record(row) if row else None
 
     def last_checks(self) -> dict[str, tuple[datetime | None, datetime | None]]:
-        """For the daemon's sweeps, per enabled source: when it was last checked (None: never),
+        """For the daemon's sweeps, per enabled source not paused: when it was last checked (None:
+        never, or the console asked for a check since),
         and since when its longest-missing post has been missing (None: none is), whose removal
         a check confirms once the removal delay has passed."""
         with self.engine.connect() as conn:
             missing = dict(conn.execute(select(posts.c.source_id, func.min(posts.c.gone_since))
                                         .where(posts.c.status == "gone_pending").group_by(posts.c.source_id)).all())
-            return {r.name: (as_utc(r.last_check_at), as_utc(missing.get(r.id))) for r in conn.execute(
-                select(sources.c.id, sources.c.name, sources.c.last_check_at).where(sources.c.enabled.is_(True)))}
+            checks = {}
+            for r in conn.execute(select(sources.c.id, sources.c.name, sources.c.last_check_at, sources.c.check_requested_at)
+                                  .where(sources.c.enabled.is_(True), sources.c.paused_at.is_(None))):
+                last, asked = as_utc(r.last_check_at), as_utc(r.check_requested_at)
+                # "Check now" (the console): due as if never checked, until a check after the request.
+                checks[r.name] = (None if asked is not None and (last is None or last <= asked) else last,
+                                  as_utc(missing.get(r.id)))
+            return checks
 
     def mark_full_sweep(self, source: str, now: datetime) -> None:
         with self.engine.begin() as conn:
@@ -132,6 +139,19 @@ class SourceStorage(Database):
             update_source(conn, src["id"], degraded=False, degraded_reason=None)
             return count
 
+    def pause_source(self, name: str, paused: bool, now: datetime | None = None) -> bool:
+        """Pause (no checks until resumed) or resume a source; False when there is no such source."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(sources).where(sources.c.name == name, sources.c.enabled.is_(True)).values(
+                paused_at=(now or utc_now()) if paused else None)).rowcount > 0
+
+    def request_check(self, name: str, now: datetime | None = None) -> bool:
+        """"Check now": the daemon's next sweep (and a cluster's next planning) takes the source."""
+        now = now or utc_now()
+        with self.engine.begin() as conn:
+            return conn.execute(update(sources).where(sources.c.name == name, sources.c.enabled.is_(True)).values(
+                check_requested_at=now, next_check_at=now)).rowcount > 0
+
     def source_status(self) -> list[SourceStatus]:
         with self.engine.connect() as conn:
             counts = dict(conn.execute(select(posts.c.source_id, func.count()).where(posts.c.status != "removed")
@@ -147,5 +167,8 @@ class SourceStorage(Database):
                                  last_check_at=as_utc(r["last_check_at"]), last_success_at=as_utc(r["last_success_at"]),
                                  last_error=r["last_error"], consecutive_failures=r["consecutive_failures"],
                                  degraded=bool(r["degraded"]), degraded_reason=r["degraded_reason"],
-                                 held_events=held.get(r["id"], 0), volatile_posts=volatile.get(r["id"], 0))
+                                 held_events=held.get(r["id"], 0), volatile_posts=volatile.get(r["id"], 0),
+                                 paused_at=as_utc(r["paused_at"]), origin=r["origin"],
+                                 check_requested_at=(lambda asked, last: asked if asked and (last is None or last <= asked)
+                                                     else None)(as_utc(r["check_requested_at"]), as_utc(r["last_check_at"])))
                     for r in rows]

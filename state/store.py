@@ -6,7 +6,8 @@ composed the way Miniflux's storage is. SQLite by default, PostgreSQL by URL.
 - state.posts      posts, kept versions, pending edits; applying a check
 - state.events     what subscribers hear of, held or published
 - state.subscribers, state.signups (the /subscribe page's pending signups), state.outbox,
-  state.lease (one daemon per database), state.cluster (`postwatch worker`'s queue and planning)
+  state.lease (one daemon per database), state.cluster (`postwatch worker`'s queue and planning),
+  state.operators (the console's operators, sessions and audit log)
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from state.changes import VOLATILE_AFTER, RevisitSchedule
 from state.database import as_utc, sqlite_path
 from state.events import EventStorage, last_seq
 from state.lease import LeaseStorage
+from state.operators import OperatorStorage
 from state.outbox import OutboxStorage
 from state.posts import PostStorage
 from state.signups import SignupStorage
@@ -29,7 +31,7 @@ from state.subscribers import SubscriberStorage
 
 
 class Store(SourceStorage, PostStorage, EventStorage, SubscriberStorage, SignupStorage, OutboxStorage, LeaseStorage,
-            ClusterStorage):
+            ClusterStorage, OperatorStorage):
     """State of every source, post, event, subscriber and queued message (see Database for
     `url`, `migrate`, `connect_args` and `read_only`). The rest are the store's policies: how
     long a post must stay missing to be removed, the share of known posts a check may change

@@ -268,3 +268,28 @@ class SubscriberStorage(Database):
             return list(conn.execute(select(subscribers.c.id).where(
                 subscribers.c.status == "active", subscribers.c.cadence == "immediate", subscribers.c.cursor < newest)
                 .order_by(subscribers.c.id)).scalars())
+
+    def search_subscribers(self, text: str = "", status: str | None = None, limit: int = 200) -> list[Subscriber]:
+        """Subscribers whose address contains `text` (any case), newest first."""
+        query = select(subscribers).order_by(subscribers.c.id.desc()).limit(limit)
+        if text:
+            pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(func.lower(subscribers.c.email).like(pattern, escape="\\"))
+        if status:
+            query = query.where(subscribers.c.status == status)
+        with self.engine.connect() as conn:
+            return [subscriber_from_row(r) for r in conn.execute(query).mappings()]
+
+    def suppress_subscriber(self, subscriber_id: int, reason: str, now: datetime | None = None) -> bool:
+        """The operator suppresses an active or pending subscriber (a complaint, a known-bad
+        address): nothing more is sent, and what is queued for them is cancelled. Only the
+        person's new consent (`subscribers add --resubscribe`) undoes it."""
+        now = now or utc_now()
+        with self.engine.begin() as conn:
+            changed = conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id,
+                                                             subscribers.c.status.in_(("active", "pending")))
+                                   .values(status="suppressed", suppressed_reason=reason[:200], suppressed_at=now)).rowcount
+            if changed:
+                conn.execute(update(outbox).where(outbox.c.subscriber_id == subscriber_id, outbox.c.status == "pending")
+                             .values(status="cancelled", claimed_until=None, last_error=f"suppressed: {reason}"[:1000]))
+            return changed > 0

@@ -1,0 +1,339 @@
+"""The operator's console (issue 34) against a real `postwatch run` with [console] listen set: the
+sign-in and its guards over HTTP (throttling, cookie flags, session fixation, CSRF, the viewer's
+403s, idle expiry), then an operator's day in Chromium (Playwright, Debian's /usr/bin/chromium):
+a failing source, a held flood released, a source added after its preview, a subscriber
+forgotten, signed out; screenshots at 1280 and 390 px in tests/artifacts/console/."""
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import date
+from html import unescape
+from pathlib import Path
+
+import pytest
+
+from postwatch.testing.harness import ENVIRONMENT, Cli, Daemon, free_port, wait_for, write_config
+from postwatch.testing.replica import ReplicaPost
+
+ADMIN_PASSWORD = "correct horse battery"
+VIEWER_PASSWORD = "viewer password 1"
+ARTIFACTS = Path(__file__).parent / "artifacts" / "console"
+CHROMIUM = "/usr/bin/chromium"
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+class Visitor:
+    """A client with a cookie jar that does not follow redirects: (status, headers, body)."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), NoRedirect)
+
+    def open(self, path: str, form: list | dict | None = None):
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        request = urllib.request.Request(self.base + path, data=data)
+        try:
+            with self.opener.open(request, timeout=15) as response:
+                return response.status, response.headers, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers, exc.read().decode()
+
+    def cookie(self, name: str) -> str | None:
+        return next((c.value for c in self.jar if c.name == name), None)
+
+    def sign_in(self, name: str, password: str):
+        status, _, page = self.open("/login")
+        assert status == 200, page
+        return self.open("/login", {"csrf": hidden(page, "csrf"), "name": name, "password": password, "next": "/"})
+
+
+def hidden(html: str, name: str) -> str:
+    match = re.search(rf'<input type="hidden" name="{name}" value="([^"]*)"', html)
+    assert match, f"no hidden field {name} in the page"
+    return unescape(match.group(1))
+
+
+def add_operator(cli: Cli, name: str, role: str, password: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "postwatch", "--config", str(cli.config), "operators", "add", name,
+                           "--role", role], input=password + "\n", capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **ENVIRONMENT}, cwd=cli.config.parent)
+
+
+def console_setup(tmp_path, site, smtp, *, console: str = "", down_source: bool = False):
+    """(cli, daemon port, console base URL): `link` on the replica checked every 2 s, and with
+    `down_source` a source `downsite` whose site is down."""
+    port, console_port = free_port(), free_port()
+    down = (f'\n[[sources]]\nname = "downsite"\nurl = "http://127.0.0.1:{free_port()}/blog/"\nkind = "html"\n'
+            f'title = "A site that is down"\ninterval = "2s"\n') if down_source else ""
+    extra = f'\n[console]\nlisten = "127.0.0.1:{console_port}"\n{console}\n{down}'
+    config = write_config(tmp_path, site.blog_url, smtp.port, listen_port=port, interval="2s", extra=extra)
+    cli = Cli(config)
+    cli("check", "link", check=True)
+    for name, role, password in (("ada", "admin", ADMIN_PASSWORD), ("vic", "viewer", VIEWER_PASSWORD)):
+        made = add_operator(cli, name, role, password)
+        assert made.returncode == 0, made.stderr
+    return cli, port, f"http://127.0.0.1:{console_port}"
+
+
+@pytest.fixture
+def console(tmp_path, site, smtp):
+    cli, port, base = console_setup(tmp_path, site, smtp, console='idle_timeout = "3s"\nmax_failures = 3\n'
+                                                                   'throttle_window = "1m"')
+    with Daemon(cli, port) as daemon:
+        wait_for(lambda: _answers(base), what="the console")
+        yield cli, base, daemon
+
+
+def _answers(base: str) -> bool:
+    try:
+        urllib.request.urlopen(base + "/login", timeout=2).close()
+        return True
+    except (OSError, urllib.error.HTTPError):
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# The command line
+# --------------------------------------------------------------------------------------------
+def test_operators_add_list_passwd_remove(tmp_path, site, smtp):
+    cli = Cli(write_config(tmp_path, site.blog_url, smtp.port))
+    assert add_operator(cli, "ada", "admin", ADMIN_PASSWORD).returncode == 0
+    again = add_operator(cli, "ada", "viewer", ADMIN_PASSWORD)
+    assert again.returncode == 1 and "exists already" in again.stderr
+    short = add_operator(cli, "bo", "viewer", "short")
+    assert short.returncode == 2 and "at least 10 characters" in short.stderr
+    listed = cli("operators", "list", check=True).stdout
+    assert re.search(r"^ada\s+admin\s+added .*never signed in", listed, re.M) and "1 operator" in listed
+    helped = cli("operators", "add", "--help").stdout
+    assert "Argon2id" in helped and "standard input" in helped and "--role" in helped
+    changed = subprocess.run([sys.executable, "-m", "postwatch", "--config", str(cli.config), "operators", "passwd", "ada"],
+                             input="another long password\n", capture_output=True, text=True, env={**os.environ, **ENVIRONMENT})
+    assert changed.returncode == 0, changed.stderr
+    assert cli("operators", "remove", "ada", check=True).returncode == 0
+    assert cli("operators", "remove", "ada").returncode == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Sign-in and its guards, over HTTP
+# --------------------------------------------------------------------------------------------
+def test_sign_in_cookie_flags_fixation_and_sign_out(console):
+    cli, base, _ = console
+    visitor = Visitor(base)
+    status, headers, _ = visitor.open("/")
+    assert status == 303 and headers["Location"] == "/login"
+    # A session id planted before sign-in (fixation) is never the one signed in.
+    planted = "planted-session-id-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    visitor.jar.set_cookie(http.cookiejar.Cookie(0, "pw_console", planted, None, False, "127.0.0.1", False, False, "/",
+                                                 True, False, None, False, None, None, {}))
+    wrong = visitor.sign_in("ada", "not the password")
+    assert wrong[0] == 401 and "Wrong name or password" in wrong[2]
+    status, headers, _ = visitor.sign_in("ada", ADMIN_PASSWORD)
+    assert status == 303 and headers["Location"] == "/"
+    cookie = next(h for h in headers.get_all("Set-Cookie") if h.startswith("pw_console="))
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie   # http: no Secure
+    session = visitor.cookie("pw_console")
+    assert session and session != planted and len(session) >= 43                            # 256 bits, base64
+    status, _, page = visitor.open("/")
+    assert status == 200 and "link" in page and "Sign out" in page
+    # The session id is stored hashed only.
+    import sqlite3
+
+    with sqlite3.connect(cli.config.parent / "state.db") as db:
+        stored = [row[0] for row in db.execute("SELECT id_hash FROM operator_sessions")]
+        audit = [row[0] for row in db.execute("SELECT action FROM audit_log ORDER BY id")]
+    assert session not in stored and len(stored) == 1
+    assert "sign-in failed" in audit and "signed in" in audit
+    status, headers, _ = visitor.open("/logout", {"csrf": hidden(page, "csrf")})
+    assert status == 303 and headers["Location"] == "/login"
+    # The old id is dead on the server, even if replayed.
+    replay = Visitor(base)
+    replay.jar.set_cookie(http.cookiejar.Cookie(0, "pw_console", session, None, False, "127.0.0.1", False, False, "/",
+                                                True, False, None, False, None, None, {}))
+    assert replay.open("/")[0] == 303
+
+
+def test_throttling_after_failures_per_account_and_per_address(console):
+    _, base, _ = console
+    visitor = Visitor(base)
+    for _ in range(3):                                # max_failures = 3 in this config
+        assert visitor.sign_in("ada", "wrong password!")[0] == 401
+    status, headers, page = visitor.sign_in("ada", ADMIN_PASSWORD)     # even the right password waits now
+    assert status == 429 and "Too many failed sign-ins" in page and int(headers["Retry-After"]) > 0
+    # The same address trying another account is throttled too (per client address).
+    assert visitor.sign_in("vic", VIEWER_PASSWORD)[0] == 429
+
+
+def test_csrf_and_viewer_403_change_nothing(console):
+    cli, base, _ = console
+    admin = Visitor(base)
+    assert admin.sign_in("ada", ADMIN_PASSWORD)[0] == 303
+    # A POST without the token (or with another's) is refused, and the source is not paused.
+    for form in ({}, {"csrf": "forged"}):
+        status, _, page = admin.open("/sources/link/pause", form)
+        assert status == 403 and "Nothing was changed" in page
+    assert 'class="badge paused"' not in admin.open("/sources/link")[2]
+    viewer = Visitor(base)
+    assert viewer.sign_in("vic", VIEWER_PASSWORD)[0] == 303
+    status, _, page = viewer.open("/sources/link")
+    assert status == 200 and "Check now" not in page                       # no buttons for a viewer
+    token = hidden(page, "csrf")
+    posts = ["/sources/link/check", "/sources/link/release", "/sources/link/pause", "/sources/link/resume",
+             "/sources/new", "/subscribers/1/suppress", "/subscribers/1/forget", "/deliveries/retry"]
+    for path in posts:
+        status, _, page = viewer.open(path, {"csrf": token, "confirm": "yes", "url": "http://127.0.0.1:1/",
+                                             "action": "save"})
+        assert status == 403 and "role viewer" in page, path
+    # Unsigned POSTs too.
+    assert Visitor(base).open("/sources/link/pause", {"csrf": token})[0] == 403
+    assert 'class="badge paused"' not in admin.open("/")[2]
+    # ...and the viewer can still sign out.
+    assert viewer.open("/logout", {"csrf": token})[0] == 303
+
+
+def test_idle_session_expires(console):
+    _, base, _ = console
+    visitor = Visitor(base)
+    assert visitor.sign_in("ada", ADMIN_PASSWORD)[0] == 303
+    assert visitor.open("/")[0] == 200
+    time.sleep(1.5)
+    assert visitor.open("/")[0] == 200           # in use: not idle
+    time.sleep(3.6)                              # idle_timeout = 3s
+    status, headers, _ = visitor.open("/settings")
+    assert status == 303 and headers["Location"].startswith("/login?next=")
+
+
+def test_trusted_header_only_from_trusted_proxies(tmp_path, site, smtp):
+    cli, port, base = console_setup(tmp_path, site, smtp, console='trusted_user_header = "X-Remote-User"\n'
+                                                                  'trusted_proxies = ["10.0.0.0/8"]')
+    with Daemon(cli, port):
+        wait_for(lambda: _answers(base), what="the console")
+        request = urllib.request.Request(base + "/", headers={"X-Remote-User": "ada"})
+        opener = urllib.request.build_opener(NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as refused:     # 127.0.0.1 is not a trusted proxy
+            opener.open(request, timeout=10)
+        assert refused.value.code == 303
+
+
+# --------------------------------------------------------------------------------------------
+# The operator's day, in Chromium
+# --------------------------------------------------------------------------------------------
+def _shots(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+@pytest.mark.timeout(240)
+def test_an_operators_day_in_chromium(tmp_path, site, smtp):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no {CHROMIUM}")
+    cli, port, base = console_setup(tmp_path, site, smtp, down_source=True)
+    cli("subscribers", "add", "ada@example.org", "--cadence", "immediate", check=True)
+    cli("subscribers", "add", "bo@example.org", "--cadence", "daily", check=True)
+    # A flood: far more new posts than [crawl] flood_share of the known ones at once: held as suspect.
+    site._posts[:0] = [ReplicaPost(slug=f"flood-{n}", title=f"Flood post {n}", published=date(2030, 1, 1),
+                                   body_paragraphs=["A post of the flood."]) for n in range(12)]
+    held = cli("check", "link")
+    assert "held" in (held.stdout + held.stderr).lower(), held.stdout + held.stderr
+    with Daemon(cli, port), sync_api.sync_playwright() as playwright:
+        wait_for(lambda: _answers(base), what="the console")
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(base + "/")
+            assert page.url.endswith("/login")
+            _shots(page, "login")
+            page.fill("#name", "ada")
+            page.fill("#password", ADMIN_PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url(base + "/")
+            # The source whose site is down shows as failing, with its error.
+            for _ in range(60):
+                if "failing since" in page.content():
+                    break
+                time.sleep(0.5)
+                page.reload()
+            row = page.locator("tr", has_text="downsite").first
+            assert "failing" in row.inner_text() and "held" in page.locator("tr", has_text="link").first.inner_text()
+            _shots(page, "dashboard")
+            # The held flood: its changes shown first, then released.
+            page.click("text=link")
+            page.wait_for_url(base + "/sources/link")
+            assert page.locator("h2", has_text="Held changes").count() == 1 and "Flood post 3" in page.content()
+            _shots(page, "source-held")
+            page.click("button:has-text('Release')")
+            page.wait_for_url(re.compile(r".*/sources/link\?released=\d+"))
+            assert "Released 12 held changes" in page.content() and "Held changes" not in page.content()
+            # Add a source: a preview of what `sources test` finds, then save.
+            page.click("nav >> text=Add source")
+            page.fill("#url", site.blog_url)
+            page.fill("#name", "linkcopy")
+            page.click("button[value=preview]")
+            page.wait_for_selector("text=What postwatch finds there")
+            assert "Flood post" in page.content() and page.locator("button[value=save]").count() == 1
+            _shots(page, "source-preview")
+            page.click("button[value=save]")
+            page.wait_for_url(re.compile(r".*/sources/linkcopy\?done=added"))
+            assert "Added." in page.content()
+            # Forget a subscriber, through the confirmation step.
+            page.click("nav >> text=Subscribers")
+            page.wait_for_url(base + "/subscribers")
+            assert page.locator("#q").count() == 1, page.content()[-3000:]
+            page.fill("#q", "bo@")
+            page.click("button:has-text('Search')")
+            _shots(page, "subscribers")
+            page.click("text=bo@example.org")
+            _shots(page, "subscriber")
+            page.click("text=Forget…")
+            assert "cannot be undone" in page.content()
+            page.click("button:has-text('Forget bo@example.org')")
+            page.wait_for_url(re.compile(r".*/subscribers\?done=forget"))
+            assert "Erased" in page.content() and "bo@example.org" not in page.content()
+            page.click("nav >> text=Deliveries")
+            _shots(page, "deliveries")
+            page.click("nav >> text=Settings")
+            assert "test-secret" not in page.content()
+            _shots(page, "settings")
+            page.click("nav >> text=Audit")
+            audit = page.content()
+            assert "released held changes" in audit and "added source" in audit and "forgot subscriber" in audit
+            _shots(page, "audit")
+            page.click("button:has-text('Sign out')")
+            page.wait_for_url(base + "/login")
+            page.goto(base + "/deliveries")
+            assert "/login" in page.url
+        finally:
+            browser.close()
+    assert cli("sources", "list", check=True).stdout.count("console") == 1
+
+
+def test_admin_pauses_resumes_and_checks_now(console):
+    cli, base, _ = console
+    admin = Visitor(base)
+    assert admin.sign_in("ada", ADMIN_PASSWORD)[0] == 303
+    token = hidden(admin.open("/")[2], "csrf")
+    status, headers, _ = admin.open("/sources/link/pause", {"csrf": token})
+    assert status == 303 and headers["Location"] == "/sources/link?done=pause"
+    assert 'class="badge paused"' in admin.open("/")[2]
+    assert admin.open("/sources/link/resume", {"csrf": token})[0] == 303
+    assert 'class="badge paused"' not in admin.open("/")[2]
+    assert admin.open("/sources/link/check", {"csrf": token})[0] == 303
+    assert "A check was asked for" in admin.open("/sources/link?done=check")[2]
+    audit = admin.open("/audit")[2]
+    assert "paused" in audit and "resumed" in audit and "check now" in audit
