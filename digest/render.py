@@ -401,6 +401,11 @@ def _listed(event, lang: str = "en") -> dict:
             "url": event.url}
 
 
+def _brief(event, zone: ZoneInfo, lang: str = "en") -> dict:
+    """A post shown past `full_posts`: its title, link and date on one line."""
+    return {**_listed(event, lang), "date": _when(event, zone, lang)}
+
+
 def _counts(items, lang: str = "en") -> str:
     """"5 updated, 1 removed, 165 new": a source's events by kind, changes first as listed."""
     return _counts_line(items, ("updated", "removed", "restored", "new"), lang)
@@ -410,7 +415,7 @@ def preheader_of(groups: list[dict], limit: int = PREHEADER_CHARS) -> str:
     """What an inbox shows after the subject: the first titles, changes first (the subject
     already gives the counts). Without it, clients show the page's first words: the site name,
     "Unsubscribe" and the counts again."""
-    titles = [post["title"] for group in groups for post in [*group["posts"], *group["listed"]]]
+    titles = [post["title"] for group in groups for post in [*group["posts"], *group["brief"], *group["listed"]]]
     text = ""
     for title in titles:
         candidate = f"{text} · {title}" if text else title
@@ -439,15 +444,19 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
     view_url = f"{settings.archive_url}d/{digest_id(events)}" if settings.archive_url and events else ""
     while True:
         taken = _take(by_source, limit)
+        # The first `full_posts` in full (changes first, as _take shares them out); the others
+        # shown are one line each, so a long digest stays short on a phone.
+        full = _take(by_source, min(limit, max(0, settings.full_posts)))
         groups = []
         for number, (source, items) in enumerate(by_source.items(), 1):
-            shown, rest = items[:taken[source]], items[taken[source]:]
+            shown, brief, rest = items[:full[source]], items[full[source]:taken[source]], items[taken[source]:]
             for event in shown:
                 if event.id not in posts:
                     posts[event.id] = _post(event, zone, settings.lead != "full", lang)
             groups.append({
                 "title": clean_text(settings.source_titles.get(source, source)),
                 "posts": [posts[e.id] for e in shown],
+                "brief": [_brief(e, zone, lang) for e in brief],
                 "listed": [_listed(e, lang) for e in rest if e.kind != "new"],
                 "more": sum(e.kind == "new" for e in rest), "site_url": _site_of(source, items, settings),
                 # The new posts left out are on the source's archive page when the pages have a

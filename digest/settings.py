@@ -34,7 +34,8 @@ class DigestSettings:
     source_urls: dict[str, str] = field(default_factory=dict)     # "and N more posts" links there
     organization: str = ""           # the footer's sender and postal address (CAN-SPAM)
     postal_address: str = ""
-    max_posts: int = 60              # posts shown in full per digest; the size budget may show fewer
+    max_posts: int = 60              # posts shown per digest; the size budget may show fewer
+    full_posts: int = 20             # of those, shown in full (lead or diff); the others in one line
     lead: str = "short"              # "short": ~250 characters and "Read more"; "full": up to 600
     # The web archive (postwatch/web.py), ending in "/": each digest links to its copy there
     # ("View in browser"; "": no link). `archive_public`: the pages have a public address

@@ -176,7 +176,7 @@ class App:
             source_urls={s.name: s.url for s in sources},
             organization=cfg.digest.organization or "",
             postal_address=cfg.digest.postal_address or "",
-            max_posts=cfg.digest.max_posts,
+            max_posts=cfg.digest.max_posts, full_posts=cfg.digest.full_posts,
             lead=cfg.digest.lead,
             # The daemon serves the archive beside its other pages: [unsubscribe] public_url's
             # host and folder, else the listen address (as the unsubscribe link does).

@@ -166,6 +166,7 @@ class DigestConfig:
     organization: str | None = None       # the footer names the sender and its postal address (CAN-SPAM)
     postal_address: str | None = None
     max_posts: int = between(60, 1, 1000)  # posts shown per digest; the rest are counted, linked to their site
+    full_posts: int = between(20, 0, 1000)  # of those, shown in full (lead or diff); the others in one line
     lead: str = "short"                    # a new post's lead: "short" (~250 characters, "Read more") or "full" (600)
 
 
