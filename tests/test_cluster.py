@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from postwatch.testing.cluster import (ClusterTrial, all_checked, assert_checked_once_per_interval, assert_mailed_once,
+from support.cluster import (ClusterTrial, all_checked, assert_checked_once_per_interval, assert_mailed_once,
                                        assert_politeness)
 from postwatch.testing.harness import ENVIRONMENT, free_port, get, sql, wait_for, write_config
 from postwatch.testing.mailcatcher import MailCatcher, deliveries_of
@@ -435,7 +435,7 @@ def test_a_queue_installed_before_the_wake_trigger_gets_it_at_the_next_start():
     from the next worker to start; the queue itself is not installed twice."""
     from procrastinate.schema import SchemaManager
 
-    from postwatch.testing.cluster import create_database, drop_database
+    from support.cluster import create_database, drop_database
     from postwatch.testing.harness import PG_SERVER
     from state import Store
 
@@ -462,7 +462,7 @@ def test_a_host_turn_is_one_workers_at_a_time_and_hands_the_delay_on():
     import asyncio
 
     from postwatch.cluster import psycopg_conninfo
-    from postwatch.testing.cluster import create_database, drop_database
+    from support.cluster import create_database, drop_database
     from postwatch.testing.harness import PG_SERVER
     from state import Store
     from state.cluster import HostBusy, host_turn
