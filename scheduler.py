@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 import signal
 import time
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Iterable
 
 from postwatch.app import App, describe_summary, utcnow
 from postwatch.config import Config
+from postwatch.planner import cadence_key_of, due_sources, sweep_period, trigger_for_cadence
+from postwatch.stopping import grace_seconds, stop_signals
 from digest.render import TemplateProblem
 from state import StorageError
 
@@ -122,64 +123,6 @@ def _require_daemon() -> "Daemon":
     if _daemon is None:
         raise RuntimeError("no postwatch daemon is running in this process")
     return _daemon
-
-
-def due_sources(last_checks: dict[str, tuple[datetime | None, datetime | None]], intervals: dict[str, timedelta],
-                jitter: timedelta, confirm_removals_after: timedelta, now: datetime) -> list[str]:
-    """The sources to check now: never checked; or checked an interval ago plus the source's
-    share of the jitter (fixed per source and check, a hash, not a draw, so sources checked
-    together spread over the jitter and a restart does not move them); or holding a missing post
-    whose removal delay has passed since the last check (its removal is confirmed that day, not
-    at the next full sweep)."""
-    due = []
-    for name, (last, missing_since) in last_checks.items():
-        if last is None:
-            due.append(name)
-            continue
-        if missing_since is not None and last < missing_since + confirm_removals_after <= now:
-            due.append(name)
-            continue
-        digest = hashlib.sha256(f"{name}@{last.isoformat()}".encode()).digest()
-        share = int.from_bytes(digest[:8], "big") / 2 ** 64
-        if last + intervals[name] + jitter * share <= now:
-            due.append(name)
-    return due
-
-
-def sweep_period(intervals: Iterable[timedelta], removal_delay: timedelta) -> float:
-    """How often the sweep job looks for due sources: a quarter of the shortest interval or of the
-    removal delay, at least every 10 s and at most twice a second (one small query each time)."""
-    shortest = min([i.total_seconds() for i in intervals] + [removal_delay.total_seconds() or 3600.0])
-    return min(10.0, max(0.5, shortest / 4))
-
-
-def cadence_key_of(subscriber) -> str | None:
-    """Subscribers who share a schedule share one digest job."""
-    if subscriber.cadence == "daily":
-        return f"daily@{subscriber.send_time}@{subscriber.timezone}"
-    if subscriber.cadence == "weekly":
-        return f"weekly@{subscriber.weekday}@{subscriber.send_time}@{subscriber.timezone}"
-    return None
-
-
-def trigger_for_cadence(key: str):
-    from apscheduler.triggers.cron import CronTrigger
-
-    parts = key.split("@")
-    if parts[0] == "daily":
-        hour, minute = parts[1].split(":")
-        return CronTrigger(hour=int(hour), minute=int(minute), timezone=parts[2])
-    _, weekday, at, tz = parts
-    hour, minute = at.split(":")
-    return CronTrigger(day_of_week=int(weekday), hour=int(hour), minute=int(minute), timezone=tz)
-
-
-def cadence_due_between(key: str, after: datetime, until: datetime) -> bool:
-    """Whether a digest of cadence `key` (cadence_key_of) falls due in (after, until]: the same
-    trigger the daemon's digest job runs on, asked by the cluster's digest planner."""
-    trigger = trigger_for_cadence(key)
-    fire = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
-    return fire is not None and fire <= until
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,67 +332,68 @@ class Daemon:
 
     async def serve(self, *, once: bool = False) -> int:
         global _daemon
-        loop = self.loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._request_stop, sig)
-        _daemon = self
-        try:
-            if self.lease_lost_line:
-                return 1
-            if once:
-                self._once_task = asyncio.ensure_future(self._run_once())
-                try:
-                    return await self._once_task
-                except asyncio.CancelledError:
-                    if self.lease_lost_line is None:
-                        raise
-                    await self._shutdown()
-                    return 1
-            self.scheduler = self._build_scheduler()
-            self.scheduler.start(paused=True)
-            self.reconcile_jobs()
-            host, port = self.config.listen_address()
-            from postwatch.web import WebEndpoint, raise_open_file_limit
-
-            raise_open_file_limit()
-            self.http = WebEndpoint(self.app, host, port, max_connections=self.config.daemon.max_connections,
-                                    scheduler_running=lambda: bool(self.scheduler and self.scheduler.running),
-                                    outbox_queued=self.send_soon)
+        with stop_signals(self.loop, self._request_stop):
+            _daemon = self
             try:
-                await self.http.start()
-            except OSError as exc:
-                self.http = None
-                self.scheduler.shutdown(wait=False)
-                raise SystemExit(f"postwatch: cannot listen on {host}:{port} ([daemon] listen): {exc.strerror or exc}") from None
-            if self.config.console.listen:
-                await self._start_console()
-            if self.config.inbound.listen:
-                from postwatch.inbound import InboundListener
+                return await self._serve(once)
+            finally:
+                _daemon = None
 
-                inbound_host, inbound_port = self.config.inbound_address()
-                self.inbound = InboundListener(self.app, inbound_host, inbound_port, self.config.inbound_domain)
-                try:
-                    await self.inbound.start()
-                except OSError as exc:
-                    self.inbound = None
-                    await self.http.stop()
-                    if self.console:
-                        await self.console.stop()
-                    self.scheduler.shutdown(wait=False)
-                    raise SystemExit(f"postwatch: cannot listen on {inbound_host}:{inbound_port} ([inbound] listen): "
-                                     f"{exc.strerror or exc}") from None
-                log.info("inbound mail for @%s on %s", self.config.inbound_domain, self.inbound.address)
-            self.scheduler.resume()
-            log.info("postwatch daemon started: %d sources, database %s, health on http://%s/healthz",
-                     len(self.app.store.list_sources()), self.app.store.display_name, self.http.address)
-            await self.stopping.wait()
-            await self._shutdown()
-            return 1 if self.lease_lost_line else 0
-        finally:
-            _daemon = None
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+    async def _serve(self, once: bool) -> int:
+        if self.lease_lost_line:
+            return 1
+        if once:
+            self._once_task = asyncio.ensure_future(self._run_once())
+            try:
+                return await self._once_task
+            except asyncio.CancelledError:
+                if self.lease_lost_line is None:
+                    raise
+                await self._shutdown()
+                return 1
+        self.scheduler = self._build_scheduler()
+        self.scheduler.start(paused=True)
+        self.reconcile_jobs()
+        host, port = self.config.listen_address()
+        from postwatch.web import WebEndpoint, raise_open_file_limit
+
+        raise_open_file_limit()
+        self.http = WebEndpoint(self.app, host, port, max_connections=self.config.daemon.max_connections,
+                                scheduler_running=lambda: bool(self.scheduler and self.scheduler.running),
+                                outbox_queued=self.send_soon)
+        try:
+            await self.http.start()
+        except OSError as exc:
+            self.http = None
+            self.scheduler.shutdown(wait=False)
+            raise SystemExit(f"postwatch: cannot listen on {host}:{port} ([daemon] listen): "
+                             f"{exc.strerror or exc}") from None
+        if self.config.console.listen:
+            await self._start_console()
+        if self.config.inbound.listen:
+            from postwatch.inbound import InboundListener
+
+            inbound_host, inbound_port = self.config.inbound_address()
+            self.inbound = InboundListener(self.app, inbound_host, inbound_port, self.config.inbound_domain)
+            try:
+                await self.inbound.start()
+            except OSError as exc:
+                self.inbound = None
+                await self.http.stop()
+                if self.console:
+                    await self.console.stop()
+                self.scheduler.shutdown(wait=False)
+                raise SystemExit(f"postwatch: cannot listen on {inbound_host}:{inbound_port} ([inbound] listen): "
+                                 f"{exc.strerror or exc}") from None
+            log.info("inbound mail for @%s on %s", self.config.inbound_domain, self.inbound.address)
+        self.scheduler.resume()
+        log.info("postwatch daemon started: %d sources, database %s, health on http://%s/healthz",
+                 len(self.app.store.list_sources()), self.app.store.display_name, self.http.address)
+        await self.stopping.wait()
+        await self._shutdown()
+        return 1 if self.lease_lost_line else 0
 
     async def _run_once(self) -> int:
         summaries = await self.app.check_many([s.name for s in self.app.store.list_sources()])
@@ -488,9 +432,7 @@ class Daemon:
         results are discarded, so state is never half-written); then exit."""
         from crawler.run import stop_all_crawls
 
-        grace = self.config.daemon.shutdown_grace.total_seconds()
-        if self.lease_lost_line:
-            grace = min(grace, 2.0)     # another daemon may take over soon: no waiting for jobs
+        grace = grace_seconds(self.config.daemon.shutdown_grace, lease_lost=bool(self.lease_lost_line))
         deadline = time.monotonic() + grace     # one grace for crawls and sending together
         try:
             await asyncio.wait_for(stop_all_crawls(), timeout=grace)

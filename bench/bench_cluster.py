@@ -1,7 +1,7 @@
 """Cluster figures (issue #19): sources checked per second and digests per second with 1, 2 and 3
 `postwatch worker` processes on one PostgreSQL database, and the PostgreSQL load per check.
 
-Replica blogs (a replica farm in a process of its own: postwatch.testing.farm) on HOSTS loopback
+Replica blogs (a replica farm in a process of its own: tests/support/farm.py) on HOSTS loopback
 addresses, SOURCES_PER_HOST each, no per-host delay: the figure is postwatch's and PostgreSQL's, not politeness. A check round makes every
 source due at once (next_check_at = NULL) and times until every source's last_check_at has
 moved; after one baseline round, rounds are no-change checks (one conditional GET each). A
@@ -31,8 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))     # support: the test helpers kept out of the wheel
 
-from postwatch.testing.cluster import ClusterTrial  # noqa: E402
+from support.cluster import ClusterTrial  # noqa: E402
 from postwatch.testing.harness import PG_SERVER, wait_for  # noqa: E402
 from postwatch.testing.mailcatcher import MailCatcherProcess  # noqa: E402
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))     # support: the test helpers kept out of the wheel
 
 NOW = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 FRAME = """<!DOCTYPE html><html><body style="margin:0">
@@ -83,7 +84,7 @@ def html_of(made: list, lang: str | None = None, **overrides) -> str:
 
 def main() -> None:
     from digest.settings import DigestSettings
-    from postwatch.testing.browser import measure_in_frame
+    from support.browser import measure_in_frame
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--width", type=int, default=375)

@@ -1,6 +1,6 @@
 """Webhook figures: N webhook subscribers, composed and delivered end to end (signed JSON over one
 keep-alive connection per receiver, each delivery marked in the outbox) to a signature-checking
-receiver in a process of its own on 127.0.0.2 (postwatch.testing.webhook_receiver).
+receiver in a process of its own on 127.0.0.2 (tests/support/webhook_receiver.py).
 
     .venv/bin/python bench/bench_webhook.py [--subscribers 2000] [--receivers 1] [--rounds 2]
 """
@@ -18,7 +18,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 HOST = "127.0.0.2"
 MASTER = "bench-webhook-master-secret"
@@ -41,7 +42,7 @@ def run_once(subscribers: int, receivers: int) -> dict:
     servers, bases = [], []
     for _ in range(receivers):
         port = _free_port()
-        server = subprocess.Popen([sys.executable, "-m", "postwatch.testing.webhook_receiver", "--host", HOST,
+        server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "webhook_receiver.py"), "--host", HOST,
                                    "--port", str(port), "--master-secret-env", "BENCH_MASTER"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   env={**os.environ, "BENCH_MASTER": MASTER})

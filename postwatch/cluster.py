@@ -35,7 +35,6 @@ import asyncio
 import logging
 import os
 import re
-import signal
 import socket
 import threading
 import time
@@ -47,8 +46,10 @@ from typing import Callable
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from postwatch import planner
 from postwatch.app import App, utcnow
 from postwatch.config import Config
+from postwatch.stopping import grace_seconds, stop_signals
 from state import AlreadyRunning, StorageError, describe_error
 from state.cluster import (CHECK_TASK, COMPOSE_TASK, DELIVER_TASK, QUEUE, HostBusy, NotPostgreSQL, database_problem,
                            host_turn, recovery_turn)
@@ -232,49 +233,48 @@ class Worker:
         stopping = asyncio.Event()
         running: asyncio.Future | None = None
 
-        def stop() -> None:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)      # a second signal ends the process at once
+        def stop(signum) -> None:
             stopping.set()
             if running is not None:
                 running.cancel()    # procrastinate's worker turns this into its graceful shutdown
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop)
         for handler in logging.getLogger().handlers:
             handler.addFilter(one_line_database_loss)
-        async with self.queue.open_async():
-            log.info("postwatch worker %s started: %d sources, database %s, planning every %ds", name,
-                     len(self.app.store.list_sources()), self.app.store.display_name, s.plan_every)
-            while not stopping.is_set():
-                running = asyncio.ensure_future(self.queue.run_worker_async(
-                    queues=[QUEUE], name=name, concurrency=s.concurrency, delete_jobs="successful",
-                    update_heartbeat_interval=s.heartbeat_every, stalled_worker_timeout=s.stalled_after,
-                    shutdown_graceful_timeout=self.config.daemon.shutdown_grace.total_seconds(),
-                    fetch_job_polling_interval=min(5.0, float(s.plan_every)), install_signal_handlers=False))
-                try:
-                    await running
-                except asyncio.CancelledError:
-                    if not stopping.is_set():
-                        raise
-                    break
-                except Exception as exc:
-                    if database_lost(exc):
-                        await self._wait_for_database(name, stopping)
+        # A second signal ends the process at once.
+        with stop_signals(loop, stop, second_kills=True):
+            async with self.queue.open_async():
+                log.info("postwatch worker %s started: %d sources, database %s, planning every %ds", name,
+                         len(self.app.store.list_sources()), self.app.store.display_name, s.plan_every)
+                while not stopping.is_set():
+                    running = asyncio.ensure_future(self.queue.run_worker_async(
+                        queues=[QUEUE], name=name, concurrency=s.concurrency, delete_jobs="successful",
+                        update_heartbeat_interval=s.heartbeat_every, stalled_worker_timeout=s.stalled_after,
+                        shutdown_graceful_timeout=grace_seconds(self.config.daemon.shutdown_grace),
+                        fetch_job_polling_interval=min(5.0, float(s.plan_every)), install_signal_handlers=False))
+                    try:
+                        await running
+                    except asyncio.CancelledError:
+                        if not stopping.is_set():
+                            raise
+                        break
+                    except Exception as exc:
+                        if database_lost(exc):
+                            await self._wait_for_database(name, stopping)
+                            continue
+                        if not registration_removed(exc):
+                            raise
+                        # Its running jobs have finished (procrastinate's shutdown waits for them).
+                        log.warning("postwatch worker %s was silent for more than --stalled-after %gs and another "
+                                    "worker removed its registration; it registers again and goes on", name,
+                                    s.stalled_after)
                         continue
-                    if not registration_removed(exc):
-                        raise
-                    # Its running jobs have finished (procrastinate's shutdown waits for them).
-                    log.warning("postwatch worker %s was silent for more than --stalled-after %gs and another worker "
-                                "removed its registration; it registers again and goes on", name, s.stalled_after)
-                    continue
-                if stopping.is_set():
-                    break
-                # Not asked to stop: procrastinate stops its worker, and returns, when one of its
-                # side tasks fails, and what fails them is the database going away (the LISTEN
-                # connection, the heartbeat). Returning too would end the process with 0, which
-                # no service manager restarts: one database restart would stop the whole cluster.
-                await self._wait_for_database(name, stopping)
+                    if stopping.is_set():
+                        break
+                    # Not asked to stop: procrastinate stops its worker, and returns, when one of its
+                    # side tasks fails, and what fails them is the database going away (the LISTEN
+                    # connection, the heartbeat). Returning too would end the process with 0, which
+                    # no service manager restarts: one database restart would stop the whole cluster.
+                    await self._wait_for_database(name, stopping)
         log.info("postwatch worker %s stopped", name)
         return 0
 
@@ -359,11 +359,12 @@ class Worker:
             await asyncio.to_thread(self.app.housekeeping)
 
     def plan_checks(self):
-        crawl = self.config.crawl
+        crawl, now = self.config.crawl, utcnow()
         # A dict, not App.source_interval: that walks the config's sources for every name.
         own = {source.name: source.interval for source in self.config.sources if source.interval}
-        return self.app.store.plan_checks(utcnow(), lambda name: own.get(name, crawl.interval), crawl.jitter,
-                                          crawl.removal_confirm_after, self.settings.batch_size)
+        return self.app.store.plan_checks(
+            now, lambda name: planner.next_check(name, now, own.get(name, crawl.interval), crawl.jitter),
+            crawl.removal_confirm_after, self.settings.batch_size)
 
     async def check_batch(self, sources: list[str], host: str, job_id: int | None = None) -> None:
         """Check `sources` (all on `host`) in this worker's turn at the host. A failed source is
@@ -393,17 +394,11 @@ class Worker:
             raise
         log.info("checked %d sources on %s (%d failed, %d requests) in %.1fs", len(summaries), host,
                  sum(not s.ok for s in summaries), sum(s.requests for s in summaries), time.monotonic() - started)
-        if any(s.events and not s.held for s in summaries) or any(s.published_held for s in summaries):
+        if planner.publishes(summaries):
             await asyncio.to_thread(self.app.store.defer_immediate_delivery)
 
     def plan_digests(self) -> None:
-        from scheduler import cadence_due_between, cadence_key_of
-
-        def due(subscriber, t0, t1) -> bool:
-            key = cadence_key_of(subscriber)
-            return key is not None and cadence_due_between(key, t0, t1)
-
-        batches = self.app.store.plan_digests(utcnow(), due, self.settings.digest_batch)
+        batches = self.app.store.plan_digests(utcnow(), planner.digest_due_between, self.settings.digest_batch)
         if batches:
             log.info("digests planned for %d subscribers", sum(map(len, batches)))
 

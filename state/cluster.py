@@ -9,7 +9,6 @@ nothing, so no source skips an interval and no digest is planned twice.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from contextlib import asynccontextmanager
@@ -186,13 +185,6 @@ def host_of(url: str) -> str:
     return (urlsplit(url).hostname or url).lower()
 
 
-def jitter_share(name: str, at: datetime) -> float:
-    """A source's share of the jitter, 0..1, fixed per source and planning time (a hash, not a
-    draw, like the daemon's due_sources): sources planned together spread over the jitter."""
-    digest = hashlib.sha256(f"{name}@{at.isoformat()}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2 ** 64
-
-
 def defer_job(conn: Connection, task_name: str, args: dict, *, lock: str | None = None,
               queueing_lock: str | None = None, priority: int = 0) -> int | None:
     """Defer one job on `conn`'s transaction. A job whose queueing lock is already waiting is
@@ -238,12 +230,14 @@ class ClusterStorage(Database):
             return created
 
     # -- checks -------------------------------------------------------------------------------
-    def plan_checks(self, now: datetime, interval_of: Callable[[str], timedelta], jitter: timedelta,
-                    removal_delay: timedelta, batch_size: int, max_sources: int = 5000) -> list[PlannedBatch]:
+    def plan_checks(self, now: datetime, next_check_of: Callable[[str], datetime], removal_delay: timedelta,
+                    batch_size: int, max_sources: int = 5000) -> list[PlannedBatch]:
         """In one transaction: the due sources (never planned; next_check_at passed; or holding a
-        missing post whose removal delay has passed since the last check), locked with SKIP
-        LOCKED so that two planners never take one source; their next_check_at moved to now +
-        interval + their share of the jitter; and one check job per batch of at most
+        missing post whose removal delay has passed since the last check: postwatch.planner's
+        removal_due, here in SQL), locked with SKIP LOCKED so that two planners never take one
+        source; their next_check_at moved to `next_check_of(name)` (the worker passes
+        postwatch.planner.next_check: now + interval + the source's share of the jitter); and
+        one check job per batch of at most
         `batch_size` sources of one host, with the host as the job's lock, so that two workers
         never crawl one host at once. A host that still has a check waiting is left for a later
         planning: the queue holds at most one waiting batch per host (plus the one running), so
@@ -283,7 +277,7 @@ class ClusterStorage(Database):
                                    "a batch of it waits" if host in waiting else "a batch of it runs", ", ".join(names))
             if not by_host:
                 return []
-            planned = [{"source": name, "next": now + interval_of(name) + jitter * jitter_share(name, now)}
+            planned = [{"source": name, "next": next_check_of(name)}
                        for names in by_host.values() for name in names]
             conn.execute(text("UPDATE sources SET next_check_at = :next WHERE name = :source"), planned)
             batches = []

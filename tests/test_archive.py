@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 
 from digest.render import digest_id, parse_digest_id
-from postwatch.testing.browser import CHROMIUM, measure_in_frame
+from support.browser import CHROMIUM, measure_in_frame
 from postwatch.testing.harness import Cli, Daemon, free_port, write_config
 from postwatch.testing.replica import BlogReplica
 from test_digest_rendering import ARTIFACTS, FRAME

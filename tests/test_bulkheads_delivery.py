@@ -1,6 +1,6 @@
 """Bulkheads on the delivery side (issue 29): `postwatch run` as a subprocess against the blog
 replica, a real SMTP server and receivers that drip their answer one byte a second
-(postwatch.testing.drip), which a timeout per read never ends.
+(support.drip), which a timeout per read never ends.
 
 - A dripping webhook receiver costs only its own messages: the email subscriber still gets each
   digest within a check interval and an outbox period, /healthz answers, and the webhook message
@@ -19,9 +19,9 @@ import time
 
 from digest.delivery import WebhookChannel
 from digest.webhook import endpoint_secret
-from postwatch.testing.drip import DripServer, wait_open
+from support.drip import DripServer, wait_open
 from postwatch.testing.harness import Cli, Daemon, free_port, get, wait_for, write_config
-from postwatch.testing.webhook_receiver import WebhookReceiver
+from support.webhook_receiver import WebhookReceiver
 from state import OutboxItem
 
 INTERVAL, OUTBOX_EVERY = 2, 1

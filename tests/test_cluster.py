@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from postwatch.testing.cluster import (ClusterTrial, all_checked, assert_checked_once_per_interval, assert_mailed_once,
+from support.cluster import (ClusterTrial, all_checked, assert_checked_once_per_interval, assert_mailed_once,
                                        assert_politeness)
 from postwatch.testing.harness import ENVIRONMENT, free_port, get, sql, wait_for, write_config
 from postwatch.testing.mailcatcher import MailCatcher, deliveries_of
@@ -84,7 +84,7 @@ def test_planning_twice_plans_nothing_twice_and_mail_jobs_run_twice_send_once(tm
     nothing twice."""
     from postwatch.cluster import Worker, WorkerSettings
     from postwatch.config import load_config
-    from scheduler import cadence_due_between, cadence_key_of
+    from postwatch.planner import digest_due_between, next_check
 
     with ClusterTrial(tmp_path, HOSTS[:2], 2, smtp.port) as trial:
         trial.cli("subscribers", "add", "lee@example.org", "--cadence", "immediate", check=True)
@@ -94,9 +94,12 @@ def test_planning_twice_plans_nothing_twice_and_mail_jobs_run_twice_send_once(tm
         try:
             store = worker.app.store
             now = datetime.now(timezone.utc)
-            first = store.plan_checks(now, worker.app.source_interval, timedelta(0), timedelta(hours=1), 50)
+            def next_of(name):
+                return next_check(name, now, worker.app.source_interval(name), timedelta(0))
+
+            first = store.plan_checks(now, next_of, timedelta(hours=1), 50)
             assert sorted(b.host for b in first) == HOSTS[:2] and sum(len(b.sources) for b in first) == 4
-            assert store.plan_checks(now, worker.app.source_interval, timedelta(0), timedelta(hours=1), 50) == []
+            assert store.plan_checks(now, next_of, timedelta(hours=1), 50) == []
             jobs = sql(trial.database, "SELECT lock, args FROM procrastinate_jobs WHERE task_name = %s", CHECK_TASK)
             assert sorted(lock for lock, _ in jobs) == HOSTS[:2]
 
@@ -113,10 +116,7 @@ def test_planning_twice_plans_nothing_twice_and_mail_jobs_run_twice_send_once(tm
             lee = [m for m in smtp.messages if "lee@example.org" in str(m["To"])]
             assert len(lee) == 1 and trial.sites[0].replica.post_url(post) in body(lee[0])
 
-            def due(subscriber, t0, t1):
-                key = cadence_key_of(subscriber)
-                return key is not None and cadence_due_between(key, t0, t1)
-
+            due = digest_due_between
             eight = datetime(2030, 1, 2, 8, 0, 30, tzinfo=timezone.utc)
             sql(trial.database, "INSERT INTO counters (name, value) VALUES ('cluster_digests_planned_until', %s)",
                 int(eight.timestamp()) - 60)
@@ -435,7 +435,7 @@ def test_a_queue_installed_before_the_wake_trigger_gets_it_at_the_next_start():
     from the next worker to start; the queue itself is not installed twice."""
     from procrastinate.schema import SchemaManager
 
-    from postwatch.testing.cluster import create_database, drop_database
+    from support.cluster import create_database, drop_database
     from postwatch.testing.harness import PG_SERVER
     from state import Store
 
@@ -462,7 +462,7 @@ def test_a_host_turn_is_one_workers_at_a_time_and_hands_the_delay_on():
     import asyncio
 
     from postwatch.cluster import psycopg_conninfo
-    from postwatch.testing.cluster import create_database, drop_database
+    from support.cluster import create_database, drop_database
     from postwatch.testing.harness import PG_SERVER
     from state import Store
     from state.cluster import HostBusy, host_turn

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from postwatch.testing.cluster import (ClusterTrial, assert_checked_once_per_interval, assert_digests_told_once_or_pending,
+from support.cluster import (ClusterTrial, assert_checked_once_per_interval, assert_digests_told_once_or_pending,
                                        assert_mailed_once, assert_politeness)
 from postwatch.testing.harness import sql, wait_for
 from postwatch.testing.mailcatcher import MailCatcherProcess
@@ -235,7 +235,7 @@ def test_the_replica_farm_serves_each_source_its_own_blog_and_logs_its_requests(
     import urllib.request
     from urllib.parse import urlsplit
 
-    from postwatch.testing.farm import Farm
+    from support.farm import Farm
 
     with Farm(["127.0.0.2", "127.0.0.3"], 2) as farm:
         assert [b.name for b in farm.blogs] == ["blog-2-0", "blog-2-1", "blog-3-0", "blog-3-1"]

@@ -228,7 +228,7 @@ def test_a_cli_digest_beside_a_daemon_whose_flush_outlasts_its_lease_sends_nothi
 
 
 def test_a_webhook_answered_500_is_delivered_once_by_the_daemon_after_a_retry(tmp_path, site, smtp):
-    from postwatch.testing.webhook_receiver import WebhookReceiver
+    from support.webhook_receiver import WebhookReceiver
 
     secret: dict[str, str] = {}
     with WebhookReceiver(lambda url: secret["value"]) as receiver:

@@ -13,7 +13,7 @@ from crawler.items import PostItem
 from digest.compose import build_message
 from digest.render import HTML_BUDGET
 from digest.settings import DigestSettings
-from postwatch.testing.browser import CHROMIUM, measure_in_frame
+from support.browser import CHROMIUM, measure_in_frame
 from digests import NOW, SEEDS, SETTINGS, event, hostile_events, parts
 from state import CheckInput, SourceRecord, Store
 from state.diff import paragraph_diff

@@ -10,7 +10,7 @@ import pytest
 
 from digest.filters import FilterProblem, KeywordFilter, compile_term, event_text, select_events
 from postwatch.testing.harness import Cli, write_config
-from postwatch.testing.webhook_receiver import WebhookReceiver
+from support.webhook_receiver import WebhookReceiver
 from state import EventRecord
 from state.changes import EventDraft
 

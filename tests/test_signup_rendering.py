@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from postwatch.testing.browser import CHROMIUM, measure_in_frame
+from support.browser import CHROMIUM, measure_in_frame
 from test_signup import Browser, web  # noqa: F401 - the fixture
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

@@ -1,4 +1,4 @@
-"""The webhook channel against a real receiver on 127.0.0.1 (postwatch.testing.webhook_receiver),
+"""The webhook channel against a real receiver on 127.0.0.1 (support.webhook_receiver),
 which checks every request's signature as a receiver would: signed JSON of the events through
 the same outbox as email, retried on 500/429/connection errors (honouring Retry-After), failed
 for good on another 4xx, redirects to another host not followed, and the signature check that
@@ -15,7 +15,7 @@ import pytest
 
 from digest.webhook import SCHEMA, InvalidSignature, sign, verify_signature
 from postwatch.testing.harness import Cli, free_port, wait_for, write_config
-from postwatch.testing.webhook_receiver import Answer, WebhookReceiver
+from support.webhook_receiver import Answer, WebhookReceiver
 
 
 def webhook_cli(tmp_path, site, smtp_port: int | None = None, *, extra: str = "") -> Cli:

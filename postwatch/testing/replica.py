@@ -224,7 +224,7 @@ class BaseReplica:
 
     def bind(self) -> _Server:
         """The listening server, without a thread of its own: for a caller that serves many
-        replicas from one selector loop (postwatch.testing.farm) with `server.handle_request()`
+        replicas from one selector loop (tests/support/farm.py) with `server.handle_request()`
         when the socket is readable. stop() closes it."""
         self._server = _Server((self.host, self._port), _Handler)
         self._server.replica = self

@@ -4,7 +4,7 @@ a delivery id it has already accepted (a replay, or a retry of a delivery it had
 answers what a test tells it to (`answers`: 500, then 200...).
 
 In a thread: `with WebhookReceiver(secret_for) as receiver: ... receiver.url("/hook")`.
-In a process of its own (the benchmark): `python -m postwatch.testing.webhook_receiver --host
+In a process of its own (the benchmark): `python tests/support/webhook_receiver.py --host
 127.0.0.2 --port 8790 --master-secret-env NAME` prints its URL, then one line per 1,000 accepted."""
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ processes. What the replicas logged tells whether the per-host delay held across
 
 The replicas run in the trial's process (BlogReplica threads: a few dozen, for the short tests
 that change a replica's behaviour) or, with farm=True, in a replica farm process of their own
-(postwatch.testing.farm: a thousand, whose serving must not share the trial's cores and GIL).
+(tests/support/farm.py: a thousand, whose serving must not share the trial's cores and GIL).
 The assertions the trials share are here too."""
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Iterator
 
-from postwatch.testing.farm import LISTING_PATH, Farm, blog_name
+from support.farm import LISTING_PATH, Farm, blog_name
 from postwatch.testing.harness import PG_SERVER, Cli, free_port, sql
 from postwatch.testing.mailcatcher import Delivery
 from postwatch.testing.replica import BlogReplica, LoggedRequest, generate_posts

@@ -6,7 +6,7 @@ own BlogReplica (its own port on its host, its own listing, its own request log)
 from one selector loop: a thread per idle server, each waking twice a second to poll, would cost
 more than serving the requests.
 
-    python -m postwatch.testing.farm --hosts 127.0.0.2,127.0.0.3 --per-host 50 [--posts 3]
+    python tests/support/farm.py --hosts 127.0.0.2,127.0.0.3 --per-host 50 [--posts 3]
 
 prints one JSON line, {"blogs": [{"name", "host", "blog_url"}, ...]}, then reads one JSON
 command a line on stdin and answers each with one JSON line on stdout:
@@ -169,7 +169,7 @@ class Farm:
         stderr = open(self.log, "w") if self.log else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "postwatch.testing.farm", "--hosts", ",".join(self.hosts),
+                [sys.executable, str(Path(__file__).resolve()), "--hosts", ",".join(self.hosts),
                  "--per-host", str(self.per_host), "--posts", str(self.posts_per_blog)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1)
         finally:
