@@ -118,6 +118,11 @@ def test_the_digest_has_no_serious_violation_in_english_and_korean_light_and_dar
             try:
                 page = context.new_page()
                 page.set_content(html)
+                if scheme == "light":
+                    # "Read more" says which post it opens: its accessible name carries the title.
+                    names = page.eval_on_selector_all("a.read-more", "links => links.map(a => a.getAttribute('aria-label'))")
+                    assert len(names) >= 10 and len(set(names)) == len(names), names
+                    assert all(re.fullmatch(r"(Read more|더 읽기): \S.*", name) for name in names), names[:3]
                 found = check(page, f"digest-{lang}-{scheme}", report)
                 if found:
                     failing[f"digest-{lang}-{scheme}"] = found
