@@ -342,27 +342,36 @@ def _when(event, zone: ZoneInfo, lang: str = "en") -> str:
     return _date(event.published, zone, lang)
 
 
-def _read_more(blocks: list[Block], url: str, label: str) -> Markup:
+def _read_more(blocks: list[Block], url: str, label: str, title: str = "") -> Markup:
     """The lead's HTML with a "Read more" link at the end of its last paragraph (on a line of its
-    own after a list or a quote)."""
+    own after a list or a quote). Its accessible name says which post it opens ("Read more:
+    <title>"; a screen reader's list of links would otherwise be twenty "Read more"): an
+    aria-label, not a visually hidden span, as mail clients drop the CSS class that would hide it."""
     html = "".join(block.html for block in blocks)
-    link = f'<a class="read-more" href="{escape(url)}">{escape(label)}</a>'
+    named = f' aria-label="{escape(label)}: {escape(title)}"' if title else ""
+    link = f'<a class="read-more" href="{escape(url)}"{named}>{escape(label)}</a>'
     if html.endswith("</p>"):
         return Markup(f"{html[:-4]} {link}</p>")
     return Markup(f'{html}<p dir="auto">{link}</p>')
 
 
-def _post(event, zone: ZoneInfo, short: bool = True, lang: str = "en", whole_diff: bool = False) -> dict:
+def _post(event, zone: ZoneInfo, short: bool = True, lang: str = "en", whole_diff: bool = False,
+          kept_url: str = "") -> dict:
+    """One post as the digest and the archive show it. `kept_url`: where a removed post's last
+    kept version is shown (the archive); its title links there."""
     lead = lead_of(event.body_html, SHORT_LEAD_CHARS if short else LEAD_CHARS) if event.kind in ("new", "restored") else []
     excerpt = excerpt_of(event, SHORT_LEAD_CHARS if short else 300)
+    title = clean_text(event.title, TITLE_CHARS) or event.url
     if short and lead:
-        lead_html = _read_more(lead, event.url, tr(lang, "Read more"))
+        lead_html = _read_more(lead, event.url, tr(lang, "Read more"), title)
     elif short and excerpt and event.kind != "removed":
-        lead_html = _read_more([Block(Markup(f'<p dir="auto">{escape(excerpt)}</p>'), excerpt)], event.url, tr(lang, "Read more"))
+        lead_html = _read_more([Block(Markup(f'<p dir="auto">{escape(excerpt)}</p>'), excerpt)], event.url,
+                               tr(lang, "Read more"), title)
     else:
         lead_html = Markup("".join(block.html for block in lead))
     return {
-        "kind": event.kind, "title": clean_text(event.title, TITLE_CHARS) or event.url, "url": event.url,
+        "kind": event.kind, "title": title, "url": event.url,
+        "kept_url": kept_url if event.kind == "removed" else "", "kept": None,
         "date": _when(event, zone, lang), "excerpt": excerpt, "label": kind_label(event.kind, lang),
         "lead": lead, "lead_html": lead_html,
         "diff": (diff_for_digest(event.diff, *((ARCHIVE_DIFF_CHARS, ARCHIVE_DIFF_ENTRIES) if whole_diff else ()))
@@ -395,15 +404,41 @@ def _take(by_source: dict[str, list], limit: int) -> dict[str, int]:
     return taken
 
 
-def _listed(event, lang: str = "en") -> dict:
+def _listed(event, lang: str = "en", kept_url: str = "") -> dict:
     """A change past the size budget: one line (kind, title, link) instead of the full entry."""
     return {"kind": event.kind, "label": kind_label(event.kind, lang), "title": clean_text(event.title, TITLE_CHARS) or event.url,
-            "url": event.url}
+            "url": event.url, "kept_url": kept_url if event.kind == "removed" else ""}
 
 
-def _brief(event, zone: ZoneInfo, lang: str = "en") -> dict:
+def _brief(event, zone: ZoneInfo, lang: str = "en", kept_url: str = "") -> dict:
     """A post shown past `full_posts`: its title, link and date on one line."""
-    return {**_listed(event, lang), "date": _when(event, zone, lang)}
+    return {**_listed(event, lang, kept_url), "date": _when(event, zone, lang)}
+
+
+def kept_url(event, settings: DigestSettings) -> str:
+    """Where the archive shows a removed post's last kept version: the web page of that one
+    change (/archive/d/<seq>), when the pages have a public address; else ""."""
+    if event.kind != "removed" or event.seq is None or not (settings.archive_url and settings.archive_public):
+        return ""
+    return f"{settings.archive_url}d/{event.seq}#e{event.seq}"
+
+
+def kept_version(version: tuple | None, zone: ZoneInfo, lang: str = "en", limit: int = ARCHIVE_DIFF_CHARS) -> dict | None:
+    """A removed post's last kept version (title, text, fetched_at; state.kept_versions) as the
+    archive shows it: its paragraphs, cut near `limit` characters, and the day it was read."""
+    if not version:
+        return None
+    _, text, fetched = version
+    paragraphs, left = [], limit
+    for paragraph in (clean_text(p) for p in text.split("\n\n")):
+        if not paragraph:
+            continue
+        if len(paragraph) > left:
+            paragraphs.append(cut_at_sentence(paragraph, max(left, 80)))
+            break
+        paragraphs.append(paragraph)
+        left -= len(paragraph)
+    return {"date": _date(fetched, zone, lang), "paragraphs": paragraphs} if paragraphs else None
 
 
 def _counts(items, lang: str = "en") -> str:
@@ -452,12 +487,12 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
             shown, brief, rest = items[:full[source]], items[full[source]:taken[source]], items[taken[source]:]
             for event in shown:
                 if event.id not in posts:
-                    posts[event.id] = _post(event, zone, settings.lead != "full", lang)
+                    posts[event.id] = _post(event, zone, settings.lead != "full", lang, kept_url=kept_url(event, settings))
             groups.append({
                 "title": clean_text(settings.source_titles.get(source, source)),
                 "posts": [posts[e.id] for e in shown],
-                "brief": [_brief(e, zone, lang) for e in brief],
-                "listed": [_listed(e, lang) for e in rest if e.kind != "new"],
+                "brief": [_brief(e, zone, lang, kept_url(e, settings)) for e in brief],
+                "listed": [_listed(e, lang, kept_url(e, settings)) for e in rest if e.kind != "new"],
                 "more": sum(e.kind == "new" for e in rest), "site_url": _site_of(source, items, settings),
                 # The new posts left out are on the source's archive page when the pages have a
                 # public address; else on the blog itself (its index lists them).
@@ -523,10 +558,11 @@ def parse_digest_id(value: str) -> list[int] | None:
     return seqs
 
 
-def archive_groups(events, settings: DigestSettings, lang: str = "en") -> list[dict]:
+def archive_groups(events, settings: DigestSettings, lang: str = "en", kept: dict | None = None) -> list[dict]:
     """The web archive's rendering of `events`: grouped by source in the order they first come,
     each source's changes first as in the digest, every item in full (the whole lead, the whole
-    diff), each post shaped by the digest's own `_post`."""
+    diff, a removed post's last kept version from `kept`, by seq), each post shaped by the
+    digest's own `_post`."""
     zone = ZoneInfo(settings.timezone)
     by_source: dict[str, list] = {}
     for event in events:
@@ -535,21 +571,28 @@ def archive_groups(events, settings: DigestSettings, lang: str = "en") -> list[d
     for number, (source, items) in enumerate(by_source.items(), 1):
         items.sort(key=_order)
         groups.append({"source": source, "title": clean_text(settings.source_titles.get(source, source)),
-                       "posts": [_post(e, zone, False, lang, whole_diff=True) for e in items],
+                       "posts": [_archived(e, zone, lang, kept) for e in items],
                        "anchor": f"s{number}", "counts": _counts(items, lang), "site_url": _site_of(source, items, settings)})
     return groups
 
 
-def archive_days(events, settings: DigestSettings, lang: str = "en") -> list[dict]:
+def _archived(event, zone: ZoneInfo, lang: str, kept: dict | None) -> dict:
+    post = _post(event, zone, False, lang, whole_diff=True)
+    if event.kind == "removed" and kept:
+        post["kept"] = kept_version(kept.get(event.seq), zone, lang)
+    return post
+
+
+def archive_days(events, settings: DigestSettings, lang: str = "en", kept: dict | None = None) -> list[dict]:
     """A source's changes by the day they were seen (newest first, as `events` come), each item
-    shaped by the digest's `_post`, in full."""
+    shaped by the digest's `_post`, in full (a removed post with its last kept version, from `kept`)."""
     zone = ZoneInfo(settings.timezone)
     days: list[dict] = []
     for event in events:
         day = _date(event.created_at, zone, lang)
         if not days or days[-1]["date"] != day:
             days.append({"date": day, "posts": []})
-        days[-1]["posts"].append(_post(event, zone, False, lang, whole_diff=True))
+        days[-1]["posts"].append(_archived(event, zone, lang, kept))
     return days
 
 

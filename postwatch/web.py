@@ -2,7 +2,7 @@
 changes (/feeds/<source>.atom, /feeds/all.atom), the reader's pages: /subscribe (double
 opt-in), /confirm and /preferences (postwatch/signup.py does their work), and the public pages:
 the front page / and the web archive (/archive/, /archive/<source>/, /archive/d/<digest id>,
-digest/archive.py), which carry nothing of any reader and answer conditional GETs.
+the feed of editions /archive/editions.atom; digest/archive.py), which carry nothing of any reader and answer conditional GETs.
 
 Why aiohttp: it runs on the daemon's own asyncio loop, the one Scrapy's reactor and APScheduler
 already share (no second server thread or process to supervise); it is a mature asyncio server;
@@ -511,7 +511,8 @@ def _page_language(request: web.Request) -> tuple[str, bool]:
     return accepted_language(request.headers.get("Accept-Language")), False
 
 
-async def _public_page(request: web.Request, what: str, build: Callable[[Any, str, bool], Any]) -> web.Response:
+async def _public_page(request: web.Request, what: str, build: Callable[[Any, str, bool], Any],
+                       content_type: str = HTML) -> web.Response:
     """A page `build(app, lang, explicit)` makes in the pool (an archive.ArchivePage), answered
     304 when the reader's copy is current, with the Atom feeds' validators."""
     from digest.archive import NotInArchive
@@ -535,7 +536,7 @@ async def _public_page(request: web.Request, what: str, build: Callable[[Any, st
         validators["Last-Modified"] = format_datetime(page.last_modified, usegmt=True)
     if _reader_is_current(request, page):
         return web.Response(status=304, headers=validators)
-    return web.Response(body=page.body, headers={"Content-Type": HTML, "Content-Language": lang, **validators})
+    return web.Response(body=page.body, headers={"Content-Type": content_type, "Content-Language": lang, **validators})
 
 
 async def home(request: web.Request) -> web.Response:
@@ -562,6 +563,16 @@ async def archive_source(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="No such page in the archive.\n")
     return await _public_page(request, "/archive/<source>/", lambda app, lang, explicit: archive.source_page(
         app.store, app.digest_settings(), name, lang, int(before) if before else None, explicit))
+
+
+async def archive_editions(request: web.Request) -> web.Response:
+    """/archive/editions.atom: the Atom feed of the digest's editions (digest/archive.py), with
+    the archive pages' validators and cache headers, answered 304 when the reader's copy is current."""
+    from digest import archive
+    from digest.feed import CONTENT_TYPE
+
+    return await _public_page(request, "/archive/editions.atom", lambda app, lang, explicit: archive.editions_feed(
+        app.store, app.digest_settings(), lang, explicit), content_type=CONTENT_TYPE)
 
 
 async def archive_digest(request: web.Request) -> web.Response:
@@ -657,6 +668,7 @@ def make_app(app, scheduler_running: Callable[[], bool] = lambda: True, *,
     web_app.router.add_get("/archive/", archive_index)
     web_app.router.add_get("/archive", _redirect_to_folder)
     web_app.router.add_get(r"/archive/d/{id:[0-9_-]+}", archive_digest)
+    web_app.router.add_get("/archive/editions.atom", archive_editions)
     web_app.router.add_get(r"/archive/{source:[^/]+}/", archive_source)
     web_app.router.add_get(r"/archive/{source:[^/]+}", _redirect_to_folder)
     if signup.enabled:

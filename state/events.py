@@ -174,3 +174,37 @@ class EventStorage(Database):
                  .order_by(events.c.seq).limit(limit))
         with self.engine.connect() as conn:
             return read_events(conn, select(*events.c).where(events.c.id.in_(first)).order_by(events.c.seq))
+
+    def edition_events(self, limit: int) -> list[tuple[int, str, str, datetime]]:
+        """(seq, source name, kind, created_at) of the newest `limit` published events, newest
+        first: what the archive's feed of editions (digest/archive.py) groups into days. No
+        bodies or diffs: a page of the feed reads only these four columns."""
+        query = (select(events.c.seq, sources.c.name, events.c.kind, events.c.created_at)
+                 .select_from(events.join(sources, events.c.source_id == sources.c.id))
+                 .where(events.c.status == "published").order_by(events.c.seq.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            return [(seq, name, kind, as_utc(created)) for seq, name, kind, created in conn.execute(query)]
+
+    def kept_versions(self, seqs: Iterable[int]) -> dict[int, tuple[str, str, datetime]]:
+        """For each removed event among these seqs: the last version of its post kept before the
+        removal was seen, as (title, text, fetched_at); the text is paragraphs separated by blank
+        lines. A post's own page ("page" origin) wins over a feed's summary of it. A removal whose
+        post or versions are gone (retention, `sources remove`) has no entry."""
+        from state.schema import post_versions
+
+        wanted = sorted(set(seqs))
+        best: dict[int, tuple] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                rows = conn.execute(
+                    select(events.c.seq, post_versions.c.id, post_versions.c.origin, post_versions.c.title,
+                           post_versions.c.text, post_versions.c.fetched_at)
+                    .select_from(events.join(post_versions, post_versions.c.post_id == events.c.post_id))
+                    .where(events.c.kind == "removed", events.c.status == "published",
+                           events.c.seq.in_(wanted[start:start + 500]),
+                           post_versions.c.fetched_at <= events.c.created_at))
+                for seq, version_id, origin, title, text_, fetched in rows:
+                    rank = (origin == "page", version_id)
+                    if seq not in best or rank > best[seq][0]:
+                        best[seq] = (rank, title, text_, as_utc(fetched))
+        return {seq: (title, text_, fetched) for seq, (_, title, text_, fetched) in best.items()}

@@ -10,6 +10,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from datetime import timedelta
 
 import pytest
+from markupsafe import escape
 
 from digest.render import digest_id, parse_digest_id
 from support.browser import CHROMIUM, measure_in_frame
@@ -193,3 +194,104 @@ def test_a_source_page_goes_back_page_by_page_and_forward_again(tmp_path, monkey
             archive.source_page(store, settings, "nope", "en")
     finally:
         store.close()
+
+
+# -- The feed of editions (/archive/editions.atom) and removed posts' last kept version ------------
+
+ATOM_NS = {"a": "http://www.w3.org/2005/Atom"}
+
+
+def test_the_feed_of_editions_links_each_days_changes_as_one_digest_page(served):
+    import xml.etree.ElementTree as ET
+
+    base, _, changed, _ = served
+    status, headers, body = fetch(f"{base}/archive/editions.atom")
+    assert status == 200 and headers["Content-Type"] == "application/atom+xml; charset=utf-8"
+    assert headers["ETag"] and headers["Last-Modified"] and headers["Cache-Control"] == "public, max-age=60"
+    assert "Accept-Language" in headers["Vary"]
+    feed = ET.fromstring(body)
+    assert feed.find("a:title", ATOM_NS).text == "postwatch digest: editions"
+    assert feed.find("a:link[@rel='self']", ATOM_NS).get("href") == f"{base}/archive/editions.atom"
+    # Every change of the fixture was seen today: one edition, all four changes, at its digest page.
+    [entry] = feed.findall("a:entry", ATOM_NS)
+    assert entry.find("a:title", ATOM_NS).text.endswith(": 2 new, 1 updated, 1 removed")
+    link = entry.find("a:link[@rel='alternate']", ATOM_NS).get("href")
+    assert link.startswith(f"{base}/archive/d/") and len(parse_digest_id(link.rsplit("/", 1)[1])) == 4
+    content = entry.find("a:content", ATOM_NS)
+    assert content.get("type") == "html" and f'href="{base}/archive/link/"' in content.text
+    assert "Liberty in North Korea</a>: 1 updated, 1 removed, 2 new" in content.text
+    status, _, page = fetch(link)
+    assert status == 200 and len(_titles(page.decode())) == 4
+    for post in (*changed["new"], changed["updated"], changed["removed"]):
+        assert post.title in _text(page)
+    # Conditional GETs as for the other feeds and pages.
+    assert fetch(f"{base}/archive/editions.atom", {"If-None-Match": headers["ETag"]})[0] == 304
+    assert fetch(f"{base}/archive/editions.atom", {"If-Modified-Since": headers["Last-Modified"]})[0] == 304
+    # In Korean when asked; a language chosen by ?lang= stays on the links.
+    status, headers, korean = fetch(f"{base}/archive/editions.atom?lang=ko")
+    feed = ET.fromstring(korean)
+    assert headers["Content-Language"] == "ko" and "새 소식" in feed.find("a:title", ATOM_NS).text
+    entry = feed.find("a:entry", ATOM_NS)
+    assert "새 글 2개" in entry.find("a:title", ATOM_NS).text
+    assert entry.find("a:link[@rel='alternate']", ATOM_NS).get("href").endswith("?lang=ko")
+    # The front page and the archive's index point to it.
+    for path in ("/", "/archive/"):
+        assert 'href="/archive/editions.atom"' in fetch(f"{base}{path}")[2].decode(), path
+
+
+def test_editions_are_the_days_changes_in_the_digests_time_zone_newest_first():
+    from datetime import datetime, timezone
+
+    from digest import archive
+    from digest.settings import DigestSettings
+
+    class Rows:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def edition_events(self, limit):
+            return self.rows[:limit]
+
+        def list_sources(self):
+            return []
+
+    at = lambda d, h: datetime(2026, 11, d, h, tzinfo=timezone.utc)  # noqa: E731
+    rows = [(9, "link", "new", at(3, 16)), (8, "other", "updated", at(3, 15)), (7, "link", "removed", at(3, 14)),
+            (6, "link", "new", at(2, 23)), (5, "link", "new", at(2, 1)), (3, "link", "new", at(1, 12))]
+    found = archive.editions(Rows(rows), DigestSettings(timezone="UTC"))
+    assert [(e.day.isoformat(), e.id) for e in found] == [("2026-11-03", "7-9"), ("2026-11-02", "5-6"), ("2026-11-01", "3")]
+    # Seoul is 9 hours ahead: 2 November 23:00 UTC is 3 November there.
+    found = archive.editions(Rows(rows), DigestSettings(timezone="Asia/Seoul"))
+    assert [(e.day.isoformat(), e.id) for e in found] == [("2026-11-04", "8-9"), ("2026-11-03", "6-7"),
+                                                          ("2026-11-02", "5"), ("2026-11-01", "3")]
+    assert len(archive.editions(Rows(rows), DigestSettings(), days=2)) == 2
+    # When the read reaches its limit, the oldest day read may be partial: left out.
+    monkeypatched = archive.MAX_DIGEST_EVENTS
+    try:
+        archive.MAX_DIGEST_EVENTS = 5
+        assert [e.id for e in archive.editions(Rows(rows), DigestSettings(timezone="UTC"))] == ["7-9"]
+    finally:
+        archive.MAX_DIGEST_EVENTS = monkeypatched
+    # An empty archive: a valid feed without entries, its date the epoch (so its ETag holds still).
+    empty = archive.editions_feed(Rows([]), DigestSettings(), "en")
+    assert b"<entry>" not in empty.body and b"1970-01-01T00:00:00Z" in empty.body and empty.last_modified is None
+
+
+def test_a_removed_post_shows_its_last_kept_version_on_the_archive(served):
+    base, _, changed, _ = served
+    removed = changed["removed"]
+    status, _, page = fetch(f"{base}/archive/link/")
+    html = page.decode()
+    seq = re.search(rf'<div class="post" id="e(\d+)">\s*<h3 dir="auto">{re.escape(str(escape(removed.title)))}</h3>',
+                    html).group(1)
+    entry = html.split(f'id="e{seq}"', 1)[1].split('<div class="post"', 1)[0]
+    assert "The page now answers “not found”." in entry
+    assert re.search(r'<div class="kept">\s*<p class="meta">The last version kept, read \d{1,2} \w+ \d{4}:</p>', entry)
+    for paragraph in removed.body_paragraphs:
+        assert f'<p dir="auto">{escape(paragraph)}</p>' in entry
+    # The removal's own page (where a digest's removed title links to) shows it too, in Korean as well.
+    for lang, says in (("en", "The last version kept, read"), ("ko", "마지막으로 보관한 버전")):
+        status, _, single = fetch(f"{base}/archive/d/{seq}?lang={lang}")
+        assert status == 200 and says in single.decode() and removed.body_paragraphs[0] in _text(single)
+    # Nothing but the removed post carries a kept version.
+    assert html.count('class="kept"') == 1

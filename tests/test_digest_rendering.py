@@ -165,7 +165,7 @@ def test_the_footer_says_how_the_reader_came_to_be_on_the_list(joined_via, says)
     assert expected in " ".join(text.split()) and expected in " ".join(re.sub("<[^>]+>", "", html).split())
 
 
-def test_a_change_says_when_it_was_seen_and_a_removed_post_is_not_a_link():
+def test_a_change_says_when_it_was_seen_and_a_removed_post_links_to_its_last_kept_version_not_its_404():
     truncated = {**_edit(1), "truncated": True}
     edited = event(5, kind="updated", title="Edited post", diff=truncated)
     edited.created_at = NOW + timedelta(days=3)
@@ -173,11 +173,19 @@ def test_a_change_says_when_it_was_seen_and_a_removed_post_is_not_a_link():
     message, html, text, link = parts([edited, removed])
     assert "updated 5 November 2026" in html and "updated 5 November 2026" in text
     # A folded diff links to the whole of it on the digest's web page; without public pages, to the post.
-    assert '<a href="https://watch.example.org/archive/d/5-6#e5">… every change, online</a>' in html
+    # Its accessible name says which post's changes it opens (issue 33: link text that says where it goes).
+    assert ('<a href="https://watch.example.org/archive/d/5-6#e5" aria-label="every change, online: Edited post">'
+            '… every change, online</a>') in html
     assert "… every change, online: https://watch.example.org/archive/d/5-6#e5" in text
-    assert "Gone post" in html and f'href="{removed.url}"' not in html
-    _, html, _, _ = parts([edited, removed], dataclasses.replace(SETTINGS, archive_public=False))
-    assert f'<a href="{edited.url}">… more changes on the page</a>' in html
+    # A removed post links to the archive's page of that removal, which shows the last version kept.
+    assert f'href="{removed.url}"' not in html
+    assert '<a href="https://watch.example.org/archive/d/6#e6">Gone post</a>' in html
+    assert "The last version kept: https://watch.example.org/archive/d/6#e6" in text
+    _, html, text, _ = parts([edited, removed], dataclasses.replace(SETTINGS, archive_public=False))
+    assert (f'<a href="{edited.url}" aria-label="more changes on the page: Edited post">… more changes on the page</a>'
+            in html)
+    # Without public pages there is no copy to link to: the title alone.
+    assert '<h3 dir="auto">Gone post</h3>' in html and "The last version kept" not in text
 
 
 def test_a_hostile_digest_stays_under_the_budget_and_is_defused():
@@ -336,7 +344,10 @@ def test_a_short_lead_is_two_or_three_lines_cut_at_a_sentence_with_read_more(sen
     shown = re.sub("<[^>]+>", "", lead.split('<a class="read-more"', 1)[0]).strip()
     assert len(shown) <= SHORT_LEAD_CHARS + 1
     assert shown == expected if expected else shown.endswith("…")
-    assert f'<a class="read-more" href="{post.url}">Read more</a></p>' in lead
+    # "Read more" names the post it opens, in an aria-label (a mail client drops a hiding class).
+    link = re.search(r'<a class="read-more"([^>]*)>Read more</a></p>', lead)
+    assert link and f'href="{post.url}"' in link.group(1), lead[-400:]
+    assert f'aria-label="Read more: {post.title}"' in link.group(1)
     assert "A second paragraph" not in html and "A second paragraph" not in text
     # [digest] lead = "full": the first paragraphs up to 600 characters, no "Read more".
     full = DigestSettings(**{**SETTINGS.__dict__, "lead": "full"})
