@@ -270,6 +270,22 @@ class SubscriberStorage(Database):
                 subscribers.c.status == "active", subscribers.c.cadence == "immediate", subscribers.c.cursor < newest)
                 .order_by(subscribers.c.id)).scalars())
 
+    def suppressions(self, limit: int = 500) -> dict:
+        """For the console's bounces page: the suppressed subscribers (newest suppression first),
+        the active ones with hard bounces in a row (not suppressed yet), and the suppression list
+        of erased addresses (only their hashes are kept): how many, and the newest erasure."""
+        with self.engine.connect() as conn:
+            suppressed = conn.execute(select(subscribers).where(subscribers.c.status == "suppressed")
+                                      .order_by(subscribers.c.suppressed_at.desc(), subscribers.c.id.desc())
+                                      .limit(limit)).mappings().all()
+            bouncing = conn.execute(select(subscribers).where(subscribers.c.status == "active", subscribers.c.bounces > 0)
+                                    .order_by(subscribers.c.bounces.desc(), subscribers.c.id).limit(limit)).mappings().all()
+            count, newest = conn.execute(select(func.count(), func.max(forgotten_addresses.c.forgotten_at))
+                                         .select_from(forgotten_addresses)).one()
+        return {"suppressed": [subscriber_from_row(r) for r in suppressed],
+                "bouncing": [subscriber_from_row(r) for r in bouncing],
+                "forgotten": count, "forgotten_newest": as_utc(newest) if newest else None}
+
     def search_subscribers(self, text: str = "", status: str | None = None, limit: int = 200) -> list[Subscriber]:
         """Subscribers whose address contains `text` (any case), newest first."""
         query = select(subscribers).order_by(subscribers.c.id.desc()).limit(limit)

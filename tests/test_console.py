@@ -418,3 +418,26 @@ def test_resubscribe_why_nothing_and_preview(console, site):
     assert viewer.sign_in("vic", VIEWER_PASSWORD)[0] == 303
     assert viewer.open(f"/subscribers/{key}/resubscribe", {"csrf": hidden(viewer.open("/")[2], "csrf"),
                                                            "note": "asked again"})[0] == 403
+
+
+def test_bounces_and_suppressions_page(console):
+    cli, base, _ = console
+    for address in ("cy@example.org", "di@example.org", "ed@example.org"):
+        cli("subscribers", "add", address, check=True)
+    admin = Visitor(base)
+    assert admin.sign_in("ada", ADMIN_PASSWORD)[0] == 303
+    status, _, page = admin.open("/suppressions")
+    assert status == 200 and "No subscriber is suppressed" in page and re.search(r"<b>0</b><span>erased", page)
+    ids = dict(re.findall(r'href="/subscribers/(\d+)">([^<]+)<', admin.open("/subscribers")[2]))
+    ids = {address: key for key, address in ids.items()}
+    token = hidden(page, "csrf")
+    assert admin.open(f"/subscribers/{ids['cy@example.org']}/suppress", {"csrf": token, "reason": "spam complaint"})[0] == 303
+    assert admin.open(f"/subscribers/{ids['di@example.org']}/forget", {"csrf": token, "confirm": "yes"})[0] == 303
+    page = unescape(admin.open("/suppressions")[2])
+    row = re.search(r"<tr><td data-label=\"Address\"><a href=\"/subscribers/\d+\">cy@example.org</a>.*?</tr>", page, re.S)
+    assert row and "console: spam complaint" in row.group(0) and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", row.group(0))
+    assert re.search(r"<b>1</b><span>erased", page) and "1 address erased on request is kept as a hash only" in page
+    assert "di@example.org" not in page and "ed@example.org" not in page
+    viewer = Visitor(base)
+    assert viewer.sign_in("vic", VIEWER_PASSWORD)[0] == 303
+    assert viewer.open("/suppressions")[0] == 200            # a viewer may look

@@ -652,6 +652,16 @@ async def forget_confirm(request: web.Request) -> web.Response:
     return render(request, "forget.html.j2", title="Forget this subscriber?", s=subscriber)
 
 
+async def suppressions_page(request: web.Request) -> web.Response:
+    """Bounces and suppressions: who is suppressed, why and since when; who bounces; and how many
+    erased addresses are kept (as hashes) so they are not subscribed again without consent."""
+    from state.suppression import DEFAULT_BOUNCE_LIMIT
+
+    store = request.app[CONTEXT].app.store
+    data = await db(request, "/suppressions", store.suppressions)
+    return render(request, "suppressions.html.j2", title="Bounces and suppressions", limit=DEFAULT_BOUNCE_LIMIT, **data)
+
+
 # --------------------------------------------------------------------------------------------
 # Deliveries
 # --------------------------------------------------------------------------------------------
@@ -777,6 +787,7 @@ def make_console_app(app, *, executor=None, check_requested: Callable[[], None] 
     router.add_get(r"/subscribers/{id:\d+}/forget", forget_confirm)
     router.add_get(r"/subscribers/{id:\d+}/preview", subscriber_preview)
     router.add_post(r"/subscribers/{id:\d+}/{action:suppress|forget|resubscribe}", subscriber_action)
+    router.add_get("/suppressions", suppressions_page)
     router.add_get("/deliveries", deliveries)
     router.add_post("/deliveries/retry", retry)
     router.add_get("/settings", settings_page)
