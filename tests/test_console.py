@@ -2,7 +2,9 @@
 sign-in and its guards over HTTP (throttling, cookie flags, session fixation, CSRF, the viewer's
 403s, idle expiry), then an operator's day in Chromium (Playwright, Debian's /usr/bin/chromium):
 a failing source, a held flood released, a source added after its preview, a subscriber
-forgotten, signed out; screenshots at 1280 and 390 px in tests/artifacts/console/."""
+forgotten, signed out; screenshots at 1280 and 390 px in tests/artifacts/console/, and the
+README's three (console-*.png) there too, or in $POSTWATCH_README_IMAGES (docs/images to make
+them again)."""
 from __future__ import annotations
 
 import http.cookiejar
@@ -27,6 +29,7 @@ ADMIN_PASSWORD = "correct horse battery"
 VIEWER_PASSWORD = "viewer password 1"
 ARTIFACTS = Path(__file__).parent / "artifacts" / "console"
 CHROMIUM = "/usr/bin/chromium"
+README_IMAGES = Path(os.environ.get("POSTWATCH_README_IMAGES") or ARTIFACTS)
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -238,6 +241,21 @@ def _shots(page, name: str) -> None:
     page.set_viewport_size({"width": 1280, "height": 900})
 
 
+def _readme_shot(page, name: str, width: int, height: int, start: str | None = None) -> Path:
+    """One of the README's images: one screen of the page (its top, or from the heading `start`),
+    kept small."""
+    README_IMAGES.mkdir(parents=True, exist_ok=True)
+    path = README_IMAGES / f"console-{name}.png"
+    page.set_viewport_size({"width": width, "height": height})
+    if start:
+        page.locator("h2", has_text=start).first.evaluate(
+            "e => window.scrollTo(0, e.getBoundingClientRect().top + window.scrollY - 12)")
+    page.screenshot(path=str(path), full_page=False)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    assert path.stat().st_size < 150_000, (path, path.stat().st_size)
+    return path
+
+
 @pytest.mark.timeout(240)
 def test_an_operators_day_in_chromium(tmp_path, site, smtp):
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -272,11 +290,13 @@ def test_an_operators_day_in_chromium(tmp_path, site, smtp):
             row = page.locator("tr", has_text="downsite").first
             assert "failing" in row.inner_text() and "held" in page.locator("tr", has_text="link").first.inner_text()
             _shots(page, "dashboard")
+            _readme_shot(page, "dashboard", 1280, 800)
             # The held flood: its changes shown first, then released.
             page.click("text=link")
             page.wait_for_url(base + "/sources/link")
             assert page.locator("h2", has_text="Held changes").count() == 1 and "Flood post 3" in page.content()
             _shots(page, "source-held")
+            _readme_shot(page, "source-held", 390, 844, start="Held changes")
             page.click("button:has-text('Release')")
             page.wait_for_url(re.compile(r".*/sources/link\?released=\d+"))
             assert "Released 12 held changes" in page.content() and "Held changes" not in page.content()
@@ -299,7 +319,9 @@ def test_an_operators_day_in_chromium(tmp_path, site, smtp):
             page.click("button:has-text('Search')")
             _shots(page, "subscribers")
             page.click("text=bo@example.org")
+            assert "Why did this reader get nothing?" in page.content()
             _shots(page, "subscriber")
+            _readme_shot(page, "subscriber", 1280, 900)
             page.click("text=Forget…")
             assert "cannot be undone" in page.content()
             page.click("button:has-text('Forget bo@example.org')")
