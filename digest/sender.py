@@ -185,16 +185,28 @@ def preview(store, settings: DigestSettings, subscriber_email: str | None, path:
     if subscriber is None:
         active = store.list_subscribers(active_only=True)
         subscriber = active[0] if active else None
+    html = preview_html(store, settings, subscriber, now, source_filters)
+    path = Path(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", opener=private_opener) as handle:   # it names a subscriber
+        handle.write(html)
+    return path.resolve()
+
+
+def preview_html(store, settings: DigestSettings, subscriber: Subscriber | None, now: datetime,
+                 source_filters: dict[str, KeywordFilter] | None = None, *, pending_only: bool = False) -> str:
+    """The HTML digest `subscriber` would get now for their pending events, keyword filters
+    applied; with nothing pending, the most recent published events (or, `pending_only`, ""
+    : no digest would go out). Its unsubscribe and preferences links carry working tokens when `settings.secret` is
+    set."""
     events = keyword_selection(source_filters or {})(subscriber, store.pending_events(subscriber)) if subscriber else []
+    if not events and pending_only:
+        return ""
     if not events:
         events = [e for e in store.history(limit=20) if e.status == "published"]
     target = subscriber or Subscriber(id=0, email="subscriber@example.org", cadence="daily", send_time="08:00",
                                       timezone="UTC", weekday=None, sources=None, status="active", cursor=0,
                                       created_at=now)
     link = unsubscribe_url(target, settings) if settings.secret else settings.unsubscribe_base_url
-    rendered = render_digest(target, events, settings, now, link, preferences_url(target, settings) if settings.secret else "")
-    path = Path(path)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", opener=private_opener) as handle:   # it names a subscriber
-        handle.write(rendered.html)
-    return path.resolve()
+    return render_digest(target, events, settings, now, link,
+                         preferences_url(target, settings) if settings.secret else "").html

@@ -154,7 +154,24 @@ class App:
         for source in self.config.sources:
             if source.name == name and source.interval:
                 return source.interval
-        return self.config.crawl.interval
+        stored = self.stored_source_settings().get(name)
+        return (stored and stored["interval"]) or self.config.crawl.interval
+
+    STORED_SETTINGS_TTL = 2.0
+
+    def stored_source_settings(self) -> dict[str, dict]:
+        """The interval and filters of sources added with the CLI or the console (edited in the
+        console), read again at most every STORED_SETTINGS_TTL seconds: a sweep asks for every
+        source's interval, and another process (a cluster worker, the console) may edit them."""
+        cached = getattr(self, "_stored_settings", None)
+        now = time.monotonic()
+        if cached is None or now - cached[0] > self.STORED_SETTINGS_TTL:
+            cached = (now, self.store.stored_source_settings())
+            self._stored_settings = cached
+        return cached[1]
+
+    def forget_stored_source_settings(self) -> None:
+        self._stored_settings = None
 
     def digest_settings(self):
         cfg = self.config
@@ -241,8 +258,11 @@ class App:
         """Source name -> its keyword filter, for the sources of the config that have one."""
         from digest.filters import KeywordFilter
 
-        return {s.name: KeywordFilter(tuple(s.include), tuple(s.exclude), owner=f"source {s.name!r}")
-                for s in self.config.sources if s.include or s.exclude}
+        filters = {name: KeywordFilter(tuple(stored["include"]), tuple(stored["exclude"]), owner=f"source {name!r}")
+                   for name, stored in self.stored_source_settings().items() if stored["include"] or stored["exclude"]}
+        filters.update({s.name: KeywordFilter(tuple(s.include), tuple(s.exclude), owner=f"source {s.name!r}")
+                        for s in self.config.sources if s.include or s.exclude})
+        return filters
 
     def feed_settings(self):
         from digest.feed import FeedSettings

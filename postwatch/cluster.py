@@ -361,7 +361,8 @@ class Worker:
     def plan_checks(self):
         crawl, now = self.config.crawl, utcnow()
         # A dict, not App.source_interval: that walks the config's sources for every name.
-        own = {source.name: source.interval for source in self.config.sources if source.interval}
+        own = {name: stored["interval"] for name, stored in self.app.stored_source_settings().items() if stored["interval"]}
+        own.update({source.name: source.interval for source in self.config.sources if source.interval})
         return self.app.store.plan_checks(
             now, lambda name: planner.next_check(name, now, own.get(name, crawl.interval), crawl.jitter),
             crawl.removal_confirm_after, self.settings.batch_size)

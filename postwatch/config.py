@@ -883,16 +883,24 @@ def validate(config: Config, where: str = "config") -> list[str]:
     # this machine (a replica, a test) is ours to hammer.
     low, high = CrawlConfig.__dataclass_fields__["interval"].metadata["range"]
     for source in config.sources:
-        if source.interval is not None and not low <= source.interval <= high:
-            problems.append(f"{where}: source '{source.name}': interval must be between {format_duration(low)} and "
-                            f"{format_duration(high)}, not {format_duration(source.interval)}")
-            continue
         if source.interval is None and not low <= config.crawl.interval <= high:
             continue            # reported once, as [crawl] interval
-        interval = source.interval or config.crawl.interval
-        if interval < timedelta(minutes=1) and not _is_loopback(source.url):
-            problems.append(f"{where}: source '{source.name}': interval below 1m is impolite to the watched site")
+        problem = source_interval_problem(config.crawl.interval if source.interval is None else source.interval,
+                                          source.url)
+        if problem:
+            problems.append(f"{where}: source '{source.name}': {problem}")
     return problems
+
+
+def source_interval_problem(interval: timedelta, url: str) -> str | None:
+    """What is wrong with checking the source at `url` every `interval` (a parsed duration), in
+    one line, or None: `config check` for [[sources]] interval, the console for a stored source."""
+    low, high = CrawlConfig.__dataclass_fields__["interval"].metadata["range"]
+    if not low <= interval <= high:
+        return f"interval must be between {format_duration(low)} and {format_duration(high)}, not {format_duration(interval)}"
+    if interval < timedelta(minutes=1) and not _is_loopback(url):
+        return "interval below 1m is impolite to the watched site"
+    return None
 
 
 def _console_problems(config: Config) -> list[str]:

@@ -118,6 +118,11 @@ class EventStorage(Database):
         with self.engine.connect() as conn:
             return read_events(conn, query)
 
+    def newest_event_seq(self) -> int:
+        """The seq of the newest event (0: none yet): a subscriber whose cursor is here is up to date."""
+        with self.engine.connect() as conn:
+            return last_seq(conn) or 0
+
     def pending_events(self, subscriber: Subscriber) -> list[EventRecord]:
         with self.engine.connect() as conn:
             return read_events(conn, pending_query(subscriber))

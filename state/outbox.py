@@ -294,15 +294,18 @@ class OutboxStorage(Database):
                 summary.setdefault(channel, {})[status] = count
         return summary
 
-    def outbox_rows(self, channel: str | None = None, status: str | None = None, limit: int = 100) -> list[dict]:
-        """The newest messages (without their bodies): id, channel, to_addr, subject, status
-        (retrying: pending after a failed attempt), attempts, last_error, next_attempt_at,
-        created_at, sent_at."""
+    def outbox_rows(self, channel: str | None = None, status: str | None = None, limit: int = 100,
+                    subscriber_id: int | None = None) -> list[dict]:
+        """The newest messages (without their bodies; of one subscriber when `subscriber_id`): id,
+        channel, to_addr, subject, status (retrying: pending after a failed attempt), attempts,
+        last_error, next_attempt_at, created_at, sent_at."""
         query = select(outbox.c.id, outbox.c.channel, outbox.c.to_addr, outbox.c.subject, outbox.c.status,
                        outbox.c.attempts, outbox.c.last_error, outbox.c.next_attempt_at, outbox.c.created_at,
                        outbox.c.sent_at, outbox.c.subscriber_id).order_by(outbox.c.id.desc()).limit(limit)
         if channel:
             query = query.where(outbox.c.channel == channel)
+        if subscriber_id is not None:
+            query = query.where(outbox.c.subscriber_id == subscriber_id)
         if status == "retrying":
             query = query.where(outbox.c.status == "pending", outbox.c.attempts > 0)
         elif status:

@@ -3,7 +3,7 @@ see of the stored state. Plain dataclasses; no SQL."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 # Where a post was seen: a page's own body beats a feed's copy, which beats the line in a listing.
@@ -30,6 +30,11 @@ class SourceRecord:
     title: str | None = None
     origin: str = "config"
     discovered_feed_url: str | None = None     # the feed the listing advertises, found by a check
+    # A source added with the CLI or the console (stored, edited in the console); a configured
+    # source's come from the config file and are None/() here.
+    interval: timedelta | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
 
     @property
     def read_feed_url(self) -> str | None:

@@ -3,7 +3,7 @@ module is what the queries of the storage modules (state/sources.py, posts.py, e
 subscribers.py, outbox.py, lease.py) are written against."""
 from __future__ import annotations
 
-from sqlalchemy import (Boolean, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String,
+from sqlalchemy import (Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String,
                         Table, Text, UniqueConstraint)
 
 metadata = MetaData()
@@ -40,6 +40,11 @@ sources = Table(
     # daemon's next sweep to take it.
     Column("paused_at", UTC),
     Column("check_requested_at", UTC),
+    # Added by revision 0017: a source added with the CLI or the console: its own check interval
+    # (NULL: [crawl] interval) and keyword filters (JSON lists; NULL: none), edited in the console.
+    Column("interval_seconds", Float),
+    Column("include_terms", Text),
+    Column("exclude_terms", Text),
     Index("ix_sources_next_check", "next_check_at"),
 )
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Iterable
 
 from sqlalchemy import delete, func, insert, select, update
@@ -34,7 +34,16 @@ def _source_values(record: SourceRecord) -> dict:
 def _record(row) -> SourceRecord:
     return SourceRecord(name=row["name"], url=row["url"], kind=row["kind"], feed_url=row["feed_url"],
                         sitemap_url=row["sitemap_url"], selectors=json.loads(row["selectors"] or "{}"),
-                        title=row["title"], origin=row["origin"], discovered_feed_url=row["discovered_feed_url"])
+                        title=row["title"], origin=row["origin"], discovered_feed_url=row["discovered_feed_url"],
+                        **_settings(row))
+
+
+def _settings(row) -> dict:
+    """A stored source's own interval and keyword filters (revision 0017)."""
+    seconds = row["interval_seconds"]
+    return {"interval": timedelta(seconds=seconds) if seconds is not None else None,
+            "include": tuple(json.loads(row["include_terms"] or "[]")),
+            "exclude": tuple(json.loads(row["exclude_terms"] or "[]"))}
 
 
 class SourceStorage(Database):
@@ -73,6 +82,30 @@ class SourceStorage(Database):
         with self.engine.begin() as conn:
             conn.execute(insert(sources).values(name=record.name, created_at=utc_now(), baseline_done=False, enabled=True,
                                                 consecutive_failures=0, degraded=False, **_source_values(record)))
+
+    def edit_source_settings(self, name: str, interval: timedelta | None, include: Iterable[str],
+                             exclude: Iterable[str]) -> bool:
+        """Set the check interval (None: [crawl] interval) and keyword filters of a source added
+        with the CLI or the console. False: no such source, or a configured one (its settings are
+        the config file's)."""
+        include, exclude = list(include), list(exclude)
+        with self.engine.begin() as conn:
+            return conn.execute(update(sources).where(sources.c.name == name, sources.c.origin != "config",
+                                                      sources.c.enabled.is_(True)).values(
+                interval_seconds=interval.total_seconds() if interval is not None else None,
+                include_terms=json.dumps(include) if include else None,
+                exclude_terms=json.dumps(exclude) if exclude else None)).rowcount > 0
+
+    def stored_source_settings(self) -> dict[str, dict]:
+        """Name -> {"interval", "include", "exclude"} for each enabled source added with the CLI or
+        the console that has one of them set."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(sources.c.name, sources.c.interval_seconds, sources.c.include_terms,
+                                       sources.c.exclude_terms)
+                                .where(sources.c.origin != "config", sources.c.enabled.is_(True))
+                                .where((sources.c.interval_seconds.is_not(None)) | (sources.c.include_terms.is_not(None))
+                                       | (sources.c.exclude_terms.is_not(None)))).mappings()
+            return {row["name"]: _settings(row) for row in rows}
 
     def remove_source(self, name: str) -> bool:
         with self.engine.begin() as conn:

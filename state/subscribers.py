@@ -53,10 +53,11 @@ class SubscriberStorage(Database):
                        weekday: int | None = None, sources: list[str] | None = None,
                        now: datetime | None = None, resubscribe: bool = False,
                        include: list[str] | tuple[str, ...] = (), exclude: list[str] | tuple[str, ...] = (),
-                       lang: str = "en") -> Subscriber:
+                       lang: str = "en", consent_how: str = "the operator (subscribers add --resubscribe)") -> Subscriber:
         """Add a subscriber, or change an active one's settings. An address that unsubscribed,
         was suppressed or was erased on request raises NeedsConsent, unless `resubscribe`: the
-        operator has the person's new consent (recorded as the consent note)."""
+        operator has the person's new consent (recorded as the consent note, saying how:
+        `consent_how`)."""
         now = now or utc_now()
         values = dict(cadence=cadence, send_time=send_time, timezone=timezone, weekday=weekday,
                       sources=json.dumps(sources) if sources else None, filters=filters_value(include, exclude),
@@ -70,7 +71,7 @@ class SubscriberStorage(Database):
                     raise NeedsConsent(email, FORGOTTEN)
                 conn.execute(insert(subscribers).values(
                     email=email, status="active", cursor=current, created_at=now, subscribed_at=now, joined_via="cli",
-                    consent_note=consent_note(None, forgotten, "the operator (subscribers add --resubscribe)"), **values))
+                    consent_note=consent_note(None, forgotten, consent_how), **values))
                 conn.execute(delete(forgotten_addresses).where(forgotten_addresses.c.address_hash == address_hash(email)))
             elif row["status"] != "active":
                 reason = refusal(row["status"])
@@ -78,7 +79,7 @@ class SubscriberStorage(Database):
                     raise NeedsConsent(row["email"], reason)
                 # Back after unsubscribing: from now on, not the changes they missed. A new
                 # subscription: links from the old one no longer unsubscribe them.
-                note = consent_note(row["status"], False, "the operator (subscribers add --resubscribe)")
+                note = consent_note(row["status"], False, consent_how)
                 conn.execute(update(subscribers).where(subscribers.c.id == row["id"]).values(
                     status="active", cursor=current, unsubscribed_at=None, subscribed_at=now, bounces=0,
                     suppressed_reason=None, suppressed_at=None, signup_at=None, reminded_at=None,
@@ -268,6 +269,22 @@ class SubscriberStorage(Database):
             return list(conn.execute(select(subscribers.c.id).where(
                 subscribers.c.status == "active", subscribers.c.cadence == "immediate", subscribers.c.cursor < newest)
                 .order_by(subscribers.c.id)).scalars())
+
+    def suppressions(self, limit: int = 500) -> dict:
+        """For the console's bounces page: the suppressed subscribers (newest suppression first),
+        the active ones with hard bounces in a row (not suppressed yet), and the suppression list
+        of erased addresses (only their hashes are kept): how many, and the newest erasure."""
+        with self.engine.connect() as conn:
+            suppressed = conn.execute(select(subscribers).where(subscribers.c.status == "suppressed")
+                                      .order_by(subscribers.c.suppressed_at.desc(), subscribers.c.id.desc())
+                                      .limit(limit)).mappings().all()
+            bouncing = conn.execute(select(subscribers).where(subscribers.c.status == "active", subscribers.c.bounces > 0)
+                                    .order_by(subscribers.c.bounces.desc(), subscribers.c.id).limit(limit)).mappings().all()
+            count, newest = conn.execute(select(func.count(), func.max(forgotten_addresses.c.forgotten_at))
+                                         .select_from(forgotten_addresses)).one()
+        return {"suppressed": [subscriber_from_row(r) for r in suppressed],
+                "bouncing": [subscriber_from_row(r) for r in bouncing],
+                "forgotten": count, "forgotten_newest": as_utc(newest) if newest else None}
 
     def search_subscribers(self, text: str = "", status: str | None = None, limit: int = 200) -> list[Subscriber]:
         """Subscribers whose address contains `text` (any case), newest first."""

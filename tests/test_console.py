@@ -2,7 +2,9 @@
 sign-in and its guards over HTTP (throttling, cookie flags, session fixation, CSRF, the viewer's
 403s, idle expiry), then an operator's day in Chromium (Playwright, Debian's /usr/bin/chromium):
 a failing source, a held flood released, a source added after its preview, a subscriber
-forgotten, signed out; screenshots at 1280 and 390 px in tests/artifacts/console/."""
+forgotten, signed out; screenshots at 1280 and 390 px in tests/artifacts/console/, and the
+README's three (console-*.png) there too, or in $POSTWATCH_README_IMAGES (docs/images to make
+them again)."""
 from __future__ import annotations
 
 import http.cookiejar
@@ -27,6 +29,7 @@ ADMIN_PASSWORD = "correct horse battery"
 VIEWER_PASSWORD = "viewer password 1"
 ARTIFACTS = Path(__file__).parent / "artifacts" / "console"
 CHROMIUM = "/usr/bin/chromium"
+README_IMAGES = Path(os.environ.get("POSTWATCH_README_IMAGES") or ARTIFACTS)
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -238,6 +241,21 @@ def _shots(page, name: str) -> None:
     page.set_viewport_size({"width": 1280, "height": 900})
 
 
+def _readme_shot(page, name: str, width: int, height: int, start: str | None = None) -> Path:
+    """One of the README's images: one screen of the page (its top, or from the heading `start`),
+    kept small."""
+    README_IMAGES.mkdir(parents=True, exist_ok=True)
+    path = README_IMAGES / f"console-{name}.png"
+    page.set_viewport_size({"width": width, "height": height})
+    if start:
+        page.locator("h2", has_text=start).first.evaluate(
+            "e => window.scrollTo(0, e.getBoundingClientRect().top + window.scrollY - 12)")
+    page.screenshot(path=str(path), full_page=False)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    assert path.stat().st_size < 150_000, (path, path.stat().st_size)
+    return path
+
+
 @pytest.mark.timeout(240)
 def test_an_operators_day_in_chromium(tmp_path, site, smtp):
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -272,11 +290,13 @@ def test_an_operators_day_in_chromium(tmp_path, site, smtp):
             row = page.locator("tr", has_text="downsite").first
             assert "failing" in row.inner_text() and "held" in page.locator("tr", has_text="link").first.inner_text()
             _shots(page, "dashboard")
+            _readme_shot(page, "dashboard", 1280, 800)
             # The held flood: its changes shown first, then released.
             page.click("text=link")
             page.wait_for_url(base + "/sources/link")
             assert page.locator("h2", has_text="Held changes").count() == 1 and "Flood post 3" in page.content()
             _shots(page, "source-held")
+            _readme_shot(page, "source-held", 390, 844, start="Held changes")
             page.click("button:has-text('Release')")
             page.wait_for_url(re.compile(r".*/sources/link\?released=\d+"))
             assert "Released 12 held changes" in page.content() and "Held changes" not in page.content()
@@ -299,7 +319,9 @@ def test_an_operators_day_in_chromium(tmp_path, site, smtp):
             page.click("button:has-text('Search')")
             _shots(page, "subscribers")
             page.click("text=bo@example.org")
+            assert "Why did this reader get nothing?" in page.content()
             _shots(page, "subscriber")
+            _readme_shot(page, "subscriber", 1280, 900)
             page.click("text=Forget…")
             assert "cannot be undone" in page.content()
             page.click("button:has-text('Forget bo@example.org')")
@@ -337,3 +359,107 @@ def test_admin_pauses_resumes_and_checks_now(console):
     assert "A check was asked for" in admin.open("/sources/link?done=check")[2]
     audit = admin.open("/audit")[2]
     assert "paused" in audit and "resumed" in audit and "check now" in audit
+
+
+def test_edit_a_stored_sources_interval_and_filters(console, site):
+    cli, base, _ = console
+    cli("sources", "add", site.blog_url, "--name", "copy", "--no-test", check=True)
+    admin = Visitor(base)
+    assert admin.sign_in("ada", ADMIN_PASSWORD)[0] == 303
+    # A configured source: read-only here, and a POST changes nothing.
+    status, _, page = admin.open("/sources/link")
+    assert status == 200 and "set in the config file" in page and 'name="interval"' not in page
+    token = hidden(page, "csrf")
+    status, _, page = admin.open("/sources/link/settings", {"csrf": token, "interval": "5m"})
+    assert status == 409 and "Nothing was changed" in page
+    status, _, page = admin.open("/sources/copy")
+    assert status == 200 and 'name="interval"' in page
+    default = re.search(r"<dt>Interval</dt><dd>([^<]+)</dd>", page).group(1)
+    # Bad values: the one-line problem the CLI's checks give, nothing stored.
+    for form, problem in (({"interval": "soon"}, "is not a duration"),
+                          ({"interval": "90d"}, "interval must be between 1s and 30d"),
+                          ({"interval": "0s"}, "interval must be between 1s and 30d, not 0s"),
+                          ({"include": "visa\n/(unclosed/"}, "include ")):
+        status, _, page = admin.open("/sources/copy/settings", {"csrf": token, **form})
+        assert status == 400 and problem in unescape(page), (form, page[-2000:])
+        assert 'role="alert"' in page
+    assert admin.open("/sources/copy/settings", {"interval": "5m"})[0] == 403                   # no CSRF token
+    status, headers, _ = admin.open("/sources/copy/settings", {"csrf": token, "interval": "5m",
+                                                               "include": "visa\r\nrefugees", "exclude": "podcast"})
+    assert status == 303 and headers["Location"] == "/sources/copy?done=settings"
+    page = unescape(admin.open("/sources/copy?done=settings")[2])
+    assert "Saved" in page and "<dd>5m</dd>" in page and "visa\nrefugees" in page and "podcast" in page
+    audit = admin.open("/audit")[2]
+    assert "edited source" in audit and "interval 5m" in audit
+    # Back to the defaults: empty fields.
+    assert admin.open("/sources/copy/settings", {"csrf": token, "interval": "", "include": "", "exclude": ""})[0] == 303
+    page = admin.open("/sources/copy")[2]
+    assert f"<dt>Interval</dt><dd>{default}</dd>" in page and "podcast" not in page
+
+
+def test_resubscribe_why_nothing_and_preview(console, site):
+    cli, base, _ = console
+    cli("subscribers", "add", "bo@example.org", "--cadence", "daily", "--exclude", "podcast", check=True)
+    admin = Visitor(base)
+    assert admin.sign_in("ada", ADMIN_PASSWORD)[0] == 303
+    key = re.search(r'href="/subscribers/(\d+)"', admin.open("/subscribers?q=bo%40")[2]).group(1)
+    page = unescape(admin.open(f"/subscribers/{key}")[2])
+    assert "Why did this reader get nothing?" in page and "Subscribe again" not in page
+    assert re.search(r"<dt>Next digest</dt><dd>\d{4}-\d\d-\d\d 08:00 UTC \(in ", page), page
+    assert "up to date" in page and "podcast" in page
+    token = hidden(page, "csrf")
+    # Nothing waiting: the preview says so.
+    status, _, page = admin.open(f"/subscribers/{key}/preview")
+    assert status == 200 and "no digest would go out now" in page
+    # A new post: bo's cursor falls behind, and the preview is the digest they would get.
+    site._posts.insert(0, ReplicaPost(slug="fresh-news", title="Fresh news post", published=date(2031, 1, 1),
+                                      body_paragraphs=["Something new."]))
+    wait_for(lambda: "1 passing their filters" in admin.open(f"/subscribers/{key}")[2], what="bo's cursor behind")
+    status, headers, page = admin.open(f"/subscribers/{key}/preview")
+    assert status == 200 and "Fresh news post" in page and headers["Content-Security-Policy"].startswith("sandbox")
+    assert "token=" not in page and "csrf" not in page                      # no working token, no console token
+    # Suppressed, then subscribed again: only with a consent note.
+    assert admin.open(f"/subscribers/{key}/suppress", {"csrf": token, "reason": "complaint"})[0] == 303
+    page = unescape(admin.open(f"/subscribers/{key}")[2])
+    assert "console: complaint" in page and "Subscribe again" in page and "<dt>Next digest</dt><dd>none: suppressed" in page
+    status, _, page = admin.open(f"/subscribers/{key}/resubscribe", {"csrf": token, "note": " "})
+    assert status == 400 and "consent note" in page and 'badge suppressed' in page
+    assert admin.open(f"/subscribers/{key}/resubscribe", {"note": "asked again by mail"})[0] == 403    # no CSRF token
+    status, headers, _ = admin.open(f"/subscribers/{key}/resubscribe", {"csrf": token, "note": "asked again by mail on 1 Dec"})
+    assert status == 303 and headers["Location"] == f"/subscribers/{key}?done=resubscribe"
+    page = unescape(admin.open(f"/subscribers/{key}?done=resubscribe")[2])
+    assert "Subscribed again" in page and "badge active" in page and "podcast" in page        # settings kept
+    assert "re-consent by the operator ada in the console: asked again by mail on 1 Dec after the address was suppressed" in page
+    # ...and once active, resubscribing again is refused.
+    assert admin.open(f"/subscribers/{key}/resubscribe", {"csrf": token, "note": "once more please"})[0] == 409
+    shown = cli("subscribers", "show", "bo@example.org").stdout
+    assert "re-consent by the operator ada in the console" in shown
+    audit = admin.open("/audit")[2]
+    assert "resubscribed" in audit and "asked again by mail on 1 Dec" in audit
+    viewer = Visitor(base)
+    assert viewer.sign_in("vic", VIEWER_PASSWORD)[0] == 303
+    assert viewer.open(f"/subscribers/{key}/resubscribe", {"csrf": hidden(viewer.open("/")[2], "csrf"),
+                                                           "note": "asked again"})[0] == 403
+
+
+def test_bounces_and_suppressions_page(console):
+    cli, base, _ = console
+    for address in ("cy@example.org", "di@example.org", "ed@example.org"):
+        cli("subscribers", "add", address, check=True)
+    admin = Visitor(base)
+    assert admin.sign_in("ada", ADMIN_PASSWORD)[0] == 303
+    status, _, page = admin.open("/suppressions")
+    assert status == 200 and "No subscriber is suppressed" in page and re.search(r"<b>0</b><span>erased", page)
+    ids = dict(re.findall(r'href="/subscribers/(\d+)">([^<]+)<', admin.open("/subscribers")[2]))
+    ids = {address: key for key, address in ids.items()}
+    token = hidden(page, "csrf")
+    assert admin.open(f"/subscribers/{ids['cy@example.org']}/suppress", {"csrf": token, "reason": "spam complaint"})[0] == 303
+    assert admin.open(f"/subscribers/{ids['di@example.org']}/forget", {"csrf": token, "confirm": "yes"})[0] == 303
+    page = unescape(admin.open("/suppressions")[2])
+    row = re.search(r"<tr><td data-label=\"Address\"><a href=\"/subscribers/\d+\">cy@example.org</a>.*?</tr>", page, re.S)
+    assert row and "console: spam complaint" in row.group(0) and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", row.group(0))
+    assert re.search(r"<b>1</b><span>erased", page) and "1 address erased on request is kept as a hash only" in page
+    assert "di@example.org" not in page and "ed@example.org" not in page
+    viewer = Visitor(base)
+    assert viewer.sign_in("vic", VIEWER_PASSWORD)[0] == 303
+    assert viewer.open("/suppressions")[0] == 200            # a viewer may look

@@ -39,8 +39,10 @@ DONE = {
     "check": "A check was asked for: the daemon's next sweep takes this source (within seconds).",
     "pause": "Paused: this source is not checked until it is resumed.",
     "resume": "Resumed: this source is checked on its interval again.",
+    "settings": "Saved: the new interval counts from the last check; the filters apply to the next digests.",
     "added": "Added. Its first check records a baseline; nothing is mailed for the posts already there.",
     "suppress": "Suppressed: nothing more is sent to this address, and what was queued for it is cancelled.",
+    "resubscribe": "Subscribed again, with the consent note recorded: they get changes from now on, not the ones they missed.",
     "forget": "Erased: only the hash of the address is kept, so it is not subscribed again without their consent.",
 }
 
@@ -373,7 +375,7 @@ async def dashboard(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------------------------
 # Sources
 # --------------------------------------------------------------------------------------------
-async def source_page(request: web.Request) -> web.Response:
+async def source_page(request: web.Request, status: int = 200, error: str = "", edit: dict | None = None) -> web.Response:
     app = request.app[CONTEXT].app
     name = request.match_info["name"]
 
@@ -395,8 +397,58 @@ async def source_page(request: web.Request) -> web.Response:
         done = f"Released {released} held change{'s' * (released != '1')}: they go out with the next digests."
     from postwatch.config import format_duration
 
-    return render(request, "source.html.j2", title=name, name=name, done=done,
+    record = data["record"]
+    configured = next((s for s in app.config.sources if s.name == name), None)
+    include = tuple(configured.include) if configured else record.include
+    exclude = tuple(configured.exclude) if configured else record.exclude
+    if edit is None:
+        edit = {"interval": format_duration(record.interval) if record.interval else "",
+                "include": "\n".join(record.include), "exclude": "\n".join(record.exclude)}
+    return render(request, "source.html.j2", status, title=name, name=name, done=done, error=error, edit=edit,
+                  editable=record.origin != "config", include=include, exclude=exclude,
+                  default_interval=format_duration(app.config.crawl.interval),
                   interval=format_duration(app.source_interval(name)), **data)
+
+
+def _terms(text: str) -> list[str]:
+    """One term a line (blank lines dropped), as `--include` given once per term."""
+    return [line.strip() for line in text.replace("\r", "").split("\n") if line.strip()]
+
+
+async def source_settings(request: web.Request) -> web.Response:
+    """The interval and keyword filters of a source added with the CLI or the console, checked
+    as `config check` checks a configured source's (postwatch.config, digest.filters)."""
+    from digest.filters import filter_problems
+    from postwatch.config import format_duration, parse_duration, source_interval_problem
+
+    app = request.app[CONTEXT].app
+    name = request.match_info["name"]
+    record = await db(request, "source", lambda: app.store.get_source(name))
+    if record is None:
+        raise web.HTTPNotFound(text=f"no source {name}\n")
+    if record.origin == "config":
+        return message(request, 409, "Set in the config file", f"The source {name!r} is configured in the config file: "
+                       "change its interval and filters there. Nothing was changed.", f"/sources/{quote(name)}")
+    form = request["form"]
+    edit = {key: str(form.get(key) or "").strip()[:5000] for key in ("interval", "include", "exclude")}
+    include, exclude = _terms(edit["include"]), _terms(edit["exclude"])
+    interval, problem = None, None
+    if edit["interval"]:
+        try:
+            interval = parse_duration(edit["interval"])
+        except ValueError as exc:
+            problem = f"interval: {exc}"
+        else:
+            problem = source_interval_problem(interval, record.url)
+    problem = problem or next(iter(filter_problems(include, exclude)), None)
+    if problem:
+        return await source_page(request, 400, problem, edit)
+    await db(request, "source settings", lambda: app.store.edit_source_settings(name, interval, include, exclude))
+    app.forget_stored_source_settings()
+    detail = (f"interval {format_duration(interval) if interval else 'default'}; include {include or 'none'}; "
+              f"exclude {exclude or 'none'}")
+    await audit(request, "edited source", name, detail)
+    raise web.HTTPSeeOther(f"/sources/{quote(name)}?done=settings")
 
 
 async def source_action(request: web.Request) -> web.Response:
@@ -495,23 +547,92 @@ async def _subscriber(request: web.Request):
     return subscriber
 
 
-async def subscriber_page(request: web.Request) -> web.Response:
-    from postwatch.subscribers import consent_lines, describe_filters
+def _next_digest(subscriber, now: datetime) -> str:
+    from postwatch.planner import cadence_key_of, trigger_for_cadence
 
-    store = request.app[CONTEXT].app.store
+    if subscriber.status != "active":
+        return f"none: {subscriber.status}"
+    key = cadence_key_of(subscriber)
+    if key is None:
+        return "after the next check that finds changes (immediate)"
+    fire = trigger_for_cadence(key).get_next_fire_time(None, now)
+    return f"{_when(fire.astimezone(timezone.utc))} ({_ago(fire, now)})" if fire else "never"
+
+
+def _diagnosis(app, subscriber, now: datetime) -> dict:
+    """Why a reader got nothing: where they stand against the newest event, and their last messages."""
+    from digest.sender import keyword_selection
+
+    newest = app.store.newest_event_seq()
+    pending = app.store.pending_events(subscriber) if subscriber.status == "active" else []
+    chosen = keyword_selection(app.source_filters())(subscriber, pending) if pending else []
+    return {"newest": newest, "behind": max(newest - subscriber.cursor, 0), "pending": len(pending),
+            "chosen": len(chosen), "next_digest": _next_digest(subscriber, now),
+            "last": app.store.outbox_rows(limit=5, subscriber_id=subscriber.id)}
+
+
+async def subscriber_page(request: web.Request, status: int = 200, error: str = "") -> web.Response:
+    from postwatch.subscribers import consent_lines, describe_cadence, describe_filters
+
+    app = request.app[CONTEXT].app
     subscriber = await _subscriber(request)
-    messages = await db(request, "subscriber", lambda: [r for r in store.outbox_rows(limit=1000)
-                                                        if r["subscriber_id"] == subscriber.id][:30])
-    return render(request, "subscriber.html.j2", title=_shown(subscriber.email), s=subscriber,
+
+    def read():
+        return app.store.outbox_rows(limit=30, subscriber_id=subscriber.id), _diagnosis(app, subscriber, utcnow())
+
+    messages, why = await db(request, "subscriber", read)
+    return render(request, "subscriber.html.j2", status, title=_shown(subscriber.email), s=subscriber,
                   lines=consent_lines(subscriber), filters=describe_filters(subscriber) or "none",
+                  cadence=describe_cadence(subscriber), why=why, error=error,
                   messages=messages, done=DONE.get(request.query.get("done", ""), ""))
 
 
+# The preview is the digest's own HTML, served as a sandboxed document: no script runs, it is its
+# own origin (no cookie of the console), its forms cannot be sent, and it loads no style or
+# font from elsewhere. Its unsubscribe and preferences links carry no token (the signing secret
+# is left out): any operator, a viewer too, may look, and nothing in it can act for the reader.
+PREVIEW_POLICY = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:"
+
+
+async def subscriber_preview(request: web.Request) -> web.Response:
+    from digest.sender import preview_html
+
+    app = request.app[CONTEXT].app
+    subscriber = await _subscriber(request)
+    html = await db(request, "preview", lambda: preview_html(
+        app.store, dataclasses.replace(app.digest_settings(), secret=b""), subscriber, utcnow(), app.source_filters(),
+        pending_only=True))
+    if not html:
+        return message(request, 200, "Nothing to send", f"{_shown(subscriber.email)} has no change waiting that "
+                       "passes their filters: no digest would go out now.", f"/subscribers/{subscriber.id}")
+    return web.Response(body=html.encode(), headers={"Content-Type": HTML, "Content-Security-Policy": PREVIEW_POLICY})
+
+
 async def subscriber_action(request: web.Request) -> web.Response:
-    store = request.app[CONTEXT].app.store
+    app = request.app[CONTEXT].app
+    store = app.store
     subscriber = await _subscriber(request)
     action = request.match_info["action"]
     form = request["form"]
+    if action == "resubscribe":
+        note = " ".join(str(form.get("note") or "").split())[:300]
+        if subscriber.status not in ("unsubscribed", "suppressed"):
+            return await subscriber_page(request, 409, f"Only an unsubscribed or suppressed subscriber is subscribed "
+                                                       f"again; this one is {subscriber.status}. Nothing was changed.")
+        if subscriber.origin == "config":
+            return await subscriber_page(request, 409, "This is a route of the config file ([[routes]]): change it "
+                                                       "there. Nothing was changed.")
+        if len(note) < 5:
+            return await subscriber_page(request, 400, "Say how they consented again (a consent note of at least "
+                                                       "5 characters: when, and how they asked). Nothing was changed.")
+        visitor: Visitor = request["visitor"]
+        options = dict(cadence=subscriber.cadence, send_time=subscriber.send_time, timezone=subscriber.timezone,
+                       weekday=subscriber.weekday, sources=subscriber.sources, include=subscriber.include,
+                       exclude=subscriber.exclude, lang=subscriber.lang)
+        await db(request, "resubscribe", lambda: store.add_subscriber(
+            subscriber.email, resubscribe=True, consent_how=f"the operator {visitor.name} in the console: {note}", **options))
+        await audit(request, "resubscribed", _shown(subscriber.email), note)
+        raise web.HTTPSeeOther(f"/subscribers/{subscriber.id}?done=resubscribe")
     if action == "suppress":
         reason = str(form.get("reason") or "").strip()[:150] or "suppressed by the operator"
         await db(request, "suppress", lambda: store.suppress_subscriber(subscriber.id, f"console: {reason}"))
@@ -529,6 +650,16 @@ async def subscriber_action(request: web.Request) -> web.Response:
 async def forget_confirm(request: web.Request) -> web.Response:
     subscriber = await _subscriber(request)
     return render(request, "forget.html.j2", title="Forget this subscriber?", s=subscriber)
+
+
+async def suppressions_page(request: web.Request) -> web.Response:
+    """Bounces and suppressions: who is suppressed, why and since when; who bounces; and how many
+    erased addresses are kept (as hashes) so they are not subscribed again without consent."""
+    from state.suppression import DEFAULT_BOUNCE_LIMIT
+
+    store = request.app[CONTEXT].app.store
+    data = await db(request, "/suppressions", store.suppressions)
+    return render(request, "suppressions.html.j2", title="Bounces and suppressions", limit=DEFAULT_BOUNCE_LIMIT, **data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -650,10 +781,13 @@ def make_console_app(app, *, executor=None, check_requested: Callable[[], None] 
     router.add_route("*", "/sources/new", add_source)
     router.add_get(r"/sources/{name:[^/]+}", source_page)
     router.add_post(r"/sources/{name:[^/]+}/{action:check|release|pause|resume}", source_action)
+    router.add_post(r"/sources/{name:[^/]+}/settings", source_settings)
     router.add_get("/subscribers", subscribers_page)
     router.add_get(r"/subscribers/{id:\d+}", subscriber_page)
     router.add_get(r"/subscribers/{id:\d+}/forget", forget_confirm)
-    router.add_post(r"/subscribers/{id:\d+}/{action:suppress|forget}", subscriber_action)
+    router.add_get(r"/subscribers/{id:\d+}/preview", subscriber_preview)
+    router.add_post(r"/subscribers/{id:\d+}/{action:suppress|forget|resubscribe}", subscriber_action)
+    router.add_get("/suppressions", suppressions_page)
     router.add_get("/deliveries", deliveries)
     router.add_post("/deliveries/retry", retry)
     router.add_get("/settings", settings_page)
