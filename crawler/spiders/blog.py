@@ -2,6 +2,8 @@
 only when needed."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from scrapy import Request, Spider
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response, TextResponse
@@ -12,7 +14,7 @@ from crawler.extract import discover_feeds, html_to_summary, selector_for
 from crawler.feeds import parse_feed
 from crawler.items import PostItem
 from crawler.kinds import SourceKind, UnknownSourceKind
-from crawler.plan import CrawlPlan, CrawlReport, SourceSpec, feed_entry_key
+from crawler.plan import CrawlPlan, CrawlReport, FeedFailure, SourceSpec, feed_entry_key, feed_failed_key, feed_resting
 from crawler.urls import LINK_BLOG_URL, canonicalize
 
 POST_STATUSES = [304, 404, 410]
@@ -35,6 +37,7 @@ class SourceCrawl:
         # Known posts whose feed entry changed, whose page this check reads: the entry's new
         # fingerprint, kept once the page answered (a failed read asks again at the next check).
         self.changed_entries: dict[str, str] = {}
+        self.started = datetime.now(timezone.utc)
 
     def meta(self, url: str, *, conditional: bool = True, **meta) -> dict:
         """The meta of a request for `url`: its source, so that middlewares, signals and the
@@ -96,7 +99,9 @@ class BlogSpider(Spider):
 
     def _start_requests(self, crawl: SourceCrawl):
         source = crawl.source
-        if source.feed_url:
+        if source.feed_url and not crawl.kind.feed_only and self._feed_rests(crawl, source.feed_url):
+            yield self._listing_request(crawl, source.url, first=True)
+        elif source.feed_url:
             # The listing is read after the feed, so posts the feed carried in full need no page.
             yield self._feed_request(crawl, source.feed_url)
         else:
@@ -117,6 +122,25 @@ class BlogSpider(Spider):
             request = self._post_request(crawl, url, sweep=True)
             if request:
                 yield request
+
+    def _feed_rests(self, crawl: SourceCrawl, url: str) -> bool:
+        """Whether this check skips the feed at `url` (a kind that reads its listing too): it failed
+        at an earlier check and its backoff has not passed (crawler.plan.feed_resting). Still one
+        warning per check, and the problem stays the report's (the operator's daily alert)."""
+        failure = feed_resting(crawl.plan.validators, url, crawl.started)
+        if failure is None:
+            return False
+        crawl.report.feed_problem = failure.problem
+        crawl.report.warnings.append(
+            f"{crawl.source.name}: {failure.problem} (at {failure.at:%Y-%m-%d %H:%M} UTC, {failure.failures} "
+            f"checks in a row); the listing's posts are read without it, the feed is asked again "
+            f"after {failure.retry_at:%Y-%m-%d %H:%M} UTC")
+        return True
+
+    def _feed_answered(self, crawl: SourceCrawl, url: str) -> None:
+        """A feed that answers (200 with a feed, or 304) clears its kept failure."""
+        if FeedFailure.kept(crawl.plan.validators, url) is not None:
+            crawl.report.validators[feed_failed_key(url)] = (None, None)
 
     # -- requests ------------------------------------------------------------------------
     def _feed_request(self, crawl: SourceCrawl, url: str, discovered: bool = False) -> Request:
@@ -208,6 +232,7 @@ class BlogSpider(Spider):
         # listing has just advertised, nor while an "auto" source's remembered feed is read alone.
         reads_listing = not (crawl.kind.feed_only or response.meta.get("discovered") or plan.feed_alone)
         if response.status == 304:
+            self._feed_answered(crawl, _asked(response.request))
             if reads_listing:
                 yield self._listing_request(crawl, source.url, first=True)   # the listing decides
             else:
@@ -221,6 +246,7 @@ class BlogSpider(Spider):
             else:
                 yield from self._without_feed(crawl, response.request, result.error)
             return
+        self._feed_answered(crawl, _asked(response.request))
         if not reads_listing:
             yield from self._known_pages(crawl)
         if result.warning:
@@ -260,7 +286,7 @@ class BlogSpider(Spider):
         if first and crawl.kind.discovers_feeds and (not source.feed_url or source.feed_discovered):
             # Found again at each read of the listing: a feed that moved is followed.
             feeds = discover_feeds(sel, response.url)
-            if feeds and feeds[0] != source.feed_url:
+            if feeds and feeds[0] != source.feed_url and not self._feed_rests(crawl, feeds[0]):
                 report.discovered_feed = feeds[0]
                 yield self._feed_request(crawl, feeds[0], discovered=True)
         entries, next_url = crawl.kind.listing(sel, response.url, crawl.site)
@@ -322,6 +348,10 @@ class BlogSpider(Spider):
         came first (configured, or discovered by an earlier check) hands over to the listing;
         a feed the listing has just advertised is not recorded as the source's feed."""
         crawl.report.feed_problem = ' '.join(problem.split())
+        if not crawl.kind.feed_only:        # asked again after a backoff (crawler.plan.FeedFailure)
+            kept = FeedFailure.kept(crawl.plan.validators, _asked(request))
+            failure = FeedFailure(crawl.started, (kept.failures if kept else 0) + 1, crawl.report.feed_problem)
+            crawl.report.validators[feed_failed_key(_asked(request))] = failure.validators()
         crawl.report.warnings.append(f"{crawl.source.name}: {crawl.report.feed_problem}; "
                                      "the listing's posts are read without it")
         if request.meta.get("discovered"):
@@ -341,6 +371,11 @@ def _edge(entries):
     order disagrees with its dates flags only what is newer than its tail, and an oldest-first
     feed flags nothing."""
     return next((entry.published for entry in reversed(entries) if entry.published), None)
+
+
+def _asked(request: Request) -> str:
+    """The URL a request was first made for, before any redirect."""
+    return (request.meta.get("redirect_urls") or [request.url])[0]
 
 
 def _headers(response) -> dict[str, str]:
