@@ -25,6 +25,14 @@ FEED_ENTRY_PREFIX = "postwatch:feed-entry:"
 def feed_entry_key(url: str) -> str:
     """Where the fingerprint of the feed entry of the post at `url` is kept among the validators."""
     return FEED_ENTRY_PREFIX + url
+# Under listing_entry_key(url) the title a known post's listing entry showed last time (as a
+# crawler.feeds.entry_fingerprint): a retitled entry has the post's page read in the same check.
+LISTING_ENTRY_PREFIX = "postwatch:listing-entry:"
+
+
+def listing_entry_key(url: str) -> str:
+    """Where the fingerprint of the listing entry's title of the post at `url` is kept."""
+    return LISTING_ENTRY_PREFIX + url
 # Under feed_failed_key(feed URL) the validators keep the last failure of a source's feed (kind
 # "auto"/"html": the listing is read without it): (time of the failure as ISO 8601, "<failures in
 # a row> <what failed>"). Until the backoff after it passes (FEED_RETRY_FIRST, doubling with each

@@ -11,10 +11,11 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet.error import DNSLookupError, TCPTimedOutError, TimeoutError as TwistedTimeout
 
 from crawler.extract import discover_feeds, html_to_summary, selector_for
-from crawler.feeds import parse_feed
+from crawler.feeds import entry_fingerprint, parse_feed
 from crawler.items import PostItem
 from crawler.kinds import SourceKind, UnknownSourceKind
-from crawler.plan import CrawlPlan, CrawlReport, FeedFailure, SourceSpec, feed_entry_key, feed_failed_key, feed_resting
+from crawler.plan import (CrawlPlan, CrawlReport, FeedFailure, SourceSpec, feed_entry_key, feed_failed_key, feed_resting,
+                          listing_entry_key)
 from crawler.urls import LINK_BLOG_URL, canonicalize
 
 POST_STATUSES = [304, 404, 410]
@@ -34,9 +35,11 @@ class SourceCrawl:
         self.post_pages = 0
         self.posts_not_fetched: set[str] = set()
         self.known_pages_asked = False
-        # Known posts whose feed entry changed, whose page this check reads: the entry's new
-        # fingerprint, kept once the page answered (a failed read asks again at the next check).
-        self.changed_entries: dict[str, str] = {}
+        # Known posts whose feed entry (or listing entry's title) changed, whose page this check
+        # reads: the entry's key among the validators and its new fingerprint, kept once the page
+        # answered (a failed read asks again at the next check).
+        self.changed_entries: dict[str, dict[str, str]] = {}
+        self.changed_reads = 0          # pages asked for changed entries, within REVISITS_PER_CHECK
         self.started = datetime.now(timezone.utc)
 
     def meta(self, url: str, *, conditional: bool = True, **meta) -> dict:
@@ -188,33 +191,38 @@ class BlogSpider(Spider):
     def _changed_entries(self, crawl: SourceCrawl, result):
         """Edits without a sweep: a known post whose summary-feed entry changed (summary, content,
         title, update time) has its page read in this check, the usual conditional GET of a
-        revisit; the edit it shows is then confirmed by the usual second fetch. At most what the
-        revisit schedule leaves of REVISITS_PER_CHECK pages; one beyond waits for the next check
-        (its entry's old fingerprint is kept). A full-content entry needs no page: its copy in the
-        feed is judged itself."""
-        plan, report = crawl.plan, crawl.report
-        budget = self.settings.getint("REVISITS_PER_CHECK", 20) - len(plan.sweep_urls)
+        revisit; the edit it shows is then confirmed by the usual second fetch. A full-content
+        entry needs no page: its copy in the feed is judged itself."""
         for item in result.entries:
             fingerprint = result.fingerprints.get(item.url)
-            if not fingerprint or item.body_html:
-                continue
-            key = feed_entry_key(item.url)
-            kept = (plan.validators.get(key) or (None, None))[0]
-            if kept == fingerprint:
-                continue
-            if kept is None or plan.baseline or item.url not in plan.known_urls:
-                report.validators[key] = (fingerprint, None)    # first sight: nothing to compare
-                continue
-            if item.url in crawl.requested_posts:               # read in this check already
-                crawl.changed_entries[item.url] = fingerprint
-                continue
-            if budget <= 0:
-                continue
-            request = self._post_request(crawl, item.url, sweep=True, link=item.link)
-            if request:
-                budget -= 1
-                crawl.changed_entries[item.url] = fingerprint
-                yield request
+            if fingerprint and not item.body_html:
+                request = self._read_if_changed(crawl, item.url, item.link, feed_entry_key(item.url), fingerprint)
+                if request:
+                    yield request
+
+    def _read_if_changed(self, crawl: SourceCrawl, url: str, link: str | None, key: str,
+                         fingerprint: str) -> Request | None:
+        """The page of the known post at `url` when what its feed or listing entry says (kept
+        under `key` among the validators) changed since the last check. At most what the revisit
+        schedule leaves of REVISITS_PER_CHECK pages; one beyond waits for the next check (its
+        entry's old fingerprint is kept). First sight of an entry, or of a post, only records it."""
+        plan, report = crawl.plan, crawl.report
+        kept = (plan.validators.get(key) or (None, None))[0]
+        if kept == fingerprint:
+            return None
+        if kept is None or plan.baseline or url not in plan.known_urls:
+            report.validators[key] = (fingerprint, None)        # first sight: nothing to compare
+            return None
+        if url in crawl.requested_posts:                        # read in this check already
+            crawl.changed_entries.setdefault(url, {})[key] = fingerprint
+            return None
+        if crawl.changed_reads >= self.settings.getint("REVISITS_PER_CHECK", 20) - len(plan.sweep_urls):
+            return None
+        request = self._post_request(crawl, url, sweep=True, link=link)
+        if request:
+            crawl.changed_reads += 1
+            crawl.changed_entries.setdefault(url, {})[key] = fingerprint
+        return request
 
     def closed(self, reason):
         cap = self.settings.getint("MAX_POST_PAGES", 50)
@@ -300,6 +308,13 @@ class BlogSpider(Spider):
                 request = self._post_request(crawl, entry.url, link=entry.link)
                 if request:
                     yield request
+            if entry.title and entry.url not in crawl.complete_in_feed:
+                # A known post retitled on the listing: its page is read in this check (a new
+                # post's entry: its title is only recorded).
+                request = self._read_if_changed(crawl, entry.url, entry.link, listing_entry_key(entry.url),
+                                                entry_fingerprint(entry.title))
+                if request:
+                    yield request
         # Listings are newest first: once the page ends on a known post, older pages hold only
         # known posts (a pinned post at the top does not end the walk early).
         ends_unknown = bool(entries) and entries[-1].url not in plan.known_urls
@@ -315,7 +330,8 @@ class BlogSpider(Spider):
         report = crawl.report
         url = response.meta["post_url"]
         if url in crawl.changed_entries and response.status in (200, 304):
-            report.validators[feed_entry_key(url)] = (crawl.changed_entries.pop(url), None)
+            for key, fingerprint in crawl.changed_entries.pop(url).items():
+                report.validators[key] = (fingerprint, None)
         if response.status == 304:
             report.unchanged_urls.add(url)
             return
