@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:       # crawler.items loads lxml: a check whose answers are all 304s needs no parser
@@ -25,6 +25,63 @@ FEED_ENTRY_PREFIX = "postwatch:feed-entry:"
 def feed_entry_key(url: str) -> str:
     """Where the fingerprint of the feed entry of the post at `url` is kept among the validators."""
     return FEED_ENTRY_PREFIX + url
+# Under listing_entry_key(url) the title a known post's listing entry showed last time (as a
+# crawler.feeds.entry_fingerprint): a retitled entry has the post's page read in the same check.
+LISTING_ENTRY_PREFIX = "postwatch:listing-entry:"
+
+
+def listing_entry_key(url: str) -> str:
+    """Where the fingerprint of the listing entry's title of the post at `url` is kept."""
+    return LISTING_ENTRY_PREFIX + url
+# Under feed_failed_key(feed URL) the validators keep the last failure of a source's feed (kind
+# "auto"/"html": the listing is read without it): (time of the failure as ISO 8601, "<failures in
+# a row> <what failed>"). Until the backoff after it passes (FEED_RETRY_FIRST, doubling with each
+# failure in a row, at most FEED_RETRY_MAX) checks read the listing alone; a feed that answers
+# again clears it (None, None).
+FEED_FAILED_PREFIX = "postwatch:feed-failed:"
+FEED_RETRY_FIRST = timedelta(hours=1)
+FEED_RETRY_MAX = timedelta(days=1)
+
+
+def feed_failed_key(url: str) -> str:
+    """Where the last failure of the feed at `url` is kept among the validators."""
+    return FEED_FAILED_PREFIX + url
+
+
+@dataclass(frozen=True)
+class FeedFailure:
+    """A feed's last failure: when, how many checks in a row it failed, and the one-line problem."""
+    at: datetime
+    failures: int
+    problem: str
+
+    @property
+    def retry_at(self) -> datetime:
+        return self.at + min(FEED_RETRY_FIRST * 2 ** min(max(self.failures, 1) - 1, 16), FEED_RETRY_MAX)
+
+    def validators(self) -> Validators:
+        return self.at.isoformat(), f"{self.failures} {self.problem}"
+
+    @classmethod
+    def kept(cls, validators: dict, url: str | None) -> FeedFailure | None:
+        """The failure kept for the feed at `url`, None when there is none (or it was cleared)."""
+        at, rest = (validators.get(feed_failed_key(url)) if url else None) or (None, None)
+        if not at:
+            return None
+        try:
+            when = datetime.fromisoformat(at)
+            count, _, problem = (rest or "1").partition(" ")
+            return cls(when if when.tzinfo else when.replace(tzinfo=timezone.utc), int(count), problem)
+        except (TypeError, ValueError):
+            return None
+
+
+def feed_resting(validators: dict, url: str | None, now: datetime) -> FeedFailure | None:
+    """The failure of the feed at `url` while its backoff lasts (the check skips the feed), else None."""
+    failure = FeedFailure.kept(validators, url)
+    return failure if failure is not None and now < failure.retry_at else None
+
+
 # A robots.txt body and when it was fetched, per origin ("https://host[:port]").
 RobotsCache = dict[str, tuple[bytes, datetime]]
 

@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 
 from crawler.address_policy import DEFAULT_PORTS, address_kind, is_ip_literal, origin, refusal
 from crawler.gate import GATE, gate_settings, host_hold
-from crawler.plan import CrawlPlan, CrawlReport, Prefetched, kind_traits
+from crawler.plan import CrawlPlan, CrawlReport, Prefetched, feed_resting, kind_traits
 
 ACCEPT_ENCODING = "gzip, deflate, br"     # what Scrapy's HttpCompressionMiddleware decodes here
 
@@ -90,7 +90,9 @@ def first_urls(plan: CrawlPlan) -> list[str]:
     """The URLs a normal check of `plan`'s source starts with, in order, each asked only when the
     one before it answered 304: the feed and then the listing, or the feed alone for a kind
     whose feed is the source (or an "auto" source between two reads of its listing,
-    `plan.feed_alone`), or the listing. Empty when the check is not a normal one."""
+    `plan.feed_alone`), or the listing; the listing alone while a failed feed of a kind that reads
+    its listing too waits for its retry (crawler.plan.feed_resting). Empty when the check is not a
+    normal one."""
     if plan.baseline or plan.sweep_urls or plan.recheck_urls or plan.recheck_feed:
         return []
     source = plan.source
@@ -99,6 +101,8 @@ def first_urls(plan: CrawlPlan) -> list[str]:
     traits = kind_traits(source.kind)
     if traits is None:
         return []                    # the crawl reports it
+    if not traits[1] and feed_resting(plan.validators, source.feed_url, datetime.now(timezone.utc)):
+        return [source.url]
     return [source.feed_url] if traits[1] or plan.feed_alone else [source.feed_url, source.url]
 
 

@@ -300,7 +300,7 @@ def _all_plain(db, chosen: list[dict], config, now: datetime) -> bool:
 def _plans(db, chosen: list[dict], now: datetime):
     """The lean plans of the chosen sources (App._plan without posts: none is needed when the
     check is its first GETs), or None when one cannot be asked by the lean client."""
-    from crawler.plan import CrawlPlan, SourceSpec, feed_alone, kind_traits
+    from crawler.plan import CrawlPlan, SourceSpec, feed_alone, feed_failed_key, kind_traits
     from crawler.revalidate import first_urls
 
     ids = [row["id"] for row in chosen]
@@ -319,7 +319,8 @@ def _plans(db, chosen: list[dict], now: datetime):
             source=SourceSpec(name=row["name"], url=row["url"], kind=row["kind"], feed_url=feed,
                               sitemap_url=row["sitemap_url"], selectors=json.loads(row["selectors"] or "{}"),
                               feed_discovered=not row["feed_url"] and bool(row["discovered_feed_url"])),
-            validators={url: v for url, v in validators[row["id"]].items() if url in (row["url"], feed)},
+            validators={url: v for url, v in validators[row["id"]].items()
+                        if url in (row["url"], feed) or (feed and url == feed_failed_key(feed))},
             feed_alone=feed_alone(row["kind"], row["feed_url"], row["discovered_feed_url"],
                                   _time(row["listing_read_at"]), now))
         urls = first_urls(plan)

@@ -65,8 +65,10 @@ class PostStorage(Database):
                     known[r.source_id][r.url] = KnownPost(r.url, r.title, r.content_hash, r.status,
                                                           as_utc(r.published_at))
             query = select(http_validators).where(http_validators.c.source_id.in_(ids))
-            if not posts_too:
-                query = query.where(http_validators.c.url.in_(first_urls))
+            if not posts_too:      # and the last failure of the feed (crawler.plan.feed_failed_key)
+                query = query.where(http_validators.c.url.in_(
+                    first_urls | {FEED_FAILED_PREFIX + (r["feed_url"] or r["discovered_feed_url"])
+                                  for r in rows.values() if r["feed_url"] or r["discovered_feed_url"]}))
             validators: dict[int, dict] = {i: {} for i in ids}
             for r in conn.execute(query):
                 validators[r.source_id][r.url] = (r.etag, r.last_modified)
@@ -266,6 +268,11 @@ def _revisits_due(conn: Connection, source_ids: list[int], cut: RevisitCutoffs, 
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+# crawler.plan.FEED_FAILED_PREFIX (the state package imports nothing of the crawler): the key of a
+# feed's last failure among a source's validators, which decides whether a check asks the feed.
+FEED_FAILED_PREFIX = "postwatch:feed-failed:"
 
 
 def _first_urls(source_row) -> tuple[str | None, ...]:

@@ -331,6 +331,38 @@ def test_an_unchanged_summary_feed_costs_no_post_page_read(tmp_path):
         assert _page_reads(site) == []
 
 
+def test_a_retitled_listing_entry_has_the_post_page_read_and_the_edit_mailed_at_this_check(tmp_path):
+    """Kind `html`, no feed: a post published ten days ago, read when it was new, is retitled and
+    corrected. Its page is not due for a revisit by age; the listing's new title puts it on this
+    check's read list (as a changed feed entry does), and the next check reads it no more."""
+    with WordPressReplica() as site:
+        cli = _source_config(tmp_path, site.blog_url, kind="html")
+        cli.config.write_text(cli.config.read_text().replace("[crawl]\n", '[crawl]\nconfirm_edits_after = "0s"\n'))
+        assert "baseline recorded" in cli("check", check=True).stdout
+        post = site.add_post("A rescue, told in full", ["The first account of the rescue, as published.",
+                                                       "A second paragraph."], date=date.today() - timedelta(days=10))
+        path = urlsplit(site.post_url(post)).path.rstrip("/")
+        assert "1 new" in cli("check", check=True).stdout
+        site.clear_log()
+        assert "no changes" in cli("check", check=True).stdout
+        assert _page_reads(site) == []                            # an unchanged title costs no page
+        site.edit_post(post.slug, title="A rescue, told in full (corrected)",
+                       body_paragraphs=["A corrected account of the rescue, with the right dates.", "A second paragraph."])
+        site.clear_log()
+        edited = cli("check", check=True).stdout
+        assert "1 updated" in edited, edited
+        assert _page_reads(site) == [path, path]                  # the retitled entry's read, then the confirming one
+        site.clear_log()
+        assert "no changes" in cli("check", check=True).stdout
+        assert _page_reads(site) == []                            # the entry's new title is known now
+
+        site.edit_post(site.posts[5].slug, title="A retitled old post")     # a baseline post, retitled only
+        site.clear_log()
+        out = cli("check", check=True).stdout
+        assert "updated" not in out, out
+        assert _page_reads(site) == [urlsplit(site.post_url(site.posts[5])).path.rstrip("/")]
+
+
 def test_a_feed_entry_fingerprint_follows_its_summary_content_title_and_update_time():
     from crawler.plan import feed_entry_key
 

@@ -16,11 +16,13 @@ import json
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from crawler.feeds import parse_feed
+from crawler.plan import FeedFailure, feed_resting
 from crawler.urls import canonicalize
 from postwatch.testing.harness import ENVIRONMENT, Cli, free_port
 from postwatch.testing.replica import BlogReplica, WordPressReplica
@@ -167,13 +169,30 @@ def test_an_auto_source_whose_advertised_feed_404s_finds_new_posts_with_one_warn
         assert len(warning_lines(third)) == 1
 
 
-def test_a_feed_that_was_read_before_and_now_fails_hands_the_check_to_the_listing(cli, smtp):
+def feed_failures(folder: Path) -> list[tuple[str, str | None, str | None]]:
+    """(key, failure time, "<failures in a row> <problem>") of the feed failures kept in the state."""
+    with sqlite3.connect(folder / "state.db") as db:
+        return db.execute("SELECT url, etag, last_modified FROM http_validators "
+                          "WHERE url LIKE 'postwatch:feed-failed:%'").fetchall()
+
+
+def age_feed_failures(folder: Path, hours: float) -> None:
+    """Move the kept feed failures `hours` into the past, as if that much time had passed."""
+    with sqlite3.connect(folder / "state.db") as db:
+        for key, at, _ in db.execute("SELECT url, etag, last_modified FROM http_validators "
+                                     "WHERE url LIKE 'postwatch:feed-failed:%' AND etag IS NOT NULL").fetchall():
+            db.execute("UPDATE http_validators SET etag = ? WHERE url = ?",
+                       ((datetime.fromisoformat(at) - timedelta(hours=hours)).isoformat(), key))
+
+
+def test_a_feed_that_was_read_before_and_now_fails_hands_the_check_to_the_listing(cli, smtp, tmp_path):
     with WordPressReplica() as wp:
         cli("sources", "add", wp.blog_url, "--name", "wp", check=True)
         assert "baseline recorded, 20 posts" in cli("check", "wp", check=True).stdout
         wp.add_post("Written while the feed is down", body_paragraphs=["The feed plugin broke today. " * 10])
         for status in (404, 200):       # a dead feed; then one that answers, but not with a feed
             wp.clear_faults()
+            age_feed_failures(tmp_path, hours=2)       # past the backoff: the feed is asked again
             wp.set_fault("/feed/", status=status, body=b"<html><body>Not a feed</body></html>")
             result = cli("check", "wp")
             assert result.returncode == 0, result.stderr
@@ -182,6 +201,64 @@ def test_a_feed_that_was_read_before_and_now_fails_hands_the_check_to_the_listin
             assert warning.split(" WARNING ")[1].startswith("wp: ") and f"{wp.base_url}/feed/" in warning
             assert "the listing's posts are read without it" in warning
             assert ("HTTP 404" in warning) == (status == 404)
+
+
+def test_a_dead_feed_is_not_asked_again_before_its_backoff_and_the_listing_still_finds_new_posts(cli, tmp_path):
+    """Issue 30: a feed that failed is retried at a lower rate (1 h, doubling to a day); the checks
+    between read the listing alone, with one warning each; a feed that answers again clears it."""
+    with WordPressReplica() as wp:
+        cli("sources", "add", wp.blog_url, "--name", "wp", check=True)
+        assert "baseline recorded, 20 posts" in cli("check", "wp", check=True).stdout
+        wp.set_fault("/feed/", status=404, body=b"<html><body>Gone</body></html>")
+        wp.add_post("Written while the feed is down", body_paragraphs=["The feed plugin broke today. " * 10])
+        first = cli("check", "wp")
+        assert first.returncode == 0, first.stderr
+        assert "wp: 1 new" in first.stdout and wp.count("/feed/", status=404) == 1
+        [(key, at, failed)] = feed_failures(tmp_path)
+        assert key == f"postwatch:feed-failed:{wp.base_url}/feed/" and failed.startswith("1 ") and "HTTP 404" in failed
+
+        wp.clear_log()
+        wp.add_post("Still no feed today", body_paragraphs=["The plugin is still broken, the posts go on. " * 10])
+        second = cli("check", "wp")
+        assert second.returncode == 0, second.stderr
+        assert wp.count("/feed/") == 0, [r.path for r in wp.requests]          # the feed is not asked
+        assert "wp: 1 new" in second.stdout and "Still no feed today" in second.stdout
+        [warning] = warning_lines(second)
+        assert "HTTP 404" in warning and "read without it" in warning and "asked again after" in warning
+        assert feed_failures(tmp_path) == [(key, at, failed)]                   # the same failure, kept
+
+        age_feed_failures(tmp_path, hours=1.1)        # the backoff passed: asked again, still dead
+        wp.clear_log()
+        third = cli("check", "wp")
+        assert third.returncode == 0, third.stderr
+        assert wp.count("/feed/", status=404) == 1
+        [(_, _, failed)] = feed_failures(tmp_path)
+        assert failed.startswith("2 ")                                          # 2 h before the next try
+
+        age_feed_failures(tmp_path, hours=1.1)
+        wp.clear_log()
+        assert cli("check", "wp", check=True) and wp.count("/feed/") == 0       # doubled: not yet
+
+        age_feed_failures(tmp_path, hours=1)
+        wp.clear_faults()                             # the feed is back
+        wp.clear_log()
+        fourth = cli("check", "wp")
+        assert fourth.returncode == 0, fourth.stderr
+        assert wp.count("/feed/", status=200) == 1 and warning_lines(fourth) == []
+        assert feed_failures(tmp_path) == [(key, None, None)]                   # cleared
+
+
+def test_a_feed_failure_waits_an_hour_doubling_to_a_day():
+    at = datetime(2031, 5, 1, 12, tzinfo=timezone.utc)
+    waits = [FeedFailure(at, n, "feed answered HTTP 404").retry_at - at for n in (1, 2, 3, 5, 6, 40)]
+    assert waits == [timedelta(hours=1), timedelta(hours=2), timedelta(hours=4), timedelta(hours=16),
+                     timedelta(days=1), timedelta(days=1)]
+    kept = {"postwatch:feed-failed:https://b.example/feed": FeedFailure(at, 3, "feed timed out").validators()}
+    assert FeedFailure.kept(kept, "https://b.example/feed") == FeedFailure(at, 3, "feed timed out")
+    assert feed_resting(kept, "https://b.example/feed", at + timedelta(hours=3)) is not None
+    assert feed_resting(kept, "https://b.example/feed", at + timedelta(hours=4)) is None
+    assert feed_resting(kept, "https://b.example/other", at) is None
+    assert FeedFailure.kept({"postwatch:feed-failed:x": ("garbage", "1 x")}, "x") is None
 
 
 # -- JSON Feed -------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 only when needed."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from scrapy import Request, Spider
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response, TextResponse
@@ -9,10 +11,11 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet.error import DNSLookupError, TCPTimedOutError, TimeoutError as TwistedTimeout
 
 from crawler.extract import discover_feeds, html_to_summary, selector_for
-from crawler.feeds import parse_feed
+from crawler.feeds import entry_fingerprint, parse_feed
 from crawler.items import PostItem
 from crawler.kinds import SourceKind, UnknownSourceKind
-from crawler.plan import CrawlPlan, CrawlReport, SourceSpec, feed_entry_key
+from crawler.plan import (CrawlPlan, CrawlReport, FeedFailure, SourceSpec, feed_entry_key, feed_failed_key, feed_resting,
+                          listing_entry_key)
 from crawler.urls import LINK_BLOG_URL, canonicalize
 
 POST_STATUSES = [304, 404, 410]
@@ -32,9 +35,12 @@ class SourceCrawl:
         self.post_pages = 0
         self.posts_not_fetched: set[str] = set()
         self.known_pages_asked = False
-        # Known posts whose feed entry changed, whose page this check reads: the entry's new
-        # fingerprint, kept once the page answered (a failed read asks again at the next check).
-        self.changed_entries: dict[str, str] = {}
+        # Known posts whose feed entry (or listing entry's title) changed, whose page this check
+        # reads: the entry's key among the validators and its new fingerprint, kept once the page
+        # answered (a failed read asks again at the next check).
+        self.changed_entries: dict[str, dict[str, str]] = {}
+        self.changed_reads = 0          # pages asked for changed entries, within REVISITS_PER_CHECK
+        self.started = datetime.now(timezone.utc)
 
     def meta(self, url: str, *, conditional: bool = True, **meta) -> dict:
         """The meta of a request for `url`: its source, so that middlewares, signals and the
@@ -96,7 +102,9 @@ class BlogSpider(Spider):
 
     def _start_requests(self, crawl: SourceCrawl):
         source = crawl.source
-        if source.feed_url:
+        if source.feed_url and not crawl.kind.feed_only and self._feed_rests(crawl, source.feed_url):
+            yield self._listing_request(crawl, source.url, first=True)
+        elif source.feed_url:
             # The listing is read after the feed, so posts the feed carried in full need no page.
             yield self._feed_request(crawl, source.feed_url)
         else:
@@ -117,6 +125,25 @@ class BlogSpider(Spider):
             request = self._post_request(crawl, url, sweep=True)
             if request:
                 yield request
+
+    def _feed_rests(self, crawl: SourceCrawl, url: str) -> bool:
+        """Whether this check skips the feed at `url` (a kind that reads its listing too): it failed
+        at an earlier check and its backoff has not passed (crawler.plan.feed_resting). Still one
+        warning per check, and the problem stays the report's (the operator's daily alert)."""
+        failure = feed_resting(crawl.plan.validators, url, crawl.started)
+        if failure is None:
+            return False
+        crawl.report.feed_problem = failure.problem
+        crawl.report.warnings.append(
+            f"{crawl.source.name}: {failure.problem} (at {failure.at:%Y-%m-%d %H:%M} UTC, {failure.failures} "
+            f"checks in a row); the listing's posts are read without it, the feed is asked again "
+            f"after {failure.retry_at:%Y-%m-%d %H:%M} UTC")
+        return True
+
+    def _feed_answered(self, crawl: SourceCrawl, url: str) -> None:
+        """A feed that answers (200 with a feed, or 304) clears its kept failure."""
+        if FeedFailure.kept(crawl.plan.validators, url) is not None:
+            crawl.report.validators[feed_failed_key(url)] = (None, None)
 
     # -- requests ------------------------------------------------------------------------
     def _feed_request(self, crawl: SourceCrawl, url: str, discovered: bool = False) -> Request:
@@ -164,33 +191,38 @@ class BlogSpider(Spider):
     def _changed_entries(self, crawl: SourceCrawl, result):
         """Edits without a sweep: a known post whose summary-feed entry changed (summary, content,
         title, update time) has its page read in this check, the usual conditional GET of a
-        revisit; the edit it shows is then confirmed by the usual second fetch. At most what the
-        revisit schedule leaves of REVISITS_PER_CHECK pages; one beyond waits for the next check
-        (its entry's old fingerprint is kept). A full-content entry needs no page: its copy in the
-        feed is judged itself."""
-        plan, report = crawl.plan, crawl.report
-        budget = self.settings.getint("REVISITS_PER_CHECK", 20) - len(plan.sweep_urls)
+        revisit; the edit it shows is then confirmed by the usual second fetch. A full-content
+        entry needs no page: its copy in the feed is judged itself."""
         for item in result.entries:
             fingerprint = result.fingerprints.get(item.url)
-            if not fingerprint or item.body_html:
-                continue
-            key = feed_entry_key(item.url)
-            kept = (plan.validators.get(key) or (None, None))[0]
-            if kept == fingerprint:
-                continue
-            if kept is None or plan.baseline or item.url not in plan.known_urls:
-                report.validators[key] = (fingerprint, None)    # first sight: nothing to compare
-                continue
-            if item.url in crawl.requested_posts:               # read in this check already
-                crawl.changed_entries[item.url] = fingerprint
-                continue
-            if budget <= 0:
-                continue
-            request = self._post_request(crawl, item.url, sweep=True, link=item.link)
-            if request:
-                budget -= 1
-                crawl.changed_entries[item.url] = fingerprint
-                yield request
+            if fingerprint and not item.body_html:
+                request = self._read_if_changed(crawl, item.url, item.link, feed_entry_key(item.url), fingerprint)
+                if request:
+                    yield request
+
+    def _read_if_changed(self, crawl: SourceCrawl, url: str, link: str | None, key: str,
+                         fingerprint: str) -> Request | None:
+        """The page of the known post at `url` when what its feed or listing entry says (kept
+        under `key` among the validators) changed since the last check. At most what the revisit
+        schedule leaves of REVISITS_PER_CHECK pages; one beyond waits for the next check (its
+        entry's old fingerprint is kept). First sight of an entry, or of a post, only records it."""
+        plan, report = crawl.plan, crawl.report
+        kept = (plan.validators.get(key) or (None, None))[0]
+        if kept == fingerprint:
+            return None
+        if kept is None or plan.baseline or url not in plan.known_urls:
+            report.validators[key] = (fingerprint, None)        # first sight: nothing to compare
+            return None
+        if url in crawl.requested_posts:                        # read in this check already
+            crawl.changed_entries.setdefault(url, {})[key] = fingerprint
+            return None
+        if crawl.changed_reads >= self.settings.getint("REVISITS_PER_CHECK", 20) - len(plan.sweep_urls):
+            return None
+        request = self._post_request(crawl, url, sweep=True, link=link)
+        if request:
+            crawl.changed_reads += 1
+            crawl.changed_entries.setdefault(url, {})[key] = fingerprint
+        return request
 
     def closed(self, reason):
         cap = self.settings.getint("MAX_POST_PAGES", 50)
@@ -208,6 +240,7 @@ class BlogSpider(Spider):
         # listing has just advertised, nor while an "auto" source's remembered feed is read alone.
         reads_listing = not (crawl.kind.feed_only or response.meta.get("discovered") or plan.feed_alone)
         if response.status == 304:
+            self._feed_answered(crawl, _asked(response.request))
             if reads_listing:
                 yield self._listing_request(crawl, source.url, first=True)   # the listing decides
             else:
@@ -221,6 +254,7 @@ class BlogSpider(Spider):
             else:
                 yield from self._without_feed(crawl, response.request, result.error)
             return
+        self._feed_answered(crawl, _asked(response.request))
         if not reads_listing:
             yield from self._known_pages(crawl)
         if result.warning:
@@ -260,7 +294,7 @@ class BlogSpider(Spider):
         if first and crawl.kind.discovers_feeds and (not source.feed_url or source.feed_discovered):
             # Found again at each read of the listing: a feed that moved is followed.
             feeds = discover_feeds(sel, response.url)
-            if feeds and feeds[0] != source.feed_url:
+            if feeds and feeds[0] != source.feed_url and not self._feed_rests(crawl, feeds[0]):
                 report.discovered_feed = feeds[0]
                 yield self._feed_request(crawl, feeds[0], discovered=True)
         entries, next_url = crawl.kind.listing(sel, response.url, crawl.site)
@@ -272,6 +306,13 @@ class BlogSpider(Spider):
                            summary=entry.summary, origin="listing")
             if not known and not plan.baseline:
                 request = self._post_request(crawl, entry.url, link=entry.link)
+                if request:
+                    yield request
+            if entry.title and entry.url not in crawl.complete_in_feed:
+                # A known post retitled on the listing: its page is read in this check (a new
+                # post's entry: its title is only recorded).
+                request = self._read_if_changed(crawl, entry.url, entry.link, listing_entry_key(entry.url),
+                                                entry_fingerprint(entry.title))
                 if request:
                     yield request
         # Listings are newest first: once the page ends on a known post, older pages hold only
@@ -289,7 +330,8 @@ class BlogSpider(Spider):
         report = crawl.report
         url = response.meta["post_url"]
         if url in crawl.changed_entries and response.status in (200, 304):
-            report.validators[feed_entry_key(url)] = (crawl.changed_entries.pop(url), None)
+            for key, fingerprint in crawl.changed_entries.pop(url).items():
+                report.validators[key] = (fingerprint, None)
         if response.status == 304:
             report.unchanged_urls.add(url)
             return
@@ -322,6 +364,10 @@ class BlogSpider(Spider):
         came first (configured, or discovered by an earlier check) hands over to the listing;
         a feed the listing has just advertised is not recorded as the source's feed."""
         crawl.report.feed_problem = ' '.join(problem.split())
+        if not crawl.kind.feed_only:        # asked again after a backoff (crawler.plan.FeedFailure)
+            kept = FeedFailure.kept(crawl.plan.validators, _asked(request))
+            failure = FeedFailure(crawl.started, (kept.failures if kept else 0) + 1, crawl.report.feed_problem)
+            crawl.report.validators[feed_failed_key(_asked(request))] = failure.validators()
         crawl.report.warnings.append(f"{crawl.source.name}: {crawl.report.feed_problem}; "
                                      "the listing's posts are read without it")
         if request.meta.get("discovered"):
@@ -341,6 +387,11 @@ def _edge(entries):
     order disagrees with its dates flags only what is newer than its tail, and an oldest-first
     feed flags nothing."""
     return next((entry.published for entry in reversed(entries) if entry.published), None)
+
+
+def _asked(request: Request) -> str:
+    """The URL a request was first made for, before any redirect."""
+    return (request.meta.get("redirect_urls") or [request.url])[0]
 
 
 def _headers(response) -> dict[str, str]:
