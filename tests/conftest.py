@@ -104,6 +104,10 @@ DAEMON_TESTS: dict[str, object] = {
         "test_a_dripping_webhook_receiver_holds_up_neither_email_nor_healthz",
         "test_sigterm_during_a_dripping_webhook_ends_within_the_grace_and_the_deadline",
     },
+    "test_console.py": ALL,
+    "test_daemon_narration.py": ALL,
+    "test_oneshot.py": ALL,
+    "test_archive.py": {"test_the_archive_fits_a_phone_and_a_desktop"},
     "test_cli_sources.py": ALL,
     "test_cluster.py": {
         "test_a_check_cut_off_by_a_stop_leaves_its_sources_due_at_once",
@@ -189,6 +193,7 @@ DAEMON_TESTS: dict[str, object] = {
         "test_subscribers_add_refuses_a_lookahead_in_one_line",
     },
     "test_listings.py": {
+        "test_a_retitled_listing_entry_has_the_post_page_read_and_the_edit_mailed_at_this_check",
         "test_a_changed_summary_in_the_feed_has_the_post_page_read_and_the_edit_mailed_at_this_check",
         "test_a_new_post_on_a_real_link_blog_is_one_event_and_an_unchanged_check_none",
         "test_a_new_story_on_a_news_index_is_one_event_and_an_unchanged_check_none",
@@ -198,6 +203,7 @@ DAEMON_TESTS: dict[str, object] = {
         "test_sources_test_suggests_the_selectors_kind_with_an_example_when_nothing_is_found",
     },
     "test_real_blogs.py": {
+        "test_a_dead_feed_is_not_asked_again_before_its_backoff_and_the_listing_still_finds_new_posts",
         "test_a_feed_that_was_read_before_and_now_fails_hands_the_check_to_the_listing",
         "test_a_json_feed_is_discovered_and_read_and_its_new_item_is_mailed",
         "test_an_auto_source_whose_advertised_feed_404s_finds_new_posts_with_one_warning_per_check",
