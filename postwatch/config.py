@@ -949,13 +949,6 @@ def _delivery_problems(config: Config) -> list[str]:
     if CHANNELS[channel].carries != "email":
         return [f"channel '{channel}' does not deliver email digests; it is used by itself for subscribers and "
                 f"routes whose address it claims (a URL), so leave [delivery] channel for the mail channel"]
-    if channel in ("smtp", "folder"):
-        if config.delivery.options:
-            return [f"options: channel '{channel}' takes its settings from "
-                    + ("[smtp]" if channel == "smtp" else "[digest] outbox")]
-        if channel == "smtp" and not config.smtp.host:
-            return ["channel 'smtp' needs [smtp] host"]
-        return []
     import inspect
 
     try:

@@ -16,6 +16,8 @@ Revises: 0012
 import sqlalchemy as sa
 from alembic import op
 
+from state.migrations.inplace import drop_columns
+
 revision = "0013"
 down_revision = "0012"
 branch_labels = None
@@ -33,10 +35,4 @@ def upgrade():
 
 
 def downgrade():
-    bind = op.get_bind()
-    if bind.dialect.name == "sqlite":
-        import sqlite3
-
-        if sqlite3.sqlite_version_info < (3, 35):
-            return      # cannot drop a column in place: a spare NULL-able column is a valid revision 0012
-    op.execute("ALTER TABLE post_versions DROP COLUMN reader")
+    drop_columns("post_versions", "reader")

@@ -8,6 +8,8 @@ Revises: 0013
 import sqlalchemy as sa
 from alembic import op
 
+from state.migrations.inplace import drop_columns
+
 revision = "0014"
 down_revision = "0013"
 branch_labels = None
@@ -21,12 +23,4 @@ def upgrade():
 
 
 def downgrade():
-    # In place, not batch mode: a batch rebuild drops the old table, and with SQLite's foreign keys
-    # on that deletes (or nulls) every row that refers to it (posts and their versions, outbox rows).
-    bind = op.get_bind()
-    if bind.dialect.name == "sqlite":
-        import sqlite3
-
-        if sqlite3.sqlite_version_info < (3, 35):
-            return      # cannot drop a column in place: a spare NULL-able column is a valid older revision
-    op.execute("ALTER TABLE sources DROP COLUMN listing_read_at")
+    drop_columns("sources", "listing_read_at")

@@ -6,10 +6,10 @@ checked) and `check_requested_at` ("check now": the daemon's next sweep takes th
 Revision ID: 0016
 Revises: 0015
 """
-import sqlite3
-
 import sqlalchemy as sa
 from alembic import op
+
+from state.migrations.inplace import drop_columns
 
 revision = "0016"
 down_revision = "0015"
@@ -57,12 +57,7 @@ def upgrade():
 
 
 def downgrade():
-    # The columns go in place, not by batch mode: a batch rebuild of sources under SQLite's
-    # foreign keys deletes every post and post version (migration 0014 has the same note).
-    bind = op.get_bind()
-    if bind.dialect.name != "sqlite" or sqlite3.sqlite_version_info >= (3, 35):
-        op.execute("ALTER TABLE sources DROP COLUMN check_requested_at")
-        op.execute("ALTER TABLE sources DROP COLUMN paused_at")
+    drop_columns("sources", "check_requested_at", "paused_at")
     op.drop_table("audit_log")
     op.drop_index("ix_operator_sessions_operator", "operator_sessions")
     op.drop_table("operator_sessions")

@@ -7,6 +7,8 @@ Revises: 0016
 import sqlalchemy as sa
 from alembic import op
 
+from state.migrations.inplace import drop_columns
+
 revision = "0017"
 down_revision = "0016"
 branch_labels = None
@@ -23,12 +25,4 @@ def upgrade():
 
 
 def downgrade():
-    # In place, not batch mode (see 0015): a batch rebuild of sources would cascade to its posts.
-    bind = op.get_bind()
-    if bind.dialect.name == "sqlite":
-        import sqlite3
-
-        if sqlite3.sqlite_version_info < (3, 35):
-            return      # spare NULL-able columns are a valid older revision
-    for column in COLUMNS:
-        op.execute(f"ALTER TABLE sources DROP COLUMN {column}")
+    drop_columns("sources", *COLUMNS)
