@@ -95,8 +95,14 @@ def index_page(store, settings: DigestSettings, lang: str, explicit_lang: bool =
     return ArchivePage.of(html, newest)
 
 
+def _page_url(here: str, before: int, static: bool) -> str:
+    """The address of a source's archive page that starts below `before`: a query for the daemon,
+    a folder of its own in a static copy (a web server serving files ignores queries)."""
+    return f"{here}before-{before}/" if static else f"{here}?before={before}"
+
+
 def source_page(store, settings: DigestSettings, name: str, lang: str, before: int | None = None,
-                explicit_lang: bool = False) -> ArchivePage:
+                explicit_lang: bool = False, static: bool = False) -> ArchivePage:
     record = next((s for s in store.list_sources() if s.name == name), None)
     if record is None:
         raise NotInArchive(name)
@@ -108,8 +114,8 @@ def source_page(store, settings: DigestSettings, name: str, lang: str, before: i
         # The changes at and above `before`, oldest first: the page before this one is the first
         # page when they fit on one, else the page that ends with the PAGE_SIZE of them nearest this one.
         newer = store.source_changes_after(name, before - 1, PAGE_SIZE + 1)
-        newer_url = f"{here}?before={newer[PAGE_SIZE].seq}" if len(newer) > PAGE_SIZE else here
-    older_url = f"{here}?before={shown[-1].seq}" if older else ""
+        newer_url = _page_url(here, newer[PAGE_SIZE].seq, static) if len(newer) > PAGE_SIZE else here
+    older_url = _page_url(here, shown[-1].seq, static) if older else ""
     title = clean_text(record.title or record.name)
     kept = store.kept_versions([e.seq for e in shown if e.kind == "removed"])
     html = render_site_page("archive_source.html.j2", settings, lang, title=tr(lang, "Changes to %(source)s", source=title),
@@ -247,3 +253,53 @@ def editions_feed(store, settings: DigestSettings, lang: str, explicit_lang: boo
     body = ET.tostring(feed, encoding="utf-8", xml_declaration=True) + b"\n"
     return ArchivePage(body=body, last_modified=newest.replace(microsecond=0) if newest else None,
                        etag=hashlib.sha256(body).hexdigest()[:32])
+
+
+# --------------------------------------------------------------------------------------------
+# A static copy: `postwatch archive -o FOLDER`
+# --------------------------------------------------------------------------------------------
+@dataclass
+class StaticArchive:
+    pages: int = 0
+    editions: int = 0
+    sources: int = 0
+
+
+def write_static(store, settings: DigestSettings, folder, lang: str = "en", write=None) -> StaticArchive:
+    """The archive as files, for operators who publish with a web server (like `postwatch feed
+    -o`): FOLDER/index.html, FOLDER/<source>/index.html and its older pages
+    FOLDER/<source>/before-<seq>/index.html, FOLDER/d/<id>/index.html for every edition of the
+    feed of editions, and FOLDER/editions.atom. The pages link as the daemon's do (under
+    [unsubscribe] public_url, else under /archive/ of the same site), so FOLDER is served as
+    /archive/. `write(path, body)` writes one file (digest.feed.write_feed: replaced in one step)."""
+    from pathlib import Path
+
+    from digest.feed import write_feed
+
+    write = write or write_feed
+    root = Path(folder)
+    done = StaticArchive()
+
+    def put(relative: str, page: ArchivePage) -> None:
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path, page.body)
+        done.pages += 1
+
+    put("index.html", index_page(store, settings, lang))
+    for record in store.list_sources():
+        folder_name = quote(record.name, safe="")
+        before = None
+        while True:
+            put(f"{folder_name}/index.html" if before is None else f"{folder_name}/before-{before}/index.html",
+                source_page(store, settings, record.name, lang, before, static=True))
+            page = store.source_changes(record.name, PAGE_SIZE + 1, before)
+            if len(page) <= PAGE_SIZE:
+                break
+            before = page[PAGE_SIZE - 1].seq
+        done.sources += 1
+    for edition in editions(store, settings):
+        put(f"d/{edition.id}/index.html", digest_page(store, settings, edition.id, lang))
+        done.editions += 1
+    put("editions.atom", editions_feed(store, settings, lang))
+    return done

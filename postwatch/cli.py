@@ -416,6 +416,20 @@ Reads the database only.""", examples="""\
     feed.add_argument("-o", "--output", metavar="FILE",
                       help="write FILE (replaced in one step; a new file is readable by all) instead of standard output")
 
+    archive = _command(commands, "archive", write_archive_command,
+                       "write the web archive of changes as static files, for a web server to serve", """\
+Write the archive the daemon serves at /archive/ into FOLDER: index.html, a page per source
+and its older pages (SOURCE/index.html, SOURCE/before-SEQ/index.html), each day's edition
+(d/ID/index.html) and the feed of editions (editions.atom). Serve FOLDER as /archive/ of the
+site named by [unsubscribe] public_url (the pages link there, as the daemon's do). Files are
+replaced one at a time, each in one step; a new file is readable by all. Reads the database only.""",
+                       examples="""\
+  postwatch archive -o /var/www/html/archive            the archive, in English
+  postwatch archive -o /var/www/html/ko/archive --lang ko
+""")
+    archive.add_argument("-o", "--output", metavar="FOLDER", required=True, help="the folder to write (created if missing)")
+    archive.add_argument("--lang", choices=("en", "ko"), default="en", help="the pages' language (default en)")
+
     config = _group(commands, "config", "validate the config or print an example")
     _command(config, "check", check_config, "validate the config file; one line per problem, exit status 2 on any")
     _command(config, "example", print_example_config, "print a commented example config", reads_config=False)
@@ -1023,6 +1037,19 @@ def write_feed_command(args: argparse.Namespace, config: Config) -> int:
         return _fail(f"{args.output}: cannot write the feed: {exc.strerror or exc}", 1)
     newest = f", the newest from {atom.updated:%Y-%m-%d %H:%M} UTC" if atom.updated else ""
     print(f"{args.output}: {args.source} feed written, {atom.entries} entries{newest}")
+    return 0
+
+
+def write_archive_command(args: argparse.Namespace, config: Config) -> int:
+    from digest.archive import write_static
+
+    with App.open(config, read_only=True) as app:
+        try:
+            written = write_static(app.store, app.digest_settings(), Path(args.output), args.lang)
+        except OSError as exc:
+            return _fail(f"{args.output}: cannot write the archive: {exc.strerror or exc}", 1)
+    print(f"{args.output}: archive written, {written.pages} pages ({written.sources} sources, "
+          f"{written.editions} editions)")
     return 0
 
 

@@ -295,3 +295,36 @@ def test_a_removed_post_shows_its_last_kept_version_on_the_archive(served):
         assert status == 200 and says in single.decode() and removed.body_paragraphs[0] in _text(single)
     # Nothing but the removed post carries a kept version.
     assert html.count('class="kept"') == 1
+
+
+def test_postwatch_archive_writes_a_static_copy_a_web_server_can_serve(tmp_path):
+    """`postwatch archive -o FOLDER` (issue 33: the archive "writable as static files"): the same
+    pages as the daemon's, older pages in folders of their own instead of ?before= (a server of
+    files ignores queries), every edition, the feed of editions; nothing of any reader."""
+    with BlogReplica() as site:
+        cli = Cli(write_config(tmp_path, site.blog_url, None))
+        cli("check", check=True)
+        cli("subscribers", "add", READER, "--cadence", "immediate", check=True)
+        added = [site.add_post(f"Static archive post {n}", body_paragraphs=[f"Paragraph {n}."]) for n in range(35)]
+        cli("check")
+        cli("sources", "release", "link")          # 35 at once are held as a flood; the operator lets them go
+        out = tmp_path / "www" / "archive"
+        result = cli("archive", "-o", str(out), check=True)
+    assert "archive written" in result.stdout, result.stdout
+    index = (out / "index.html").read_text()
+    assert 'href="/archive/link/"' in index
+    first = (out / "link" / "index.html").read_text()
+    older = re.search(r'href="/archive/link/(before-\d+)/"', first)
+    assert older and "?before=" not in first, first[:2000]
+    second = (out / "link" / older.group(1) / "index.html").read_text()
+    shown = {t for t in (p.title for p in added) if t in first} | {t for t in (p.title for p in added) if t in second}
+    assert shown == {p.title for p in added}                          # 35 changes over two pages
+    [edition] = list((out / "d").iterdir())
+    day = (edition / "index.html").read_text()
+    assert all(p.title in day for p in added)
+    feed = (out / "editions.atom").read_text()
+    assert f"/archive/d/{edition.name}" in feed
+    for page in out.rglob("*"):
+        if page.is_file():
+            _no_reader_in(page.read_bytes())
+            assert page.stat().st_mode & 0o044 == 0o044                # readable by the web server
