@@ -342,31 +342,37 @@ def _when(event, zone: ZoneInfo, lang: str = "en") -> str:
     return _date(event.published, zone, lang)
 
 
-def _read_more(blocks: list[Block], url: str, label: str, title: str = "") -> Markup:
+def _read_more(blocks: list[Block], url: str, label: str, title: str = "", link_lang: str = "") -> Markup:
     """The lead's HTML with a "Read more" link at the end of its last paragraph (on a line of its
     own after a list or a quote). Its accessible name says which post it opens ("Read more:
     <title>"; a screen reader's list of links would otherwise be twenty "Read more"): an
     aria-label, not a visually hidden span, as mail clients drop the CSS class that would hide it."""
     html = "".join(block.html for block in blocks)
     named = f' aria-label="{escape(label)}: {escape(title)}"' if title else ""
-    link = f'<a class="read-more" href="{escape(url)}"{named}>{escape(label)}</a>'
+    # In a post written in another language than the reader's (its lead carries that `lang`),
+    # the link's own words are in the reader's.
+    own = f' lang="{escape(link_lang)}"' if link_lang else ""
+    link = f'<a class="read-more" href="{escape(url)}"{named}{own}>{escape(label)}</a>'
     if html.endswith("</p>"):
         return Markup(f"{html[:-4]} {link}</p>")
     return Markup(f'{html}<p dir="auto">{link}</p>')
 
 
 def _post(event, zone: ZoneInfo, short: bool = True, lang: str = "en", whole_diff: bool = False,
-          kept_url: str = "") -> dict:
+          kept_url: str = "", text_lang: str = "") -> dict:
     """One post as the digest and the archive show it. `kept_url`: where a removed post's last
-    kept version is shown (the archive); its title links there."""
+    kept version is shown (the archive); its title links there. `text_lang`: the language the
+    post is written in, when known ([[sources]] lang); its title and lead carry it where it
+    differs from the reader's."""
+    text_lang = text_lang if text_lang and text_lang != lang else ""
     lead = lead_of(event.body_html, SHORT_LEAD_CHARS if short else LEAD_CHARS) if event.kind in ("new", "restored") else []
     excerpt = excerpt_of(event, SHORT_LEAD_CHARS if short else 300)
     title = clean_text(event.title, TITLE_CHARS) or event.url
     if short and lead:
-        lead_html = _read_more(lead, event.url, tr(lang, "Read more"), title)
+        lead_html = _read_more(lead, event.url, tr(lang, "Read more"), title, lang if text_lang else "")
     elif short and excerpt and event.kind != "removed":
         lead_html = _read_more([Block(Markup(f'<p dir="auto">{escape(excerpt)}</p>'), excerpt)], event.url,
-                               tr(lang, "Read more"), title)
+                               tr(lang, "Read more"), title, lang if text_lang else "")
     else:
         lead_html = Markup("".join(block.html for block in lead))
     return {
@@ -377,6 +383,7 @@ def _post(event, zone: ZoneInfo, short: bool = True, lang: str = "en", whole_dif
         "diff": (diff_for_digest(event.diff, *((ARCHIVE_DIFF_CHARS, ARCHIVE_DIFF_ENTRIES) if whole_diff else ()))
                  if event.kind == "updated" else None),
         "anchor": f"e{event.seq}" if event.seq is not None else f"i{event.id}",
+        "text_lang": text_lang,
     }
 
 
@@ -487,7 +494,8 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
             shown, brief, rest = items[:full[source]], items[full[source]:taken[source]], items[taken[source]:]
             for event in shown:
                 if event.id not in posts:
-                    posts[event.id] = _post(event, zone, settings.lead != "full", lang, kept_url=kept_url(event, settings))
+                    posts[event.id] = _post(event, zone, settings.lead != "full", lang, kept_url=kept_url(event, settings),
+                                            text_lang=settings.source_langs.get(event.source, ""))
             groups.append({
                 "title": clean_text(settings.source_titles.get(source, source)),
                 "posts": [posts[e.id] for e in shown],
@@ -571,13 +579,13 @@ def archive_groups(events, settings: DigestSettings, lang: str = "en", kept: dic
     for number, (source, items) in enumerate(by_source.items(), 1):
         items.sort(key=_order)
         groups.append({"source": source, "title": clean_text(settings.source_titles.get(source, source)),
-                       "posts": [_archived(e, zone, lang, kept) for e in items],
+                       "posts": [_archived(e, zone, lang, kept, settings.source_langs.get(source, "")) for e in items],
                        "anchor": f"s{number}", "counts": _counts(items, lang), "site_url": _site_of(source, items, settings)})
     return groups
 
 
-def _archived(event, zone: ZoneInfo, lang: str, kept: dict | None) -> dict:
-    post = _post(event, zone, False, lang, whole_diff=True)
+def _archived(event, zone: ZoneInfo, lang: str, kept: dict | None, text_lang: str = "") -> dict:
+    post = _post(event, zone, False, lang, whole_diff=True, text_lang=text_lang)
     if event.kind == "removed" and kept:
         post["kept"] = kept_version(kept.get(event.seq), zone, lang)
     return post
@@ -592,7 +600,7 @@ def archive_days(events, settings: DigestSettings, lang: str = "en", kept: dict 
         day = _date(event.created_at, zone, lang)
         if not days or days[-1]["date"] != day:
             days.append({"date": day, "posts": []})
-        days[-1]["posts"].append(_archived(event, zone, lang, kept))
+        days[-1]["posts"].append(_archived(event, zone, lang, kept, settings.source_langs.get(event.source, "")))
     return days
 
 

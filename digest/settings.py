@@ -31,6 +31,7 @@ class DigestSettings:
     templates_dir: Path | None = None
     timezone: str = "UTC"
     source_titles: dict[str, str] = field(default_factory=dict)
+    source_langs: dict[str, str] = field(default_factory=dict)    # source -> the language its posts are in, when known
     source_urls: dict[str, str] = field(default_factory=dict)     # "and N more posts" links there
     organization: str = ""           # the footer's sender and postal address (CAN-SPAM)
     postal_address: str = ""

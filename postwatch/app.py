@@ -190,6 +190,7 @@ class App:
             templates_dir=cfg.digest.templates_dir and (cfg.base_dir / cfg.digest.templates_dir),
             timezone=cfg.digest.default_timezone,
             source_titles={s.name: (s.title or s.name) for s in sources},
+            source_langs={s.name: s.lang for s in cfg.sources if s.lang},
             source_urls={s.name: s.url for s in sources},
             organization=cfg.digest.organization or "",
             postal_address=cfg.digest.postal_address or "",

@@ -95,6 +95,10 @@ class SourceConfig:
     # Keyword filters (digest/filters.py): which of this source's events anyone is told of.
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    # The language the blog writes in (a BCP 47 tag: "en", "ko"), when the operator knows it: its
+    # posts' text in digests and on the archive carries it, so a screen reader reading a Korean
+    # digest reads an English post in English. Posts are never translated.
+    lang: str | None = None
 
 
 @dataclass
@@ -452,7 +456,7 @@ def _create_secret_file(path: Path, secret: bytes, env_name: str) -> bytes:
 
 
 def default_sources() -> list[SourceConfig]:
-    return [SourceConfig(name="link", url=LINK_BLOG_URL, kind="webflow", title="Liberty in North Korea")]
+    return [SourceConfig(name="link", url=LINK_BLOG_URL, kind="webflow", title="Liberty in North Korea", lang="en")]
 
 
 # Section -> (dataclass, {toml key: attribute}) so unknown keys can be reported.
@@ -472,7 +476,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, str]]] = {
     "webhook": (WebhookConfig, {}),
 }
 _SOURCE_KEYS = {"name", "url", "kind", "preset", "title", "feed_url", "sitemap_url", "interval", "selectors",
-                "include", "exclude"}
+                "include", "exclude", "lang"}
 _SELECTOR_KEYS = {"listing_item", "post_link", "next_page", "title", "date", "body", "exclude"}
 
 
@@ -702,6 +706,10 @@ def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceCo
             else:
                 kind = kind_class.__kind__     # a deprecated name ("link") becomes the current one
                 problems += [f"{label}: {problem}" for problem in kind_class.config_problems(selectors)]
+        lang = item.get("lang")
+        if lang is not None and not (isinstance(lang, str) and re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*", lang)):
+            problems.append(f"{label}: lang {lang!r} is not a language tag (BCP 47, such as \"en\" or \"ko\")")
+            lang = None
         interval = None
         if "interval" in item:
             try:
@@ -721,7 +729,7 @@ def _parse_sources(items: Any, where: str, problems: list[str]) -> list[SourceCo
             name=name, url=url, kind=kind, title=item.get("title"), feed_url=item.get("feed_url"),
             sitemap_url=item.get("sitemap_url"), interval=interval, selectors=dict(selectors),
             include=[] if filters_wrong else list(terms["include"] or ()),
-            exclude=[] if filters_wrong else list(terms["exclude"] or ()),
+            exclude=[] if filters_wrong else list(terms["exclude"] or ()), lang=lang,
         ))
     return sources
 

@@ -33,6 +33,7 @@ SOURCE = '[[sources]]\nname = "blog"\nurl = "https://blog.example.org/"\n'
 
 # (id, TOML, what the one line must name)
 BAD_VALUES = [
+    ("a source's lang that is no language tag", SOURCE + 'lang = "English!"\n', ["source 'blog'", "lang 'English!'"]),
     ("parallel_sources negative", "[crawl]\nparallel_sources = -1\n", ["[crawl] parallel_sources", "-1"]),
     ("parallel_sources zero (check hung)", "[crawl]\nparallel_sources = 0\n", ["[crawl] parallel_sources", "0"]),
     ("listen port 99999", '[daemon]\nlisten = "127.0.0.1:99999"\n', ["[daemon] listen", "99999"]),

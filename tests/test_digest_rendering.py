@@ -165,6 +165,24 @@ def test_the_footer_says_how_the_reader_came_to_be_on_the_list(joined_via, says)
     assert expected in " ".join(text.split()) and expected in " ".join(re.sub("<[^>]+>", "", html).split())
 
 
+def test_a_posts_text_carries_its_blogs_language_in_a_korean_readers_digest():
+    """[[sources]] lang: a screen reader reading a Korean digest reads an English post's title and
+    lead in English; the digest's own words (the badge, "Read more") stay the reader's."""
+    import dataclasses
+    from email import message_from_bytes, policy
+
+    from digests import Reader
+
+    settings = dataclasses.replace(SETTINGS, source_langs={"link": "en"})
+    korean = dataclasses.replace(Reader(), lang="ko")
+    message = message_from_bytes(build_message(korean, [event(1)], settings, NOW).raw, policy=policy.default)
+    html = message.get_body(("html",)).get_content()
+    assert re.search(r'<h3 dir="auto" lang="en">', html) and re.search(r'<div class="lead" lang="en">', html)
+    assert re.search(r'<a class="read-more"[^>]* lang="ko"', html)
+    english = message_from_bytes(build_message(Reader(), [event(1)], settings, NOW).raw, policy=policy.default)
+    assert 'lang="en">' not in english.get_body(("html",)).get_content().split("<body", 1)[1]   # same language: nothing to say
+
+
 def test_a_change_says_when_it_was_seen_and_a_removed_post_links_to_its_last_kept_version_not_its_404():
     truncated = {**_edit(1), "truncated": True}
     edited = event(5, kind="updated", title="Edited post", diff=truncated)
