@@ -107,7 +107,16 @@ DAEMON_TESTS: dict[str, object] = {
     "test_console.py": ALL,
     "test_daemon_narration.py": ALL,
     "test_oneshot.py": ALL,
-    "test_archive.py": {"test_the_archive_fits_a_phone_and_a_desktop"},
+    "test_archive.py": {
+        "test_the_archive_lists_each_change_with_its_diff_and_nothing_of_the_reader",
+        "test_archive_pages_answer_304_when_the_readers_copy_is_current",
+        "test_view_in_browser_opens_the_same_items_without_any_token",
+        "test_the_front_page_links_to_signup_the_archive_and_the_feeds",
+        "test_the_archive_fits_a_phone_and_a_desktop",
+        "test_the_feed_of_editions_links_each_days_changes_as_one_digest_page",
+        "test_a_removed_post_shows_its_last_kept_version_on_the_archive",
+        "test_postwatch_archive_writes_a_static_copy_a_web_server_can_serve",
+    },
     "test_cli_sources.py": ALL,
     "test_cluster.py": {
         "test_a_check_cut_off_by_a_stop_leaves_its_sources_due_at_once",
@@ -295,11 +304,9 @@ def _leaves_out_daemons(config) -> bool:
     return "notdaemon" in expression
 
 
-@pytest.fixture(autouse=True)
-def _no_subprocess_in_the_fast_tier(request):
-    if request.node.get_closest_marker("daemon") or not _leaves_out_daemons(request.config):
-        yield
-        return
+def _refusing_subprocesses(item):
+    """Fail a fast-tier test that starts a subprocess, in its own body or in a fixture it sets up
+    (a module-scoped fixture is set up within the first test that uses it)."""
     import subprocess
 
     spawned: list[str] = []
@@ -308,8 +315,35 @@ def _no_subprocess_in_the_fast_tier(request):
     def refuse(self, args, *rest, **kwargs):
         command = " ".join(map(str, args)) if isinstance(args, (list, tuple)) else str(args)
         spawned.append(command)
-        pytest.fail(f"{request.node.nodeid} starts a subprocess ({command[:120]}): list it in tests/conftest.py "
+        raise RuntimeError(f"{item.nodeid} starts a subprocess ({command[:120]}): list it in tests/conftest.py "
+                           "DAEMON_TESTS")
+
+    subprocess.Popen._execute_child = refuse
+    return spawned, lambda: setattr(subprocess.Popen, "_execute_child", execute_child)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from _guarded(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from _guarded(item))
+
+
+def _guarded(item):
+    if item.get_closest_marker("daemon") or not _leaves_out_daemons(item.config):
+        return (yield)
+    spawned, restore = _refusing_subprocesses(item)
+    try:
+        result = yield
+    finally:
+        restore()
+    if spawned:
+        pytest.fail(f"{item.nodeid} started a subprocess ({spawned[0][:120]}): list it in tests/conftest.py "
                     "DAEMON_TESTS", pytrace=False)
+    return result
 
     subprocess.Popen._execute_child = refuse
     try:

@@ -57,24 +57,28 @@ def check(app, **kwargs):
 
 
 def test_every_corpus_file_served_as_a_feed_gives_no_crash_and_one_line_errors(tmp_path):
-    with WordPressReplica() as site:
-        for path in CORPUS:
-            site.route(f"/corpus/{path.name}", lambda req, data=path.read_bytes(): (200, {"Content-Type": "application/rss+xml"}, data))
-        app = app_for(tmp_path, site.blog_url, kind="feed", feed_url=f"{site.base_url}/feed/")
-        store = app.store
-        errors = 0
-        for path in CORPUS:
-            with store.engine.begin() as conn:
-                from sqlalchemy import update
+    from postwatch.app import App
 
-                from state.schema import sources
-                conn.execute(update(sources).where(sources.c.name == "src").values(feed_url=f"{site.base_url}/corpus/{path.name}"))
-            summary = check(app)
-            if not summary.ok:
-                errors += 1
-                assert summary.error.startswith("src: ") and "\n" not in summary.error, summary.error
+    # One source per file, all checked in one sweep as the daemon would: a broken feed costs its
+    # own source one line and nothing of the others.
+    with WordPressReplica() as site:
+        sources = []
+        for number, path in enumerate(CORPUS):
+            site.route(f"/corpus/{path.name}", lambda req, data=path.read_bytes(): (200, {"Content-Type": "application/rss+xml"}, data))
+            sources.append(SourceConfig(name=f"src{number}", url=site.blog_url, kind="feed",
+                                        feed_url=f"{site.base_url}/corpus/{path.name}"))
+        config = Config(path=tmp_path / "postwatch.toml", database="state.db", sources=sources)
+        config.crawl.download_delay, config.crawl.autothrottle = 0, False
+        config.crawl.timeout, config.crawl.retries = 2, 1
+        app = App.open(config)
+        app.crawl_settings["RETRY_BACKOFF_BASE"] = 0.05
+        app.log_failures = False
+        summaries = run(lambda: app.check_many([s.name for s in sources]))
         app.close()
-    assert errors >= 10        # the plainly broken ones are reported, not silently accepted
+    failed = [(source.name, summary.error) for source, summary in zip(sources, summaries) if not summary.ok]
+    for name, error in failed:
+        assert error.startswith(f"{name}: ") and "\n" not in error, error
+    assert len(failed) >= 10        # the plainly broken ones are reported, not silently accepted
 
 
 def seeded_app(tmp_path, site, **crawl):
