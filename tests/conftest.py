@@ -86,6 +86,7 @@ def store(request, tmp_path):
 # --------------------------------------------------------------------------------------------
 ALL = "*"
 DAEMON_TESTS: dict[str, object] = {
+    "test_accessibility.py": ALL,          # headless Chromium
     "test_apprise.py": {
         "test_a_route_with_a_bad_filter_or_address_is_one_line_each_from_config_check",
         "test_an_apprise_failure_is_retried_through_the_outbox",

@@ -212,7 +212,9 @@ def serve(tmp_path, **config_options):
 @pytest.fixture
 def web(tmp_path, monkeypatch):
     monkeypatch.setenv("POSTWATCH_SECRET", "test-secret-for-signing-links")
-    app, base, stop = serve(tmp_path)
+    # Every answer waits [signup] answer_after (250 ms) so that none tells a known address from a
+    # new one (tests/test_signup_limits.py measures that); here a 10 ms floor keeps 50 signups short.
+    app, base, stop = serve(tmp_path, signup={"answer_after": timedelta(milliseconds=10)})
     try:
         yield app, base
     finally:

@@ -9,6 +9,7 @@ import re
 import statistics
 import subprocess
 import time
+from datetime import timedelta
 from html import unescape
 
 import pytest
@@ -200,15 +201,18 @@ def median_answers(port: int, emails: list[str]) -> float:
 
 
 def test_a_new_and_an_active_address_take_the_same_time_to_answer(served):
-    app, port = served(signup={"per_ip": 100_000, "per_address": 1000, "per_hour": 100_000})
+    # A 120 ms floor instead of the default 250 ms keeps the test short; the floor still exceeds
+    # what storing a signup and queueing its mail take here (a few ms).
+    app, port = served(signup={"per_ip": 100_000, "per_address": 1000, "per_hour": 100_000,
+                               "answer_after": timedelta(milliseconds=120)})
     app.store.add_subscriber("known@example.org")
     news, known = [], []
-    for n in range(30):                        # interleaved: the same machine load for both
+    for n in range(20):                        # interleaved: the same machine load for both
         news.append(median_answers(port, [f"new{n}@example.org"]))
         known.append(median_answers(port, ["known@example.org"]))
     new_median, known_median = statistics.median(news), statistics.median(known)
     print(f"\nsignup POST medians: new address {new_median * 1000:.1f} ms, active address {known_median * 1000:.1f} ms")
-    assert app.store.outbox_stats()["pending"] == 30
+    assert app.store.outbox_stats()["pending"] == 20
     floor = app.config.signup.answer_after.total_seconds()
     assert min(news + known) >= floor
     assert abs(new_median - known_median) < 0.01
