@@ -316,3 +316,16 @@ def test_the_documentation_site_builds_strictly(tmp_path):
     assert "WARNING" not in done.stderr, done.stderr
     built = {path.relative_to(tmp_path / "site").as_posix() for path in (tmp_path / "site").rglob("index.html")}
     assert {"index.html", "operator/index.html", "configuration/index.html", "architecture/index.html"} <= built
+
+
+def test_the_readme_opens_with_the_two_set_up_commands_and_ci_runs_the_second():
+    """The README's first code block is the two commands for a fresh machine: install and run
+    the main job, then the tests; .ci/run runs that same test command."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    install, tests = blocks[0].strip().splitlines()
+    assert install.endswith("postwatch run --once") and "pytest" in tests, blocks[0]
+    install_extra, run_tests = (part.strip() for part in tests.split("&&"))
+    ci_lines = [line for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+                if not line.startswith("#") and run_tests in line]
+    assert ci_lines and "'.[test]'" in install_extra and "'.[test]'" in ci_lines[0], \
+        f".ci/run does not run the README's test command: {tests}"
