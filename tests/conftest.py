@@ -106,6 +106,7 @@ DAEMON_TESTS: dict[str, object] = {
         "test_sigterm_during_a_dripping_webhook_ends_within_the_grace_and_the_deadline",
     },
     "test_console.py": ALL,
+    "test_docs.py": {"test_the_documentation_site_builds_strictly"},   # runs mkdocs
     "test_daemon_narration.py": ALL,
     "test_oneshot.py": ALL,
     "test_archive.py": {
