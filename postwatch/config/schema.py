@@ -116,7 +116,7 @@ def selector_problem(key: str, css: Any) -> str | None:
 
 @dataclass
 class SourceConfig:
-    """[[sources]]: one blog to watch."""
+    """One blog to watch; a file that names none watches the LiNK blog."""
     name: str = setting(doc="a short identifier (letters, digits, - _ .), in commands, feeds and digests")
     url: str = setting(doc="the blog's http(s) address (its listing page)")
     kind: str = setting("auto", "how its posts are found: webflow, html, feed, selectors or auto (html + feed discovery)")
@@ -169,20 +169,22 @@ class RouteConfig:
     options: dict[str, Any] = field(default_factory=dict)    # keyword arguments of Store.add_subscriber
 
 
+# The keys of a [[routes]] table: (type, default, description); checked as `subscribers add` checks its options.
 ROUTE_KEYS = {
-    "to": "a webhook URL, an Apprise URL (tgram://, slack://...) or an email address",
-    "cadence": "immediate, daily or weekly; default: immediate",
-    "at": "the time of day (HH:MM) of daily and weekly digests; default: [digest] default_time",
-    "tz": "the IANA time zone of at; default: [digest] default_timezone",
-    "day": "the day of weekly digests (mon ... sun); default: [digest] default_weekday",
-    "sources": "the names of the sources it follows; default: every source",
-    "include": "words or /regular expressions/: a change must match one",
-    "exclude": "a change matching one of these is left out",
+    "to": ("string", "required", "a webhook URL, an Apprise URL (tgram://, slack://...) or an email address"),
+    "cadence": ("string: immediate, daily or weekly", '`"immediate"`', "how often it gets a digest"),
+    "at": ("string, HH:MM", "[digest] default_time", "the time of day of daily and weekly digests"),
+    "tz": ("string", "[digest] default_timezone", "the IANA time zone of at"),
+    "day": ("string: mon ... sun (or the whole name)", "[digest] default_weekday", "the day of weekly digests"),
+    "sources": ("list of strings", "every source", "the names of the sources it follows"),
+    "include": ("list of strings", "`[]`", "words or /regular expressions/: a change must match one"),
+    "exclude": ("list of strings", "`[]`", "a change matching one of these is left out"),
 }
 
 
 @dataclass
 class CrawlConfig(Section):
+    """How sources are fetched: how often, how politely, how much per check."""
     contact_url: str = setting("https://github.com/postwatch/postwatch",
                                "in the User-Agent, so site owners can reach you")
     interval: timedelta = setting(timedelta(hours=1), "default time between checks of a source", between=("1s", "30d"))
@@ -245,6 +247,7 @@ def scrapy_overrides(config: Config) -> dict[str, Any]:
 
 @dataclass
 class SmtpConfig(Section):
+    """The mail relay digests are sent through; without a host they are written to the outbox folder."""
     host: str | None = setting(None, "the mail relay; unset: digests are written to the outbox folder")
     port: int | None = setting(None, "default: 587 with starttls, 465 with ssl, 25 with none", between=(1, 65535))
     security: str = setting("starttls", "how the connection is encrypted", choices=SMTP_SECURITY)
@@ -275,6 +278,7 @@ class SmtpConfig(Section):
 
 @dataclass
 class DigestConfig(Section):
+    """What digests look like and say, the defaults of new subscribers' schedules, and sending retries."""
     from_addr: str = setting("postwatch <postwatch@localhost>", "the From of every digest and confirmation mail",
                              key="from")
     reply_to: str | None = setting(None, "a Reply-To address for digests")
@@ -319,10 +323,11 @@ class DigestConfig(Section):
 
 @dataclass
 class DeliveryConfig(Section):
+    """The channel email digests leave through."""
     channel: str | None = setting(None, "the channel digests leave through (one registered in digest.delivery); "
                                   "unset: smtp when [smtp] host is set, else folder")
-    options: dict[str, Any] = setting(doc="keyword arguments of that channel's class (smtp and folder take [smtp] "
-                                      "and [digest] outbox)", factory=dict)
+    options: dict[str, Any] = setting(doc="keyword arguments of that channel's class (the built-in smtp and folder "
+                                      "take none: they use [smtp] host and [digest] outbox)", factory=dict)
 
     def problems(self, config: Config) -> list[str]:
         channel = config.delivery_channel
@@ -352,6 +357,7 @@ class DeliveryConfig(Section):
 
 @dataclass
 class UnsubscribeConfig(Section):
+    """Unsubscribe links and the List-Unsubscribe header every digest carries."""
     public_url: str | None = setting(None, "where [daemon] listen's /unsubscribe is reachable from outside; needed "
                                      "with [smtp] host")
     mailto: str | None = setting(None, "a mailbox someone reads, advertised in List-Unsubscribe only when set")
@@ -368,7 +374,8 @@ class UnsubscribeConfig(Section):
 
 @dataclass
 class SignupConfig(Section):
-    """The /subscribe page (double opt-in) and the preferences page."""
+    """The /subscribe page (double opt-in: a confirmation mail, nothing else until its link is
+    followed) and the preferences page every digest links to."""
     enabled: bool = setting(True, "readers may sign up at /subscribe (beside [unsubscribe] public_url)")
     confirm_within: timedelta = setting(timedelta(days=7), "the confirmation link works this long; an unconfirmed "
                                         "signup is then deleted", between=("1h", "90d"))
@@ -396,8 +403,8 @@ class SignupConfig(Section):
 
 @dataclass
 class InboundConfig(Section):
-    """The inbound mail listener (postwatch/inbound.py): asynchronous bounces by VERP, mailed
-    unsubscribes. Off unless `listen` is set."""
+    """The inbound mail listener (postwatch/inbound.py): asynchronous bounces by VERP and mailed
+    unsubscribes, from the domain's MX. Off unless listen is set."""
     listen: str = setting("", "HOST:PORT of the inbound mail listener (bounces, mailed unsubscribes); off when empty")
     domain: str | None = setting(None, "the domain of the addresses it answers; default: that of [digest] from")
     bounce_prefix: str = setting("bounces", "return paths are bounces+TOKEN@domain")
@@ -415,6 +422,7 @@ class InboundConfig(Section):
 
 @dataclass
 class DaemonConfig(Section):
+    """The daemon (postwatch run): its public pages, housekeeping, shutdown and logging."""
     listen: str = setting("127.0.0.1:8780", "HOST:PORT of the public pages: /healthz, /metrics, /unsubscribe, "
                           "/subscribe, /feeds/")
     max_connections: int = setting(256, "more open connections are turned away (a 503, then closed)",
@@ -446,8 +454,8 @@ class DaemonConfig(Section):
 
 @dataclass
 class ConsoleConfig(Section):
-    """The operator's console (postwatch/console): server-rendered pages to see and steer the
-    service, signed in. Off unless `listen` is set; on an address of its own, loopback by default."""
+    """The operator's console (postwatch/console): pages to see and steer the service, signed in
+    (accounts: postwatch operators add). Off unless listen is set; on an address of its own."""
     listen: str = setting("", "HOST:PORT of the operator's console (never [daemon] listen); off when empty")
     public_url: str | None = setting(None, "where operators reach it; an https URL makes the session cookie Secure")
     idle_timeout: timedelta = setting(timedelta(minutes=30), "a session unused this long is signed out",
@@ -500,6 +508,7 @@ class ConsoleConfig(Section):
 
 @dataclass
 class FeedsConfig(Section):
+    """Atom feeds of changes, served at /feeds/SOURCE.atom and /feeds/all.atom on [daemon] listen."""
     public_url: str | None = setting(None, "where /feeds/ is reachable from outside (the feeds' self links); "
                                      "default: http://[daemon] listen/feeds/")
     entries: int = setting(50, "newest changes in each feed", between=(1, 10_000))
@@ -513,6 +522,7 @@ class FeedsConfig(Section):
 
 @dataclass
 class AlertConfig(Section):
+    """Mails to the operator when sources keep failing or messages cannot be delivered."""
     operator: str | None = setting(None, "the address that gets one email per problem per alert period")
     failures_before_alert: int = setting(3, "failed checks of a source in a row before the operator is told",
                                          between=(1, 1000))
@@ -537,6 +547,7 @@ def dkim_name_problems(selector: str | None, domain: str | None) -> list[str]:
 
 @dataclass
 class DkimConfig(Section):
+    """DKIM signing of every digest (rsa-sha256, relaxed/relaxed); off unless selector and key_file are set."""
     selector: str | None = setting(None, "the DKIM selector (postwatch dkim keygen makes a key and its DNS record)")
     domain: str | None = setting(None, "the signing domain; default: the domain of [digest] from")
     key_file: Path | None = setting(None, "the private key (PEM), relative to the config file")
@@ -550,6 +561,7 @@ class DkimConfig(Section):
 
 @dataclass
 class WebhookConfig(Section):
+    """Webhook and Apprise deliveries: subscribers and routes whose address is a URL."""
     # The master secret each receiver's signing secret is derived from (`postwatch webhook secret URL`).
     secret_env: str = setting("POSTWATCH_WEBHOOK_SECRET", "the environment variable holding the master secret of "
                               "webhook signatures; unset or empty: derived from the unsubscribe secret")
