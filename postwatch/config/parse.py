@@ -150,37 +150,34 @@ def database_url_problem(database: str) -> str | None:
     return f"'{shown}' must be a SQLite file path, sqlite:///PATH or a postgresql:// URL"
 
 
-def _coerce(annotation: Any, value: Any) -> Any:
-    text = str(annotation)
-    if "timedelta" in text:
-        return parse_duration(value)
-    if "Path" in text:
-        if not isinstance(value, str):
-            raise TypeError("must be a path string")
-        return Path(value)
-    if "bool" in text:
-        if not isinstance(value, bool):
-            raise TypeError("must be true or false")
-        return value
-    if text.startswith("int") or text == "<class 'int'>":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError("must be a whole number")
-        return value
-    if text.startswith("float") or text == "<class 'float'>":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError("must be a number")
-        return float(value)
-    if text.startswith("list"):
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise TypeError("must be a list of strings")
-        return value
-    if text.startswith("dict"):
-        if not isinstance(value, dict):
-            raise TypeError("must be a table")
-        return value
-    if value is not None and not isinstance(value, str):
-        raise TypeError("must be a string")
+def _same(value: Any) -> Any:
     return value
+
+
+# A setting's type (its annotation without "| None" and without the item types) -> (accepts
+# the TOML value, what it must be, the value postwatch keeps).
+_TYPES: dict[str, tuple[Any, str, Any]] = {
+    "str": (lambda value: isinstance(value, str), "must be a string", _same),
+    "bool": (lambda value: isinstance(value, bool), "must be true or false", _same),
+    "int": (lambda value: isinstance(value, int) and not isinstance(value, bool), "must be a whole number", _same),
+    "float": (lambda value: isinstance(value, (int, float)) and not isinstance(value, bool), "must be a number", float),
+    "Path": (lambda value: isinstance(value, str), "must be a path string", Path),
+    "list": (lambda value: isinstance(value, list) and all(isinstance(item, str) for item in value),
+             "must be a list of strings", _same),
+    "dict": (lambda value: isinstance(value, dict), "must be a table", _same),
+}
+
+
+def _coerce(annotation: Any, value: Any) -> Any:
+    """A TOML value as the setting annotated `annotation` keeps it; TypeError (ValueError for a
+    duration) saying what it must be."""
+    kind = str(annotation).removesuffix(" | None").partition("[")[0]
+    if kind == "timedelta":
+        return parse_duration(value)
+    accepts, must_be, keep = _TYPES[kind]
+    if not accepts(value):
+        raise TypeError(must_be)
+    return keep(value)
 
 
 def _tables(items: Any, table: str, where: str, problems: list[str]):
@@ -288,9 +285,6 @@ def _parse_routes(items: Any, config: Config, where: str, problems: list[str]) -
     """[[routes]]: each checked as `subscribers add` checks its arguments."""
     if items is None:
         return []
-    # email_validator (and Apprise for its URLs) only for a config that has routes.
-    from postwatch.subscribers import filter_options, normalized_address, schedule_options
-
     routes: list[RouteConfig] = []
     for label, item in _tables(items, "routes", where, problems):
         unknown = [key for key in item if key not in ROUTE_KEYS]
@@ -303,30 +297,36 @@ def _parse_routes(items: Any, config: Config, where: str, problems: list[str]) -
         # A route's URL may hold a token (a Telegram bot's, a Slack webhook's): only its scheme is shown.
         label = f"{label} ({item['to'].partition('://')[0]}://…)" if "://" in item["to"] else f"{label} ({item['to']})"
         try:
-            to = normalized_address(item["to"])
-            for key in ("sources", "include", "exclude"):
-                if item.get(key) is not None and not (isinstance(item[key], list)
-                                                       and all(isinstance(v, str) for v in item[key])):
-                    raise ValueError(f"{key} must be a list of strings")
-            strings = {key: item.get(key) for key in ("cadence", "at", "tz", "day")}
-            if any(value is not None and not isinstance(value, str) for value in strings.values()):
-                raise ValueError("cadence, at, tz and day must be strings")
-            options = schedule_options(config, strings["cadence"] or "immediate", strings["at"], strings["tz"],
-                                       strings["day"], item.get("sources"))
-            options.update(filter_options(item.get("include"), item.get("exclude")))
+            route = _parse_route(item, config)
         except ValueError as exc:
             problems.append(f"{label}: {exc}")
             continue
-        unknown_sources = [name for name in options["sources"] or () if name not in {s.name for s in config.sources}]
-        if unknown_sources:
-            problems.append(f"{label}: no such source in the config: {', '.join(unknown_sources)}")
-            continue
-        if any(r.to.lower() == to.lower() for r in routes):
+        if any(r.to.lower() == route.to.lower() for r in routes):
             problems.append(f"{label}: defined twice")
             continue
-        routes.append(RouteConfig(to=to, options=options))
+        routes.append(route)
     return routes
 
+
+def _parse_route(item: dict[str, Any], config: Config) -> RouteConfig:
+    """One [[routes]] table whose `to` is a string; ValueError saying what is wrong."""
+    # email_validator (and Apprise for its URLs) only for a config that has routes.
+    from postwatch.subscribers import filter_options, normalized_address, schedule_options
+
+    to = normalized_address(item["to"])
+    for key in ("sources", "include", "exclude"):
+        if item.get(key) is not None and not (isinstance(item[key], list) and all(isinstance(v, str) for v in item[key])):
+            raise ValueError(f"{key} must be a list of strings")
+    strings = {key: item.get(key) for key in ("cadence", "at", "tz", "day")}
+    if any(value is not None and not isinstance(value, str) for value in strings.values()):
+        raise ValueError("cadence, at, tz and day must be strings")
+    options = schedule_options(config, strings["cadence"] or "immediate", strings["at"], strings["tz"],
+                               strings["day"], item.get("sources"))
+    options.update(filter_options(item.get("include"), item.get("exclude")))
+    unknown_sources = [name for name in options["sources"] or () if name not in {s.name for s in config.sources}]
+    if unknown_sources:
+        raise ValueError(f"no such source in the config: {', '.join(unknown_sources)}")
+    return RouteConfig(to=to, options=options)
 
 
 def validate(config: Config, where: str = "config") -> list[str]:
