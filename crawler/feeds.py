@@ -3,15 +3,14 @@ has no timeout, and bytes that look like a path would be opened as a file); JSON
 crawler.jsonfeed."""
 from __future__ import annotations
 
-import hashlib
 import io
 from urllib.parse import urljoin
-from dataclasses import dataclass, field
 
 import feedparser
 
 from crawler.dates import parse_date
 from crawler.extract import clean_title, html_to_summary
+from crawler.feedresult import FeedResult, entry_fingerprint
 from crawler.items import PostItem
 from crawler.jsonfeed import looks_like_json, parse_json_feed
 from crawler.urls import canonicalize, is_http_url
@@ -20,25 +19,6 @@ from crawler.urls import canonicalize, is_http_url
 READER = "feed-1"
 # A feed whose entries carry less text than this is a summary feed: post pages are fetched.
 FULL_CONTENT_MIN_CHARS = 200
-
-
-@dataclass
-class FeedResult:
-    entries: list[PostItem] = field(default_factory=list)
-    title: str | None = None
-    warning: str | None = None      # bozo feed that still had entries
-    error: str | None = None        # not a feed at all
-    has_content: bool = False
-    # Per entry URL, what its feed entry says of it (title, summary, content, update time) as a
-    # short hash: a known post whose fingerprint changed has its page read in the same check.
-    fingerprints: dict[str, str] = field(default_factory=dict)
-
-
-def entry_fingerprint(*parts: object) -> str:
-    """A short hash of a feed entry's title, text and update time; markup and white space aside,
-    so that a feed's re-styled HTML alone does not cost page reads."""
-    texts = [" ".join(str(part).split()) if part is not None else "" for part in parts]
-    return hashlib.sha256("\x1f".join(texts).encode("utf-8", "replace")).hexdigest()[:32]
 
 
 def parse_feed(body: bytes, url: str, headers: dict[str, str] | None = None, site: str | None = None) -> FeedResult:

@@ -11,6 +11,7 @@ from urllib.parse import urljoin
 
 from crawler.dates import parse_date
 from crawler.extract import clean_title, html_to_summary
+from crawler.feedresult import FeedResult, entry_fingerprint
 from crawler.items import PostItem
 from crawler.urls import canonicalize, is_http_url
 
@@ -31,8 +32,6 @@ def looks_like_json(body: bytes) -> bool:
 
 def parse_json_feed(body: bytes, url: str, site: str, full_content_min_chars: int):
     """A crawler.feeds.FeedResult for a JSON Feed document."""
-    from crawler.feeds import FeedResult
-
     try:
         document = json.loads(body.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -85,8 +84,6 @@ def _item(item: dict, url: str, site: str, full_content_min_chars: int) -> PostI
 
 
 def _fingerprint(item: dict) -> str:
-    from crawler.feeds import entry_fingerprint
-
     return entry_fingerprint(_text(item.get("title"), 2000), _text(item.get("summary"), MAX_SUMMARY_CHARS),
                              html_to_summary(_text(item.get("content_html"), MAX_CONTENT_CHARS), 10**6),
                              _text(item.get("content_text"), MAX_CONTENT_CHARS),

@@ -13,7 +13,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 
-from postwatch.config import CADENCES, TIME_OF_DAY, WEEKDAYS, Config
+from postwatch.config.schema import Config
+from postwatch.vocabulary import CADENCES, TIME_OF_DAY, WEEKDAYS
 from state import Subscriber
 
 IMPORT_COLUMNS = ("email", "cadence", "at", "tz", "day", "sources", "include", "exclude", "lang")

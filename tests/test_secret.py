@@ -85,6 +85,7 @@ def test_a_secret_that_cannot_be_written_leaves_no_file_and_the_next_start_makes
                             preexec_fn=no_room_for_data)
     assert failed.stdout.startswith("ERROR ConfigError "), failed.stdout + failed.stderr
     assert str(tmp_path / "state.db.secret") in failed.stdout and " | " not in failed.stdout
+    assert "or set $POSTWATCH_SECRET" in failed.stdout, failed.stdout     # the remedy names the variable
     assert list(tmp_path.iterdir()) == []       # neither the secret nor a temporary file
 
     done = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, timeout=60, env=env)
