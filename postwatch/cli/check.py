@@ -5,11 +5,11 @@ import argparse
 import sys
 
 from postwatch.app import App, describe_summary
-from postwatch.cli.common import command, fail, run_async
+from postwatch.cli.common import Commands, command, fail, run_async
 from postwatch.config import Config
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Commands) -> None:
     check = command(commands, "check", check_sources, "check sources once now and print what changed", """\
 Check every source (or the named ones) once and print one line per source, then one line per
 change. The first check of a source records a baseline and reports no new posts.

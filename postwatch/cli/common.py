@@ -11,6 +11,8 @@ from postwatch.config import Config
 
 # A command's handler: the parsed arguments and the config in, the exit status out.
 Handler = Callable[[argparse.Namespace, Config], int]
+# What add_subparsers returns: the commands (or a group's actions) that add_parser adds one to.
+Commands = argparse._SubParsersAction
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -32,7 +34,7 @@ class Replaced(argparse.Action):
         parser.error(f"{option_string} is gone; use: {self.instead}")
 
 
-def command(commands, name: str, handler: Handler, summary: str, description: str = "", examples: str = "",
+def command(commands: Commands, name: str, handler: Handler, summary: str, description: str = "", examples: str = "",
             *, reads_config: bool = True) -> argparse.ArgumentParser:
     """A subcommand whose --help reads like documentation: what it does, then examples."""
     parser = commands.add_parser(name, help=summary, description=description or summary,
@@ -42,7 +44,7 @@ def command(commands, name: str, handler: Handler, summary: str, description: st
     return parser
 
 
-def group(commands, name: str, summary: str):
+def group(commands: Commands, name: str, summary: str) -> Commands:
     """A command made of actions (`postwatch subscribers add ...`); the subparsers to add them to."""
     parser = commands.add_parser(name, help=summary, description=summary)
     return parser.add_subparsers(metavar="ACTION", required=True)
@@ -66,6 +68,7 @@ def fail(message: str, status: int = 2) -> int:
 
 
 def run_async(fn, *args, **kwargs):
+    """fn(*args, **kwargs), a coroutine function, run to its end in this thread."""
     from crawler.runtime import run_here
 
     return run_here(functools.partial(fn, *args, **kwargs))

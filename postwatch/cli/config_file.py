@@ -5,14 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from postwatch.cli.common import command, group
+from postwatch.cli.common import Commands, command, group
 from postwatch.config import Config
 from postwatch.findings import config_findings
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "postwatch.toml"
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Commands) -> None:
     actions = group(commands, "config", "validate the config or print an example")
     command(actions, "check", check_config, "validate the config file; one line per problem, exit status 2 on any")
     command(actions, "example", print_example_config, "print a commented example config", reads_config=False)

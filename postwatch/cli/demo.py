@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-from postwatch.cli.common import command
+from postwatch.cli.common import Commands, command
 from postwatch.config import Config
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Commands) -> None:
     demo = command(commands, "demo", demo_command, "the whole loop offline in one command, against a local replica", """\
 Start a local replica of the LiNK blog and a local SMTP server on free loopback ports, run a
 baseline check, add and edit posts, check again and send the digest. Touches none of your own

@@ -9,11 +9,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from postwatch.app import App
-from postwatch.cli.common import Replaced, command, fail
+from postwatch.cli.common import Commands, Replaced, command, fail
 from postwatch.config import Config
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Commands) -> None:
     digest = command(commands, "digest", send_digests, "compose and send (or write) pending digests", """\
 Compose a digest for every subscriber with pending changes and deliver it: through SMTP when
 [smtp] host is set, as an .eml file in the outbox folder when not, or through the channel named
@@ -54,7 +54,7 @@ def _delivered_via(stats, config: Config) -> str:
     return parts[0].split(" ", 1)[1] if len(parts) == 1 else f"({', '.join(parts)})"
 
 
-def _preview_parser(actions) -> None:
+def _preview_parser(actions: Commands) -> None:
     preview = command(actions, "preview", preview_digest, "write exactly the HTML a subscriber would get, sending nothing", """\
 Write the HTML digest a subscriber would get now to FILE (only the account postwatch runs as can
 read it). Their pending changes, or the most recent ones when nothing is pending. Reads the

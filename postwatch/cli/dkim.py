@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from postwatch.cli.common import command, fail, group
+from postwatch.cli.common import Commands, command, fail, group
 from postwatch.config import Config, ConfigError, dkim_name_problems
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Commands) -> None:
     actions = group(commands, "dkim", "make a DKIM signing key and print the DNS record for it")
     keygen = command(actions, "keygen", dkim_keygen, "write a new 2048-bit RSA key (mode 0600) and print its TXT record", """\
 postwatch signs every digest with DKIM when [dkim] selector and key_file are set; the public

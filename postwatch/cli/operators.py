@@ -6,7 +6,7 @@ import re
 import sys
 
 from postwatch.app import App
-from postwatch.cli.common import command, fail, group
+from postwatch.cli.common import Commands, command, fail, group
 from postwatch.config import Config
 
 ROLES = ("admin", "viewer")
@@ -26,7 +26,7 @@ the log and to the audit table.
 exit status: 0 added; 1 an operator of that name exists; 2 a wrong name, role or password."""
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Commands) -> None:
     actions = group(commands, "operators", "the console's operator accounts: add, list, remove, passwd")
     add = command(actions, "add", add_operator, "add an operator who may sign in to the console", OPERATORS_HELP, """\
   postwatch operators add ada --role admin              asks for the password twice

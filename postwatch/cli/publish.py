@@ -7,16 +7,16 @@ import sys
 from pathlib import Path
 
 from postwatch.app import App
-from postwatch.cli.common import command, fail
+from postwatch.cli.common import Commands, command, fail
 from postwatch.config import Config
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Commands) -> None:
     _feed_parser(commands)
     _archive_parser(commands)
 
 
-def _feed_parser(commands) -> None:
+def _feed_parser(commands: Commands) -> None:
     feed = command(commands, "feed", write_feed_command,
                    "the Atom feed of a source's changes (or of all sources), for static hosting", """\
 Print (or write to FILE) the Atom feed the daemon serves at /feeds/SOURCE.atom: one entry per
@@ -51,7 +51,7 @@ def write_feed_command(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _archive_parser(commands) -> None:
+def _archive_parser(commands: Commands) -> None:
     archive = command(commands, "archive", write_archive_command,
                       "write the web archive of changes as static files, for a web server to serve", """\
 Write the archive the daemon serves at /archive/ into FOLDER: index.html, a page per source

@@ -7,14 +7,14 @@ import json
 from datetime import datetime
 
 from postwatch.app import App
-from postwatch.cli.common import command
+from postwatch.cli.common import Commands, command
 from postwatch.config import Config
 from postwatch.subscribers import describe_statuses
 
 HISTORY_LIMIT_MAX = 10_000
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Commands) -> None:
     history = command(commands, "history", show_history, "recent change events, newest first", examples="""\
   postwatch history
   postwatch history link --limit 100

@@ -9,16 +9,16 @@ from __future__ import annotations
 import argparse
 import functools
 
-from postwatch.cli.common import bounded_int, command, fail
+from postwatch.cli.common import Commands, bounded_int, command, fail
 from postwatch.config import Config
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Commands) -> None:
     _run_parser(commands)
     _worker_parser(commands)
 
 
-def _run_parser(commands) -> None:
+def _run_parser(commands: Commands) -> None:
     run = command(commands, "run", run_daemon, "run the daemon (checks, digests, health and metrics)", """\
 Run checks on each source's interval and digests on each subscriber's schedule. Serves /healthz,
 /metrics, /unsubscribe, the readers' /subscribe, /confirm and /preferences pages and the Atom
@@ -61,7 +61,7 @@ exit status: 0 stopped; 1 a `postwatch run` daemon holds the database; 2 the dat
 PostgreSQL, or procrastinate is not installed."""
 
 
-def _worker_parser(commands) -> None:
+def _worker_parser(commands: Commands) -> None:
     worker = command(commands, "worker", run_worker, "run a cluster worker: one of several processes sharing the work "
                      "through PostgreSQL", WORKER_HELP, """\
   postwatch worker                        one worker; start as many as there are machines or cores

@@ -9,12 +9,12 @@ from urllib.parse import urlsplit
 
 from crawler.urls import is_http_url
 from postwatch.app import App
-from postwatch.cli.common import command, fail, group, run_async
+from postwatch.cli.common import Commands, command, fail, group, run_async
 from postwatch.config import ALL_SOURCES, Config, scrapy_overrides, selector_problem
 from state import SourceRecord
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Commands) -> None:
     actions = group(commands, "sources", "add, list, test, release or remove sources")
     _add_parser(actions)
     command(actions, "list", list_sources, "list sources: name, kind, URL, feed and where each was added")
@@ -25,7 +25,7 @@ def add_parser(commands) -> None:
     remove.add_argument("name")
 
 
-def _add_parser(actions) -> None:
+def _add_parser(actions: Commands) -> None:
     add = command(actions, "add", add_source, "add a blog by URL (feed and sitemap are discovered)", """\
 Read the blog's first listing pages (as `sources test` does) and add it when posts were found.
 Its first check records a baseline.""", """\
@@ -86,7 +86,7 @@ def list_sources(args: argparse.Namespace, config: Config) -> int:
         return 0
 
 
-def _test_parser(actions) -> None:
+def _test_parser(actions: Commands) -> None:
     test = command(actions, "test", try_source, "show what would be extracted from a URL, storing nothing", """\
 Read the blog's first listing pages (and its feed, if one is advertised) and show the feed, the
 sitemap and the newest posts found. Nothing is stored and no database is opened.

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from postwatch.app import App
-from postwatch.cli.common import command, fail, group
+from postwatch.cli.common import Commands, command, fail, group
 from postwatch.config import CADENCES, Config
 from postwatch.subscribers import (ImportFileError, Record, check_rows, consent_lines, describe_cadence,
                                    describe_filters, describe_statuses, export_row, export_text, filter_options, lang_option,
@@ -19,7 +19,7 @@ from state import NeedsConsent
 STATUSES = ("active", "pending", "unsubscribed", "suppressed")
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Commands) -> None:
     actions = group(commands, "subscribers", "add, remove, list, show, import, export or forget subscribers")
     for add in (_add_parser, _remove_parser, _list_parser, _show_parser, _export_parser, _forget_parser, _import_parser):
         add(actions)
@@ -56,7 +56,7 @@ exit status: 0 subscribed or updated; 1 refused (unsubscribed, erased or suppres
 """
 
 
-def _add_parser(actions) -> None:
+def _add_parser(actions: Commands) -> None:
     add = command(actions, "add", add_subscriber, "add a subscriber (or change one's settings); they get changes from now on",
                   ADD_HELP, examples="""\
   postwatch subscribers add ada@example.org
@@ -117,7 +117,7 @@ def add_subscriber(args: argparse.Namespace, config: Config) -> int:
         return 0
 
 
-def _remove_parser(actions) -> None:
+def _remove_parser(actions: Commands) -> None:
     remove = command(actions, "remove", remove_subscriber, "remove a subscriber")
     remove.add_argument("email")
 
@@ -136,7 +136,7 @@ def remove_subscriber(args: argparse.Namespace, config: Config) -> int:
 # --------------------------------------------------------------------------------------------
 # subscribers list, show, export
 # --------------------------------------------------------------------------------------------
-def _list_parser(actions) -> None:
+def _list_parser(actions: Commands) -> None:
     listing = command(actions, "list", list_subscribers, "list subscribers: address, status, schedule, sources",
                       examples="""\
   postwatch subscribers list
@@ -160,7 +160,7 @@ def list_subscribers(args: argparse.Namespace, config: Config) -> int:
         return 0
 
 
-def _show_parser(actions) -> None:
+def _show_parser(actions: Commands) -> None:
     show = command(actions, "show", show_subscriber, "one subscriber's settings and consent record", """\
 Print a subscriber's settings and consent record: how they joined (page, cli, import), when,
 when the confirmation link was followed and the IP address and user agent of that request, a
@@ -182,7 +182,7 @@ def show_subscriber(args: argparse.Namespace, config: Config) -> int:
         return 0
 
 
-def _export_parser(actions) -> None:
+def _export_parser(actions: Commands) -> None:
     export = command(actions, "export", export_subscribers, "every subscriber and consent record, as CSV or JSON", """\
 Write every subscriber with their settings and consent record to standard output (or FILE, made
 readable by this account only): for a data-protection request, or a move to another list.""", """\
@@ -213,7 +213,7 @@ def export_subscribers(args: argparse.Namespace, config: Config) -> int:
 # --------------------------------------------------------------------------------------------
 # subscribers forget, import
 # --------------------------------------------------------------------------------------------
-def _forget_parser(actions) -> None:
+def _forget_parser(actions: Commands) -> None:
     forget = command(actions, "forget", forget_subscriber, "erase an address on request, keeping only its hash", """\
 Erase everything stored for the address: its subscriber row and consent record, and the messages
 queued or kept for it. Only the sha256 of the normalised address is kept, on the suppression
@@ -257,7 +257,7 @@ exit status: 0 every row imported or already there; 1 rows refused (nothing impo
 """
 
 
-def _import_parser(actions) -> None:
+def _import_parser(actions: Commands) -> None:
     importer = command(actions, "import", import_subscribers,
                        "import subscribers from a CSV file (columns: email[,cadence,at,tz,day,sources,include,exclude,lang])",
                        IMPORT_HELP,

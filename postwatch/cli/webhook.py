@@ -8,7 +8,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from postwatch.cli.common import command, fail, group
+from postwatch.cli.common import Commands, command, fail, group
 from postwatch.config import Config
 
 VERIFY_HELP = """\
@@ -23,7 +23,7 @@ environment, never from the command line.
 exit status: 0 valid; 1 refused (one line saying why); 2 no secret or no body."""
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Commands) -> None:
     actions = group(commands, "webhook", "webhook signing secrets, and checking a delivery's signature")
     secret = command(actions, "secret", webhook_secret_command, "print the signing secret of one webhook receiver", """\
 Each webhook receiver has its own signing secret, derived from $POSTWATCH_WEBHOOK_SECRET (the
