@@ -30,26 +30,13 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from postwatch import preloaded
+
 # SQLAlchemy's SQLite DateTime: how the columns below are stored (naive UTC), and compared.
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
-# The config the quick pass read, (--config argument, Config): the full command that follows in
-# this process takes it instead of reading and validating the file again (preloaded_config).
-_loaded: tuple[str | None, object] | None = None
-
-
-def preloaded_config(explicit: str | None):
-    """The config the quick pass of this process read from `explicit`, once; None if it read none."""
-    global _loaded
-    if _loaded is None or _loaded[0] != explicit:
-        return None
-    config, _loaded = _loaded[1], None
-    return config
-
-
 def main(argv: list[str] | None = None) -> int:
     """`postwatch ...`: a quick no-change `check` when it can be one, else the full command."""
-    global _loaded
     argv = list(sys.argv[1:] if argv is None else argv)
     request = _check_request(argv)
     if request is not None:
@@ -58,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 130              # as the full command
         if status is not None:
-            _loaded = None
+            preloaded.discard()
             return status
     from postwatch.cli import main as full_main
 
@@ -102,12 +89,11 @@ def quick_check(config_path: str | None, names: list[str], digest: bool) -> int 
     os.umask(0o077)
     from postwatch.config import ConfigError, load_config
 
-    global _loaded
     try:
         config = load_config(config_path)
     except ConfigError:
         return None         # the full command prints the problems
-    _loaded = (config_path, config)
+    preloaded.keep(config_path, config)     # the full command takes it, if one follows
     path = _sqlite_file(config)
     if path is None or config.routes or (config.smtp.host and config.dkim.selector):
         return None

@@ -738,7 +738,7 @@ def effective_settings(config) -> list[tuple[str, list[tuple[str, Any]]]]:
 
 
 async def settings_page(request: web.Request) -> web.Response:
-    from postwatch.cli import config_findings
+    from postwatch.findings import config_findings
 
     config = request.app[CONTEXT].app.config
     problems, dkim_line = await asyncio.get_running_loop().run_in_executor(None, config_findings, config)
