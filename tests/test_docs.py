@@ -1,7 +1,7 @@
 """The docs name only what exists (in the manner of datasette's documentation tests): every
 `postwatch ...` command line in README.md's and docs/*.md's code blocks parses with the CLI's
 own parser, every command (`sources test`) and flag (`--once`, `-o FILE`) they name in prose
-exists, every `[section] key` setting they name is in the config schema (postwatch/config.py),
+exists, every `[section] key` setting they name is in the config schema (postwatch/config/schema.py),
 and every setting of the schema is shown in the example config
 (postwatch/examples/postwatch.toml). In-process and quick but for one test, which builds the
 documentation site with `mkdocs build --strict` (a broken link, anchor or nav entry fails it)."""
