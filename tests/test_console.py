@@ -168,15 +168,23 @@ def test_sign_in_cookie_flags_fixation_and_sign_out(console):
     assert replay.open("/")[0] == 303
 
 
-def test_throttling_after_failures_per_account_and_per_address(console):
-    _, base, _ = console
-    visitor = Visitor(base)
-    for _ in range(3):                                # max_failures = 3 in this config
-        assert visitor.sign_in("ada", "wrong password!")[0] == 401
-    status, headers, page = visitor.sign_in("ada", ADMIN_PASSWORD)     # even the right password waits now
-    assert status == 429 and "Too many failed sign-ins" in page and int(headers["Retry-After"]) > 0
-    # The same address trying another account is throttled too (per client address).
-    assert visitor.sign_in("vic", VIEWER_PASSWORD)[0] == 429
+def test_throttling_after_failures_per_account_and_per_address_holds_across_a_restart(tmp_path, site, smtp):
+    cli, port, base = console_setup(tmp_path, site, smtp, console='max_failures = 3\nthrottle_window = "1m"')
+    with Daemon(cli, port) as daemon:
+        wait_for(lambda: _answers(base), what="the console")
+        visitor = Visitor(base)
+        for _ in range(3):                                # max_failures = 3 in this config
+            assert visitor.sign_in("ada", "wrong password!")[0] == 401
+        status, headers, page = visitor.sign_in("ada", ADMIN_PASSWORD)     # even the right password waits now
+        assert status == 429 and "Too many failed sign-ins" in page and 0 < int(headers["Retry-After"]) <= 61
+        # The same address trying another account is throttled too (per client address).
+        assert visitor.sign_in("vic", VIEWER_PASSWORD)[0] == 429
+        assert daemon.stop() == 0
+    # A restart forgives nothing: the failures are stored, not kept in the daemon's memory.
+    with Daemon(cli, port):
+        wait_for(lambda: _answers(base), what="the console after the restart")
+        status, headers, page = Visitor(base).sign_in("ada", ADMIN_PASSWORD)
+        assert status == 429 and "Too many failed sign-ins" in page and 0 < int(headers["Retry-After"]) <= 61
 
 
 def test_csrf_and_viewer_403_change_nothing(console):
@@ -218,16 +226,51 @@ def test_idle_session_expires(console):
     assert status == 303 and headers["Location"].startswith("/login?next=")
 
 
+def _from_address(base: str, source: str, path: str, headers: dict, form: dict | None = None):
+    """(status, headers, body) of a request to the console sent from the local address `source`
+    (127.0.0.2 is another client than 127.0.0.1 to a server on loopback, on Linux)."""
+    import http.client
+
+    parts = urllib.parse.urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15, source_address=(source, 0))
+    try:
+        body = urllib.parse.urlencode(form).encode() if form is not None else None
+        sent = {**headers, **({"Content-Type": "application/x-www-form-urlencoded"} if form is not None else {})}
+        connection.request("POST" if form is not None else "GET", path, body=body, headers=sent)
+        response = connection.getresponse()
+        return response.status, response.headers, response.read().decode()
+    finally:
+        connection.close()
+
+
 def test_trusted_header_only_from_trusted_proxies(tmp_path, site, smtp):
     cli, port, base = console_setup(tmp_path, site, smtp, console='trusted_user_header = "X-Remote-User"\n'
-                                                                  'trusted_proxies = ["10.0.0.0/8"]')
+                                                                  'trusted_proxies = ["127.0.0.1/32"]')
     with Daemon(cli, port):
         wait_for(lambda: _answers(base), what="the console")
-        request = urllib.request.Request(base + "/", headers={"X-Remote-User": "ada"})
-        opener = urllib.request.build_opener(NoRedirect)
-        with pytest.raises(urllib.error.HTTPError) as refused:     # 127.0.0.1 is not a trusted proxy
-            opener.open(request, timeout=10)
-        assert refused.value.code == 303
+        # From the trusted proxy: signed in as the operator it names, with that operator's role.
+        status, _, page = _from_address(base, "127.0.0.1", "/", {"X-Remote-User": "ada"})
+        assert status == 200 and "ada · admin" in page and "Sign out" in page
+        token = hidden(page, "csrf")
+        status, headers, _ = _from_address(base, "127.0.0.1", "/sources/link/pause", {"X-Remote-User": "ada"},
+                                           {"csrf": token})
+        assert status == 303 and headers["Location"] == "/sources/link?done=pause"
+        status, _, page = _from_address(base, "127.0.0.1", "/sources/link", {"X-Remote-User": "vic"})
+        assert status == 200 and "vic · viewer" in page and 'class="badge paused"' in page and "Resume" not in page
+        status, _, page = _from_address(base, "127.0.0.1", "/sources/link/resume", {"X-Remote-User": "vic"},
+                                        {"csrf": hidden(page, "csrf")})
+        assert status == 403 and "role viewer" in page
+        # A name that is no operator is refused, not signed in as anyone.
+        assert _from_address(base, "127.0.0.1", "/", {"X-Remote-User": "mallory"})[0] == 403
+        # The same header from another address is ignored: the sign-in page, and no change.
+        status, headers, _ = _from_address(base, "127.0.0.2", "/", {"X-Remote-User": "ada"})
+        assert status == 303 and headers["Location"] == "/login"
+        status, _, _ = _from_address(base, "127.0.0.2", "/sources/link/resume", {"X-Remote-User": "ada"}, {"csrf": token})
+        assert status == 403
+        status, _, page = _from_address(base, "127.0.0.1", "/sources/link", {"X-Remote-User": "ada"})
+        assert 'class="badge paused"' in page
+        audit = _from_address(base, "127.0.0.1", "/audit", {"X-Remote-User": "ada"})[2]
+        assert "paused" in audit and "resumed" not in audit
 
 
 # --------------------------------------------------------------------------------------------
