@@ -274,6 +274,65 @@ def test_trusted_header_only_from_trusted_proxies(tmp_path, site, smtp):
 
 
 # --------------------------------------------------------------------------------------------
+# The figures: requests and bytes today, the last check's requests, each post's versions, what
+# changed today and how it was mailed
+# --------------------------------------------------------------------------------------------
+def _requests_table(page: str) -> list[tuple[str, str]]:
+    table = re.search(r'<table class="stack requests">(.*?)</table>', page, re.S)
+    assert table, "no table of the last check's requests"
+    return re.findall(r'<td data-label="URL"><a href="([^"]+)".*?<td data-label="Status">(.*?)</td>', table.group(1), re.S)
+
+
+def test_todays_requests_last_check_versions_and_what_was_mailed(tmp_path, site, smtp):
+    cli, port, base = console_setup(tmp_path, site, smtp)
+    cli("check", "--full", "link", check=True)            # every post's page read once: edits can be diffed
+    cli("subscribers", "add", "ada@example.org", "--cadence", "immediate", check=True)
+    post = site.posts[2]
+    site.edit_post(post.slug, body_paragraphs=["A new first paragraph about the rescue team.", "And more."])
+    assert "1 updated" in cli("check", "--full", "link", check=True).stdout
+    with Daemon(cli, port):
+        wait_for(lambda: _answers(base), what="the console")
+        admin = Visitor(base)
+        assert admin.sign_in("ada", ADMIN_PASSWORD)[0] == 303
+        # What changed today and how it was mailed: the edit, in one email sent to ada.
+        wait_for(lambda: smtp.messages, what="the edit mailed")
+        page = unescape(admin.open("/")[2])
+        changes = re.search(r'<table class="stack changes">(.*?)</table>', page, re.S).group(1)
+        row = next(r for r in changes.split("<tr>") if post.title in r)
+        assert "updated" in row and re.search(r"email</a>: <span class=\"badge sent\">1 sent", row), row
+        # Requests and bytes today: what the replica served, every check of the day counted
+        # (the CLI's three and the daemon's). The source is paused so that no check runs between.
+        token = hidden(page, "csrf")
+        assert admin.open("/sources/link/pause", {"csrf": token})[0] == 303
+        wait_for(lambda: _settled(site), what="no check of link running")
+        page = admin.open("/")[2]
+        today = re.search(r'<td data-label="Today" class="today" data-requests="(\d+)" data-bytes="(\d+)" '
+                          r'data-not-modified="(\d+)">', page)
+        assert today, page
+        served = (len(site.requests), sum(r.body_bytes for r in site.requests), site.count(status=304))
+        assert tuple(int(n) for n in today.groups()) == served and served[0] > 10 and served[2] > 0
+        # The last check's requests, as the site logged them: the newest ones, in order.
+        page = unescape(admin.open("/sources/link")[2])
+        listed = _requests_table(page)
+        assert listed and "The last check's requests" in page
+        logged = site.requests[-len(listed):]
+        assert [url for url, _ in listed] == [site.base_url + r.path + (f"?{r.query}" if r.query else "") for r in logged]
+        for (_, shown), request in zip(listed, logged):
+            assert ("304 not modified" if request.status == 304 else f">{request.status}<") in shown
+        # Each post's versions: the edited post has two, the newest the current one.
+        versions = re.search(rf'<summary><a href="[^"]*{re.escape(post.slug)}[^"]*"[^>]*>.*?</details>', page, re.S)
+        assert versions and "2 versions" in versions.group(0) and "1 event" in versions.group(0)
+        hashes = re.findall(r"<code>([0-9a-f]{12})</code>( <span class=\"muted\">current</span>)?", versions.group(0))
+        assert len({h for h, _ in hashes}) >= 2 and hashes[0][1], hashes
+
+
+def _settled(site) -> bool:
+    before = len(site.requests)
+    time.sleep(3)                                         # longer than the 2 s interval
+    return len(site.requests) == before
+
+
+# --------------------------------------------------------------------------------------------
 # The operator's day, in Chromium
 # --------------------------------------------------------------------------------------------
 def _shots(page, name: str) -> None:
