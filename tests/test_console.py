@@ -510,6 +510,7 @@ def test_resubscribe_why_nothing_and_preview(console, site):
     assert "Why did this reader get nothing?" in page and "Subscribe again" not in page
     assert re.search(r"<dt>Next digest</dt><dd>\d{4}-\d\d-\d\d 08:00 UTC \(in ", page), page
     assert "up to date" in page and "podcast" in page
+    assert "<b>Nothing has changed for them since their last digest.</b>" in page and "every one ok" in page
     token = hidden(page, "csrf")
     # Nothing waiting: the preview says so.
     status, _, page = admin.open(f"/subscribers/{key}/preview")
@@ -518,6 +519,7 @@ def test_resubscribe_why_nothing_and_preview(console, site):
     site._posts.insert(0, ReplicaPost(slug="fresh-news", title="Fresh news post", published=date(2031, 1, 1),
                                       body_paragraphs=["Something new."]))
     wait_for(lambda: "1 passing their filters" in admin.open(f"/subscribers/{key}")[2], what="bo's cursor behind")
+    assert re.search(r"<b>1 change waits for their next digest: \d{4}-\d\d-\d\d 08:00 UTC", admin.open(f"/subscribers/{key}")[2])
     status, headers, page = admin.open(f"/subscribers/{key}/preview")
     assert status == 200 and "Fresh news post" in page and headers["Content-Security-Policy"].startswith("sandbox")
     assert "token=" not in page and "csrf" not in page                      # no working token, no console token
@@ -525,6 +527,7 @@ def test_resubscribe_why_nothing_and_preview(console, site):
     assert admin.open(f"/subscribers/{key}/suppress", {"csrf": token, "reason": "complaint"})[0] == 303
     page = unescape(admin.open(f"/subscribers/{key}")[2])
     assert "console: complaint" in page and "Subscribe again" in page and "<dt>Next digest</dt><dd>none: suppressed" in page
+    assert "<b>Suppressed (console: complaint): nothing is sent to this address.</b>" in page
     status, _, page = admin.open(f"/subscribers/{key}/resubscribe", {"csrf": token, "note": " "})
     assert status == 400 and "consent note" in page and 'badge suppressed' in page
     assert admin.open(f"/subscribers/{key}/resubscribe", {"note": "asked again by mail"})[0] == 403    # no CSRF token

@@ -595,15 +595,45 @@ def _next_digest(subscriber, now: datetime) -> str:
 
 
 def _diagnosis(app, subscriber, now: datetime) -> dict:
-    """Why a reader got nothing: where they stand against the newest event, and their last messages."""
+    """Why a reader got nothing: where they stand against the newest event, their last messages,
+    the sources they follow that are not ok, and the answer in a sentence."""
     from digest.sender import keyword_selection
 
-    newest = app.store.newest_event_seq()
-    pending = app.store.pending_events(subscriber) if subscriber.status == "active" else []
+    store = app.store
+    newest = store.newest_event_seq()
+    pending = store.pending_events(subscriber) if subscriber.status == "active" else []
     chosen = keyword_selection(app.source_filters())(subscriber, pending) if pending else []
-    return {"newest": newest, "behind": max(newest - subscriber.cursor, 0), "pending": len(pending),
-            "chosen": len(chosen), "next_digest": _next_digest(subscriber, now),
-            "last": app.store.outbox_rows(limit=5, subscriber_id=subscriber.id)}
+    followed = [row for row in _source_rows(app, store.source_status(), store.recorded_checks())
+                if not subscriber.sources or row["s"].name in subscriber.sources]
+    why = {"newest": newest, "behind": max(newest - subscriber.cursor, 0), "pending": len(pending),
+           "chosen": len(chosen), "next_digest": _next_digest(subscriber, now),
+           "last": store.outbox_rows(limit=5, subscriber_id=subscriber.id),
+           "troubled": [row for row in followed if row["state"] != "ok"]}
+    why["answer"] = _answer(subscriber, why)
+    return why
+
+
+def _answer(subscriber, why: dict) -> str:
+    """The first reason that explains an empty inbox, in the order an operator would check."""
+    if subscriber.status == "suppressed":
+        return f"Suppressed ({subscriber.suppressed_reason or 'no reason kept'}): nothing is sent to this address."
+    if subscriber.status == "unsubscribed":
+        return "Unsubscribed: nothing is sent to this address until they subscribe again."
+    if subscriber.status == "pending":
+        return "They have not confirmed their subscription: nothing is sent until they follow the link."
+    last = why["last"][0] if why["last"] else None
+    if last and last["status"] in ("failed", "retrying"):
+        return (f"Their last message {'failed' if last['status'] == 'failed' else 'is being retried'}: "
+                f"{last['last_error'] or 'no error kept'} (Deliveries: retry it).")
+    if why["chosen"]:
+        count = why["chosen"]
+        return f"{count} change{'s wait' if count != 1 else ' waits'} for their next digest: {why['next_digest']}."
+    if why["pending"]:
+        return (f"{why['pending']} change{'s' * (why['pending'] != 1)} since their last digest, but none passes "
+                "their filters or their sources' filters.")
+    stuck = ", ".join(f"{row['s'].name} ({row['state']})" for row in why["troubled"])
+    return "Nothing has changed for them since their last digest" + (
+        f"; of the sources they follow, these are not ok: {stuck}." if stuck else ".")
 
 
 async def subscriber_page(request: web.Request, status: int = 200, error: str = "") -> web.Response:
