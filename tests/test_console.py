@@ -332,6 +332,39 @@ def _settled(site) -> bool:
     return len(site.requests) == before
 
 
+def test_cluster_workers_serve_the_console_and_show_on_its_dashboard(tmp_path, smtp):
+    """In cluster mode there is no `postwatch run`: the first worker to bind [console] listen
+    serves the console, the second goes on without it; the dashboard shows both alive."""
+    from support.cluster import ClusterTrial
+
+    console_port = free_port()
+    with ClusterTrial(tmp_path, ["127.0.0.2"], 1, smtp.port) as trial:
+        config = trial.cli.config
+        config.write_text(config.read_text() + f'\n[console]\nlisten = "127.0.0.1:{console_port}"\n')
+        made = add_operator(trial.cli, "ada", "admin", ADMIN_PASSWORD)
+        assert made.returncode == 0, made.stderr
+        base = f"http://127.0.0.1:{console_port}"
+        trial.start_worker()
+        wait_for(lambda: _answers(base), timeout=60, what="the first worker's console")
+        trial.start_worker()
+        admin = Visitor(base)
+        assert admin.sign_in("ada", ADMIN_PASSWORD)[0] == 303
+
+        def alive() -> list[str]:
+            table = re.search(r'<table class="stack workers">(.*?)</table>', admin.open("/")[2], re.S)
+            return re.findall(r'<td data-label="Worker">#(\d+) <span class="badge ok">alive</span>', table.group(1)) if table else []
+
+        wait_for(lambda: len(alive()) == 2, timeout=60, what="two workers alive on the dashboard")
+        page = admin.open("/")[2]
+        assert "2 alive: a heartbeat within the last 30 s" in page and "No cluster" not in page
+        # The workers check the source: its requests today show on the same dashboard.
+        wait_for(lambda: int(re.search(r'data-requests="(\d+)"', admin.open("/")[2]).group(1)) > 0, timeout=60,
+                 what="the workers' checks counted")
+        codes = trial.stop_workers()
+        assert codes == [0, 0], trial.worker_output()
+        assert "no operator's console from this worker: cannot listen" in trial.worker_output()
+
+
 # --------------------------------------------------------------------------------------------
 # The operator's day, in Chromium
 # --------------------------------------------------------------------------------------------
@@ -392,12 +425,16 @@ def test_an_operators_day_in_chromium(tmp_path, site, smtp):
                 page.reload()
             row = page.locator("tr", has_text="downsite").first
             assert "failing" in row.inner_text() and "held" in page.locator("tr", has_text="link").first.inner_text()
+            # Requests today: the CLI's checks of link at least, and the down site's attempts.
+            assert int(page.locator("tr", has_text="link").first.locator("td.today").get_attribute("data-requests")) > 0
+            assert "No cluster" in page.content() and page.locator("h2", has_text="Changed today").count() == 1
             _shots(page, "dashboard")
             _readme_shot(page, "dashboard", 1280, 800)
             # The held flood: its changes shown first, then released.
             page.click("text=link")
             page.wait_for_url(base + "/sources/link")
             assert page.locator("h2", has_text="Held changes").count() == 1 and "Flood post 3" in page.content()
+            assert page.locator("table.requests td[data-label=URL]").count() > 0 and "Posts and their versions" in page.content()
             _shots(page, "source-held")
             _readme_shot(page, "source-held", 390, 844, start="Held changes")
             page.click("button:has-text('Release')")
@@ -423,6 +460,7 @@ def test_an_operators_day_in_chromium(tmp_path, site, smtp):
             _shots(page, "subscribers")
             page.click("text=bo@example.org")
             assert "Why did this reader get nothing?" in page.content()
+            assert re.search(r"downsite\s+failing", page.locator("dd", has=page.locator("a", has_text="downsite")).inner_text())
             _shots(page, "subscriber")
             _readme_shot(page, "subscriber", 1280, 900)
             page.click("text=Forget…")

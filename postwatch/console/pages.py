@@ -337,6 +337,7 @@ def _source_rows(app, statuses, checks: dict | None = None, traffic: dict | None
     from state.traffic import DayTraffic
 
     checks, traffic = checks or {}, traffic or {}
+    now = utcnow()
     rows = []
     for s in statuses:
         interval = app.source_interval(s.name)
@@ -347,8 +348,8 @@ def _source_rows(app, statuses, checks: dict | None = None, traffic: dict | None
             state = "held" if s.held_events else "degraded"
         else:
             state = "failing" if s.consecutive_failures else "ok"
-        if s.check_requested_at or (s.last_check_at is None and not s.paused_at):
-            next_check = "now"
+        if s.check_requested_at or (s.last_check_at is None and not s.paused_at) or (next_check and next_check <= now):
+            next_check = "now"          # asked for, never checked, or overdue: the next sweep takes it
         failing_since = None
         if s.consecutive_failures:
             recorded = checks.get(s.name)
