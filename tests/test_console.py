@@ -410,80 +410,100 @@ def test_an_operators_day_in_chromium(tmp_path, site, smtp):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(base + "/")
-            assert page.url.endswith("/login")
-            _shots(page, "login")
-            page.fill("#name", "ada")
-            page.fill("#password", ADMIN_PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_url(base + "/")
-            # The source whose site is down shows as failing, with its error.
-            for _ in range(60):
-                if "failing since" in page.content():
-                    break
-                time.sleep(0.5)
-                page.reload()
-            row = page.locator("tr", has_text="downsite").first
-            assert "failing" in row.inner_text() and "held" in page.locator("tr", has_text="link").first.inner_text()
-            # Requests today: the CLI's checks of link at least, and the down site's attempts.
-            assert int(page.locator("tr", has_text="link").first.locator("td.today").get_attribute("data-requests")) > 0
-            assert "No cluster" in page.content() and page.locator("h2", has_text="Changed today").count() == 1
-            _shots(page, "dashboard")
-            _readme_shot(page, "dashboard", 1280, 800)
-            # The held flood: its changes shown first, then released.
-            page.click("text=link")
-            page.wait_for_url(base + "/sources/link")
-            assert page.locator("h2", has_text="Held changes").count() == 1 and "Flood post 3" in page.content()
-            assert page.locator("table.requests td[data-label=URL]").count() > 0 and "Posts and their versions" in page.content()
-            _shots(page, "source-held")
-            _readme_shot(page, "source-held", 390, 844, start="Held changes")
-            page.click("button:has-text('Release')")
-            page.wait_for_url(re.compile(r".*/sources/link\?released=\d+"))
-            assert "Released 12 held changes" in page.content() and "Held changes" not in page.content()
-            # Add a source: a preview of what `sources test` finds, then save.
-            page.click("nav >> text=Add source")
-            page.fill("#url", site.blog_url)
-            page.fill("#name", "linkcopy")
-            page.click("button[value=preview]")
-            page.wait_for_selector("text=What postwatch finds there")
-            assert "Flood post" in page.content() and page.locator("button[value=save]").count() == 1
-            _shots(page, "source-preview")
-            page.click("button[value=save]")
-            page.wait_for_url(re.compile(r".*/sources/linkcopy\?done=added"))
-            assert "Added." in page.content()
-            # Forget a subscriber, through the confirmation step.
-            page.click("nav >> text=Subscribers")
-            page.wait_for_url(base + "/subscribers")
-            assert page.locator("#q").count() == 1, page.content()[-3000:]
-            page.fill("#q", "bo@")
-            page.click("button:has-text('Search')")
-            _shots(page, "subscribers")
-            page.click("text=bo@example.org")
-            assert "Why did this reader get nothing?" in page.content()
-            assert re.search(r"downsite\s+failing", page.locator("dd", has=page.locator("a", has_text="downsite")).inner_text())
-            _shots(page, "subscriber")
-            _readme_shot(page, "subscriber", 1280, 900)
-            page.click("text=Forget…")
-            assert "cannot be undone" in page.content()
-            page.click("button:has-text('Forget bo@example.org')")
-            page.wait_for_url(re.compile(r".*/subscribers\?done=forget"))
-            assert "Erased" in page.content() and "bo@example.org" not in page.content()
-            page.click("nav >> text=Deliveries")
-            _shots(page, "deliveries")
-            page.click("nav >> text=Settings")
-            assert "test-secret" not in page.content()
-            _shots(page, "settings")
-            page.click("nav >> text=Audit")
-            audit = page.content()
-            assert "released held changes" in audit and "added source" in audit and "forgot subscriber" in audit
-            _shots(page, "audit")
-            page.click("button:has-text('Sign out')")
-            page.wait_for_url(base + "/login")
-            page.goto(base + "/deliveries")
-            assert "/login" in page.url
+            _sign_in_and_see_the_failing_source(page, base)
+            _release_the_held_flood(page, base)
+            _add_a_source_after_its_preview(page, site)
+            _forget_a_subscriber(page, base)
+            _look_around_and_sign_out(page, base)
         finally:
             browser.close()
     assert cli("sources", "list", check=True).stdout.count("console") == 1
+
+
+def _sign_in_and_see_the_failing_source(page, base: str) -> None:
+    page.goto(base + "/")
+    assert page.url.endswith("/login")
+    _shots(page, "login")
+    page.fill("#name", "ada")
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+    # The source whose site is down shows as failing, with its error.
+    for _ in range(60):
+        if "failing since" in page.content():
+            break
+        time.sleep(0.5)
+        page.reload()
+    row = page.locator("tr", has_text="downsite").first
+    assert "failing" in row.inner_text() and "held" in page.locator("tr", has_text="link").first.inner_text()
+    # Requests today: the CLI's checks of link at least; no cluster; what changed today.
+    assert int(page.locator("tr", has_text="link").first.locator("td.today").get_attribute("data-requests")) > 0
+    assert "No cluster" in page.content() and page.locator("h2", has_text="Changed today").count() == 1
+    _shots(page, "dashboard")
+    _readme_shot(page, "dashboard", 1280, 800)
+
+
+def _release_the_held_flood(page, base: str) -> None:
+    """The held flood: its changes shown first (with the last check's requests), then released."""
+    page.click("text=link")
+    page.wait_for_url(base + "/sources/link")
+    assert page.locator("h2", has_text="Held changes").count() == 1 and "Flood post 3" in page.content()
+    assert page.locator("table.requests td[data-label=URL]").count() > 0 and "Posts and their versions" in page.content()
+    _shots(page, "source-held")
+    _readme_shot(page, "source-held", 390, 844, start="Held changes")
+    page.click("button:has-text('Release')")
+    page.wait_for_url(re.compile(r".*/sources/link\?released=\d+"))
+    assert "Released 12 held changes" in page.content() and "Held changes" not in page.content()
+
+
+def _add_a_source_after_its_preview(page, site) -> None:
+    """A preview of what `sources test` finds, then saved."""
+    page.click("nav >> text=Add source")
+    page.fill("#url", site.blog_url)
+    page.fill("#name", "linkcopy")
+    page.click("button[value=preview]")
+    page.wait_for_selector("text=What postwatch finds there")
+    assert "Flood post" in page.content() and page.locator("button[value=save]").count() == 1
+    _shots(page, "source-preview")
+    page.click("button[value=save]")
+    page.wait_for_url(re.compile(r".*/sources/linkcopy\?done=added"))
+    assert "Added." in page.content()
+
+
+def _forget_a_subscriber(page, base: str) -> None:
+    """Found by a search, why they got nothing looked at, then forgotten through the confirmation step."""
+    page.click("nav >> text=Subscribers")
+    page.wait_for_url(base + "/subscribers")
+    assert page.locator("#q").count() == 1, page.content()[-3000:]
+    page.fill("#q", "bo@")
+    page.click("button:has-text('Search')")
+    _shots(page, "subscribers")
+    page.click("text=bo@example.org")
+    assert "Why did this reader get nothing?" in page.content()
+    assert re.search(r"downsite\s+failing", page.locator("dd", has=page.locator("a", has_text="downsite")).inner_text())
+    _shots(page, "subscriber")
+    _readme_shot(page, "subscriber", 1280, 900)
+    page.click("text=Forget…")
+    assert "cannot be undone" in page.content()
+    page.click("button:has-text('Forget bo@example.org')")
+    page.wait_for_url(re.compile(r".*/subscribers\?done=forget"))
+    assert "Erased" in page.content() and "bo@example.org" not in page.content()
+
+
+def _look_around_and_sign_out(page, base: str) -> None:
+    page.click("nav >> text=Deliveries")
+    _shots(page, "deliveries")
+    page.click("nav >> text=Settings")
+    assert "test-secret" not in page.content()
+    _shots(page, "settings")
+    page.click("nav >> text=Audit")
+    audit = page.content()
+    assert "released held changes" in audit and "added source" in audit and "forgot subscriber" in audit
+    _shots(page, "audit")
+    page.click("button:has-text('Sign out')")
+    page.wait_for_url(base + "/login")
+    page.goto(base + "/deliveries")
+    assert "/login" in page.url
 
 
 def test_admin_pauses_resumes_and_checks_now(console):
