@@ -320,10 +320,13 @@ def test_todays_requests_last_check_versions_and_what_was_mailed(tmp_path, site,
         for (_, shown), request in zip(listed, logged):
             assert ("304 not modified" if request.status == 304 else f">{request.status}<") in shown
         # Each post's versions: the edited post has two, the newest the current one.
-        versions = re.search(rf'<summary><a href="[^"]*{re.escape(post.slug)}[^"]*"[^>]*>.*?</details>', page, re.S)
-        assert versions and "2 versions" in versions.group(0) and "1 event" in versions.group(0)
-        hashes = re.findall(r"<code>([0-9a-f]{12})</code>( <span class=\"muted\">current</span>)?", versions.group(0))
-        assert len({h for h, _ in hashes}) >= 2 and hashes[0][1], hashes
+        versions = re.search(rf'<tr class="post"><td data-label="Post"><a href="[^"]*{re.escape(post.slug)}[^"]*".*?</tr>',
+                             page, re.S)
+        assert versions and "<summary>2 versions</summary>" in versions.group(0), versions and versions.group(0)
+        assert re.search(r'<td data-label="Events"><span style="display:block">updated <span class="muted">[^<]*· published · <code>', versions.group(0))
+        hashes = re.findall(r"<code>([0-9a-f]{12})</code>( <span class=\"badge ok\">current</span>)?",
+                            versions.group(0).split('<td data-label="Events">')[0])
+        assert len({h for h, _ in hashes}) == 2 and hashes[0][1] and not hashes[1][1], hashes
 
 
 def _settled(site) -> bool:
