@@ -36,7 +36,7 @@ log = logging.getLogger("postwatch.console")
 TEMPLATES = Path(__file__).parent / "templates"
 PUBLIC_PATHS = {"/login"}
 DONE = {
-    "check": "A check was asked for: the daemon's next sweep takes this source (within seconds).",
+    "check": "A check was asked for: the next sweep (in cluster mode, the next planning) takes this source within seconds.",
     "pause": "Paused: this source is not checked until it is resumed.",
     "resume": "Resumed: this source is checked on its interval again.",
     "settings": "Saved: the new interval counts from the last check; the filters apply to the next digests.",
