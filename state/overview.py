@@ -10,7 +10,8 @@ from sqlalchemy import and_, func, select, text
 
 from state.cluster import ClusterStorage
 from state.database import as_utc
-from state.schema import events, outbox, post_versions, posts, sources
+from state.lease import LeaseStorage
+from state.schema import daemon_lease, events, outbox, post_versions, posts, sources
 
 
 @dataclass
@@ -115,6 +116,18 @@ class OverviewStorage(ClusterStorage):
                     counts = by_seq[seq].messages.setdefault(channel, {})
                     counts[status] = counts.get(status, 0) + count
         return changes, total
+
+    def daemon_holder(self) -> dict | None:
+        """The `postwatch run` daemon holding a PostgreSQL database's lease (host, pid, renewed_at,
+        `remaining` seconds by the database's clock); None on SQLite or when none holds it.
+        Read on the store's own connections: the lease's single connection is for its renewals."""
+        if self.is_sqlite:
+            return None
+        query = select(daemon_lease.c.host, daemon_lease.c.pid, daemon_lease.c.renewed_at,
+                       func.extract("epoch", daemon_lease.c.expires_at - func.now()).label("remaining"))
+        with self.engine.connect() as conn:
+            row = conn.execute(query.where(daemon_lease.c.name == LeaseStorage.LEASE_NAME)).mappings().first()
+        return None if row is None else {**row, "renewed_at": as_utc(row["renewed_at"]), "remaining": float(row["remaining"])}
 
     def cluster_workers(self, limit: int = 50) -> list[Worker] | None:
         """The workers of the cluster's job queue (PostgreSQL with `postwatch worker`), the most

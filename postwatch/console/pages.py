@@ -400,7 +400,7 @@ async def dashboard(request: web.Request) -> web.Response:
         return {"sources": _source_rows(app, store.source_status(), store.recorded_checks(), store.traffic_on(utc_day(now))),
                 "outbox": store.outbox_summary(), "subscribers": store.subscriber_counts(), "metrics": _metric_rows(app),
                 "changes": changes, "changed": changed, "workers": store.cluster_workers(),
-                "daemon": None if store.is_sqlite else store.lease_holder()}
+                "daemon": store.daemon_holder()}
 
     data = await db(request, "/", read)
     return render(request, "dashboard.html.j2", title="Dashboard", stalled_after=STALLED_AFTER, **data)
