@@ -1,5 +1,5 @@
-"""What guards the console, as plain objects: password hashes, session ids, sign-in throttling,
-the trusted proxy header.
+"""What guards the console, as plain objects: password hashes, session ids, the trusted proxy
+header (the sign-in throttle below counts in the database: state/operators.py).
 
 - Passwords: Argon2id (argon2-cffi's PasswordHasher, RFC 9106's low-memory profile); a hash made
   under older parameters is replaced at the next sign-in.
