@@ -27,6 +27,7 @@ from crawler import signals
 from crawler.gate import GATE, gate_settings, host_hold, retry_after_seconds
 from crawler.signals import source_stat
 from crawler.plan import CachedRobotsTxt, Prefetched
+from state.records import Exchange
 
 log = logging.getLogger(__name__)
 
@@ -236,14 +237,16 @@ class ConditionalRequestMiddleware:
 class ExchangeCounterMiddleware:
     """What the watched site served each source: requests, body bytes on the wire and 304s, as
     `source/<name>/request_count`, `.../response_bytes` and `.../status_count/304` in
-    crawler.stats (Scrapy's DownloaderStats counts the same for the whole crawl)."""
+    crawler.stats (Scrapy's DownloaderStats counts the same for the whole crawl); and each
+    exchange (URL, status, bytes; or the error of a request without an answer) as the signal
+    exchange_done, for the console's view of the last check."""
 
-    def __init__(self, stats: StatsCollector):
-        self.stats = stats
+    def __init__(self, stats: StatsCollector, signal_manager: SignalManager):
+        self.stats, self.signals = stats, signal_manager
 
     @classmethod
     def from_crawler(cls, crawler: Crawler):
-        return cls(crawler.stats)
+        return cls(crawler.stats, crawler.signals)
 
     def process_request(self, request: Request):
         source = request.meta.get("source")
@@ -257,7 +260,16 @@ class ExchangeCounterMiddleware:
             self.stats.inc_value(source_stat(source, "response_bytes"), len(response.body))
             if response.status == 304:
                 self.stats.inc_value(source_stat(source, "status_count/304"))
+            self.signals.send_catch_log(signals.exchange_done, source=source,
+                                        exchange=Exchange(response.url, response.status, len(response.body)))
         return response
+
+    def process_exception(self, request: Request, exception: Exception):
+        source = request.meta.get("source")
+        if source is not None:
+            error = " ".join(f"{type(exception).__name__}: {exception}".split())[:200]
+            self.signals.send_catch_log(signals.exchange_done, source=source, exchange=Exchange(request.url, None, 0, error))
+        return None
 
 
 class HostGateMiddleware:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
+from state.records import MAX_EXCHANGES, CheckTraffic, Exchange
+
 if TYPE_CHECKING:       # crawler.items loads lxml: a check whose answers are all 304s needs no parser
     from crawler.items import PostItem
 
@@ -233,6 +235,12 @@ class CrawlReport:
     feed_problem: str | None = None     # the feed failed and the listing was read without it
     discovered_feed: str | None = None
     listing_read: bool = False        # the first listing page answered (200 or 304)
+    exchanges: list[Exchange] = field(default_factory=list)    # the first state.traffic.MAX_EXCHANGES requests
+
+    def traffic(self) -> CheckTraffic:
+        """What this check cost the site, as the console keeps it (state.traffic)."""
+        return CheckTraffic(ok=self.ok, requests=self.requests, response_bytes=self.response_bytes,
+                            not_modified=self.not_modified_count, exchanges=self.exchanges[:MAX_EXCHANGES])
 
     @property
     def posts(self) -> list[PostItem]:

@@ -14,10 +14,10 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.http import Response
 
-from crawler.signals import robots_txt_fetched, source_stat, validators_received
+from crawler.signals import exchange_done, robots_txt_fetched, source_stat, validators_received
 from crawler.items import PostItem
 from crawler.plan import CrawlPlan, CrawlReport, Validators
-from state.records import ORIGIN_RANK
+from state.records import MAX_EXCHANGES, ORIGIN_RANK, Exchange
 
 
 class ReportCollector:
@@ -31,6 +31,7 @@ class ReportCollector:
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(self.validators_received, signal=validators_received)
         crawler.signals.connect(self.robots_txt_fetched, signal=robots_txt_fetched)
+        crawler.signals.connect(self.exchange_done, signal=exchange_done)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
     def item_scraped(self, item: PostItem, response: Response) -> None:
@@ -58,6 +59,11 @@ class ReportCollector:
         report = self.reports.get(source)
         if report is not None:
             report.robots[origin] = (body, fetched_at)
+
+    def exchange_done(self, source: str | None, exchange: Exchange) -> None:
+        report = self.reports.get(source)
+        if report is not None and len(report.exchanges) < MAX_EXCHANGES:
+            report.exchanges.append(exchange)
 
     def spider_closed(self) -> None:
         stats = self.crawler.stats

@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 from crawler.address_policy import DEFAULT_PORTS, address_kind, is_ip_literal, origin, refusal
 from crawler.gate import GATE, gate_settings, host_hold
 from crawler.plan import CrawlPlan, CrawlReport, Prefetched, feed_resting, kind_traits
+from state.records import Exchange
 
 ACCEPT_ENCODING = "gzip, deflate, br"     # what Scrapy's HttpCompressionMiddleware decodes here
 
@@ -78,7 +79,8 @@ class Revalidation:
         """The report of a check that ended with its 304s."""
         return CrawlReport(source_name=self.source, not_modified=True, requests=self.attempts,
                            response_bytes=sum(len(a.body) for a in self.answers.values()),
-                           not_modified_count=len(self.answers), listing_read=self.listing_read)
+                           not_modified_count=len(self.answers), listing_read=self.listing_read,
+                           exchanges=[Exchange(a.url, a.status, len(a.body)) for a in self.answers.values()])
 
     @property
     def unanswered(self) -> int:

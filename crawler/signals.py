@@ -13,6 +13,10 @@ validators_received = object()
 # Arguments: source, origin ("https://host[:port]"), body (b"" when there is none), fetched_at.
 robots_txt_fetched = object()
 
+# A request of a source was answered, or failed without an answer (status None).
+# Arguments: source, exchange (state.records.Exchange).
+exchange_done = object()
+
 
 def source_stat(source: str, name: str) -> str:
     """The crawler.stats key of one source's count (e.g. source/link/request_count)."""

@@ -502,6 +502,7 @@ class App:
         self.metrics.not_modified.labels(name).inc(report.not_modified_count)
         self.metrics.response_bytes.labels(name).inc(report.response_bytes)
         now = utcnow()
+        self.store.record_check_traffic(name, report.traffic(), now)     # the console's figures (state.traffic)
         if not report.ok:
             self.crash_streaks.pop(name, None)
             self._record_failure(record, report.error or f"{name}: check failed")

@@ -544,6 +544,10 @@ def run_worker(config: Config, settings: WorkerSettings) -> int:
         worker.open()
         if settings.metrics:
             serve_metrics(worker.app, settings.metrics, settings.stalled_after)
+        if config.console.listen:         # no `postwatch run` in cluster mode: the workers serve the console
+            from postwatch.console.serving import serve_with_console
+
+            return run_main(lambda: serve_with_console(worker.app, worker.serve))
         return run_main(worker.serve)
     finally:
         worker.close()

@@ -1,5 +1,5 @@
 """Operators of the console (postwatch/console): their accounts, server-side sessions and the
-audit log. Passwords arrive here already hashed (Argon2id, postwatch/console/auth.py) and session
+audit log, and the failed sign-ins the throttle counts (stored, so a restart forgives none). Passwords arrive here already hashed (Argon2id, postwatch/console/auth.py) and session
 ids as their sha256: the database never holds a password or a usable session id."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, insert, or_, select, update
 
 from state.database import Database, as_utc, utc_now
-from state.schema import audit_log, operator_sessions, operators
+from state.schema import audit_log, login_failures, operator_sessions, operators
 
 ROLES = ("admin", "viewer")
 
@@ -143,3 +143,28 @@ class OperatorStorage(Database):
         with self.engine.connect() as conn:
             return [AuditEntry(at=as_utc(r["at"]), operator=r["operator"], action=r["action"], target=r["target"],
                                detail=r["detail"], client=r["client"]) for r in conn.execute(query).mappings()]
+
+    # -- the sign-in throttle ------------------------------------------------------------------
+    def sign_in_wait(self, keys: list[str], now: datetime, limit: int, window: timedelta) -> float:
+        """Seconds until a sign-in under `keys` ("account:NAME", "client:ADDRESS") is allowed
+        again: 0 while each key has fewer than `limit` failures in the last `window`; else until
+        the oldest of its `limit` newest failures leaves the window (at least 1 s)."""
+        wait = 0.0
+        with self.engine.connect() as conn:
+            for key in keys:
+                recent = list(conn.execute(select(login_failures.c.at).where(
+                    login_failures.c.key == key, login_failures.c.at > now - window)
+                    .order_by(login_failures.c.at.desc()).limit(limit)).scalars())
+                if len(recent) >= limit:
+                    wait = max(wait, 1.0, (window - (now - as_utc(recent[-1]))).total_seconds())
+        return wait
+
+    def record_sign_in_failure(self, keys: list[str], now: datetime, window: timedelta) -> None:
+        """One failed sign-in under each key; failures older than `window` are forgotten."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(login_failures).where(login_failures.c.at <= now - window))
+            conn.execute(insert(login_failures), [{"key": key[:200], "at": now} for key in keys])
+
+    def clear_sign_in_failures(self, key: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(login_failures).where(login_failures.c.key == key))

@@ -214,3 +214,30 @@ class SourceStatus:
     paused_at: datetime | None = None              # paused in the console: not checked
     check_requested_at: datetime | None = None     # "check now" asked, not yet done
     origin: str = "config"
+
+
+# What one check cost the watched site, kept by state.traffic for the console (issue 34).
+MAX_EXCHANGES = 100          # requests of one check kept for the source page
+
+
+@dataclass
+class Exchange:
+    """One request of a check and what came of it."""
+    url: str
+    status: int | None           # None: no answer (a timeout, a refused connection: `error` says)
+    size: int = 0                # body bytes as received
+    error: str | None = None
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+
+@dataclass
+class CheckTraffic:
+    """One check's requests: the totals, and the first MAX_EXCHANGES of its exchanges."""
+    ok: bool
+    requests: int
+    response_bytes: int
+    not_modified: int
+    exchanges: list[Exchange] = field(default_factory=list)

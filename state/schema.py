@@ -269,3 +269,38 @@ audit_log = Table(
     Column("detail", Text),
     Column("client", String(64)),
 )
+
+# Added by revision 0018 (the console, issue 34). What each check cost the watched site, per
+# source and UTC day (kept 35 days); the last check's requests, one row per source (its
+# exchanges as JSON, at most state.traffic.MAX_EXCHANGES); and failed sign-ins, kept for the
+# throttle window so that a restart does not forgive them.
+source_traffic = Table(
+    "source_traffic", metadata,
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
+    Column("day", String(10), primary_key=True),      # YYYY-MM-DD, UTC
+    Column("checks", Integer, nullable=False, default=0),
+    Column("failed_checks", Integer, nullable=False, default=0),
+    Column("requests", Integer, nullable=False, default=0),
+    Column("response_bytes", Integer, nullable=False, default=0),
+    Column("not_modified", Integer, nullable=False, default=0),
+)
+
+source_last_check = Table(
+    "source_last_check", metadata,
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
+    Column("checked_at", UTC, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("requests", Integer, nullable=False),
+    Column("response_bytes", Integer, nullable=False),
+    Column("not_modified", Integer, nullable=False),
+    Column("exchanges", Text, nullable=False),
+    Column("failing_since", UTC),                      # the first failed check of the current streak
+)
+
+login_failures = Table(
+    "login_failures", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(200), nullable=False),       # "account:NAME" or "client:ADDRESS"
+    Column("at", UTC, nullable=False),
+    Index("ix_login_failures_key_at", "key", "at"),
+)

@@ -7,7 +7,8 @@ composed the way Miniflux's storage is. SQLite by default, PostgreSQL by URL.
 - state.events     what subscribers hear of, held or published
 - state.subscribers, state.signups (the /subscribe page's pending signups), state.outbox,
   state.lease (one daemon per database), state.cluster (`postwatch worker`'s queue and planning),
-  state.operators (the console's operators, sessions and audit log)
+  state.operators (the console's operators, sessions, audit log and sign-in throttle),
+  state.traffic (what checks cost the sites), state.overview (the console's other reads)
 """
 from __future__ import annotations
 
@@ -23,15 +24,17 @@ from state.events import EventStorage, last_seq
 from state.lease import LeaseStorage
 from state.operators import OperatorStorage
 from state.outbox import OutboxStorage
+from state.overview import OverviewStorage
 from state.posts import PostStorage
 from state.signups import SignupStorage
 from state.schema import alerts, events, outbox, post_versions, subscribers
 from state.sources import SourceStorage
+from state.traffic import TrafficStorage
 from state.subscribers import SubscriberStorage
 
 
 class Store(SourceStorage, PostStorage, EventStorage, SubscriberStorage, SignupStorage, OutboxStorage, LeaseStorage,
-            ClusterStorage, OperatorStorage):
+            OverviewStorage, ClusterStorage, OperatorStorage, TrafficStorage):
     """State of every source, post, event, subscriber and queued message (see Database for
     `url`, `migrate`, `connect_args` and `read_only`). The rest are the store's policies: how
     long a post must stay missing to be removed, the share of known posts a check may change

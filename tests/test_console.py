@@ -168,15 +168,23 @@ def test_sign_in_cookie_flags_fixation_and_sign_out(console):
     assert replay.open("/")[0] == 303
 
 
-def test_throttling_after_failures_per_account_and_per_address(console):
-    _, base, _ = console
-    visitor = Visitor(base)
-    for _ in range(3):                                # max_failures = 3 in this config
-        assert visitor.sign_in("ada", "wrong password!")[0] == 401
-    status, headers, page = visitor.sign_in("ada", ADMIN_PASSWORD)     # even the right password waits now
-    assert status == 429 and "Too many failed sign-ins" in page and int(headers["Retry-After"]) > 0
-    # The same address trying another account is throttled too (per client address).
-    assert visitor.sign_in("vic", VIEWER_PASSWORD)[0] == 429
+def test_throttling_after_failures_per_account_and_per_address_holds_across_a_restart(tmp_path, site, smtp):
+    cli, port, base = console_setup(tmp_path, site, smtp, console='max_failures = 3\nthrottle_window = "1m"')
+    with Daemon(cli, port) as daemon:
+        wait_for(lambda: _answers(base), what="the console")
+        visitor = Visitor(base)
+        for _ in range(3):                                # max_failures = 3 in this config
+            assert visitor.sign_in("ada", "wrong password!")[0] == 401
+        status, headers, page = visitor.sign_in("ada", ADMIN_PASSWORD)     # even the right password waits now
+        assert status == 429 and "Too many failed sign-ins" in page and 0 < int(headers["Retry-After"]) <= 61
+        # The same address trying another account is throttled too (per client address).
+        assert visitor.sign_in("vic", VIEWER_PASSWORD)[0] == 429
+        assert daemon.stop() == 0
+    # A restart forgives nothing: the failures are stored, not kept in the daemon's memory.
+    with Daemon(cli, port):
+        wait_for(lambda: _answers(base), what="the console after the restart")
+        status, headers, page = Visitor(base).sign_in("ada", ADMIN_PASSWORD)
+        assert status == 429 and "Too many failed sign-ins" in page and 0 < int(headers["Retry-After"]) <= 61
 
 
 def test_csrf_and_viewer_403_change_nothing(console):
@@ -218,16 +226,146 @@ def test_idle_session_expires(console):
     assert status == 303 and headers["Location"].startswith("/login?next=")
 
 
+def _from_address(base: str, source: str, path: str, headers: dict, form: dict | None = None):
+    """(status, headers, body) of a request to the console sent from the local address `source`
+    (127.0.0.2 is another client than 127.0.0.1 to a server on loopback, on Linux)."""
+    import http.client
+
+    parts = urllib.parse.urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15, source_address=(source, 0))
+    try:
+        body = urllib.parse.urlencode(form).encode() if form is not None else None
+        sent = {**headers, **({"Content-Type": "application/x-www-form-urlencoded"} if form is not None else {})}
+        connection.request("POST" if form is not None else "GET", path, body=body, headers=sent)
+        response = connection.getresponse()
+        return response.status, response.headers, response.read().decode()
+    finally:
+        connection.close()
+
+
 def test_trusted_header_only_from_trusted_proxies(tmp_path, site, smtp):
     cli, port, base = console_setup(tmp_path, site, smtp, console='trusted_user_header = "X-Remote-User"\n'
-                                                                  'trusted_proxies = ["10.0.0.0/8"]')
+                                                                  'trusted_proxies = ["127.0.0.1/32"]')
     with Daemon(cli, port):
         wait_for(lambda: _answers(base), what="the console")
-        request = urllib.request.Request(base + "/", headers={"X-Remote-User": "ada"})
-        opener = urllib.request.build_opener(NoRedirect)
-        with pytest.raises(urllib.error.HTTPError) as refused:     # 127.0.0.1 is not a trusted proxy
-            opener.open(request, timeout=10)
-        assert refused.value.code == 303
+        # From the trusted proxy: signed in as the operator it names, with that operator's role.
+        status, _, page = _from_address(base, "127.0.0.1", "/", {"X-Remote-User": "ada"})
+        assert status == 200 and "ada · admin" in page and "Sign out" in page
+        token = hidden(page, "csrf")
+        status, headers, _ = _from_address(base, "127.0.0.1", "/sources/link/pause", {"X-Remote-User": "ada"},
+                                           {"csrf": token})
+        assert status == 303 and headers["Location"] == "/sources/link?done=pause"
+        status, _, page = _from_address(base, "127.0.0.1", "/sources/link", {"X-Remote-User": "vic"})
+        assert status == 200 and "vic · viewer" in page and 'class="badge paused"' in page and "Resume" not in page
+        status, _, page = _from_address(base, "127.0.0.1", "/sources/link/resume", {"X-Remote-User": "vic"},
+                                        {"csrf": hidden(page, "csrf")})
+        assert status == 403 and "role viewer" in page
+        # A name that is no operator is refused, not signed in as anyone.
+        assert _from_address(base, "127.0.0.1", "/", {"X-Remote-User": "mallory"})[0] == 403
+        # The same header from another address is ignored: the sign-in page, and no change.
+        status, headers, _ = _from_address(base, "127.0.0.2", "/", {"X-Remote-User": "ada"})
+        assert status == 303 and headers["Location"] == "/login"
+        status, _, _ = _from_address(base, "127.0.0.2", "/sources/link/resume", {"X-Remote-User": "ada"}, {"csrf": token})
+        assert status == 403
+        status, _, page = _from_address(base, "127.0.0.1", "/sources/link", {"X-Remote-User": "ada"})
+        assert 'class="badge paused"' in page
+        audit = _from_address(base, "127.0.0.1", "/audit", {"X-Remote-User": "ada"})[2]
+        assert "paused" in audit and "resumed" not in audit
+
+
+# --------------------------------------------------------------------------------------------
+# The figures: requests and bytes today, the last check's requests, each post's versions, what
+# changed today and how it was mailed
+# --------------------------------------------------------------------------------------------
+def _requests_table(page: str) -> list[tuple[str, str]]:
+    table = re.search(r'<table class="stack requests">(.*?)</table>', page, re.S)
+    assert table, "no table of the last check's requests"
+    return re.findall(r'<td data-label="URL"><a href="([^"]+)".*?<td data-label="Status">(.*?)</td>', table.group(1), re.S)
+
+
+def test_todays_requests_last_check_versions_and_what_was_mailed(tmp_path, site, smtp):
+    cli, port, base = console_setup(tmp_path, site, smtp)
+    cli("check", "--full", "link", check=True)            # every post's page read once: edits can be diffed
+    cli("subscribers", "add", "ada@example.org", "--cadence", "immediate", check=True)
+    post = site.posts[2]
+    site.edit_post(post.slug, body_paragraphs=["A new first paragraph about the rescue team.", "And more."])
+    assert "1 updated" in cli("check", "--full", "link", check=True).stdout
+    with Daemon(cli, port):
+        wait_for(lambda: _answers(base), what="the console")
+        admin = Visitor(base)
+        assert admin.sign_in("ada", ADMIN_PASSWORD)[0] == 303
+        # What changed today and how it was mailed: the edit, in one email sent to ada.
+        wait_for(lambda: smtp.messages, what="the edit mailed")
+        page = unescape(admin.open("/")[2])
+        changes = re.search(r'<table class="stack changes">(.*?)</table>', page, re.S).group(1)
+        row = next(r for r in changes.split("<tr>") if post.title in r)
+        assert "updated" in row and re.search(r"email</a>: <span class=\"badge sent\">1 sent", row), row
+        # Requests and bytes today: what the replica served, every check of the day counted
+        # (the CLI's three and the daemon's). The source is paused so that no check runs between.
+        token = hidden(page, "csrf")
+        assert admin.open("/sources/link/pause", {"csrf": token})[0] == 303
+        wait_for(lambda: _settled(site), what="no check of link running")
+        page = admin.open("/")[2]
+        today = re.search(r'<td data-label="Today" class="today" data-requests="(\d+)" data-bytes="(\d+)" '
+                          r'data-not-modified="(\d+)">', page)
+        assert today, page
+        served = (len(site.requests), sum(r.body_bytes for r in site.requests), site.count(status=304))
+        assert tuple(int(n) for n in today.groups()) == served and served[0] > 10 and served[2] > 0
+        # The last check's requests, as the site logged them: the newest ones, in order.
+        page = unescape(admin.open("/sources/link")[2])
+        listed = _requests_table(page)
+        assert listed and "The last check's requests" in page
+        logged = site.requests[-len(listed):]
+        assert [url for url, _ in listed] == [site.base_url + r.path + (f"?{r.query}" if r.query else "") for r in logged]
+        for (_, shown), request in zip(listed, logged):
+            assert ("304 not modified" if request.status == 304 else f">{request.status}<") in shown
+        # Each post's versions: the edited post has two, the newest the current one.
+        versions = re.search(rf'<tr class="post"><td data-label="Post"><a href="[^"]*{re.escape(post.slug)}[^"]*".*?</tr>',
+                             page, re.S)
+        assert versions and "<summary>2 versions</summary>" in versions.group(0), versions and versions.group(0)
+        assert re.search(r'<td data-label="Events"><span style="display:block">updated <span class="muted">[^<]*· published · <code>', versions.group(0))
+        hashes = re.findall(r"<code>([0-9a-f]{12})</code>( <span class=\"badge ok\">current</span>)?",
+                            versions.group(0).split('<td data-label="Events">')[0])
+        assert len({h for h, _ in hashes}) == 2 and hashes[0][1] and not hashes[1][1], hashes
+
+
+def _settled(site) -> bool:
+    before = len(site.requests)
+    time.sleep(3)                                         # longer than the 2 s interval
+    return len(site.requests) == before
+
+
+def test_cluster_workers_serve_the_console_and_show_on_its_dashboard(tmp_path, smtp):
+    """In cluster mode there is no `postwatch run`: the first worker to bind [console] listen
+    serves the console, the second goes on without it; the dashboard shows both alive."""
+    from support.cluster import ClusterTrial
+
+    console_port = free_port()
+    with ClusterTrial(tmp_path, ["127.0.0.2"], 1, smtp.port) as trial:
+        config = trial.cli.config
+        config.write_text(config.read_text() + f'\n[console]\nlisten = "127.0.0.1:{console_port}"\n')
+        made = add_operator(trial.cli, "ada", "admin", ADMIN_PASSWORD)
+        assert made.returncode == 0, made.stderr
+        base = f"http://127.0.0.1:{console_port}"
+        trial.start_worker()
+        wait_for(lambda: _answers(base), timeout=60, what="the first worker's console")
+        trial.start_worker()
+        admin = Visitor(base)
+        assert admin.sign_in("ada", ADMIN_PASSWORD)[0] == 303
+
+        def alive() -> list[str]:
+            table = re.search(r'<table class="stack workers">(.*?)</table>', admin.open("/")[2], re.S)
+            return re.findall(r'<td data-label="Worker">#(\d+) <span class="badge ok">alive</span>', table.group(1)) if table else []
+
+        wait_for(lambda: len(alive()) == 2, timeout=60, what="two workers alive on the dashboard")
+        page = admin.open("/")[2]
+        assert "2 alive: a heartbeat within the last 30 s" in page and "No cluster" not in page
+        # The workers check the source: its requests today show on the same dashboard.
+        wait_for(lambda: int(re.search(r'data-requests="(\d+)"', admin.open("/")[2]).group(1)) > 0, timeout=60,
+                 what="the workers' checks counted")
+        codes = trial.stop_workers()
+        assert codes == [0, 0], trial.worker_output()
+        assert "no operator's console from this worker: cannot listen" in trial.worker_output()
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,75 +413,100 @@ def test_an_operators_day_in_chromium(tmp_path, site, smtp):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(base + "/")
-            assert page.url.endswith("/login")
-            _shots(page, "login")
-            page.fill("#name", "ada")
-            page.fill("#password", ADMIN_PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_url(base + "/")
-            # The source whose site is down shows as failing, with its error.
-            for _ in range(60):
-                if "failing since" in page.content():
-                    break
-                time.sleep(0.5)
-                page.reload()
-            row = page.locator("tr", has_text="downsite").first
-            assert "failing" in row.inner_text() and "held" in page.locator("tr", has_text="link").first.inner_text()
-            _shots(page, "dashboard")
-            _readme_shot(page, "dashboard", 1280, 800)
-            # The held flood: its changes shown first, then released.
-            page.click("text=link")
-            page.wait_for_url(base + "/sources/link")
-            assert page.locator("h2", has_text="Held changes").count() == 1 and "Flood post 3" in page.content()
-            _shots(page, "source-held")
-            _readme_shot(page, "source-held", 390, 844, start="Held changes")
-            page.click("button:has-text('Release')")
-            page.wait_for_url(re.compile(r".*/sources/link\?released=\d+"))
-            assert "Released 12 held changes" in page.content() and "Held changes" not in page.content()
-            # Add a source: a preview of what `sources test` finds, then save.
-            page.click("nav >> text=Add source")
-            page.fill("#url", site.blog_url)
-            page.fill("#name", "linkcopy")
-            page.click("button[value=preview]")
-            page.wait_for_selector("text=What postwatch finds there")
-            assert "Flood post" in page.content() and page.locator("button[value=save]").count() == 1
-            _shots(page, "source-preview")
-            page.click("button[value=save]")
-            page.wait_for_url(re.compile(r".*/sources/linkcopy\?done=added"))
-            assert "Added." in page.content()
-            # Forget a subscriber, through the confirmation step.
-            page.click("nav >> text=Subscribers")
-            page.wait_for_url(base + "/subscribers")
-            assert page.locator("#q").count() == 1, page.content()[-3000:]
-            page.fill("#q", "bo@")
-            page.click("button:has-text('Search')")
-            _shots(page, "subscribers")
-            page.click("text=bo@example.org")
-            assert "Why did this reader get nothing?" in page.content()
-            _shots(page, "subscriber")
-            _readme_shot(page, "subscriber", 1280, 900)
-            page.click("text=Forget…")
-            assert "cannot be undone" in page.content()
-            page.click("button:has-text('Forget bo@example.org')")
-            page.wait_for_url(re.compile(r".*/subscribers\?done=forget"))
-            assert "Erased" in page.content() and "bo@example.org" not in page.content()
-            page.click("nav >> text=Deliveries")
-            _shots(page, "deliveries")
-            page.click("nav >> text=Settings")
-            assert "test-secret" not in page.content()
-            _shots(page, "settings")
-            page.click("nav >> text=Audit")
-            audit = page.content()
-            assert "released held changes" in audit and "added source" in audit and "forgot subscriber" in audit
-            _shots(page, "audit")
-            page.click("button:has-text('Sign out')")
-            page.wait_for_url(base + "/login")
-            page.goto(base + "/deliveries")
-            assert "/login" in page.url
+            _sign_in_and_see_the_failing_source(page, base)
+            _release_the_held_flood(page, base)
+            _add_a_source_after_its_preview(page, site)
+            _forget_a_subscriber(page, base)
+            _look_around_and_sign_out(page, base)
         finally:
             browser.close()
     assert cli("sources", "list", check=True).stdout.count("console") == 1
+
+
+def _sign_in_and_see_the_failing_source(page, base: str) -> None:
+    page.goto(base + "/")
+    assert page.url.endswith("/login")
+    _shots(page, "login")
+    page.fill("#name", "ada")
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+    # The source whose site is down shows as failing, with its error.
+    for _ in range(60):
+        if "failing since" in page.content():
+            break
+        time.sleep(0.5)
+        page.reload()
+    row = page.locator("tr", has_text="downsite").first
+    assert "failing" in row.inner_text() and "held" in page.locator("tr", has_text="link").first.inner_text()
+    # Requests today: the CLI's checks of link at least; no cluster; what changed today.
+    assert int(page.locator("tr", has_text="link").first.locator("td.today").get_attribute("data-requests")) > 0
+    assert "No cluster" in page.content() and page.locator("h2", has_text="Changed today").count() == 1
+    _shots(page, "dashboard")
+    _readme_shot(page, "dashboard", 1280, 800)
+
+
+def _release_the_held_flood(page, base: str) -> None:
+    """The held flood: its changes shown first (with the last check's requests), then released."""
+    page.click("text=link")
+    page.wait_for_url(base + "/sources/link")
+    assert page.locator("h2", has_text="Held changes").count() == 1 and "Flood post 3" in page.content()
+    assert page.locator("table.requests td[data-label=URL]").count() > 0 and "Posts and their versions" in page.content()
+    _shots(page, "source-held")
+    _readme_shot(page, "source-held", 390, 844, start="Held changes")
+    page.click("button:has-text('Release')")
+    page.wait_for_url(re.compile(r".*/sources/link\?released=\d+"))
+    assert "Released 12 held changes" in page.content() and "Held changes" not in page.content()
+
+
+def _add_a_source_after_its_preview(page, site) -> None:
+    """A preview of what `sources test` finds, then saved."""
+    page.click("nav >> text=Add source")
+    page.fill("#url", site.blog_url)
+    page.fill("#name", "linkcopy")
+    page.click("button[value=preview]")
+    page.wait_for_selector("text=What postwatch finds there")
+    assert "Flood post" in page.content() and page.locator("button[value=save]").count() == 1
+    _shots(page, "source-preview")
+    page.click("button[value=save]")
+    page.wait_for_url(re.compile(r".*/sources/linkcopy\?done=added"))
+    assert "Added." in page.content()
+
+
+def _forget_a_subscriber(page, base: str) -> None:
+    """Found by a search, why they got nothing looked at, then forgotten through the confirmation step."""
+    page.click("nav >> text=Subscribers")
+    page.wait_for_url(base + "/subscribers")
+    assert page.locator("#q").count() == 1, page.content()[-3000:]
+    page.fill("#q", "bo@")
+    page.click("button:has-text('Search')")
+    _shots(page, "subscribers")
+    page.click("text=bo@example.org")
+    assert "Why did this reader get nothing?" in page.content()
+    assert re.search(r"downsite\s+failing", page.locator("dd", has=page.locator("a", has_text="downsite")).inner_text())
+    _shots(page, "subscriber")
+    _readme_shot(page, "subscriber", 1280, 900)
+    page.click("text=Forget…")
+    assert "cannot be undone" in page.content()
+    page.click("button:has-text('Forget bo@example.org')")
+    page.wait_for_url(re.compile(r".*/subscribers\?done=forget"))
+    assert "Erased" in page.content() and "bo@example.org" not in page.content()
+
+
+def _look_around_and_sign_out(page, base: str) -> None:
+    page.click("nav >> text=Deliveries")
+    _shots(page, "deliveries")
+    page.click("nav >> text=Settings")
+    assert "test-secret" not in page.content()
+    _shots(page, "settings")
+    page.click("nav >> text=Audit")
+    audit = page.content()
+    assert "released held changes" in audit and "added source" in audit and "forgot subscriber" in audit
+    _shots(page, "audit")
+    page.click("button:has-text('Sign out')")
+    page.wait_for_url(base + "/login")
+    page.goto(base + "/deliveries")
+    assert "/login" in page.url
 
 
 def test_admin_pauses_resumes_and_checks_now(console):
@@ -408,6 +571,7 @@ def test_resubscribe_why_nothing_and_preview(console, site):
     assert "Why did this reader get nothing?" in page and "Subscribe again" not in page
     assert re.search(r"<dt>Next digest</dt><dd>\d{4}-\d\d-\d\d 08:00 UTC \(in ", page), page
     assert "up to date" in page and "podcast" in page
+    assert "<b>Nothing has changed for them since their last digest.</b>" in page and "every one ok" in page
     token = hidden(page, "csrf")
     # Nothing waiting: the preview says so.
     status, _, page = admin.open(f"/subscribers/{key}/preview")
@@ -416,6 +580,7 @@ def test_resubscribe_why_nothing_and_preview(console, site):
     site._posts.insert(0, ReplicaPost(slug="fresh-news", title="Fresh news post", published=date(2031, 1, 1),
                                       body_paragraphs=["Something new."]))
     wait_for(lambda: "1 passing their filters" in admin.open(f"/subscribers/{key}")[2], what="bo's cursor behind")
+    assert re.search(r"<b>1 change waits for their next digest: \d{4}-\d\d-\d\d 08:00 UTC", admin.open(f"/subscribers/{key}")[2])
     status, headers, page = admin.open(f"/subscribers/{key}/preview")
     assert status == 200 and "Fresh news post" in page and headers["Content-Security-Policy"].startswith("sandbox")
     assert "token=" not in page and "csrf" not in page                      # no working token, no console token
@@ -423,6 +588,7 @@ def test_resubscribe_why_nothing_and_preview(console, site):
     assert admin.open(f"/subscribers/{key}/suppress", {"csrf": token, "reason": "complaint"})[0] == 303
     page = unescape(admin.open(f"/subscribers/{key}")[2])
     assert "console: complaint" in page and "Subscribe again" in page and "<dt>Next digest</dt><dd>none: suppressed" in page
+    assert "<b>Suppressed (console: complaint): nothing is sent to this address.</b>" in page
     status, _, page = admin.open(f"/subscribers/{key}/resubscribe", {"csrf": token, "note": " "})
     assert status == 400 and "consent note" in page and 'badge suppressed' in page
     assert admin.open(f"/subscribers/{key}/resubscribe", {"note": "asked again by mail"})[0] == 403    # no CSRF token

@@ -1,5 +1,5 @@
-"""What guards the console, as plain objects: password hashes, session ids, sign-in throttling,
-the trusted proxy header.
+"""What guards the console, as plain objects: password hashes, session ids, the trusted proxy
+header (the sign-in throttle below counts in the database: state/operators.py).
 
 - Passwords: Argon2id (argon2-cffi's PasswordHasher, RFC 9106's low-memory profile); a hash made
   under older parameters is replaced at the next sign-in.
@@ -7,8 +7,9 @@ the trusted proxy header.
   the database signs nobody in. A new id at every sign-in (no fixation); idle and absolute expiry.
 - CSRF: a random token per session, in a hidden field of every form, compared in constant time
   on every POST (the cookie is also SameSite=Strict).
-- Throttling: failed sign-ins counted per account and per client address in a sliding window;
-  at the limit, sign-ins are refused (without checking the password) until the window has passed.
+- Throttling: failed sign-ins counted per account and per client address in a sliding window,
+  in the database (state/operators.py: a restart forgives none); at the limit, sign-ins are
+  refused (without checking the password) until the window has passed.
 """
 from __future__ import annotations
 
@@ -16,8 +17,6 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-import time
-from collections import OrderedDict, deque
 
 SESSION_COOKIE = "pw_console"
 LOGIN_NONCE_COOKIE = "pw_console_login"
@@ -81,43 +80,6 @@ def new_csrf_token() -> str:
 
 def same(a: str, b: str) -> bool:
     return bool(a) and bool(b) and hmac.compare_digest(a.encode(), b.encode())
-
-
-class FailureThrottle:
-    """At most `limit` failures per key in any `window` seconds; `blocked(key)` says for how many
-    more seconds a key is refused (0: not refused). Bounded memory: at most `max_keys` keys, the
-    least recently used dropped first."""
-
-    def __init__(self, limit: int, window: float, max_keys: int = 50_000, clock=time.monotonic):
-        self.limit, self.window, self.max_keys, self.clock = limit, window, max_keys, clock
-        self._failures: OrderedDict[str, deque] = OrderedDict()
-
-    def _recent(self, key: str) -> deque:
-        now = self.clock()
-        failures = self._failures.get(key)
-        if failures is None:
-            return deque()
-        while failures and now - failures[0] >= self.window:
-            failures.popleft()
-        return failures
-
-    def blocked(self, key: str) -> float:
-        failures = self._recent(key)
-        if len(failures) < self.limit:
-            return 0.0
-        return max(1.0, self.window - (self.clock() - failures[-self.limit]))
-
-    def fail(self, key: str) -> None:
-        failures = self._recent(key)
-        if key not in self._failures:
-            self._failures[key] = failures
-            while len(self._failures) > self.max_keys:
-                self._failures.popitem(last=False)
-        self._failures.move_to_end(key)
-        failures.append(self.clock())
-
-    def clear(self, key: str) -> None:
-        self._failures.pop(key, None)
 
 
 class TrustedProxies:

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from aiohttp import web
 
-from postwatch.console.auth import (LOGIN_NONCE_COOKIE, SESSION_COOKIE, FailureThrottle, TrustedProxies, burn_time,
+from postwatch.console.auth import (LOGIN_NONCE_COOKIE, SESSION_COOKIE, TrustedProxies, burn_time,
                                     hash_password, new_csrf_token, new_session_id, same, session_hash, verify_password)
 from postwatch.web import (CONTEXT, DATABASE_THREADS, HTML, MAX_FORM_BYTES, DatabaseUnavailable, _Context, _read_form,
                            _request_head_arrived, _security_headers)
@@ -36,7 +36,7 @@ log = logging.getLogger("postwatch.console")
 TEMPLATES = Path(__file__).parent / "templates"
 PUBLIC_PATHS = {"/login"}
 DONE = {
-    "check": "A check was asked for: the daemon's next sweep takes this source (within seconds).",
+    "check": "A check was asked for: the next sweep (in cluster mode, the next planning) takes this source within seconds.",
     "pause": "Paused: this source is not checked until it is resumed.",
     "resume": "Resumed: this source is checked on its interval again.",
     "settings": "Saved: the new interval counts from the last check; the filters apply to the next digests.",
@@ -62,8 +62,6 @@ class Visitor:
 @dataclass
 class ConsoleState:
     settings: Any                          # postwatch.config.ConsoleConfig
-    by_account: FailureThrottle
-    by_client: FailureThrottle
     proxies: TrustedProxies
     login_csrf: CsrfGuard
     proxy_secret: bytes
@@ -73,6 +71,12 @@ class ConsoleState:
     @property
     def idle(self) -> timedelta:
         return self.settings.idle_timeout
+
+    @property
+    def window(self) -> timedelta:
+        """Failed sign-ins within this window count towards [console] max_failures (stored:
+        a restart forgives none)."""
+        return self.settings.throttle_window
 
     @property
     def absolute(self) -> timedelta:
@@ -120,7 +124,16 @@ def make_environment():
     env.filters["ago"] = _ago
     env.filters["when"] = _when
     env.filters["shown"] = _shown
+    env.filters["size"] = _size
     return env
+
+
+def _size(count: int) -> str:
+    """Bytes as people read them: 950 B, 12.3 kB, 4.1 MB."""
+    for unit, scale in (("MB", 1_000_000), ("kB", 1000)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
 
 
 def _shown(address: str) -> str:
@@ -261,7 +274,8 @@ async def login(request: web.Request) -> web.Response:
     name = str(form.get("name") or "").strip()[:100]
     password = str(form.get("password") or "")[:4096]
     client = request.remote or "?"
-    wait = max(state.by_account.blocked(f"account:{name.lower()}"), state.by_client.blocked(f"client:{client}"))
+    keys = [f"account:{name.lower()}", f"client:{client}"]
+    wait = await db(request, "sign-in", lambda: store.sign_in_wait(keys, utcnow(), state.settings.max_failures, state.window))
     if wait:
         await audit(request, "sign-in throttled", name, f"{int(wait)} s to wait", operator=name or None)
         response = _login_page(request, 429, f"Too many failed sign-ins. Please wait {int(wait // 60) + 1} minutes "
@@ -281,11 +295,10 @@ async def login(request: web.Request) -> web.Response:
 
     operator = await db(request, "sign-in", check)
     if operator is None:
-        state.by_account.fail(f"account:{name.lower()}")
-        state.by_client.fail(f"client:{client}")
+        await db(request, "sign-in", lambda: store.record_sign_in_failure(keys, utcnow(), state.window))
         await audit(request, "sign-in failed", name, operator=name or None)
         return _login_page(request, 401, "Wrong name or password.", name)
-    state.by_account.clear(f"account:{name.lower()}")
+    await db(request, "sign-in", lambda: store.clear_sign_in_failures(keys[0]))
     # A new session id at every sign-in: an id planted before (fixation) is never signed in.
     old = request.cookies.get(SESSION_COOKIE, "")
     session_id, csrf = new_session_id(), new_csrf_token()
@@ -318,27 +331,37 @@ async def logout(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------------------------
 # Dashboard
 # --------------------------------------------------------------------------------------------
-def _source_rows(app, statuses) -> list[dict]:
+def _source_rows(app, statuses, checks: dict | None = None, traffic: dict | None = None) -> list[dict]:
+    """Each source's state for the tables: `checks` (state.traffic.LastCheck by source) says
+    since when a failing source fails, `traffic` (DayTraffic by source) what it cost today."""
+    from state.traffic import DayTraffic
+
+    checks, traffic = checks or {}, traffic or {}
+    now = utcnow()
     rows = []
     for s in statuses:
         interval = app.source_interval(s.name)
+        next_check = s.last_check_at + interval if s.last_check_at else None
         if s.paused_at:
             state, next_check = "paused", None
         elif s.held_events or s.degraded:
             state = "held" if s.held_events else "degraded"
-            next_check = s.last_check_at + interval if s.last_check_at else None
-        elif s.consecutive_failures:
-            state, next_check = "failing", s.last_check_at + interval if s.last_check_at else None
         else:
-            state, next_check = "ok", s.last_check_at + interval if s.last_check_at else None
-        if s.check_requested_at or (s.last_check_at is None and not s.paused_at):
-            next_check = "now"
+            state = "failing" if s.consecutive_failures else "ok"
+        if s.check_requested_at or (s.last_check_at is None and not s.paused_at) or (next_check and next_check <= now):
+            next_check = "now"          # asked for, never checked, or overdue: the next sweep takes it
         failing_since = None
         if s.consecutive_failures:
-            failing_since = s.last_success_at     # the last success: failing since after it
+            recorded = checks.get(s.name)
+            # The first failed check of this run when it was recorded; else after the last success.
+            failing_since = recorded.failing_since if recorded and recorded.failing_since else s.last_success_at
         rows.append({"s": s, "state": state, "next": next_check, "failing_since": failing_since,
-                     "failing": bool(s.consecutive_failures)})
+                     "failing": bool(s.consecutive_failures), "today": traffic.get(s.name, DayTraffic())})
     return rows
+
+
+# A worker without a heartbeat for this long is shown as silent (`postwatch worker --stalled-after`'s default).
+STALLED_AFTER = 30.0
 
 
 def _metric_rows(app) -> list[tuple[str, str, str]]:
@@ -361,15 +384,26 @@ def _metric_rows(app) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _start_of_day(now: datetime) -> datetime:
+    return now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 async def dashboard(request: web.Request) -> web.Response:
+    from state.traffic import utc_day
+
     app = request.app[CONTEXT].app
+    now = utcnow()
 
     def read():
-        return {"sources": _source_rows(app, app.store.source_status()), "outbox": app.store.outbox_summary(),
-                "subscribers": app.store.subscriber_counts(), "metrics": _metric_rows(app)}
+        store = app.store
+        changes, changed = store.changes_since(_start_of_day(now), limit=50)
+        return {"sources": _source_rows(app, store.source_status(), store.recorded_checks(), store.traffic_on(utc_day(now))),
+                "outbox": store.outbox_summary(), "subscribers": store.subscriber_counts(), "metrics": _metric_rows(app),
+                "changes": changes, "changed": changed, "workers": store.cluster_workers(),
+                "daemon": store.daemon_holder()}
 
     data = await db(request, "/", read)
-    return render(request, "dashboard.html.j2", title="Dashboard", **data)
+    return render(request, "dashboard.html.j2", title="Dashboard", stalled_after=STALLED_AFTER, **data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,10 +417,12 @@ async def source_page(request: web.Request, status: int = 200, error: str = "", 
         status = next((s for s in app.store.source_status() if s.name == name), None)
         if status is None:
             return None
-        return {"row": _source_rows(app, [status])[0], "record": app.store.get_source(name),
+        checks = app.store.recorded_checks(name)
+        return {"row": _source_rows(app, [status], checks)[0], "record": app.store.get_source(name),
                 "held": app.store.source_events(name, "held", limit=200),
                 "recent": [e for e in app.store.source_events(name, limit=40) if e.status != "held"],
-                "volatile": app.store.volatile_posts(name)}
+                "volatile": app.store.volatile_posts(name), "last": checks.get(name),
+                "histories": app.store.post_histories(name)}
 
     data = await db(request, request.path, read)
     if data is None:
@@ -560,15 +596,45 @@ def _next_digest(subscriber, now: datetime) -> str:
 
 
 def _diagnosis(app, subscriber, now: datetime) -> dict:
-    """Why a reader got nothing: where they stand against the newest event, and their last messages."""
+    """Why a reader got nothing: where they stand against the newest event, their last messages,
+    the sources they follow that are not ok, and the answer in a sentence."""
     from digest.sender import keyword_selection
 
-    newest = app.store.newest_event_seq()
-    pending = app.store.pending_events(subscriber) if subscriber.status == "active" else []
+    store = app.store
+    newest = store.newest_event_seq()
+    pending = store.pending_events(subscriber) if subscriber.status == "active" else []
     chosen = keyword_selection(app.source_filters())(subscriber, pending) if pending else []
-    return {"newest": newest, "behind": max(newest - subscriber.cursor, 0), "pending": len(pending),
-            "chosen": len(chosen), "next_digest": _next_digest(subscriber, now),
-            "last": app.store.outbox_rows(limit=5, subscriber_id=subscriber.id)}
+    followed = [row for row in _source_rows(app, store.source_status(), store.recorded_checks())
+                if not subscriber.sources or row["s"].name in subscriber.sources]
+    why = {"newest": newest, "behind": max(newest - subscriber.cursor, 0), "pending": len(pending),
+           "chosen": len(chosen), "next_digest": _next_digest(subscriber, now),
+           "last": store.outbox_rows(limit=5, subscriber_id=subscriber.id),
+           "troubled": [row for row in followed if row["state"] != "ok"]}
+    why["answer"] = _answer(subscriber, why)
+    return why
+
+
+def _answer(subscriber, why: dict) -> str:
+    """The first reason that explains an empty inbox, in the order an operator would check."""
+    if subscriber.status == "suppressed":
+        return f"Suppressed ({subscriber.suppressed_reason or 'no reason kept'}): nothing is sent to this address."
+    if subscriber.status == "unsubscribed":
+        return "Unsubscribed: nothing is sent to this address until they subscribe again."
+    if subscriber.status == "pending":
+        return "They have not confirmed their subscription: nothing is sent until they follow the link."
+    last = why["last"][0] if why["last"] else None
+    if last and last["status"] in ("failed", "retrying"):
+        return (f"Their last message {'failed' if last['status'] == 'failed' else 'is being retried'}: "
+                f"{last['last_error'] or 'no error kept'} (Deliveries: retry it).")
+    if why["chosen"]:
+        count = why["chosen"]
+        return f"{count} change{'s wait' if count != 1 else ' waits'} for their next digest: {why['next_digest']}."
+    if why["pending"]:
+        return (f"{why['pending']} change{'s' * (why['pending'] != 1)} since their last digest, but none passes "
+                "their filters or their sources' filters.")
+    stuck = ", ".join(f"{row['s'].name} ({row['state']})" for row in why["troubled"])
+    return "Nothing has changed for them since their last digest" + (
+        f"; of the sources they follow, these are not ok: {stuck}." if stuck else ".")
 
 
 async def subscriber_page(request: web.Request, status: int = 200, error: str = "") -> web.Response:
@@ -767,10 +833,8 @@ def make_console_app(app, *, executor=None, check_requested: Callable[[], None] 
     web_app[CONTEXT] = _Context(app=app, scheduler_running=lambda: True, warned_at={}, outbox_queued=outbox_queued,
                                 executor=executor or ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="postwatch-console"))
     secret = app.config.unsubscribe_secret()
-    window = settings.throttle_window.total_seconds()
     web_app[CONSOLE] = ConsoleState(
-        settings=settings, by_account=FailureThrottle(settings.max_failures, window),
-        by_client=FailureThrottle(settings.max_failures, window), proxies=TrustedProxies(settings.trusted_proxies),
+        settings=settings, proxies=TrustedProxies(settings.trusted_proxies),
         login_csrf=CsrfGuard(hmac.new(secret, b"console-login", hashlib.sha256).digest()),
         proxy_secret=hmac.new(secret, b"console-proxy", hashlib.sha256).digest(),
         check_requested=check_requested, env=make_environment())
