@@ -98,6 +98,7 @@ events = Table(
     Column("created_at", UTC, nullable=False),
     Column("status", String(20), nullable=False),
     Index("ix_events_source_status", "source_id", "status"),
+    Index("ix_events_created", "created_at"),
 )
 
 subscribers = Table(
@@ -198,12 +199,15 @@ counters = Table(
     Column("value", Integer, nullable=False),
 )
 
+# The rows a new database starts with (revision 0001 inserts the same).
+INITIAL_ROWS = {counters: [{"name": "event_seq", "value": 0}]}
+
 # Added by revision 0002.
 alerts = Table(
     "alerts", metadata,
     Column("key", String(300), primary_key=True),
     Column("last_sent_at", UTC, nullable=False),
-    Column("count", Integer, nullable=False, default=1),
+    Column("count", Integer, nullable=False, default=1, server_default="1"),
 )
 
 # Added by revision 0003: one row per post and origin ("page", "feed") while new content awaits
@@ -214,7 +218,7 @@ edit_candidates = Table(
     Column("origin", String(20), primary_key=True),
     Column("content_hash", String(64)),
     Column("title", Text),
-    Column("streak", Integer, nullable=False, default=0),
+    Column("streak", Integer, nullable=False, default=0, server_default="0"),
     Column("first_seen_at", UTC),
     Column("last_seen_at", UTC, nullable=False),
     Column("volatile_since", UTC),
