@@ -363,6 +363,70 @@ def test_a_retitled_listing_entry_has_the_post_page_read_and_the_edit_mailed_at_
         assert _page_reads(site) == [urlsplit(site.post_url(site.posts[5])).path.rstrip("/")]
 
 
+def _confirm_at_once(cli: Cli) -> None:
+    cli.config.write_text(cli.config.read_text().replace("[crawl]\n", '[crawl]\nconfirm_edits_after = "0s"\n'))
+
+
+def test_a_changed_lead_on_the_listing_has_the_post_page_read_and_the_edit_mailed_at_the_next_check(tmp_path):
+    """Kind `html`, no feed: the listing shows each post's excerpt. A post published ten days ago,
+    read when it was new, has its opening corrected under the same title. Its page is not due for
+    a revisit by age; the listing's new lead puts it on this check's read list, and the check
+    after that reads it no more."""
+    with WordPressReplica() as site:
+        cli = _source_config(tmp_path, site.blog_url, kind="html")
+        _confirm_at_once(cli)
+        assert "baseline recorded" in cli("check", check=True).stdout
+        post = site.add_post("A rescue, told in full", ["The first account of the rescue, as published.",
+                                                       "A second paragraph."], date=date.today() - timedelta(days=10))
+        path = urlsplit(site.post_url(post)).path.rstrip("/")
+        assert "1 new" in cli("check", check=True).stdout
+        site.clear_log()
+        assert "no changes" in cli("check", check=True).stdout
+        assert _page_reads(site) == []                            # an unchanged lead costs no page
+        site.edit_post(post.slug, body_paragraphs=["A corrected account of the rescue, with the right dates.",
+                                                   "A second paragraph."])
+        site.clear_log()
+        edited = cli("check", check=True).stdout
+        assert "1 updated" in edited, edited
+        assert _page_reads(site) == [path, path]                  # the changed lead's read, then the confirming one
+        site.clear_log()
+        assert "no changes" in cli("check", check=True).stdout
+        assert _page_reads(site) == []                            # the entry's new lead is known now
+
+
+def test_a_changed_lastmod_in_the_sitemap_has_the_post_page_read_and_the_edit_mailed(tmp_path):
+    """Kind `html` with the site's `sitemap_url`: a post's later paragraph is corrected, which
+    neither its listing title nor its lead shows; its <lastmod> in the sitemap changes, and the next
+    check reads its page. The sitemap is asked conditionally at each check (a 304 when unchanged),
+    never at the baseline."""
+    long_opening = ("The first account of the rescue, as published, long enough that the listing's excerpt "
+                    "ends inside it: what follows it never shows on the listing page of this blog at all.")
+    with WordPressReplica(sitemap=True) as site:
+        cli = _source_config(tmp_path, site.blog_url, kind=f'html"\nsitemap_url = "{site.base_url}/sitemap.xml')
+        _confirm_at_once(cli)
+        assert "baseline recorded" in cli("check", check=True).stdout
+        assert not [r for r in site.requests if r.path == "/sitemap.xml"]
+        post = site.add_post("A rescue, told in full", [long_opening, "The boat left at nine."],
+                             date=date.today() - timedelta(days=10))
+        path = urlsplit(site.post_url(post)).path.rstrip("/")
+        assert "1 new" in cli("check", check=True).stdout
+        for _ in range(2):              # the new post's <lastmod> is recorded, then nothing to read
+            site.clear_log()
+            assert "no changes" in cli("check", check=True).stdout
+            assert _page_reads(site) == []
+        assert [r.status for r in site.requests if r.path == "/sitemap.xml"] == [304]
+        site.edit_post(post.slug, body_paragraphs=[long_opening, "The boat left at ten, not at nine."])
+        site.clear_log()
+        edited = cli("check", check=True).stdout
+        assert "1 updated" in edited, edited
+        assert _page_reads(site) == [path, path]
+        # the changed sitemap, then asked again (conditionally) by the pass that confirms the edit
+        assert [r.status for r in site.requests if r.path == "/sitemap.xml"] == [200, 304]
+        site.clear_log()
+        assert "no changes" in cli("check", check=True).stdout
+        assert _page_reads(site) == []
+
+
 def test_a_feed_entry_fingerprint_follows_its_summary_content_title_and_update_time():
     from crawler.plan import feed_entry_key
 
