@@ -124,6 +124,54 @@ def wordpress_front(posts: list[tuple[str, str]]) -> str:
             f'</span><a class="page-numbers" href="/page/2/">2</a></nav></main>{SIDEBAR}</body></html>')
 
 
+def page_builder_front(posts: list[tuple[str, str]]) -> str:
+    """A WordPress front page made with a page builder: a static page (itself an hentry article)
+    whose post-loop widget holds the latest posts, each dated in a heading above its title, and
+    beside them in the same page a widget listing the site's pages and a recent-posts widget."""
+    loop = "".join(f'<article class="entry post type-post hentry"><h1 class="date-time">May {10 + i}, 2024</h1>'
+                   f'<h1 class="entry-title"><a href="/{slug}/" rel="bookmark">{title}</a></h1>'
+                   f'<div class="entry-content"><p>The start of {title}.</p></div></article>'
+                   for i, (slug, title) in enumerate(posts))
+    pages = "".join(f'<li><a href="/{slug}-{n}/">An older page number {n}</a></li>' for n in range(8) for slug, _ in posts[:1])
+    recent = "".join(f'<li><a href="/{slug}/">{title}</a></li>' for slug, title in posts)
+    return (f'<!DOCTYPE html><html><head><title>Home</title></head><body class="home page">{CHROME}'
+            f'<div id="content" class="site-content" role="main"><article class="entry page type-page hentry">'
+            f'<div class="entry-content"><div class="panel-grid"><div class="so-panel widget widget_text"><h1>New every '
+            f'Wednesday</h1></div><div class="so-panel widget widget_postloop">{loop}</div>'
+            f'<div class="so-panel widget widget_pages"><ul>{pages}</ul></div>'
+            f'<div class="so-panel widget widget_recent_entries"><ul>{recent}</ul></div></div></div></article></div>'
+            f'</body></html>')
+
+
+def test_a_news_index_lists_the_stories_of_its_headline_bar_beside_those_of_its_sections():
+    """A news index whose top stories sit in a bar of plain links, of another shape than the
+    sections' story cards: the stories of both are the listing, the topic pages and the
+    most-read box are not."""
+    from crawler.extract import selector_for
+    from crawler.kinds import SourceKind
+
+    slugs = [f"story-{i}" for i in range(9)]
+    bar = "".join(f'<li class="top-story"><a href="{_story_path(f"top-{i}")}">Top story number {i} today</a></li>'
+                  for i in range(4))
+    html = news_index(_posts(slugs)).replace("<main>", f'<main><ul class="headline-bar">{bar}</ul>', 1)
+    entries, _ = SourceKind.named("html")().listing(selector_for(html, "https://news.example/news/"),
+                                                    "https://news.example/news/", "https://news.example/")
+    stories = {"https://news.example" + _story_path(slug) for slug in slugs + [f"top-{i}" for i in range(4)]}
+    assert {e.url for e in entries} == stories
+
+
+def test_a_page_builder_front_page_lists_the_posts_of_its_post_loop_titled_by_their_permalink_headings():
+    from crawler.extract import selector_for
+    from crawler.kinds import SourceKind
+
+    posts = [("pineapples", "Pineapples"), ("animate-your-edit", "Animate your edit")]
+    html = page_builder_front(posts)
+    entries, _ = SourceKind.named("html")().listing(selector_for(html, "https://weekly.example/"),
+                                                    "https://weekly.example/", "https://weekly.example/")
+    assert [(e.url, e.title) for e in entries] == [("https://weekly.example/pineapples", "Pineapples"),
+                                                   ("https://weekly.example/animate-your-edit", "Animate your edit")]
+
+
 def json_ld_page(posts: list[tuple[str, str]]) -> str:
     """A script-rendered blog: its posts only in JSON-LD (a Blog's blogPost, an ItemList)."""
     blog = {"@context": "https://schema.org", "@type": "Blog", "blogPost": [
