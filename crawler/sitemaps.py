@@ -35,7 +35,10 @@ def parse_sitemap(body: bytes) -> Sitemap:
     """The pages (or child sitemaps) of a sitemap, gzip-compressed or not."""
     if body[:2] == b"\x1f\x8b":
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        body = inflater.decompress(body, MAX_SITEMAP_BYTES)
+        try:
+            body = inflater.decompress(body, MAX_SITEMAP_BYTES)
+        except zlib.error as exc:
+            raise UnreadableSitemap(f"not gzip: {exc}") from exc
         if inflater.unconsumed_tail:
             raise UnreadableSitemap(f"larger than {MAX_SITEMAP_BYTES} bytes")
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, recover=True)
