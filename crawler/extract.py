@@ -13,6 +13,7 @@ from urllib.parse import urljoin, urlsplit
 from parsel import Selector
 
 from crawler.dates import find_date_in_text, parse_date
+from crawler.plan import advertised_sitemaps
 from crawler.urls import canonicalize, is_http_url, same_site
 
 MAX_TITLE = 500
@@ -298,8 +299,7 @@ def discover_feeds(sel: Selector, page_url: str) -> list[str]:
 
 
 def sitemaps_from_robots(robots_txt: str, base: str) -> list[str]:
-    return [urljoin(base, line.split(":", 1)[1].strip()) for line in robots_txt.splitlines()
-            if line.lower().startswith("sitemap:")]
+    return advertised_sitemaps(robots_txt, base)
 
 
 def html_to_summary(body_html: str | None, limit: int = 300) -> str | None:

@@ -45,8 +45,14 @@ _CHROME_CLASS = re.compile(
     r"(^|[\s_-])(sidebar|side-bar|widget|widgets|widget-area|menu|navbar|nav|navigation|breadcrumbs?|pagination|"
     r"pager|page-numbers|nav-links|post-navigation|carousel|slider|swiper|slick|ticker|footer|masthead|"
     r"site-header|site-footer|cookie|newsletter|subscribe|tagcloud|tag-cloud)($|[\s_-])", re.I)
-# Chrome even inside an entry: its share bar, comments, related posts.
-_ENTRY_CHROME_CLASS = re.compile(r"(^|[\s_-])(share|sharing|social|related|comments?)($|[\s_-])", re.I)
+# Chrome even inside an entry: its share bar, comments, related posts, a recent-posts widget.
+_ENTRY_CHROME_CLASS = re.compile(r"(^|[\s_-])(share|sharing|social|related|comments?|recent[_-]?(posts|entries)|"
+                                 r"popular[_-]?posts|widget_archive)($|[\s_-])", re.I)
+# Chrome even inside an entry (a page-builder front page is one page entry): a widget or sidebar,
+# unless it holds the entries themselves (a post-loop widget).
+_WIDGET_CLASS = re.compile(r"(^|[\s_-])(sidebar|widget|widgets|widget-area)($|[\s_-])", re.I)
+_HOLDS_ENTRIES = ("boolean(.//article | .//*[contains(concat(' ', normalize-space(@class), ' '), ' h-entry ')"
+                  " or contains(concat(' ', normalize-space(@class), ' '), ' hentry ')])")
 # Links that are not posts.
 _NOT_POST_PATH = re.compile(
     r"(^|/)(tags?|category|categories|topics?|authors?|users?|page|search|feed|rss|atom|comments?|login|"
@@ -124,6 +130,8 @@ def _in_chrome(element) -> bool:
             continue
         if _ENTRY_CHROME_CLASS.search(marks) or (not inside_entry and _CHROME_CLASS.search(marks)):
             return True
+        if inside_entry and _WIDGET_CLASS.search(marks) and not node.xpath(_HOLDS_ENTRIES):
+            return True
     return False
 
 
@@ -147,11 +155,14 @@ def _marked(sel: Selector, page_url: str, site: str) -> list[Found]:
         items = sel.css(_MARKED)
     except Exception:
         return []
-    roots = {id(item.root) for item in items}
+    # A marked element around several entries (a page whose builder holds the latest posts, a
+    # list wrapped in one <article>) is a wrapper: the entries are the marked elements inside it.
+    wrappers = {id(item.root) for item in items if _wraps_entries(item, page_url, site)}
+    entries = {id(item.root) for item in items} - wrappers
     for item in items:
         element = item.root
         # The outermost marked element is the entry (an <article> inside an h-entry is the same one).
-        if any(id(a) in roots for a in element.iterancestors()):
+        if id(element) in wrappers or any(id(a) in entries for a in element.iterancestors()):
             continue
         if _in_chrome(element):
             continue
@@ -161,13 +172,22 @@ def _marked(sel: Selector, page_url: str, site: str) -> list[Found]:
     return found
 
 
-def _marked_entry(item: Selector, page_url: str, site: str) -> Found | None:
+def _wraps_entries(item: Selector, page_url: str, site: str) -> bool:
+    """Whether a marked element holds the headline links of several posts, or several marked
+    elements that each hold a post link of their own."""
     headline_urls = {post_url(a.attrib.get("href"), page_url, site, a.attrib.get("rel", ""))
                      for a in item.css("h1 a, h2 a, h3 a, .entry-title a, .post-title a")}
     headline_urls.discard(None)
-    nested = item.css(_MARKED)
-    if len(headline_urls) > 2 or len(nested) > 2:
-        return None         # a wrapper around several entries, not one
+    if len(headline_urls) > 2:
+        return True
+    nested = [n for n in item.css(_MARKED) if n.root is not item.root]
+    own = {next((u for u in (post_url(a.attrib.get("href"), page_url, site, a.attrib.get("rel", ""))
+                             for a in n.css("a")) if u), None) for n in nested}
+    own.discard(None)
+    return len(own) >= 2
+
+
+def _marked_entry(item: Selector, page_url: str, site: str) -> Found | None:
     permalink = None
     for query in _PERMALINK:
         for a in item.css(query):
@@ -192,6 +212,12 @@ def _marked_entry(item: Selector, page_url: str, site: str) -> Found | None:
 
 
 def _title(item: Selector, url: str, page_url: str, site: str) -> str:
+    # A heading that links to the post is its title (a date or a category can be the first heading).
+    for heading in item.css("h1, h2, h3, h4, [itemprop=headline], .entry-title, .post-title"):
+        if any(post_url(a.attrib.get("href"), page_url, site, a.attrib.get("rel", "")) == url for a in heading.css("a")):
+            text = _text(heading.root)
+            if text:
+                return _short(text, 300)
     for query in _HEADING.split(", "):
         node = item.css(query)[:1]
         if node:
@@ -339,6 +365,7 @@ def _blocks(sel: Selector, page_url: str, site: str) -> list[Found]:
             best, best_key = elements, key
     if not best:
         return []
+    best = best + _same_kind_blocks(best, groups, urls_under)
     found, seen = [], set()
     for element in best:
         url = next(iter(urls_under[element]))
@@ -353,6 +380,43 @@ def _blocks(sel: Selector, page_url: str, site: str) -> list[Found]:
         found.append(Found(url, urljoin(page_url, anchors[0].get("href")).split("#", 1)[0] if anchors else url,
                            " ".join(title.split()), _date(item), _summary(item) if element.tag != "a" else None))
     return found
+
+
+def _same_kind_blocks(best: list, groups: dict, urls_under: dict) -> list:
+    """Blocks of other shapes that link to posts of the same kind as the chosen list's (a news
+    index's headline bar, its image modules beside the sections' story lists): groups of at least
+    MIN_BLOCKS blocks whose links, nearly all new, share the chosen list's permalink pattern."""
+    chosen = {next(iter(urls_under[e])) for e in best}
+    pattern = _dominant_pattern(chosen)
+    if pattern is None:
+        return []
+    more = []
+    for elements in groups.values():
+        if elements is best:
+            continue
+        urls = {next(iter(urls_under[e])) for e in elements}
+        new = urls - chosen
+        if len(new) >= MIN_BLOCKS and len(new) >= 0.8 * len(urls) and \
+                sum(_path_pattern(u) == pattern for u in urls) >= 0.8 * len(urls):
+            more.extend(elements)
+            chosen |= urls
+    return more
+
+
+def _path_pattern(url: str) -> tuple:
+    """The shape of a permalink's path: its first three segments as numbers or words, and its depth."""
+    segments = [s for s in urlsplit(url).path.split("/") if s]
+    return tuple("#" if s.isdigit() else "w" for s in segments[:3]) + (len(segments) >= 3,)
+
+
+def _dominant_pattern(urls: set[str]) -> tuple | None:
+    """The permalink pattern of nearly all of a list's posts, when they share one with a date
+    in it (/2014/07/24/...: only then is the pattern a post's, not any page's)."""
+    patterns = [_path_pattern(u) for u in urls]
+    top = max(set(patterns), key=patterns.count, default=None)
+    if top is None or patterns.count(top) < 0.8 * len(patterns) or "#" not in top:
+        return None
+    return top
 
 
 def _signature(element, cache: dict) -> tuple:

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
+from urllib.parse import urljoin, urlsplit
 
 from state.records import MAX_EXCHANGES, CheckTraffic, Exchange
 
@@ -35,6 +36,21 @@ LISTING_ENTRY_PREFIX = "postwatch:listing-entry:"
 def listing_entry_key(url: str) -> str:
     """Where the fingerprint of the listing entry's title of the post at `url` is kept."""
     return LISTING_ENTRY_PREFIX + url
+# Under listing_lead_key(url) the lead (summary, excerpt) a known post's listing entry showed last
+# time, and under sitemap_entry_key(url) the <lastmod> the site's sitemap gave it (both as a
+# crawler.feeds.entry_fingerprint): either changing has the post's page read in the same check.
+LISTING_LEAD_PREFIX = "postwatch:listing-lead:"
+SITEMAP_ENTRY_PREFIX = "postwatch:sitemap-entry:"
+
+
+def listing_lead_key(url: str) -> str:
+    """Where the fingerprint of the listing entry's lead of the post at `url` is kept."""
+    return LISTING_LEAD_PREFIX + url
+
+
+def sitemap_entry_key(url: str) -> str:
+    """Where the fingerprint of the sitemap's <lastmod> of the post at `url` is kept."""
+    return SITEMAP_ENTRY_PREFIX + url
 # Under feed_failed_key(feed URL) the validators keep the last failure of a source's feed (kind
 # "auto"/"html": the listing is read without it): (time of the failure as ISO 8601, "<failures in
 # a row> <what failed>"). Until the backoff after it passes (FEED_RETRY_FIRST, doubling with each
@@ -196,6 +212,29 @@ class CrawlPlan:
     # Answers already fetched for this source's first URLs (crawler.revalidate), by URL: the
     # crawl's first request of each is answered with it, so no URL is fetched twice in a check.
     prefetched: dict[str, Prefetched] = field(default_factory=dict)
+
+
+def advertised_sitemaps(robots_txt: str, base: str) -> list[str]:
+    """The sitemaps a robots.txt names (`Sitemap:` lines), absolute against `base`."""
+    return [urljoin(base, line.split(":", 1)[1].strip()) for line in robots_txt.splitlines()
+            if line.lower().startswith("sitemap:")]
+
+
+def sitemap_of(plan: CrawlPlan) -> str | None:
+    """The sitemap a normal check of the plan's source reads for <lastmod> changes of known posts:
+    the source's own `sitemap_url`, else the first one the robots.txt kept for its origin
+    advertises; None at a baseline, or for a site without one (never guessed). A check that
+    starts without Scrapy (crawler.revalidate) asks it after a 304 of the listing when validators
+    are kept for it, which the state loads for a source's own `sitemap_url`; an advertised one is
+    asked whenever the crawl runs."""
+    if plan.baseline:
+        return None
+    if plan.source.sitemap_url:
+        return plan.source.sitemap_url
+    parts = urlsplit(plan.source.url)
+    kept = plan.robots.get(f"{parts.scheme}://{parts.netloc}")
+    advertised = advertised_sitemaps(kept[0].decode("utf-8", "replace"), plan.source.url) if kept else []
+    return advertised[0] if advertised else None
 
 
 def robots_cache(plans: list[CrawlPlan]) -> dict[str, CachedRobotsTxt]:

@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 
 from crawler.address_policy import DEFAULT_PORTS, address_kind, is_ip_literal, origin, refusal
 from crawler.gate import GATE, gate_settings, host_hold
-from crawler.plan import CrawlPlan, CrawlReport, Prefetched, feed_resting, kind_traits
+from crawler.plan import CrawlPlan, CrawlReport, Prefetched, feed_resting, kind_traits, sitemap_of
 from state.records import Exchange
 
 ACCEPT_ENCODING = "gzip, deflate, br"     # what Scrapy's HttpCompressionMiddleware decodes here
@@ -93,19 +93,24 @@ def first_urls(plan: CrawlPlan) -> list[str]:
     one before it answered 304: the feed and then the listing, or the feed alone for a kind
     whose feed is the source (or an "auto" source between two reads of its listing,
     `plan.feed_alone`), or the listing; the listing alone while a failed feed of a kind that reads
-    its listing too waits for its retry (crawler.plan.feed_resting). Empty when the check is not a
+    its listing too waits for its retry (crawler.plan.feed_resting); then the source's sitemap
+    (crawler.plan.sitemap_of) when validators are kept for it. Empty when the check is not a
     normal one."""
     if plan.baseline or plan.sweep_urls or plan.recheck_urls or plan.recheck_feed:
         return []
     source = plan.source
+    sitemap = sitemap_of(plan)
+    # Last, the sitemap whose <lastmod>s are a change signal, when it can be asked conditionally:
+    # a 304 leaves the check settled; without validators it is asked by the crawl when it runs.
+    last = [sitemap] if sitemap and any(plan.validators.get(sitemap) or ()) else []
     if not source.feed_url:
-        return [source.url]
+        return [source.url] + last
     traits = kind_traits(source.kind)
     if traits is None:
         return []                    # the crawl reports it
     if not traits[1] and feed_resting(plan.validators, source.feed_url, datetime.now(timezone.utc)):
-        return [source.url]
-    return [source.feed_url] if traits[1] or plan.feed_alone else [source.feed_url, source.url]
+        return [source.url] + last
+    return ([source.feed_url] if traits[1] or plan.feed_alone else [source.feed_url, source.url]) + last
 
 
 class _Client:

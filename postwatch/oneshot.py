@@ -306,7 +306,7 @@ def _plans(db, chosen: list[dict], now: datetime):
                               sitemap_url=row["sitemap_url"], selectors=json.loads(row["selectors"] or "{}"),
                               feed_discovered=not row["feed_url"] and bool(row["discovered_feed_url"])),
             validators={url: v for url, v in validators[row["id"]].items()
-                        if url in (row["url"], feed) or (feed and url == feed_failed_key(feed))},
+                        if url in (row["url"], feed, row["sitemap_url"]) or (feed and url == feed_failed_key(feed))},
             feed_alone=feed_alone(row["kind"], row["feed_url"], row["discovered_feed_url"],
                                   _time(row["listing_read_at"]), now))
         urls = first_urls(plan)

@@ -276,9 +276,9 @@ FEED_FAILED_PREFIX = "postwatch:feed-failed:"
 
 
 def _first_urls(source_row) -> tuple[str | None, ...]:
-    """The URLs a check of the source may start with: its listing, and the feed it reads (the
-    configured one, or the one its listing advertised)."""
-    return source_row["url"], source_row["feed_url"] or source_row["discovered_feed_url"]
+    """The URLs a check of the source may start with: its listing, the feed it reads (the
+    configured one, or the one its listing advertised), and its sitemap (crawler.plan.sitemap_of)."""
+    return source_row["url"], source_row["feed_url"] or source_row["discovered_feed_url"], source_row["sitemap_url"]
 
 
 def _origins_of(source_row, known: dict[str, KnownPost]) -> set[str]:

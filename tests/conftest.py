@@ -239,6 +239,8 @@ DAEMON_TESTS: dict[str, object] = {
         "test_subscribers_add_refuses_a_lookahead_in_one_line",
     },
     "test_listings.py": {
+        "test_a_changed_lead_on_the_listing_has_the_post_page_read_and_the_edit_mailed_at_the_next_check",
+        "test_a_changed_lastmod_in_the_sitemap_has_the_post_page_read_and_the_edit_mailed",
         "test_a_retitled_listing_entry_has_the_post_page_read_and_the_edit_mailed_at_this_check",
         "test_a_changed_summary_in_the_feed_has_the_post_page_read_and_the_edit_mailed_at_this_check",
         "test_a_new_post_on_a_real_link_blog_is_one_event_and_an_unchanged_check_none",

@@ -329,9 +329,10 @@ def test_one_crawl_of_two_sources_keeps_their_reports_apart():
             assert report.ok, report.error
             assert report.requests == len(site.requests) > 1
             assert set(report.robots) == {site.base_url}
-            # by URL; a post's listing entry under postwatch:listing-entry:<post URL> (crawler.plan)
-            assert report.validators and all(url.removeprefix("postwatch:listing-entry:").startswith(site.base_url)
-                                             for url in report.validators)
+            # by URL; a post's listing entry and lead under postwatch:listing-entry:/listing-lead:<post URL>
+            assert report.validators and all(
+                url.removeprefix("postwatch:listing-entry:").removeprefix("postwatch:listing-lead:").startswith(site.base_url)
+                for url in report.validators)
         assert {p.url for p in first["link"].posts} == {link.post_url(p) for p in link.posts}
         assert len(first["wp"].posts) == len(wp.posts)
         assert all(p.url.startswith(wp.base_url) for p in first["wp"].posts)

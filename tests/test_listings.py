@@ -124,6 +124,54 @@ def wordpress_front(posts: list[tuple[str, str]]) -> str:
             f'</span><a class="page-numbers" href="/page/2/">2</a></nav></main>{SIDEBAR}</body></html>')
 
 
+def page_builder_front(posts: list[tuple[str, str]]) -> str:
+    """A WordPress front page made with a page builder: a static page (itself an hentry article)
+    whose post-loop widget holds the latest posts, each dated in a heading above its title, and
+    beside them in the same page a widget listing the site's pages and a recent-posts widget."""
+    loop = "".join(f'<article class="entry post type-post hentry"><h1 class="date-time">May {10 + i}, 2024</h1>'
+                   f'<h1 class="entry-title"><a href="/{slug}/" rel="bookmark">{title}</a></h1>'
+                   f'<div class="entry-content"><p>The start of {title}.</p></div></article>'
+                   for i, (slug, title) in enumerate(posts))
+    pages = "".join(f'<li><a href="/{slug}-{n}/">An older page number {n}</a></li>' for n in range(8) for slug, _ in posts[:1])
+    recent = "".join(f'<li><a href="/{slug}/">{title}</a></li>' for slug, title in posts)
+    return (f'<!DOCTYPE html><html><head><title>Home</title></head><body class="home page">{CHROME}'
+            f'<div id="content" class="site-content" role="main"><article class="entry page type-page hentry">'
+            f'<div class="entry-content"><div class="panel-grid"><div class="so-panel widget widget_text"><h1>New every '
+            f'Wednesday</h1></div><div class="so-panel widget widget_postloop">{loop}</div>'
+            f'<div class="so-panel widget widget_pages"><ul>{pages}</ul></div>'
+            f'<div class="so-panel widget widget_recent_entries"><ul>{recent}</ul></div></div></div></article></div>'
+            f'</body></html>')
+
+
+def test_a_news_index_lists_the_stories_of_its_headline_bar_beside_those_of_its_sections():
+    """A news index whose top stories sit in a bar of plain links, of another shape than the
+    sections' story cards: the stories of both are the listing, the topic pages and the
+    most-read box are not."""
+    from crawler.extract import selector_for
+    from crawler.kinds import SourceKind
+
+    slugs = [f"story-{i}" for i in range(9)]
+    bar = "".join(f'<li class="top-story"><a href="{_story_path(f"top-{i}")}">Top story number {i} today</a></li>'
+                  for i in range(4))
+    html = news_index(_posts(slugs)).replace("<main>", f'<main><ul class="headline-bar">{bar}</ul>', 1)
+    entries, _ = SourceKind.named("html")().listing(selector_for(html, "https://news.example/news/"),
+                                                    "https://news.example/news/", "https://news.example/")
+    stories = {"https://news.example" + _story_path(slug) for slug in slugs + [f"top-{i}" for i in range(4)]}
+    assert {e.url for e in entries} == stories
+
+
+def test_a_page_builder_front_page_lists_the_posts_of_its_post_loop_titled_by_their_permalink_headings():
+    from crawler.extract import selector_for
+    from crawler.kinds import SourceKind
+
+    posts = [("pineapples", "Pineapples"), ("animate-your-edit", "Animate your edit")]
+    html = page_builder_front(posts)
+    entries, _ = SourceKind.named("html")().listing(selector_for(html, "https://weekly.example/"),
+                                                    "https://weekly.example/", "https://weekly.example/")
+    assert [(e.url, e.title) for e in entries] == [("https://weekly.example/pineapples", "Pineapples"),
+                                                   ("https://weekly.example/animate-your-edit", "Animate your edit")]
+
+
 def json_ld_page(posts: list[tuple[str, str]]) -> str:
     """A script-rendered blog: its posts only in JSON-LD (a Blog's blogPost, an ItemList)."""
     blog = {"@context": "https://schema.org", "@type": "Blog", "blogPost": [
@@ -361,6 +409,70 @@ def test_a_retitled_listing_entry_has_the_post_page_read_and_the_edit_mailed_at_
         out = cli("check", check=True).stdout
         assert "updated" not in out, out
         assert _page_reads(site) == [urlsplit(site.post_url(site.posts[5])).path.rstrip("/")]
+
+
+def _confirm_at_once(cli: Cli) -> None:
+    cli.config.write_text(cli.config.read_text().replace("[crawl]\n", '[crawl]\nconfirm_edits_after = "0s"\n'))
+
+
+def test_a_changed_lead_on_the_listing_has_the_post_page_read_and_the_edit_mailed_at_the_next_check(tmp_path):
+    """Kind `html`, no feed: the listing shows each post's excerpt. A post published ten days ago,
+    read when it was new, has its opening corrected under the same title. Its page is not due for
+    a revisit by age; the listing's new lead puts it on this check's read list, and the check
+    after that reads it no more."""
+    with WordPressReplica() as site:
+        cli = _source_config(tmp_path, site.blog_url, kind="html")
+        _confirm_at_once(cli)
+        assert "baseline recorded" in cli("check", check=True).stdout
+        post = site.add_post("A rescue, told in full", ["The first account of the rescue, as published.",
+                                                       "A second paragraph."], date=date.today() - timedelta(days=10))
+        path = urlsplit(site.post_url(post)).path.rstrip("/")
+        assert "1 new" in cli("check", check=True).stdout
+        site.clear_log()
+        assert "no changes" in cli("check", check=True).stdout
+        assert _page_reads(site) == []                            # an unchanged lead costs no page
+        site.edit_post(post.slug, body_paragraphs=["A corrected account of the rescue, with the right dates.",
+                                                   "A second paragraph."])
+        site.clear_log()
+        edited = cli("check", check=True).stdout
+        assert "1 updated" in edited, edited
+        assert _page_reads(site) == [path, path]                  # the changed lead's read, then the confirming one
+        site.clear_log()
+        assert "no changes" in cli("check", check=True).stdout
+        assert _page_reads(site) == []                            # the entry's new lead is known now
+
+
+def test_a_changed_lastmod_in_the_sitemap_has_the_post_page_read_and_the_edit_mailed(tmp_path):
+    """Kind `html` with the site's `sitemap_url`: a post's later paragraph is corrected, which
+    neither its listing title nor its lead shows; its <lastmod> in the sitemap changes, and the next
+    check reads its page. The sitemap is asked conditionally at each check (a 304 when unchanged),
+    never at the baseline."""
+    long_opening = ("The first account of the rescue, as published, long enough that the listing's excerpt "
+                    "ends inside it: what follows it never shows on the listing page of this blog at all.")
+    with WordPressReplica(sitemap=True) as site:
+        cli = _source_config(tmp_path, site.blog_url, kind=f'html"\nsitemap_url = "{site.base_url}/sitemap.xml')
+        _confirm_at_once(cli)
+        assert "baseline recorded" in cli("check", check=True).stdout
+        assert not [r for r in site.requests if r.path == "/sitemap.xml"]
+        post = site.add_post("A rescue, told in full", [long_opening, "The boat left at nine."],
+                             date=date.today() - timedelta(days=10))
+        path = urlsplit(site.post_url(post)).path.rstrip("/")
+        assert "1 new" in cli("check", check=True).stdout
+        for _ in range(2):              # the new post's <lastmod> is recorded, then nothing to read
+            site.clear_log()
+            assert "no changes" in cli("check", check=True).stdout
+            assert _page_reads(site) == []
+        assert [r.status for r in site.requests if r.path == "/sitemap.xml"] == [304]
+        site.edit_post(post.slug, body_paragraphs=[long_opening, "The boat left at ten, not at nine."])
+        site.clear_log()
+        edited = cli("check", check=True).stdout
+        assert "1 updated" in edited, edited
+        assert _page_reads(site) == [path, path]
+        # the changed sitemap, then asked again (conditionally) by the pass that confirms the edit
+        assert [r.status for r in site.requests if r.path == "/sitemap.xml"] == [200, 304]
+        site.clear_log()
+        assert "no changes" in cli("check", check=True).stdout
+        assert _page_reads(site) == []
 
 
 def test_a_feed_entry_fingerprint_follows_its_summary_content_title_and_update_time():

@@ -15,7 +15,8 @@ from crawler.feeds import entry_fingerprint, parse_feed
 from crawler.items import PostItem
 from crawler.kinds import SourceKind, UnknownSourceKind
 from crawler.plan import (CrawlPlan, CrawlReport, FeedFailure, SourceSpec, feed_entry_key, feed_failed_key, feed_resting,
-                          listing_entry_key)
+                          listing_entry_key, listing_lead_key, sitemap_entry_key, sitemap_of)
+from crawler.sitemaps import UnreadableSitemap, parse_sitemap
 from crawler.urls import LINK_BLOG_URL, canonicalize
 
 POST_STATUSES = [304, 404, 410]
@@ -40,6 +41,7 @@ class SourceCrawl:
         # answered (a failed read asks again at the next check).
         self.changed_entries: dict[str, dict[str, str]] = {}
         self.changed_reads = 0          # pages asked for changed entries, within REVISITS_PER_CHECK
+        self.sitemap_asked = False
         self.started = datetime.now(timezone.utc)
 
     def meta(self, url: str, *, conditional: bool = True, **meta) -> dict:
@@ -110,6 +112,14 @@ class BlogSpider(Spider):
         else:
             yield self._listing_request(crawl, source.url, first=True)
 
+    def _sitemap(self, crawl: SourceCrawl):
+        """The source's sitemap (crawler.plan.sitemap_of), once a check, after the posts of its
+        listing or feed are known: a new post's <lastmod> is recorded at its first check."""
+        sitemap = None if crawl.sitemap_asked else sitemap_of(crawl.plan)
+        crawl.sitemap_asked = True
+        if sitemap:
+            yield self._sitemap_request(crawl, sitemap)
+
     def _known_pages(self, crawl: SourceCrawl):
         """The known posts' pages this check looks at, once the source's first answer came: a
         source whose listing or feed fails costs no more requests (a failing 43-post source
@@ -155,6 +165,11 @@ class BlogSpider(Spider):
         return Request(url, callback=self.parse_listing, errback=self.on_listing_error, dont_filter=True,
                        meta=crawl.meta(url, conditional=not (first and crawl.plan.recheck_feed),
                                        handle_httpstatus_list=[304], role="listing", first=first))
+
+    def _sitemap_request(self, crawl: SourceCrawl, url: str, child: bool = False) -> Request:
+        """The source's sitemap, conditional like every request: its <lastmod>s are a change signal."""
+        return Request(url, callback=self.parse_sitemap, errback=self.on_sitemap_error, dont_filter=True,
+                       meta=crawl.meta(url, handle_httpstatus_list=[304], role="sitemap", child=child))
 
     def _post_request(self, crawl: SourceCrawl, url: str, sweep: bool = False, link: str | None = None,
                       conditional: bool = True) -> Request | None:
@@ -246,6 +261,7 @@ class BlogSpider(Spider):
             else:
                 report.not_modified = True
                 yield from self._known_pages(crawl)
+                yield from self._sitemap(crawl)
             return
         result = parse_feed(response.body, response.url, _headers(response), site=crawl.site)
         if result.error:
@@ -271,6 +287,8 @@ class BlogSpider(Spider):
                 request = self._post_request(crawl, item.url, link=item.link)
                 if request:
                     yield request
+        if not reads_listing:
+            yield from self._sitemap(crawl)
 
     # -- listing -------------------------------------------------------------------------
     def parse_listing(self, response):
@@ -283,6 +301,7 @@ class BlogSpider(Spider):
             if first:
                 report.not_modified = True
                 yield from self._known_pages(crawl)
+                yield from self._sitemap(crawl)
             return
         crawl.listing_pages += 1
         if not isinstance(response, TextResponse):
@@ -308,13 +327,10 @@ class BlogSpider(Spider):
                 request = self._post_request(crawl, entry.url, link=entry.link)
                 if request:
                     yield request
-            if entry.title and entry.url not in crawl.complete_in_feed:
-                # A known post retitled on the listing: its page is read in this check (a new
-                # post's entry: its title is only recorded).
-                request = self._read_if_changed(crawl, entry.url, entry.link, listing_entry_key(entry.url),
-                                                entry_fingerprint(entry.title))
-                if request:
-                    yield request
+            if entry.url not in crawl.complete_in_feed:
+                yield from self._changed_listing_entry(crawl, entry)
+        if first:
+            yield from self._sitemap(crawl)
         # Listings are newest first: once the page ends on a known post, older pages hold only
         # known posts (a pinned post at the top does not end the walk early).
         ends_unknown = bool(entries) and entries[-1].url not in plan.known_urls
@@ -323,6 +339,44 @@ class BlogSpider(Spider):
             yield self._listing_request(crawl, next_url)
         elif plan.baseline and not next_url:
             report.listing_complete = True
+
+    def _changed_listing_entry(self, crawl: SourceCrawl, entry):
+        """A known post retitled on the listing, or whose lead (summary, excerpt) changed there: its
+        page is read in this check (a new post's entry: its title and lead are only recorded)."""
+        for key, shown in ((listing_entry_key(entry.url), entry.title), (listing_lead_key(entry.url), entry.summary)):
+            if shown:
+                request = self._read_if_changed(crawl, entry.url, entry.link, key, entry_fingerprint(shown))
+                if request:
+                    yield request
+
+    # -- sitemap -------------------------------------------------------------------------
+    def parse_sitemap(self, response):
+        """A known post whose <lastmod> changed has its page read in this check, within what the
+        revisit schedule leaves of REVISITS_PER_CHECK; the first sight of a post's <lastmod> is only
+        recorded. A sitemap index is followed to a few of its sitemaps (crawler.sitemaps)."""
+        crawl = self._crawl_of(response)
+        if response.status == 304:
+            return
+        try:
+            sitemap = parse_sitemap(response.body)
+        except UnreadableSitemap as exc:
+            self.logger.debug("%s: sitemap %s unreadable: %s", crawl.source.name, response.url, exc)
+            return
+        if not response.meta.get("child"):
+            for child in sitemap.children:
+                yield self._sitemap_request(crawl, child, child=True)
+        for loc, lastmod in sitemap.pages:
+            url = canonicalize(loc, site=crawl.site)
+            seen = url in crawl.plan.known_urls or url in crawl.requested_posts or url in crawl.report.posts_by_url
+            if lastmod and seen:
+                request = self._read_if_changed(crawl, url, loc, sitemap_entry_key(url), entry_fingerprint(lastmod))
+                if request:
+                    yield request
+
+    def on_sitemap_error(self, failure):
+        """A sitemap that fails costs nothing but this request: the check goes on without it."""
+        request = failure.request
+        self.logger.debug("%s: sitemap %s %s", request.meta["source"], request.url, describe_failure(failure, request))
 
     # -- post pages ----------------------------------------------------------------------
     def parse_post(self, response):

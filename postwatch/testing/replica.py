@@ -446,7 +446,7 @@ class BaseReplica:
         if path == "/robots.txt":
             return 200, "text/plain; charset=utf-8", self.robots_txt.encode(), self.site_modified
         if path == "/sitemap.xml" and self.sitemap:
-            urls = "".join(f"<url><loc>{self.post_url(p)}</loc><lastmod>{p.modified:%Y-%m-%d}</lastmod></url>" for p in self.posts)
+            urls = "".join(f"<url><loc>{self.post_url(p)}</loc><lastmod>{p.modified:%Y-%m-%dT%H:%M:%S+00:00}</lastmod></url>" for p in self.posts)
             body = f'<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urls}</urlset>'
             return 200, "application/xml", body.encode(), self._latest()
         if self.feed and self.feed_path and path == self.feed_path:
