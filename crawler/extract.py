@@ -13,8 +13,7 @@ from urllib.parse import urljoin, urlsplit
 from parsel import Selector
 
 from crawler.dates import find_date_in_text, parse_date
-from crawler.plan import advertised_sitemaps
-from crawler.urls import canonicalize, is_http_url, same_site
+from crawler.urls import advertised_sitemaps, canonicalize, is_http_url, same_site
 
 MAX_TITLE = 500
 MAX_HTML_CHARS = 3_000_000

@@ -11,8 +11,9 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
+from crawler.urls import advertised_sitemaps
 from state.records import MAX_EXCHANGES, CheckTraffic, Exchange
 
 if TYPE_CHECKING:       # crawler.items loads lxml: a check whose answers are all 304s needs no parser
@@ -212,12 +213,6 @@ class CrawlPlan:
     # Answers already fetched for this source's first URLs (crawler.revalidate), by URL: the
     # crawl's first request of each is answered with it, so no URL is fetched twice in a check.
     prefetched: dict[str, Prefetched] = field(default_factory=dict)
-
-
-def advertised_sitemaps(robots_txt: str, base: str) -> list[str]:
-    """The sitemaps a robots.txt names (`Sitemap:` lines), absolute against `base`."""
-    return [urljoin(base, line.split(":", 1)[1].strip()) for line in robots_txt.splitlines()
-            if line.lower().startswith("sitemap:")]
 
 
 def sitemap_of(plan: CrawlPlan) -> str | None:

@@ -78,3 +78,7 @@ def is_http_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+def advertised_sitemaps(robots_txt: str, base: str) -> list[str]:
+    """The sitemaps a robots.txt names (`Sitemap:` lines), absolute against `base`."""
+    return [urljoin(base, line.split(":", 1)[1].strip()) for line in robots_txt.splitlines()
+            if line.lower().startswith("sitemap:")]
