@@ -81,7 +81,7 @@ async def sweep() -> None:
 
 def narrate(summaries) -> None:
     """One INFO line per check that found something (what, and what it cost); a quiet check at
-    DEBUG only (-vv). Failed checks were told by the App: when they start, and when they stop."""
+    DEBUG only (-vv). Failed checks were told by the checker: when they start, and when they stop."""
     for summary in summaries:
         if not summary.ok:
             continue
