@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from crawler.plan import CrawlPlan, CrawlReport, SourceSpec, feed_alone
@@ -99,11 +99,6 @@ def plan_check(record: SourceRecord, state, baseline: bool, sweep: bool, now: da
     looked at again at this very check, and a sweep re-reads volatile posts in full to see
     whether they settled."""
     awaiting = {} if baseline else state.awaiting_confirmation
-    recheck_urls = {url for url, origins in awaiting.items() if "page" in origins}
-    if sweep:
-        recheck_urls |= state.volatile_pages
-    if not baseline:
-        recheck_urls |= set(state.removals_to_confirm)
     return CrawlPlan(
         source=SourceSpec(name=record.name, url=record.url, kind=record.kind, feed_url=record.read_feed_url,
                           sitemap_url=record.sitemap_url, selectors=dict(record.selectors or {}),
@@ -116,13 +111,24 @@ def plan_check(record: SourceRecord, state, baseline: bool, sweep: bool, now: da
         baseline=baseline,
         # A full sweep reads every known page; otherwise those the revisit schedule says.
         sweep_urls=list(state.known) if sweep else ([] if baseline else list(state.revisits)),
-        recheck_urls=sorted(recheck_urls),
+        recheck_urls=sorted(_recheck_urls(state, awaiting, baseline, sweep)),
         recheck_feed=any("feed" in origins for origins in awaiting.values()),
         # An "auto" source between two reads of its listing asks its discovered feed alone
         # (crawler.plan.feed_alone); a baseline and a full sweep read the listing too.
         feed_alone=not (baseline or sweep) and feed_alone(record.kind, record.feed_url, record.discovered_feed_url,
                                                           state.listing_read_at, now),
     )
+
+
+def _recheck_urls(state, awaiting: dict, baseline: bool, sweep: bool) -> set[str]:
+    """The pages a check reads again without validators: an edit awaiting its confirming
+    fetch, a removal to confirm, and at a sweep the volatile posts."""
+    urls = {url for url, origins in awaiting.items() if "page" in origins}
+    if sweep:
+        urls |= state.volatile_pages
+    if not baseline:
+        urls |= set(state.removals_to_confirm)
+    return urls
 
 
 @dataclass
@@ -150,7 +156,7 @@ class Checker:
     """Checks sources: `check_many` is one sweep, with a confirming pass for edits seen once."""
 
     def __init__(self, config: Config, store: Store, metrics: Metrics, alerts: Alerts,
-                 interval: Callable[[str], Any], crawl_settings: dict[str, Any]):
+                 interval: Callable[[str], timedelta], crawl_settings: dict[str, Any]):
         self.config, self.store, self.metrics, self.alerts = config, store, metrics, alerts
         self.interval = interval                  # source name -> its interval (SourceSettings.interval)
         self.crawl_settings = crawl_settings
