@@ -27,6 +27,9 @@ def utcnow() -> datetime:
 
 
 class Mailer:
+    """Composes digests into the outbox and sends what is due, each kind of message through its
+    own channel; keeps when each kind's flushes began and ended, for /healthz."""
+
     def __init__(self, config: Config, store: Store, metrics: Metrics, sources: settings.SourceSettings):
         self.config, self.store, self.metrics, self.sources = config, store, metrics, sources
         # Per kind of outbox message (email, webhook...), monotonic times: when the flush under
