@@ -17,7 +17,8 @@ import threading
 from datetime import datetime
 from typing import Any, Iterable
 
-from postwatch.app import App, describe_summary, utcnow
+from postwatch.app import App, utcnow
+from postwatch.checker import describe_summary
 from postwatch.config import Config
 from postwatch.planner import cadence_key_of, due_sources, sweep_period, trigger_for_cadence
 from postwatch.stopping import grace_seconds, stop_signals
@@ -71,16 +72,16 @@ async def sweep() -> None:
     due = await asyncio.to_thread(daemon.due_sources, utcnow())
     if not due:
         return
-    narrate(await daemon.app.check_many(due))
+    narrate(await daemon.app.checker.check_many(due))
     # Immediate subscribers get what this sweep published, and alerts it queued go out (only
     # composing is waited for: each kind of message is sent in its own compartment).
     await daemon.deliver()
-    daemon.app.alerts_queued = 0
+    daemon.app.alerts.queued = 0
 
 
 def narrate(summaries) -> None:
     """One INFO line per check that found something (what, and what it cost); a quiet check at
-    DEBUG only (-vv). Failed checks were told by the App: when they start, and when they stop."""
+    DEBUG only (-vv). Failed checks were told by the checker: when they start, and when they stop."""
     for summary in summaries:
         if not summary.ok:
             continue
@@ -105,7 +106,7 @@ async def outbox_job() -> None:
     processes (a CLI check, `sources release`): each period catches up on all of them."""
     daemon = _require_daemon()
     await daemon.deliver()
-    await asyncio.to_thread(daemon.app.check_outbox_health)
+    await asyncio.to_thread(daemon.app.alerts.outbox_stuck)
 
 
 @_logs_storage_errors
@@ -178,7 +179,7 @@ class Compartment:
         stop = self.daemon.stop_sending
         while not stop.is_set():
             self.again = False
-            flushed, self.flushing = in_daemon_thread(f"postwatch-flush-{self.kind}", self.daemon.app.flush_channel,
+            flushed, self.flushing = in_daemon_thread(f"postwatch-flush-{self.kind}", self.daemon.app.mailer.flush_channel,
                                                       self.kind, stop)
             try:
                 stats = await flushed
@@ -235,7 +236,7 @@ class Daemon:
                 return []
             store = self.app.store
             ids = sorted(set(subscriber_ids) | set(await asyncio.to_thread(store.immediate_subscribers_behind)))
-            queued = await asyncio.to_thread(self.app.compose_digests, ids) if ids else []
+            queued = await asyncio.to_thread(self.app.mailer.compose_digests, ids) if ids else []
             kinds = await asyncio.to_thread(store.due_channels, utcnow())
         if not self.stop_sending.is_set():
             for kind in kinds:
@@ -244,7 +245,7 @@ class Daemon:
 
     def due_sources(self, now: datetime) -> list[str]:
         last_checks = self.app.store.last_checks()
-        intervals = {name: self.app.source_interval(name) for name in last_checks}
+        intervals = {name: self.app.sources.interval(name) for name in last_checks}
         return due_sources(last_checks, intervals, self.config.crawl.jitter, self.config.crawl.removal_confirm_after, now)
 
     def send_soon(self) -> None:
@@ -303,7 +304,7 @@ class Daemon:
         from apscheduler.triggers.interval import IntervalTrigger
 
         jobs: dict[str, tuple[Any, tuple, Any]] = {}
-        intervals = [self.app.source_interval(source.name) for source in self.app.store.list_sources()]
+        intervals = [self.app.sources.interval(source.name) for source in self.app.store.list_sources()]
         jobs["sweep"] = (sweep_job, (), IntervalTrigger(seconds=sweep_period(intervals, self.config.crawl.removal_confirm_after),
                                                             timezone="UTC"))
         for subscriber in self.app.store.list_subscribers(active_only=True):
@@ -396,8 +397,8 @@ class Daemon:
         return 1 if self.lease_lost_line else 0
 
     async def _run_once(self) -> int:
-        summaries = await self.app.check_many([s.name for s in self.app.store.list_sources()])
-        queued, stats = self.app.send_digests()
+        summaries = await self.app.checker.check_many([s.name for s in self.app.store.list_sources()])
+        queued, stats = self.app.mailer.send_digests()
         for summary in summaries:
             if summary.ok:      # failures were logged as errors already
                 log.info("%s", describe_summary(summary), extra={"source": summary.source})
@@ -468,13 +469,13 @@ class Daemon:
         threads = {what: thread for what, thread in threads.items() if thread is not None}
         if not threads:
             return
-        until = time.monotonic() + self.app.largest_deadline + 1.0
+        until = time.monotonic() + self.app.mailer.largest_deadline + 1.0
         while any(t.is_alive() for t in threads.values()) and time.monotonic() < until:
             await asyncio.sleep(0.05)
         for what, thread in threads.items():
             if thread.is_alive():
                 log.warning("%s: a message still in flight %.0fs past its deadline is left behind (its lease runs out; "
-                            "it is sent again)", what, self.app.largest_deadline)
+                            "it is sent again)", what, self.app.mailer.largest_deadline)
 
 
 def _is_job_task(task: asyncio.Task) -> bool:

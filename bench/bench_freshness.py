@@ -119,7 +119,7 @@ def bench(days: int) -> None:
     try:
         urls = json.loads(replica.stdout.readline())
         clock = Clock()
-        with tempfile.TemporaryDirectory() as folder, mock.patch("postwatch.app.utcnow", clock):
+        with tempfile.TemporaryDirectory() as folder, mock.patch("postwatch.checker.utcnow", clock):
             folder = Path(folder)
             print(f"revisit schedule: under 2 days at every check, under 30 days daily, older weekly, at most 20 a "
                   f"check; {days} days of hourly checks")

@@ -7,7 +7,7 @@ The jobs, and why they are cut this way:
   picks due sources with FOR UPDATE SKIP LOCKED, moves their next check on (interval + jitter)
   and defers batch checks of one host each, with the host as the job's procrastinate `lock`, in
   one transaction (state.cluster).
-- check_batch: `App.check_many(batch)` on the worker's event loop (the asyncio reactor's), in the
+- check_batch: `Checker.check_many(batch)` on the worker's event loop (the asyncio reactor's), in the
   worker's turn at the host (state.cluster.host_turn: an advisory lock that lives as long as the
   worker's process, so a worker taken for dead but alive is never crawling beside the next one,
   and that hands the per-host delay from one worker to the next; within a worker the process
@@ -360,8 +360,8 @@ class Worker:
 
     def plan_checks(self):
         crawl, now = self.config.crawl, utcnow()
-        # A dict, not App.source_interval: that walks the config's sources for every name.
-        own = {name: stored["interval"] for name, stored in self.app.stored_source_settings().items() if stored["interval"]}
+        # A dict, not SourceSettings.interval: that walks the config's sources for every name.
+        own = {name: stored["interval"] for name, stored in self.app.sources.stored().items() if stored["interval"]}
         own.update({source.name: source.interval for source in self.config.sources if source.interval})
         return self.app.store.plan_checks(
             now, lambda name: planner.next_check(name, now, own.get(name, crawl.interval), crawl.jitter),
@@ -369,7 +369,7 @@ class Worker:
 
     async def check_batch(self, sources: list[str], host: str, job_id: int | None = None) -> None:
         """Check `sources` (all on `host`) in this worker's turn at the host. A failed source is
-        logged by the App; the next planned check is its retry. A check cut off (the worker's
+        logged by the checker; the next planned check is its retry. A check cut off (the worker's
         [daemon] shutdown_grace ran out, or the job was aborted) makes the sources it had not
         recorded due at once, as the recovery of a killed worker's check does: the planner had
         moved their next check a whole interval on."""
@@ -381,7 +381,7 @@ class Worker:
                                  quiet_after=lambda: GATE.quiet_for(host)) as quiet:
                 if quiet:
                     GATE.hold(host, quiet)
-                summaries = await self.app.check_many(sources)
+                summaries = await self.app.checker.check_many(sources)
         except HostBusy as exc:
             log.warning("check of %d sources skipped: %s (a worker taken for dead?); their next planned check "
                         "retries them", len(sources), exc)
@@ -413,7 +413,7 @@ class Worker:
         retried four times, and a daily digest went out 133 s after it fell due."""
         store = self.app.store
         ids = sorted(set(subscriber_ids)) if subscriber_ids else store.immediate_subscribers_behind()
-        queued = self.app.compose_digests(ids) if ids else []
+        queued = self.app.mailer.compose_digests(ids) if ids else []
         if not (queued or store.outbox_due(utcnow())):
             return
         # One flush at a time in this process: each opens up to [smtp] connections sessions, what
@@ -425,7 +425,7 @@ class Worker:
                 log.info("mail: %d composed, left to the flush under way", len(queued))
             return
         try:
-            stats = self.app.flush_outbox()
+            stats = self.app.mailer.flush_outbox()
         finally:
             self._flushing.release()
         log.info("mail: %d composed, %d sent, %d retrying", len(queued), stats.sent, stats.retried)
@@ -434,7 +434,7 @@ class Worker:
         """Retries that fell due, alerts, and the immediate subscribers behind events published
         by other processes (`sources release`, a CLI check): each period catches up on them."""
         self.deliver([])
-        self.app.check_outbox_health()
+        self.app.alerts.outbox_stuck()
 
     async def recover_stalled(self) -> None:
         """Jobs of workers without a recent heartbeat, one recovery at a time across the cluster

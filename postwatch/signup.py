@@ -1,8 +1,8 @@
 """Signing up and changing one's preferences: what the /subscribe, /confirm and /preferences pages
 do, without the web framework (postwatch/web.py calls these in its database threads).
 
-Every function works on the application context (postwatch.app.App); library errors are raised,
-never printed. Double opt-in: `sign_up` stores a pending signup and queues the confirmation email
+Each function is handed what it uses (the config, the store, the mailer for the digest settings
+its messages are rendered with); library errors are raised, never printed. Double opt-in: `sign_up` stores a pending signup and queues the confirmation email
 in the outbox, the same exactly-once path as digests; `confirm` makes the subscriber active.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import available_timezones
 
 from postwatch.config import CADENCES, WEEKDAYS
@@ -19,6 +20,12 @@ from digest.i18n import LANGUAGES, N_, language, tr
 from postwatch.subscribers import describe_cadence, normalized_email, schedule_options
 from state import Subscriber
 from state.consent import NEW, RETURNING
+
+if TYPE_CHECKING:
+    from digest.settings import DigestSettings
+    from postwatch.config import Config
+    from postwatch.mailer import Mailer
+    from state import Store
 
 log = logging.getLogger("postwatch.signup")
 
@@ -106,9 +113,9 @@ def read_form(config, form: Mapping, known_sources: list[str], *, with_email: bo
     return checked
 
 
-def page_context(app, form: SettingsForm, lang: str = "en") -> dict:
+def page_context(store: Store, form: SettingsForm, lang: str = "en") -> dict:
     """What the settings fields of a page need: the choices and what is chosen, labelled in `lang`."""
-    sources = app.store.list_sources()
+    sources = store.list_sources()
     cadences, days = _labels(lang)
     return {"form": form, "cadences": [(c, cadences[c]) for c in CADENCES],
             "languages": list(LANGUAGE_NAMES.items()),
@@ -146,45 +153,47 @@ def client_network(remote: str) -> str:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
-def known_sources(app) -> list[str]:
-    return [s.name for s in app.store.list_sources()]
+def known_sources(store: Store) -> list[str]:
+    return [s.name for s in store.list_sources()]
 
 
-def confirm_link(app, subscriber: Subscriber) -> tuple[str, datetime]:
+def confirm_link(config: Config, subscriber: Subscriber) -> tuple[str, datetime]:
     from digest.tokens import make_confirm_token
 
-    expires = subscriber.signup_at + app.config.signup.confirm_within
-    token = make_confirm_token(subscriber, app.config.unsubscribe_secret(), expires)
-    return f"{app.config.page_url('/confirm')}?token={token}", expires
+    expires = subscriber.signup_at + config.signup.confirm_within
+    token = make_confirm_token(subscriber, config.unsubscribe_secret(), expires)
+    return f"{config.page_url('/confirm')}?token={token}", expires
 
 
-def queue_confirmation(app, subscriber: Subscriber, now: datetime, *, reminder: bool = False) -> int:
+def queue_confirmation(config: Config, store: Store, settings: DigestSettings, subscriber: Subscriber, now: datetime,
+                       *, reminder: bool = False) -> int:
     """The confirmation email (or its one reminder) into the outbox; sent by the next flush."""
     from digest.compose import build_confirmation
 
-    url, expires = confirm_link(app, subscriber)
-    message = build_confirmation(subscriber, url, expires, describe_cadence(subscriber, subscriber.lang), app.digest_settings(), now,
+    url, expires = confirm_link(config, subscriber)
+    message = build_confirmation(subscriber, url, expires, describe_cadence(subscriber, subscriber.lang), settings, now,
                                  reminder=reminder)
-    return app.store.enqueue_message(message, now, subscriber_id=subscriber.id)
+    return store.enqueue_message(message, now, subscriber_id=subscriber.id)
 
 
-def sign_up(app, form: SettingsForm, now: datetime) -> str:
+def sign_up(config: Config, store: Store, mailer: Mailer, form: SettingsForm, now: datetime) -> str:
     """Store the signup and queue its confirmation when one is due; the outcome (state.consent)."""
-    request = app.store.request_signup(form.email, now=now, confirm_within=app.config.signup.confirm_within,
-                                       **form.options)
+    request = store.request_signup(form.email, now=now, confirm_within=config.signup.confirm_within, **form.options)
     if request.outcome in (NEW, RETURNING) and request.confirm is not None:
-        queue_confirmation(app, request.confirm, now)
+        queue_confirmation(config, store, mailer.digest_settings(), request.confirm, now)
     log.info("signup: %s (%s)", "confirmation queued" if request.confirm else "nothing sent", request.outcome)
     return request.outcome
 
 
-def remind_and_expire(app, now: datetime) -> dict[str, int]:
+def remind_and_expire(config: Config, store: Store, mailer: Mailer, now: datetime) -> dict[str, int]:
     """Housekeeping: one reminder to signups waiting for `[signup] remind_after`, and the
     signups older than `confirm_within` forgotten."""
-    signup = app.config.signup
+    signup = config.signup
     reminded = 0
-    for subscriber in app.store.claim_reminders(now, signup.remind_after, signup.confirm_within):
-        queue_confirmation(app, subscriber, now, reminder=True)
+    settings = None
+    for subscriber in store.claim_reminders(now, signup.remind_after, signup.confirm_within):
+        settings = settings or mailer.digest_settings()
+        queue_confirmation(config, store, settings, subscriber, now, reminder=True)
         reminded += 1
-    expired = app.store.expire_signups(now, signup.confirm_within)
+    expired = store.expire_signups(now, signup.confirm_within)
     return {"reminded": reminded, "expired": expired}

@@ -162,7 +162,7 @@ async def metrics(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
 
     def collect() -> bytes:
-        ctx.app.update_outbox_gauges()
+        ctx.app.mailer.update_outbox_gauges()
         counts = ctx.app.store.subscriber_counts()
         for status in ("active", "pending", "unsubscribed", "suppressed", *counts):
             ctx.app.metrics.subscribers.labels(status=status).set(counts.get(status, 0))
@@ -189,7 +189,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
     method = request.method
     try:
         status, content_type, body = await ctx.database(
-            "/unsubscribe", lambda: pages.handle(method, token, ctx.app.store, ctx.app.digest_settings(), lang))
+            "/unsubscribe", lambda: pages.handle(method, token, ctx.app.store, ctx.app.mailer.digest_settings(), lang))
     except DatabaseUnavailable:
         return web.Response(status=503, body=_try_later_page(ctx).encode(), headers={"Content-Type": HTML, "Retry-After": "300"})
     return web.Response(status=status, body=body if isinstance(body, bytes) else body.encode(),
@@ -283,7 +283,7 @@ class _Page:
         from digest.render import render_site_page
 
         app = self.ctx.app
-        return self.render(status, lambda: render_site_page("message.html.j2", app.digest_settings(), self.lang, title=title,
+        return self.render(status, lambda: render_site_page("message.html.j2", app.mailer.digest_settings(), self.lang, title=title,
                                                             message=text, link_url=link_url, link_text=link_text), headers)
 
     def refused(self):
@@ -315,8 +315,8 @@ async def subscribe(request: web.Request) -> web.Response:
     app = page.ctx.app
     def form_page(form) -> str:
         page.lang = form.lang
-        return render_site_page("subscribe.html.j2", app.digest_settings(), page.lang, title=page.t("Subscribe"),
-                                action="/subscribe", csrf=page.csrf_token(), **signup.page_context(app, form, page.lang))
+        return render_site_page("subscribe.html.j2", app.mailer.digest_settings(), page.lang, title=page.t("Subscribe"),
+                                action="/subscribe", csrf=page.csrf_token(), **signup.page_context(app.store, form, page.lang))
 
     if request.method == "GET":
         return await page.render(200, lambda: form_page(signup.defaults(app.config, lang=page.lang)))
@@ -350,7 +350,7 @@ async def _sign_up(request: web.Request, page: _Page, form_page: Callable[[Any],
     if not ctx.per_ip.allow(network):
         ctx.warn_rarely("signup-ip", "http /subscribe: %s reached [signup] per_ip; signups from it turned away", network)
         return await page.message(200, title, text)
-    checked = await ctx.database("/subscribe", lambda: signup.read_form(app.config, form, signup.known_sources(app),
+    checked = await ctx.database("/subscribe", lambda: signup.read_form(app.config, form, signup.known_sources(app.store),
                                                                         with_email=True))
     if checked.errors:
         return await page.render(400, lambda: form_page(checked))
@@ -364,7 +364,7 @@ async def _sign_up(request: web.Request, page: _Page, form_page: Callable[[Any],
                         "signups turned away", app.config.signup.per_hour)
         return await page.message(200, title, text)
     now = datetime.now(timezone.utc)
-    outcome = await ctx.database("/subscribe", lambda: signup.sign_up(app, checked, now))
+    outcome = await ctx.database("/subscribe", lambda: signup.sign_up(app.config, app.store, app.mailer, checked, now))
     if outcome in ("new", "returning"):
         ctx.outbox_queued()
     return await page.message(200, title, text)
@@ -399,7 +399,7 @@ async def confirm(request: web.Request) -> web.Response:
         def confirm_page() -> str:
             subscriber = app.store.get_subscriber(subscriber_id)
             page.lang = subscriber.lang
-            return render_site_page("confirm.html.j2", app.digest_settings(), page.lang,
+            return render_site_page("confirm.html.j2", app.mailer.digest_settings(), page.lang,
                                     title=page.t("Confirm your subscription"),
                                     action="/confirm", csrf=page.csrf_token(), token=token, email=subscriber.email,
                                     schedule=describe_cadence(subscriber, page.lang),
@@ -418,7 +418,7 @@ async def confirm(request: web.Request) -> web.Response:
     return await page.message(200, page.t("You are subscribed"), page.t(
         "%(email)s gets the %(site)s digest (%(schedule)s), from now on.", email=subscriber.email,
         site=app.config.digest.site_name, schedule=describe_cadence(subscriber, page.lang)),
-        preferences_url(subscriber, app.digest_settings()), page.t("Change what you get"))
+        preferences_url(subscriber, app.mailer.digest_settings()), page.t("Change what you get"))
 
 
 @_try_later_when_database_is_away
@@ -449,15 +449,15 @@ async def preferences(request: web.Request) -> web.Response:
                                   "/subscribe", page.t("Subscribe"))
 
     def preferences_page(checked, saved: str = "") -> str:
-        settings = app.digest_settings()
+        settings = app.mailer.digest_settings()
         return render_site_page("preferences.html.j2", settings, page.lang, title=page.t("Your preferences"),
                                 action="/preferences", csrf=page.csrf_token(), token=token, email=subscriber.email,
                                 saved=saved, unsubscribe_url=unsubscribe_url(subscriber, settings),
-                                **signup.page_context(app, checked, page.lang))
+                                **signup.page_context(app.store, checked, page.lang))
 
     if form is None:
         return await page.render(200, lambda: preferences_page(signup.defaults(app.config, subscriber)))
-    checked = await page.ctx.database("/preferences", lambda: signup.read_form(app.config, form, signup.known_sources(app),
+    checked = await page.ctx.database("/preferences", lambda: signup.read_form(app.config, form, signup.known_sources(app.store),
                                                                                with_email=False))
     if checked.errors:
         return await page.render(400, lambda: preferences_page(checked))
@@ -469,7 +469,7 @@ async def preferences(request: web.Request) -> web.Response:
     page.lang = updated.lang
     return await page.message(200, page.t("Preferences saved"), page.t(
         "%(email)s now gets the digest %(schedule)s.", email=updated.email, schedule=describe_cadence(updated, page.lang)),
-        preferences_url(updated, app.digest_settings()), page.t("Back to your preferences"))
+        preferences_url(updated, app.mailer.digest_settings()), page.t("Back to your preferences"))
 
 
 async def feed(request: web.Request) -> web.Response:
@@ -543,7 +543,7 @@ async def home(request: web.Request) -> web.Response:
     from digest import archive
 
     signup = request.app[CONTEXT].app.config.signup.enabled
-    return await _public_page(request, "/", lambda app, lang, _: archive.home_page(app.store, app.digest_settings(), lang,
+    return await _public_page(request, "/", lambda app, lang, _: archive.home_page(app.store, app.mailer.digest_settings(), lang,
                                                                                    signup))
 
 
@@ -551,7 +551,7 @@ async def archive_index(request: web.Request) -> web.Response:
     from digest import archive
 
     return await _public_page(request, "/archive/", lambda app, lang, explicit: archive.index_page(
-        app.store, app.digest_settings(), lang, explicit))
+        app.store, app.mailer.digest_settings(), lang, explicit))
 
 
 async def archive_source(request: web.Request) -> web.Response:
@@ -562,7 +562,7 @@ async def archive_source(request: web.Request) -> web.Response:
     if before and not (before.isascii() and before.isdigit() and len(before) <= 12):
         raise web.HTTPNotFound(text="No such page in the archive.\n")
     return await _public_page(request, "/archive/<source>/", lambda app, lang, explicit: archive.source_page(
-        app.store, app.digest_settings(), name, lang, int(before) if before else None, explicit))
+        app.store, app.mailer.digest_settings(), name, lang, int(before) if before else None, explicit))
 
 
 async def archive_editions(request: web.Request) -> web.Response:
@@ -572,7 +572,7 @@ async def archive_editions(request: web.Request) -> web.Response:
     from digest.feed import CONTENT_TYPE
 
     return await _public_page(request, "/archive/editions.atom", lambda app, lang, explicit: archive.editions_feed(
-        app.store, app.digest_settings(), lang, explicit), content_type=CONTENT_TYPE)
+        app.store, app.mailer.digest_settings(), lang, explicit), content_type=CONTENT_TYPE)
 
 
 async def archive_digest(request: web.Request) -> web.Response:
@@ -580,7 +580,7 @@ async def archive_digest(request: web.Request) -> web.Response:
 
     digest_id = request.match_info["id"]
     return await _public_page(request, "/archive/d/<id>", lambda app, lang, explicit: archive.digest_page(
-        app.store, app.digest_settings(), digest_id, lang, explicit))
+        app.store, app.mailer.digest_settings(), digest_id, lang, explicit))
 
 
 def _reader_is_current(request: web.Request, atom) -> bool:

@@ -240,16 +240,16 @@ def test_health_tells_a_stuck_sweep_and_repeated_crashes_even_before_the_first_s
     config.crawl.timeout, config.crawl.retries = 2, 1
     with App.open(config) as app:
         assert app.healthy() == (True, "starting")
-        limit = app.sweep_limit()
+        limit = app.checker.sweep_limit()
         assert limit == max(2 * 3600 + config.crawl.jitter.total_seconds(), 4 * 2 * 2 + 2)
-        app.sweep_started = time.time() - 10
+        app.checker.sweep_started = time.time() - 10
         assert app.healthy() == (True, "starting")
-        app.sweep_started = time.time() - limit - 5       # stuck since before the first sweep could end
+        app.checker.sweep_started = time.time() - limit - 5       # stuck since before the first sweep could end
         ok, detail = app.healthy()
         assert not ok and detail.startswith("a sweep has been running for"), detail
-        app.sweep_started = None
-        app.crash_streaks["src"] = config.alerts.failures_before_alert - 1
+        app.checker.sweep_started = None
+        app.checker.crash_streaks["src"] = config.alerts.failures_before_alert - 1
         assert app.healthy()[0]
-        app.crash_streaks["src"] += 1
+        app.checker.crash_streaks["src"] += 1
         ok, detail = app.healthy()
         assert not ok and "crashed" in detail and "src" in detail, detail

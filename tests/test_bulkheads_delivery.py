@@ -217,18 +217,18 @@ def test_outbox_health_says_unhealthy_when_due_messages_have_not_been_flushed_fo
     config = parse_config({"daemon": {"outbox_every": "1s"}, "smtp": {"timeout": 2}, "webhook": {"timeout": 1}})
     with App(config, Store(str(tmp_path / "state.db"))) as app:      # allowed: 3 periods + a deadline, 5 s
         now = time.monotonic()
-        assert app.outbox_health() == (True, "outbox flushing")       # nothing due
+        assert app.mailer.outbox_health() == (True, "outbox flushing")       # nothing due
         app.store.enqueue_message(ComposedMessage(message_id="<m@x>", subject="s", to_addr="ada@example.org",
                                                   raw=b"x", channel="email"), datetime.now(timezone.utc))
-        app.flush_ended["email"] = now - 1
-        assert app.outbox_health()[0]
-        app.flush_ended["email"] = now - 6
-        ok, detail = app.outbox_health()
+        app.mailer.flush_ended["email"] = now - 1
+        assert app.mailer.outbox_health()[0]
+        app.mailer.flush_ended["email"] = now - 6
+        ok, detail = app.mailer.outbox_health()
         assert not ok and detail.startswith("outbox: email messages due and no email flush ended for 6s (limit 5s)")
         assert app.healthy() == (ok, detail)
-        app.flush_began["webhook"] = now - 6          # a flush that hangs holds its messages' leases
-        app.flush_ended["email"] = now
-        ok, detail = app.outbox_health()
+        app.mailer.flush_began["webhook"] = now - 6          # a flush that hangs holds its messages' leases
+        app.mailer.flush_ended["email"] = now
+        ok, detail = app.mailer.outbox_health()
         assert not ok and detail.startswith("outbox: a webhook flush has been running for 6s")
 
 

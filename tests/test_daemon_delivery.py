@@ -58,7 +58,7 @@ def compose_without_sending(config_path) -> list[int]:
     os.environ.setdefault("POSTWATCH_SECRET", "test-secret")
     app = App.open(load_config(config_path))
     try:
-        return app.compose_digests()
+        return app.mailer.compose_digests()
     finally:
         app.close()
 

@@ -457,13 +457,13 @@ def test_mail_from_is_the_configured_envelope_sender_or_the_from_address(store, 
     compose_and_queue(store, app.digest_settings(), NOW)
     with MailCatcher() as smtp:
         config.smtp.host, config.smtp.port = "127.0.0.1", smtp.port
-        with app.delivery_channel() as channel:
+        with app.mailer.delivery_channel() as channel:
             assert flush_outbox(store, channel, NOW).sent == 1
         config.smtp.envelope_from = "bounces@postwatch.test"
         bo = store.add_subscriber("bo@example.org")
         publish(store, item(2))
         compose_and_queue(store, app.digest_settings(), NOW, subscriber_ids=[bo.id])
-        with app.delivery_channel() as channel:
+        with app.mailer.delivery_channel() as channel:
             assert flush_outbox(store, channel, NOW).sent == 1
         assert [mail_from for mail_from, _ in smtp.envelopes] == ["digest@xn--bcher-kva.example", "bounces@postwatch.test"]
         assert "리버티 인 노스코리아" in str(smtp.messages[0]["From"])

@@ -241,7 +241,7 @@ def test_an_operators_template_replaces_the_page_and_stays_in_the_sandbox(tmp_pa
 def confirmation_link(app, email: str) -> str:
     from postwatch.signup import confirm_link
 
-    return confirm_link(app, app.store.get_subscriber(email))[0].replace(app.config.page_url(""), "")
+    return confirm_link(app.config, app.store.get_subscriber(email))[0].replace(app.config.page_url(""), "")
 
 
 def test_a_form_without_a_valid_csrf_token_is_refused_and_stores_nothing(web):

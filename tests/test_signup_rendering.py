@@ -45,7 +45,7 @@ def pages(app, base: str) -> dict[str, str]:
     app.store.request_signup("reader@example.org", cadence="daily", send_time="08:00", timezone="Asia/Seoul",
                              weekday=None, sources=None, now=datetime.now(timezone.utc))
     local = app.config.page_url("")          # the links name the configured address; this server's port is its own
-    confirm = browser.open(confirm_link(app, app.store.get_subscriber("reader@example.org"))[0].replace(local, ""))[2]
+    confirm = browser.open(confirm_link(app.config, app.store.get_subscriber("reader@example.org"))[0].replace(local, ""))[2]
     subscriber = app.store.add_subscriber("a-rather-long-address-for-a-phone@example.org", cadence="weekly", weekday=4)
     preferences = browser.open(preferences_url(subscriber, app.digest_settings()).replace(local, ""))[2]
     assert "Subscribe" in signup and "Confirm my subscription" in confirm and "Your preferences" in preferences
