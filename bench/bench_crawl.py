@@ -71,11 +71,11 @@ def sweep_of_sources(count: int) -> None:
             config.crawl.download_delay, config.crawl.autothrottle = 0, False
             app = App.open(config)
             names = [f"s{i}" for i in range(count)]
-            run(lambda: app.check_many(names))
+            run(lambda: app.checker.check_many(names))
             for s in sites:
                 s.clear_log()
             started = time.perf_counter()
-            summaries = run(lambda: app.check_many(names))
+            summaries = run(lambda: app.checker.check_many(names))
             seconds = time.perf_counter() - started
             requests = sum(len(s.requests) for s in sites)
             assert all(x.ok and x.not_modified for x in summaries)

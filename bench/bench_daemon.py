@@ -42,7 +42,7 @@ def bench_rss(checks: int = 200) -> None:
             for n in range(1, checks + 1):
                 if n % 10 == 0:
                     site.add_post(f"Bench post {n}", body_paragraphs=[f"Body {n}."])
-                await app.check_source("link", full=(n % 50 == 0))
+                await app.checker.check_source("link", full=(n % 50 == 0))
                 if n in (20, checks):
                     samples[n] = rss_mb()
             return samples

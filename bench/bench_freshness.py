@@ -98,7 +98,7 @@ def open_app(folder: Path, name: str, url: str, kind: str, clock: Clock):
 def check(app, name: str, *, full=None):
     from crawler.runtime import run
 
-    [summary] = run(lambda: app.check_many([name], full=full))
+    [summary] = run(lambda: app.checker.check_many([name], full=full))
     assert summary.ok, summary.error
     return summary
 

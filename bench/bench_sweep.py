@@ -134,7 +134,7 @@ def bench(count: int, rounds: int) -> dict:
 
             async def sweep():
                 started = time.perf_counter()
-                summaries = await app.check_many(names)
+                summaries = await app.checker.check_many(names)
                 return time.perf_counter() - started, summaries
 
             # Sweeps are spaced as a daemon's are, beyond each host's delay: back to back, the

@@ -3,8 +3,8 @@ services that do the work — the checker (postwatch/checker.py), the mailer (po
 the operator's alerts (postwatch/alerts.py) and the sources' settings (postwatch/settings.py)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Iterable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from postwatch import settings
 from postwatch.alerts import Alerts
@@ -13,7 +13,6 @@ from postwatch.config import Config, scrapy_overrides
 from postwatch.mailer import Mailer
 
 if TYPE_CHECKING:
-    from digest.settings import DigestSettings, FlushStats
     from postwatch.metrics import Metrics
     from state import Store
 
@@ -106,39 +105,6 @@ class App:
 
     def feed(self, name: str):
         return atom_feed(self.config, self.store, name)
-
-    # -- delegations kept for postwatch/cli.py, postwatch/console/, demo.py, oneshot.py and bench/
-    async def check_many(self, names: Iterable[str], *, full: bool | None = None, progress=None) -> list[CheckSummary]:
-        return await self.checker.check_many(names, full=full, progress=progress)
-
-    async def check_source(self, name: str, *, full: bool | None = None) -> CheckSummary:
-        return await self.checker.check_source(name, full=full)
-
-    @property
-    def log_failures(self) -> bool:
-        return self.checker.log_failures
-
-    @log_failures.setter
-    def log_failures(self, value: bool) -> None:
-        self.checker.log_failures = value
-
-    def send_digests(self, subscriber_ids: Iterable[int] | None = None) -> tuple[list[int], FlushStats]:
-        return self.mailer.send_digests(subscriber_ids)
-
-    def digest_settings(self) -> DigestSettings:
-        return self.mailer.digest_settings()
-
-    def update_outbox_gauges(self) -> None:
-        self.mailer.update_outbox_gauges()
-
-    def source_filters(self):
-        return self.sources.filters()
-
-    def source_interval(self, name: str) -> timedelta:
-        return self.sources.interval(name)
-
-    def forget_stored_source_settings(self) -> None:
-        self.sources.forget()
 
 
 def atom_feed(config: Config, store: Store, name: str):

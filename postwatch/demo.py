@@ -56,7 +56,7 @@ async def _loop(app: App, site: BlogReplica, smtp: MailCatcher, folder: Path) ->
 
 async def _steps(app: App, site: BlogReplica, smtp: MailCatcher, folder: Path, endpoint) -> None:
     def check(label: str, full: bool | None = None):
-        return app.check_many(["link"], full=full)
+        return app.checker.check_many(["link"], full=full)
 
     say(f"1. Baseline: reading the replica's blog listing at {site.blog_url}")
     [summary] = await check("baseline")
@@ -102,9 +102,9 @@ async def _steps(app: App, site: BlogReplica, smtp: MailCatcher, folder: Path, e
     say(f"7. A check with nothing new: {len(summary.events)} events in {summary.requests} requests (the listing "
         "answers 304; posts under 2 days old are looked at again at every check, so a correction is caught).")
 
-    queued, stats = app.send_digests()
+    queued, stats = app.mailer.send_digests()
     say(f"8. Digest: {len(queued)} composed, {stats.sent} sent to the local SMTP server, {stats.retried} retrying.")
-    preview_path = preview(app.store, app.digest_settings(), None, folder / "digest-preview.html",
+    preview_path = preview(app.store, app.mailer.digest_settings(), None, folder / "digest-preview.html",
                            datetime.now(timezone.utc))
     pages = await _open_links(smtp)
     say()

@@ -152,7 +152,7 @@ def _quick_check(db, path: str, config, names: list[str], digest: bool) -> int |
             from postwatch.app import App
 
             with App.open(config) as app:
-                queued, stats = app.send_digests()
+                queued, stats = app.mailer.send_digests()
         else:
             queued, stats = [], None
         print(f"digest: {len(queued)} composed, {stats.sent if stats else 0} sent, "

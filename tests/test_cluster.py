@@ -95,7 +95,7 @@ def test_planning_twice_plans_nothing_twice_and_mail_jobs_run_twice_send_once(tm
             store = worker.app.store
             now = datetime.now(timezone.utc)
             def next_of(name):
-                return next_check(name, now, worker.app.source_interval(name), timedelta(0))
+                return next_check(name, now, worker.app.sources.interval(name), timedelta(0))
 
             first = store.plan_checks(now, next_of, timedelta(hours=1), 50)
             assert sorted(b.host for b in first) == HOSTS[:2] and sum(len(b.sources) for b in first) == 4

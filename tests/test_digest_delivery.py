@@ -317,7 +317,7 @@ def test_unsubscribe_over_real_http_and_forged_tokens_refused(store, tmp_path):
 
     config = Config(path=tmp_path / "postwatch.toml", database=str(tmp_path / "state.db"))
     app = App(config, store)
-    settings = app.digest_settings()
+    settings = app.mailer.digest_settings()
     ada = store.add_subscriber("ada@example.org")
     bo = store.add_subscriber("bo@example.org")
     endpoint = WebEndpoint(app, "127.0.0.1", 0)
@@ -454,7 +454,7 @@ def test_mail_from_is_the_configured_envelope_sender_or_the_from_address(store, 
     store.add_subscriber("reader@example.org")
     publish(store, item(1))
     app = App(config, store=store)
-    compose_and_queue(store, app.digest_settings(), NOW)
+    compose_and_queue(store, app.mailer.digest_settings(), NOW)
     with MailCatcher() as smtp:
         config.smtp.host, config.smtp.port = "127.0.0.1", smtp.port
         with app.mailer.delivery_channel() as channel:
@@ -462,7 +462,7 @@ def test_mail_from_is_the_configured_envelope_sender_or_the_from_address(store, 
         config.smtp.envelope_from = "bounces@postwatch.test"
         bo = store.add_subscriber("bo@example.org")
         publish(store, item(2))
-        compose_and_queue(store, app.digest_settings(), NOW, subscriber_ids=[bo.id])
+        compose_and_queue(store, app.mailer.digest_settings(), NOW, subscriber_ids=[bo.id])
         with app.mailer.delivery_channel() as channel:
             assert flush_outbox(store, channel, NOW).sent == 1
         assert [mail_from for mail_from, _ in smtp.envelopes] == ["digest@xn--bcher-kva.example", "bounces@postwatch.test"]

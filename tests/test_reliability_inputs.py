@@ -48,12 +48,12 @@ def app_for(tmp_path, url: str, kind: str = "link", feed_url: str | None = None,
         setattr(config.crawl, key, value)
     app = App.open(config)
     app.crawl_settings["RETRY_BACKOFF_BASE"] = 0.05
-    app.log_failures = False
+    app.checker.log_failures = False
     return app
 
 
 def check(app, **kwargs):
-    return run(lambda: app.check_source("src", **kwargs))
+    return run(lambda: app.checker.check_source("src", **kwargs))
 
 
 def test_every_corpus_file_served_as_a_feed_gives_no_crash_and_one_line_errors(tmp_path):
@@ -72,8 +72,8 @@ def test_every_corpus_file_served_as_a_feed_gives_no_crash_and_one_line_errors(t
         config.crawl.timeout, config.crawl.retries = 2, 1
         app = App.open(config)
         app.crawl_settings["RETRY_BACKOFF_BASE"] = 0.05
-        app.log_failures = False
-        summaries = run(lambda: app.check_many([s.name for s in sources]))
+        app.checker.log_failures = False
+        summaries = run(lambda: app.checker.check_many([s.name for s in sources]))
         app.close()
     failed = [(source.name, summary.error) for source, summary in zip(sources, summaries) if not summary.ok]
     for name, error in failed:

@@ -388,7 +388,7 @@ def test_the_preferences_page_refuses_an_unsubscribe_token_and_a_wrong_source(we
 
     app, base = web
     subscriber = app.store.add_subscriber("pref@example.org")
-    settings = app.digest_settings()
+    settings = app.mailer.digest_settings()
     browser = Browser(base)
     wrong = unsubscribe_url(subscriber, settings).split("?", 1)[1]
     assert browser.open(f"/preferences?{wrong}")[0] == 403

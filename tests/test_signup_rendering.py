@@ -47,7 +47,7 @@ def pages(app, base: str) -> dict[str, str]:
     local = app.config.page_url("")          # the links name the configured address; this server's port is its own
     confirm = browser.open(confirm_link(app.config, app.store.get_subscriber("reader@example.org"))[0].replace(local, ""))[2]
     subscriber = app.store.add_subscriber("a-rather-long-address-for-a-phone@example.org", cadence="weekly", weekday=4)
-    preferences = browser.open(preferences_url(subscriber, app.digest_settings()).replace(local, ""))[2]
+    preferences = browser.open(preferences_url(subscriber, app.mailer.digest_settings()).replace(local, ""))[2]
     assert "Subscribe" in signup and "Confirm my subscription" in confirm and "Your preferences" in preferences
     return {"subscribe": signup, "confirm": confirm, "preferences": preferences}
 

@@ -63,12 +63,12 @@ def test_a_new_kind_is_one_class_and_a_config_that_names_it_crawls_with_it(tmp_p
         assert "test-json-index" in SourceKind.names()
         app = App.open(_config(tmp_path, url, "test-json-index"))
         try:
-            first = run(lambda: app.check_source("notes"))
+            first = run(lambda: app.checker.check_source("notes"))
             assert first.ok and first.baseline, first.error
             assert first.posts_seen == len(dated)
 
             fresh = site.add_post("Radio Broadcasts Reach the Border Regions", ["Broadcasts now reach the border. " * 5])
-            second = run(lambda: app.check_source("notes"))
+            second = run(lambda: app.checker.check_source("notes"))
             assert second.ok, second.error
             assert [(e.kind, e.url, e.title) for e in second.events] == [("new", site.post_url(fresh), fresh.title)]
             assert "Broadcasts now reach the border." in second.events[0].body_html   # the post page was read
@@ -83,7 +83,7 @@ def test_the_same_page_read_as_a_built_in_kind_holds_no_posts(tmp_path):
     with BlogReplica() as site:
         app = App.open(_config(tmp_path, _serve_json_index(site), "auto"))
         try:
-            summary = run(lambda: app.check_source("notes"))
+            summary = run(lambda: app.checker.check_source("notes"))
             assert summary.posts_seen == 0
         finally:
             app.close()

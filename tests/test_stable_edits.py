@@ -181,7 +181,7 @@ def test_an_edit_seen_in_a_full_content_feed_is_confirmed_by_a_second_feed_read_
         app = App.open(config)
         try:
             def check():
-                return run(lambda: app.check_source("wp"))
+                return run(lambda: app.checker.check_source("wp"))
 
             assert check().baseline
             assert check().events == []

@@ -26,13 +26,13 @@ exit status: 0 every source checked; 1 a source failed (one line each on stderr)
 
 def check_sources(args: argparse.Namespace, config: Config) -> int:
     with App.open(config) as app:
-        app.log_failures = False
+        app.checker.log_failures = False
         names = args.sources or [s.name for s in app.store.list_sources()]
         unknown = [n for n in names if app.store.get_source(n) is None]
         if unknown:
             return fail(f"no such source: {', '.join(unknown)}")
         progress = (lambda line: print(line, file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
-        summaries = run_async(app.check_many, names, full=True if args.full else None, progress=progress)
+        summaries = run_async(app.checker.check_many, names, full=True if args.full else None, progress=progress)
         for summary in summaries:
             if summary.ok:
                 print(describe_summary(summary))
@@ -41,6 +41,6 @@ def check_sources(args: argparse.Namespace, config: Config) -> int:
             else:
                 print(f"postwatch: {summary.error}", file=sys.stderr)
         if args.digest:
-            queued, stats = app.send_digests()
+            queued, stats = app.mailer.send_digests()
             print(f"digest: {len(queued)} composed, {stats.sent} sent, {stats.retried} waiting for a retry, {stats.failed} failed")
         return 0 if all(s.ok for s in summaries) else 1

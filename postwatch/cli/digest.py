@@ -37,7 +37,7 @@ def send_digests(args: argparse.Namespace, config: Config) -> int:
             if subscriber is None:
                 return fail(f"no subscriber {args.subscriber}")
             ids = [subscriber.id]
-        queued, stats = app.send_digests(ids)
+        queued, stats = app.mailer.send_digests(ids)
         print(f"digest: {len(queued)} composed, {stats.sent} delivered {_delivered_via(stats, config)}, "
               f"{stats.retried} waiting for a retry, {stats.failed} failed")
         return 0 if stats.failed == 0 and stats.retried == 0 else 1
@@ -74,7 +74,7 @@ def preview_digest(args: argparse.Namespace, config: Config) -> int:
     with App.open(config, read_only=True) as app:
         if args.subscriber and app.store.get_subscriber(args.subscriber) is None:
             return fail(f"no subscriber {args.subscriber}")
-        path = preview(app.store, app.digest_settings(), args.subscriber, Path(args.file), datetime.now(timezone.utc),
-                       app.source_filters())
+        path = preview(app.store, app.mailer.digest_settings(), args.subscriber, Path(args.file), datetime.now(timezone.utc),
+                       app.sources.filters())
         print(f"preview written to {path}")
         return 0

@@ -72,7 +72,7 @@ def write_archive_command(args: argparse.Namespace, config: Config) -> int:
 
     with App.open(config, read_only=True) as app:
         try:
-            written = write_static(app.store, app.digest_settings(), Path(args.output), args.lang)
+            written = write_static(app.store, app.mailer.digest_settings(), Path(args.output), args.lang)
         except OSError as exc:
             return fail(f"{args.output}: cannot write the archive: {exc.strerror or exc}", 1)
     print(f"{args.output}: archive written, {written.pages} pages ({written.sources} sources, "

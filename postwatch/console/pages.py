@@ -340,7 +340,7 @@ def _source_rows(app, statuses, checks: dict | None = None, traffic: dict | None
     now = utcnow()
     rows = []
     for s in statuses:
-        interval = app.source_interval(s.name)
+        interval = app.sources.interval(s.name)
         next_check = s.last_check_at + interval if s.last_check_at else None
         if s.paused_at:
             state, next_check = "paused", None
@@ -369,7 +369,7 @@ def _metric_rows(app) -> list[tuple[str, str, str]]:
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    app.update_outbox_gauges()
+    app.mailer.update_outbox_gauges()
     counts = app.store.subscriber_counts()
     for status in ("active", "pending", "unsubscribed", "suppressed", *counts):
         app.metrics.subscribers.labels(status=status).set(counts.get(status, 0))
@@ -443,7 +443,7 @@ async def source_page(request: web.Request, status: int = 200, error: str = "", 
     return render(request, "source.html.j2", status, title=name, name=name, done=done, error=error, edit=edit,
                   editable=record.origin != "config", include=include, exclude=exclude,
                   default_interval=format_duration(app.config.crawl.interval),
-                  interval=format_duration(app.source_interval(name)), **data)
+                  interval=format_duration(app.sources.interval(name)), **data)
 
 
 def _terms(text: str) -> list[str]:
@@ -480,7 +480,7 @@ async def source_settings(request: web.Request) -> web.Response:
     if problem:
         return await source_page(request, 400, problem, edit)
     await db(request, "source settings", lambda: app.store.edit_source_settings(name, interval, include, exclude))
-    app.forget_stored_source_settings()
+    app.sources.forget()
     detail = (f"interval {format_duration(interval) if interval else 'default'}; include {include or 'none'}; "
               f"exclude {exclude or 'none'}")
     await audit(request, "edited source", name, detail)
@@ -603,7 +603,7 @@ def _diagnosis(app, subscriber, now: datetime) -> dict:
     store = app.store
     newest = store.newest_event_seq()
     pending = store.pending_events(subscriber) if subscriber.status == "active" else []
-    chosen = keyword_selection(app.source_filters())(subscriber, pending) if pending else []
+    chosen = keyword_selection(app.sources.filters())(subscriber, pending) if pending else []
     followed = [row for row in _source_rows(app, store.source_status(), store.recorded_checks())
                 if not subscriber.sources or row["s"].name in subscriber.sources]
     why = {"newest": newest, "behind": max(newest - subscriber.cursor, 0), "pending": len(pending),
@@ -666,7 +666,7 @@ async def subscriber_preview(request: web.Request) -> web.Response:
     app = request.app[CONTEXT].app
     subscriber = await _subscriber(request)
     html = await db(request, "preview", lambda: preview_html(
-        app.store, dataclasses.replace(app.digest_settings(), secret=b""), subscriber, utcnow(), app.source_filters(),
+        app.store, dataclasses.replace(app.mailer.digest_settings(), secret=b""), subscriber, utcnow(), app.sources.filters(),
         pending_only=True))
     if not html:
         return message(request, 200, "Nothing to send", f"{_shown(subscriber.email)} has no change waiting that "
