@@ -19,7 +19,7 @@ full command, which does what it always did:
   answers already received (Revalidator.adopt), so no URL is asked twice;
 - `--digest` with a digest to compose or a message due: the full digest step runs.
 
-The rules mirror App._sweep, App._check_kind and Store.crawl_states; tests/test_oneshot.py
+The rules mirror Checker._sweep, postwatch.checker.check_kind and Store.crawl_states; tests/test_oneshot.py
 checks that both paths agree.
 """
 from __future__ import annotations
@@ -250,7 +250,7 @@ def _in_step(db, config) -> bool:
 
 def _all_plain(db, chosen: list[dict], config, now: datetime) -> bool:
     """Whether every chosen source's check is its first conditional GETs and nothing more (the
-    lean plan of App._sweep): baseline done, no full sweep due, nothing held, pending, due for a
+    lean plan of Checker._sweep): baseline done, no full sweep due, nothing held, pending, due for a
     revisit or a removal to confirm, no failures to tell the end of."""
     crawl = config.crawl
     for row in chosen:
@@ -284,7 +284,7 @@ def _all_plain(db, chosen: list[dict], config, now: datetime) -> bool:
 
 
 def _plans(db, chosen: list[dict], now: datetime):
-    """The lean plans of the chosen sources (App._plan without posts: none is needed when the
+    """The lean plans of the chosen sources (postwatch.checker.plan_check without posts: none is needed when the
     check is its first GETs), or None when one cannot be asked by the lean client."""
     from crawler.plan import CrawlPlan, SourceSpec, feed_alone, feed_failed_key, kind_traits
     from crawler.revalidate import first_urls
