@@ -69,6 +69,7 @@ class Revalidation:
     timed_out: bool = False         # an exchange ran out of its deadline: the check failed (`reason` says how)
     listing_url: str | None = None  # the source's listing: whether it was among the 304s
     urls: list[str] = field(default_factory=list)     # the first URLs it was to ask, in order
+    timed_out_url: str | None = None    # the URL whose exchange ran out of its deadline
 
     @property
     def listing_read(self) -> bool:
@@ -81,6 +82,16 @@ class Revalidation:
                            response_bytes=sum(len(a.body) for a in self.answers.values()),
                            not_modified_count=len(self.answers), listing_read=self.listing_read,
                            exchanges=[Exchange(a.url, a.status, len(a.body)) for a in self.answers.values()])
+
+    def timed_out_report(self) -> CrawlReport:
+        """The report of a check that failed when an exchange ran out of its deadline: its 304s
+        before that, and the request that got no answer."""
+        exchanges = [Exchange(a.url, a.status, len(a.body)) for a in self.answers.values()]
+        if self.timed_out_url:
+            exchanges.append(Exchange(self.timed_out_url, None, 0, self.reason))
+        return CrawlReport(source_name=self.source, ok=False, error=f"{self.source}: {self.reason}",
+                           requests=self.attempts, response_bytes=sum(len(a.body) for a in self.answers.values()),
+                           not_modified_count=len(self.answers), exchanges=exchanges)
 
     @property
     def unanswered(self) -> int:
@@ -348,6 +359,7 @@ def _exchange(client: _Client, plan: CrawlPlan, urls: list[str], result: Revalid
             answer = client.get(url, addresses[0], plan.validators.get(url))
         except DeadlineExceeded as exc:
             result.reason, result.timed_out = f"{url}: {exc} ([crawl] timeout)", True
+            result.timed_out_url = url
             return
         except CannotRevalidate as exc:
             result.reason = str(exc)

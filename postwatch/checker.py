@@ -228,8 +228,7 @@ class Checker:
         sweep.revalidations = await revalidator(self.config.crawl.parallel_sources).revalidate(lean, self.crawl_settings)
         for name, answer in sweep.revalidations.items():
             if answer.timed_out:        # the check failed, and the sweep goes on
-                sweep.reports[name] = CrawlReport(source_name=name, ok=False, error=f"{name}: {answer.reason}",
-                                                  requests=answer.attempts)
+                sweep.reports[name] = answer.timed_out_report()
             elif answer.settled:
                 sweep.reports[name] = answer.settled_report()
 

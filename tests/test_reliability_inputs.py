@@ -114,6 +114,19 @@ def test_site_faults_produce_no_false_events_and_one_error(tmp_path, fault):
         app.close()
 
 
+def test_a_listing_that_never_answers_fails_the_check_and_the_console_shows_that_request(tmp_path):
+    with BlogReplica() as site:
+        app = seeded_app(tmp_path, site)
+        site.set_fault("/blog", delay=3)            # past the 2 s [crawl] timeout
+        summary = check(app)
+        assert not summary.ok and summary.error.startswith("src: ") and "timeout" in summary.error
+        last = app.store.recorded_checks("src")["src"]
+        assert not last.ok
+        [request] = [e for e in last.exchanges if e.url.endswith("/blog")]
+        assert request.status is None and "timeout" in request.error
+        app.close()
+
+
 def test_a_redirect_loop_is_one_error(tmp_path):
     with BlogReplica() as site:
         app = seeded_app(tmp_path, site)
