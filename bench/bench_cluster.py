@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))     # support: the test helpers kept out of the wheel
 
 from support.cluster import ClusterTrial  # noqa: E402
-from postwatch.testing.harness import PG_SERVER, wait_for  # noqa: E402
+from support.harness import PG_SERVER, wait_for  # noqa: E402
 from postwatch.testing.mailcatcher import MailCatcherProcess  # noqa: E402
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))     # support: the test helpers kept out of the wheel
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -28,7 +29,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def bench_rss(checks: int = 200) -> None:
-    from postwatch.testing.harness import write_config
+    from support.harness import write_config
     from crawler.runtime import run
     from postwatch.config import load_config
     from postwatch.testing.replica import BlogReplica
@@ -57,7 +58,7 @@ def bench_rss(checks: int = 200) -> None:
 
 
 def bench_idle_cpu(seconds: float = 30.0) -> None:
-    from postwatch.testing.harness import free_port, write_config
+    from support.harness import free_port, write_config
     from postwatch.testing.replica import BlogReplica
 
     with tempfile.TemporaryDirectory() as folder, BlogReplica() as site:

@@ -19,8 +19,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))     # support: the test helpers kept out of the wheel
 
-from postwatch.testing.harness import ENVIRONMENT, write_config  # noqa: E402
+from support.harness import ENVIRONMENT, write_config  # noqa: E402
 
 REPLICA_HOST = "127.0.0.2"
 GOALS = {"--help": (0.15, None), "status": (0.15, None), "check (unchanged source)": (0.4, 60.0)}

@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))     # support: the test helpers kept out of the wheel
 
 PORT = 8781
 FIRST_HOST = ipaddress.ip_address("127.0.0.2")
@@ -111,7 +112,7 @@ def bench(count: int, rounds: int) -> dict:
     from crawler.runtime import run
     from postwatch.app import App
     from postwatch.config import load_config
-    from postwatch.testing.harness import ENVIRONMENT
+    from support.harness import ENVIRONMENT
 
     replica = subprocess.Popen([sys.executable, __file__, "--serve", str(count)], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})

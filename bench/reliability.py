@@ -43,6 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))     # support: the test helpers kept out of the wheel
 
 from postwatch.testing.mailcatcher import MailCatcher, _KeepingHandler  # noqa: E402
 
@@ -174,7 +175,7 @@ def accepted_but_pending(folder: Path, smtp: MailCatcher) -> set[str]:
 # Mode cli: `postwatch check --digest` killed and restarted
 # ---------------------------------------------------------------------------------------------
 def run_trials(trials: int, seed: int, folder: Path, verbose: bool = True) -> dict:
-    from postwatch.testing.harness import write_config
+    from support.harness import write_config
     from postwatch.testing.replica import BlogReplica
 
     rng = random.Random(seed)
@@ -354,7 +355,7 @@ class DaemonLab:
         return self
 
     def _prepare(self) -> None:
-        from postwatch.testing.harness import free_port
+        from support.harness import free_port
 
         self.log = self.folder / "daemon.log"
         self.outbox_settings = knows_outbox_settings()

@@ -1,7 +1,7 @@
 """Fixtures shared by the tests: the LiNK replica, a real SMTP server, the real `postwatch` CLI
 against them, a PostgreSQL database of one's own, and the Store on SQLite and on PostgreSQL.
 Plain helpers (a free port, a config file, the daemon as a subprocess) live in
-postwatch.testing.harness."""
+support.harness."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import create_engine, text
 
-from postwatch.testing.harness import PG_SERVER, Cli, write_config
+from support.harness import PG_SERVER, Cli, write_config
 from postwatch.testing.mailcatcher import MailCatcher
 from postwatch.testing.replica import BlogReplica
 from state import Store

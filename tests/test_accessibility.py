@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from digest.compose import build_message
-from postwatch.testing.harness import Cli, Daemon, free_port, wait_for, write_config
+from support.harness import Cli, Daemon, free_port, wait_for, write_config
 from postwatch.testing.mailcatcher import MailCatcher
 from postwatch.testing.replica import BlogReplica
 

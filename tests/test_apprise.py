@@ -13,7 +13,7 @@ import apprise
 import pytest
 
 from digest.notify import fit
-from postwatch.testing.harness import Cli, write_config
+from support.harness import Cli, write_config
 
 
 class JsonReceiver:

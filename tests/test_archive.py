@@ -14,7 +14,7 @@ from markupsafe import escape
 
 from digest.render import digest_id, parse_digest_id
 from support.browser import CHROMIUM, measure_in_frame
-from postwatch.testing.harness import Cli, Daemon, free_port, write_config
+from support.harness import Cli, Daemon, free_port, write_config
 from postwatch.testing.replica import BlogReplica
 from test_digest_rendering import ARTIFACTS, FRAME
 from test_feeds import fetch, make_changes

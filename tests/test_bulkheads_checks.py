@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hypothesis import given, settings, strategies as st
 
-from postwatch.testing.harness import Cli, Daemon, free_port, get, wait_for
+from support.harness import Cli, Daemon, free_port, get, wait_for
 from postwatch.testing.replica import BlogReplica, generate_posts
 from state.normalize import normalize, paragraphs_of, site_text
 

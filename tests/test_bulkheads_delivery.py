@@ -20,7 +20,7 @@ import time
 from digest.delivery import WebhookChannel
 from digest.webhook import endpoint_secret
 from support.drip import DripServer, wait_open
-from postwatch.testing.harness import Cli, Daemon, free_port, get, wait_for, write_config
+from support.harness import Cli, Daemon, free_port, get, wait_for, write_config
 from support.webhook_receiver import WebhookReceiver
 from state import OutboxItem
 

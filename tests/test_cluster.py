@@ -19,7 +19,7 @@ import pytest
 
 from support.cluster import (ClusterTrial, all_checked, assert_checked_once_per_interval, assert_mailed_once,
                                        assert_politeness)
-from postwatch.testing.harness import ENVIRONMENT, free_port, get, sql, wait_for, write_config
+from support.harness import ENVIRONMENT, free_port, get, sql, wait_for, write_config
 from postwatch.testing.mailcatcher import MailCatcher, deliveries_of
 from state.cluster import CHECK_TASK
 
@@ -304,7 +304,7 @@ def test_a_worker_starting_writes_no_source_another_worker_is_recording(tmp_path
     comes up at once, and one whose config changes that source waits for the row."""
     import psycopg
 
-    from postwatch.testing.harness import PG_SERVER
+    from support.harness import PG_SERVER
 
     with ClusterTrial(tmp_path, HOSTS[:1], 3, None, interval="1h") as trial:
         trial.start_worker()
@@ -436,7 +436,7 @@ def test_a_queue_installed_before_the_wake_trigger_gets_it_at_the_next_start():
     from procrastinate.schema import SchemaManager
 
     from support.cluster import create_database, drop_database
-    from postwatch.testing.harness import PG_SERVER
+    from support.harness import PG_SERVER
     from state import Store
 
     name = create_database()
@@ -463,7 +463,7 @@ def test_a_host_turn_is_one_workers_at_a_time_and_hands_the_delay_on():
 
     from postwatch.cluster import psycopg_conninfo
     from support.cluster import create_database, drop_database
-    from postwatch.testing.harness import PG_SERVER
+    from support.harness import PG_SERVER
     from state import Store
     from state.cluster import HostBusy, host_turn
 
@@ -559,7 +559,7 @@ def test_a_worker_whose_database_restarts_waits_for_it_and_goes_on(tmp_path):
     way and goes on checking every source. procrastinate stops its worker when its LISTEN
     connection fails; the worker used to return with it and exit 0, which no service manager
     restarts: one restart of PostgreSQL would have stopped the whole cluster."""
-    from postwatch.testing.harness import kill_backends
+    from support.harness import kill_backends
 
     def checked_since(at) -> bool:
         return sql(trial.database, "SELECT bool_and(last_check_at > %s) FROM sources", at)[0][0]
@@ -602,7 +602,7 @@ def test_a_worker_whose_database_restarts_waits_for_it_and_goes_on(tmp_path):
 
 
 def test_worker_refuses_a_database_a_daemon_runs_on(tmp_path):
-    from postwatch.testing.harness import Daemon
+    from support.harness import Daemon
 
     with ClusterTrial(tmp_path, HOSTS[:1], 1, None, interval="1h") as trial:
         port = int(re.search(r'listen = "127.0.0.1:(\d+)"', trial.cli.config.read_text()).group(1))

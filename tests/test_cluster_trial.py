@@ -32,7 +32,7 @@ import pytest
 
 from support.cluster import (ClusterTrial, assert_checked_once_per_interval, assert_digests_told_once_or_pending,
                                        assert_mailed_once, assert_politeness)
-from postwatch.testing.harness import sql, wait_for
+from support.harness import sql, wait_for
 from postwatch.testing.mailcatcher import MailCatcherProcess
 
 SOURCES = int(os.environ.get("POSTWATCH_TRIAL_SOURCES", 1000))

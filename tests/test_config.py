@@ -197,7 +197,7 @@ def test_daemon_log_format_from_the_config_and_the_command_line(tmp_path, settin
     import json
     import socket
 
-    from postwatch.testing.harness import write_config
+    from support.harness import write_config
 
     with socket.socket() as sock:         # a port nobody listens on: the check fails and logs why
         sock.bind(("127.0.0.1", 0))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from postwatch.testing.harness import ENVIRONMENT, Cli, Daemon, free_port, wait_for, write_config
+from support.harness import ENVIRONMENT, Cli, Daemon, free_port, wait_for, write_config
 from postwatch.testing.replica import ReplicaPost
 
 ADMIN_PASSWORD = "correct horse battery"

@@ -19,7 +19,7 @@ from crawler.plan import CrawlPlan, SourceSpec
 from crawler.run import crawl
 from crawler.runtime import run
 from crawler.urls import canonicalize
-from postwatch.testing.harness import Cli, write_config
+from support.harness import Cli, write_config
 from postwatch.testing.replica import BlogReplica, ReplicaPost, WordPressReplica, generate_posts
 
 FAST = {"DOWNLOAD_DELAY": 0, "AUTOTHROTTLE_ENABLED": False, "RETRY_BACKOFF_BASE": 0.05, "DOWNLOAD_TIMEOUT": 5,

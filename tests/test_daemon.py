@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from postwatch.testing.harness import Cli, Daemon, free_port, get, wait_for, write_config
+from support.harness import Cli, Daemon, free_port, get, wait_for, write_config
 
 
 @pytest.fixture

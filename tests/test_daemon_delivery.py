@@ -10,7 +10,7 @@ import threading
 import time
 from email import message_from_bytes, policy
 
-from postwatch.testing.harness import Cli, Daemon, free_port, get, wait_for, write_config
+from support.harness import Cli, Daemon, free_port, get, wait_for, write_config
 
 DAEMON_PERIODS = '[daemon]\nlisten = "127.0.0.1:{port}"\noutbox_every = "1s"\nshutdown_grace = "{grace}"\n'
 

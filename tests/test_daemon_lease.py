@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 
-from postwatch.testing.harness import (PG_SERVER, Cli, Daemon, checks_done, free_port, kill_backends, sql,
+from support.harness import (PG_SERVER, Cli, Daemon, checks_done, free_port, kill_backends, sql,
                                       wait_for, write_config)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import signal
 
-from postwatch.testing.harness import Cli, Daemon, free_port, wait_for, write_config
+from support.harness import Cli, Daemon, free_port, wait_for, write_config
 
 INTERVAL = 1
 

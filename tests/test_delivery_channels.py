@@ -12,7 +12,7 @@ from email import message_from_bytes, policy
 import pytest
 
 from digest.delivery import Channel, DeliveryResult, register
-from postwatch.testing.harness import write_config
+from support.harness import write_config
 
 NOTEBOOK: list[tuple[str, str, bytes]] = []       # (label, recipient, raw message) as the channel got them
 

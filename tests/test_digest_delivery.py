@@ -19,7 +19,7 @@ from digest.delivery import make_channel
 from digest.sender import compose_and_queue, flush_outbox
 from digest.settings import DigestSettings, SmtpSettings
 from digest.tokens import make_token, verify_token
-from postwatch.testing.harness import free_port
+from support.harness import free_port
 from postwatch.testing.mailcatcher import MailCatcher
 from state import CheckInput, SourceRecord, Store
 
@@ -570,7 +570,7 @@ def test_a_korean_subscribers_digest_through_the_cli_is_in_korean(cli, site, smt
     from urllib.parse import unquote
 
     from digest.tokens import verify_token
-    from postwatch.testing.harness import ENVIRONMENT
+    from support.harness import ENVIRONMENT
     from state import Store
 
     link = re.search(r'<a href="([^"]+)"[^>]*>수신 거부</a>', footer).group(1).replace("&amp;", "&")

@@ -7,7 +7,7 @@ import sqlite3
 import time
 import urllib.request
 
-from postwatch.testing.harness import Cli, free_port, write_config
+from support.harness import Cli, free_port, write_config
 
 
 def _body(message) -> str:

@@ -25,7 +25,7 @@ from crawler.extract import HEURISTIC_READER, selector_for
 from crawler.items import PostItem
 from crawler.kinds import SourceKind
 from crawler.maintext import READER as TRAFILATURA
-from postwatch.testing.harness import Cli
+from support.harness import Cli
 from postwatch.testing.replica import BlogReplica
 from state import CheckInput, SourceRecord, Store
 from state.changes import (BodyOutcome, FetchState, Outcome, Seen, judge_body, judge_fetch, reader_changed,

@@ -16,7 +16,7 @@ import pytest
 from rfc3339_validator import validate_rfc3339
 from rfc3987_syntax import is_valid_syntax_iri
 
-from postwatch.testing.harness import Cli, Daemon, free_port, write_config
+from support.harness import Cli, Daemon, free_port, write_config
 from test_state_changes import NOW, pages, post, seeded
 
 ATOM = "{http://www.w3.org/2005/Atom}"

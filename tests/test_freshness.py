@@ -10,7 +10,7 @@ import sqlite3
 import time
 from datetime import date, timedelta
 
-from postwatch.testing.harness import Cli, Daemon, free_port, wait_for, write_config
+from support.harness import Cli, Daemon, free_port, wait_for, write_config
 from postwatch.testing.replica import WordPressReplica
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from postwatch.testing.harness import ENVIRONMENT, Cli, write_config
+from support.harness import ENVIRONMENT, Cli, write_config
 
 SECRET = ENVIRONMENT["POSTWATCH_SECRET"].encode()     # what the harness's Cli puts in the environment
 

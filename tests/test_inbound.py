@@ -9,7 +9,7 @@ import smtplib
 
 import pytest
 
-from postwatch.testing.harness import Cli, Daemon, free_port, wait_for, write_config
+from support.harness import Cli, Daemon, free_port, wait_for, write_config
 
 DSN = """From: MAILER-DAEMON@mx.example.net\r
 To: {to}\r

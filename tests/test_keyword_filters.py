@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from digest.filters import FilterProblem, KeywordFilter, compile_term, event_text, select_events
-from postwatch.testing.harness import Cli, write_config
+from support.harness import Cli, write_config
 from support.webhook_receiver import WebhookReceiver
 from state import EventRecord
 from state.changes import EventDraft
@@ -245,7 +245,7 @@ def test_a_catastrophic_pattern_neither_freezes_the_daemon_nor_holds_back_the_ot
     import sqlite3
     import time
 
-    from postwatch.testing.harness import Daemon, free_port, get, wait_for
+    from support.harness import Daemon, free_port, get, wait_for
 
     port = free_port()
     cli = Cli(write_config(tmp_path, site.blog_url, smtp.port, listen_port=port, interval="2s"))

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from crawler.feeds import parse_feed
-from postwatch.testing.harness import Cli, write_config
+from support.harness import Cli, write_config
 from postwatch.testing.replica import BlogReplica, WordPressReplica
 
 CORPUS = Path(__file__).resolve().parent.parent / "bench" / "corpus" / "listings"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from postwatch.testing.harness import ENVIRONMENT, Cli
+from support.harness import ENVIRONMENT, Cli
 from postwatch.testing.replica import WordPressReplica
 
 HEAVY = {"scrapy", "twisted", "trafilatura", "htmldate", "lxml", "parsel", "feedparser", "jinja2", "css_inline",

@@ -24,7 +24,7 @@ import pytest
 from crawler.feeds import parse_feed
 from crawler.plan import FeedFailure, feed_resting
 from crawler.urls import canonicalize
-from postwatch.testing.harness import ENVIRONMENT, Cli, free_port
+from support.harness import ENVIRONMENT, Cli, free_port
 from postwatch.testing.replica import BlogReplica, WordPressReplica
 
 CORPUS = Path(__file__).resolve().parent.parent / "bench" / "corpus"

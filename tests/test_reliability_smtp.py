@@ -11,7 +11,7 @@ from crawler.items import PostItem
 from digest.delivery import make_channel
 from digest.sender import compose_and_queue, flush_outbox
 from digest.settings import DigestSettings, SmtpSettings
-from postwatch.testing.harness import free_port
+from support.harness import free_port
 from postwatch.testing.mailcatcher import MailCatcher, _KeepingHandler
 from state import CheckInput, SourceRecord, Store
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from postwatch.testing.harness import Cli, Daemon, free_port, wait_for, write_config
+from support.harness import Cli, Daemon, free_port, wait_for, write_config
 
 AGENT = "postwatch-test-browser/1.0"
 CHECK_INBOX = "If that address can receive our email, a message with a link to confirm"
@@ -170,7 +170,7 @@ def test_a_korean_reader_signs_up_confirms_changes_preferences_and_unsubscribes_
         from digest import unsubscribe as pages
         from digest.compose import unsubscribe_url
         from digest.settings import DigestSettings
-        from postwatch.testing.harness import ENVIRONMENT
+        from support.harness import ENVIRONMENT
 
         settings = DigestSettings(secret=ENVIRONMENT["POSTWATCH_SECRET"].encode())
         token = unsubscribe_url(kim, settings).split("token=", 1)[1]
@@ -404,7 +404,7 @@ def test_the_pages_answer_503_and_store_nothing_while_the_database_is_away(tmp_p
     from crawler.runtime import run
     from postwatch.app import App
     from postwatch.config import Config, SourceConfig
-    from postwatch.testing.harness import PG_SERVER
+    from support.harness import PG_SERVER
     from postwatch.web import WebEndpoint
     from test_web import refuse_connections
 

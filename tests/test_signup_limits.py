@@ -14,7 +14,7 @@ from html import unescape
 
 import pytest
 
-from postwatch.testing.harness import Cli, Daemon, free_port, wait_for, write_config
+from support.harness import Cli, Daemon, free_port, wait_for, write_config
 
 CHECK_INBOX = "If that address can receive our email, a message with a link to confirm"
 

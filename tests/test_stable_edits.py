@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from crawler.runtime import run
 from postwatch.config import Config, SourceConfig
-from postwatch.testing.harness import Cli, Daemon, free_port, wait_for, write_config
+from support.harness import Cli, Daemon, free_port, wait_for, write_config
 from postwatch.testing.replica import WordPressReplica
 from state import CheckInput
 from test_state_changes import NOW, listing, pages, seeded

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from postwatch.testing.harness import ENVIRONMENT, write_config
+from support.harness import ENVIRONMENT, write_config
 from state import Store
 
 TCP_LISTEN = "0A"

@@ -8,7 +8,7 @@ import pytest
 
 from crawler.items import PostItem
 from postwatch.config import Config
-from postwatch.testing.harness import PG_SERVER
+from support.harness import PG_SERVER
 from state import AlreadyRunning, CheckInput, ComposedMessage, SourceRecord, Store
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from postwatch.testing.harness import PG_SERVER, Cli, checks_done, free_port, kill_backends, sql, wait_for, write_config
+from support.harness import PG_SERVER, Cli, checks_done, free_port, kill_backends, sql, wait_for, write_config
 
 READING_COMMANDS = [("status",), ("history",), ("subscribers", "list"), ("sources", "list"), ("feed", "link")]
 # Without CAP_DAC_OVERRIDE root obeys file modes like anyone else, so the folder is read-only to it.

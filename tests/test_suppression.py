@@ -13,7 +13,7 @@ from crawler.items import PostItem
 from digest.delivery import make_channel
 from digest.sender import FlushStats, compose_and_queue, flush_outbox
 from digest.settings import DigestSettings, SmtpSettings
-from postwatch.testing.harness import Cli, get, write_config
+from support.harness import Cli, get, write_config
 from postwatch.testing.mailcatcher import MailCatcher, _KeepingHandler
 from state import CheckInput, NeedsConsent, SourceRecord, Store
 from state.suppression import enhanced_code, is_hard_bounce, refusal, suppressed_by

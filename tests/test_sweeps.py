@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from postwatch.testing.harness import Cli, Daemon, free_port, wait_for
+from support.harness import Cli, Daemon, free_port, wait_for
 from postwatch.testing.replica import BlogReplica, generate_posts
 
 DELAY = 0.3

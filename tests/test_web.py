@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from postwatch.testing.harness import PG_SERVER, Cli, Daemon, free_port, get, kill_backends, sql, wait_for, write_config
+from support.harness import PG_SERVER, Cli, Daemon, free_port, get, kill_backends, sql, wait_for, write_config
 
 IDLE_CONNECTIONS = 2000
 DAEMON_FILE_LIMIT = 1024        # the usual soft limit, and here the hard one too: the daemon cannot raise it

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import pytest
 
 from digest.webhook import SCHEMA, InvalidSignature, sign, verify_signature
-from postwatch.testing.harness import Cli, free_port, wait_for, write_config
+from support.harness import Cli, free_port, wait_for, write_config
 from support.webhook_receiver import Answer, WebhookReceiver
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from support.farm import LISTING_PATH, Farm, blog_name
-from postwatch.testing.harness import PG_SERVER, Cli, free_port, sql
+from support.harness import PG_SERVER, Cli, free_port, sql
 from postwatch.testing.mailcatcher import Delivery
 from postwatch.testing.replica import BlogReplica, LoggedRequest, generate_posts
 
