@@ -379,21 +379,31 @@ def test_an_unchanged_summary_feed_costs_no_post_page_read(tmp_path):
         assert _page_reads(site) == []
 
 
+def _confirm_at_once(cli: Cli) -> None:
+    cli.config.write_text(cli.config.read_text().replace("[crawl]\n", '[crawl]\nconfirm_edits_after = "0s"\n'))
+
+
+def _a_ten_day_old_post_read_when_new(tmp_path, site):
+    """An `html` source (no feed) past its baseline, with a post published ten days ago that was
+    read when it was new; an unchanged listing entry then costs no page: (cli, post, its path)."""
+    cli = _source_config(tmp_path, site.blog_url, kind="html")
+    _confirm_at_once(cli)
+    assert "baseline recorded" in cli("check", check=True).stdout
+    post = site.add_post("A rescue, told in full", ["The first account of the rescue, as published.",
+                                                   "A second paragraph."], date=date.today() - timedelta(days=10))
+    assert "1 new" in cli("check", check=True).stdout
+    site.clear_log()
+    assert "no changes" in cli("check", check=True).stdout
+    assert _page_reads(site) == []
+    return cli, post, urlsplit(site.post_url(post)).path.rstrip("/")
+
+
 def test_a_retitled_listing_entry_has_the_post_page_read_and_the_edit_mailed_at_this_check(tmp_path):
     """Kind `html`, no feed: a post published ten days ago, read when it was new, is retitled and
     corrected. Its page is not due for a revisit by age; the listing's new title puts it on this
     check's read list (as a changed feed entry does), and the next check reads it no more."""
     with WordPressReplica() as site:
-        cli = _source_config(tmp_path, site.blog_url, kind="html")
-        cli.config.write_text(cli.config.read_text().replace("[crawl]\n", '[crawl]\nconfirm_edits_after = "0s"\n'))
-        assert "baseline recorded" in cli("check", check=True).stdout
-        post = site.add_post("A rescue, told in full", ["The first account of the rescue, as published.",
-                                                       "A second paragraph."], date=date.today() - timedelta(days=10))
-        path = urlsplit(site.post_url(post)).path.rstrip("/")
-        assert "1 new" in cli("check", check=True).stdout
-        site.clear_log()
-        assert "no changes" in cli("check", check=True).stdout
-        assert _page_reads(site) == []                            # an unchanged title costs no page
+        cli, post, path = _a_ten_day_old_post_read_when_new(tmp_path, site)
         site.edit_post(post.slug, title="A rescue, told in full (corrected)",
                        body_paragraphs=["A corrected account of the rescue, with the right dates.", "A second paragraph."])
         site.clear_log()
@@ -411,26 +421,13 @@ def test_a_retitled_listing_entry_has_the_post_page_read_and_the_edit_mailed_at_
         assert _page_reads(site) == [urlsplit(site.post_url(site.posts[5])).path.rstrip("/")]
 
 
-def _confirm_at_once(cli: Cli) -> None:
-    cli.config.write_text(cli.config.read_text().replace("[crawl]\n", '[crawl]\nconfirm_edits_after = "0s"\n'))
-
-
 def test_a_changed_lead_on_the_listing_has_the_post_page_read_and_the_edit_mailed_at_the_next_check(tmp_path):
     """Kind `html`, no feed: the listing shows each post's excerpt. A post published ten days ago,
     read when it was new, has its opening corrected under the same title. Its page is not due for
     a revisit by age; the listing's new lead puts it on this check's read list, and the check
     after that reads it no more."""
     with WordPressReplica() as site:
-        cli = _source_config(tmp_path, site.blog_url, kind="html")
-        _confirm_at_once(cli)
-        assert "baseline recorded" in cli("check", check=True).stdout
-        post = site.add_post("A rescue, told in full", ["The first account of the rescue, as published.",
-                                                       "A second paragraph."], date=date.today() - timedelta(days=10))
-        path = urlsplit(site.post_url(post)).path.rstrip("/")
-        assert "1 new" in cli("check", check=True).stdout
-        site.clear_log()
-        assert "no changes" in cli("check", check=True).stdout
-        assert _page_reads(site) == []                            # an unchanged lead costs no page
+        cli, post, path = _a_ten_day_old_post_read_when_new(tmp_path, site)
         site.edit_post(post.slug, body_paragraphs=["A corrected account of the rescue, with the right dates.",
                                                    "A second paragraph."])
         site.clear_log()
