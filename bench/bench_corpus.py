@@ -1,14 +1,16 @@
 """Issue 30's figures on the build set and on the held-out set, postwatch's reading side by side
 with trafilatura alone (the anchor).
 
-    .venv/bin/python bench/bench_corpus.py [--set build|heldout|both] [--each]
+    .venv/bin/python bench/bench_corpus.py [--set build|heldout|heldout2|both|all] [--each]
 
-Two sets of real pages, none written here:
+Three sets of real pages, none written here:
 - build: the pages looked at while the listing detection and the extraction settings were written
   (bench/corpus/listings: 11 front and archive pages; bench/corpus: 62 article pages);
 - held-out: pages nobody here looked at before these figures were first taken
   (bench/corpus/heldout: real front pages with each entry's URL, title and date as the page shows
-  them, and article pages with a reference extraction, some with reference titles and dates).
+  them, and article pages with a reference extraction, some with reference titles and dates);
+- second held-out: the same form from other repositories (bench/corpus/heldout2), taken after the
+  first held-out set had been looked at and the detection changed against it.
 
 Per set:
 - listing recall and precision of the entries kind `html`/`auto` reads, and for trafilatura its
@@ -73,13 +75,16 @@ def build_set() -> tuple[list[dict], list[dict]]:
     return listings, bench_extraction.load()
 
 
-def heldout_set() -> tuple[list[dict], list[dict]]:
-    folder = CORPUS / "heldout"
+def heldout_set(folder: Path = CORPUS / "heldout") -> tuple[list[dict], list[dict]]:
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     listings = [{**page, "name": Path(page["file"]).name.removesuffix(".html.gz"), "html": _html(folder, page["file"])}
                 for page in manifest["listings"]]
     articles = [{**page, "html": _html(folder, page["file"])} for page in manifest["articles"]]
     return listings, articles
+
+
+def heldout2_set() -> tuple[list[dict], list[dict]]:
+    return heldout_set(CORPUS / "heldout2")
 
 
 # ------------------------------------------------------------------------------------------
@@ -318,11 +323,13 @@ def table(title: str, rows: list[tuple[str, list[str]]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", choices=("build", "heldout", "both"), default="both")
+    parser.add_argument("--set", choices=("build", "heldout", "heldout2", "both", "all"), default="both",
+                        help="both: build and heldout; all: the three sets")
     parser.add_argument("--each", action="store_true", help="one line per listing page and reader")
     args = parser.parse_args()
-    sets = {"build": build_set, "heldout": heldout_set}
-    for name in (("build", "heldout") if args.set == "both" else (args.set,)):
+    sets = {"build": build_set, "heldout": heldout_set, "heldout2": heldout2_set}
+    chosen = {"both": ("build", "heldout"), "all": tuple(sets)}.get(args.set, (args.set,))
+    for name in chosen:
         listings, articles = sets[name]()
         table(f"{name} set: {len(listings)} listing pages ({sum(len(p['entries']) for p in listings)} entries), "
               f"{len(articles)} article pages", listing_rows(listings, args.each) + article_rows(articles))
