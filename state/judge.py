@@ -269,16 +269,9 @@ class _Walk:
             self.drafts.append(EventDraft("removed", post.id, post.url, post.title, post.published_at))
 
     def conclude(self, observed: ObservedCheck) -> CheckDecision:
-        decision, stored, now = self.decision, self.stored, self.now
-        values: dict[str, Any] = {"last_check_at": now, "last_success_at": now, "last_error": None,
-                                  "consecutive_failures": 0}
-        if observed.listing_read:
-            values["listing_read_at"] = now
-        if observed.discovered_feed and observed.discovered_feed != stored.discovered_feed_url:
-            values["discovered_feed_url"] = observed.discovered_feed
-        decision.source_values = values
+        decision, stored = self.decision, self.stored
+        decision.source_values = values = _source_values(stored, observed, self.now, decision.baseline)
         if decision.baseline:
-            values["baseline_done"] = True
             return decision
         removals = {held.post_id: held.id for held in stored.held if held.kind == "removed"}
         decision.events, reversed_removals = cancel_reversals(self.drafts, removals)
@@ -296,6 +289,19 @@ class _Walk:
         if health is not None:
             values.update(degraded=health[0], degraded_reason=health[1])
         return decision
+
+
+def _source_values(stored: StoredSource, observed: ObservedCheck, now: datetime, baseline: bool) -> dict[str, Any]:
+    """What a check that answered sets of its source (before a held check's degraded mark)."""
+    values: dict[str, Any] = {"last_check_at": now, "last_success_at": now, "last_error": None,
+                              "consecutive_failures": 0}
+    if observed.listing_read:
+        values["listing_read_at"] = now
+    if observed.discovered_feed and observed.discovered_feed != stored.discovered_feed_url:
+        values["discovered_feed_url"] = observed.discovered_feed
+    if baseline:
+        values["baseline_done"] = True
+    return values
 
 
 def _version(post_id: int | None, observation: Observation, title: str | None = None) -> VersionWrite:

@@ -265,15 +265,7 @@ def _save_decision(conn: Connection, source_id: int, source: str, decision: Chec
         for new in decision.new_posts}
     for post_id, values in decision.post_updates.items():
         conn.execute(update(posts).where(posts.c.id == post_id).values(**values))
-    if decision.versions_dropped:
-        conn.execute(delete(post_versions).where(post_versions.c.id.in_(decision.versions_dropped)))
-    if decision.versions_kept:
-        conn.execute(insert(post_versions), [
-            dict(post_id=new_ids[v.url] if v.post_id is None else v.post_id, origin=v.origin, content_hash=v.content_hash, title=v.title,
-                 text=v.text, body_html=v.body_html, fetched_at=now, reader=v.reader)
-            for v in decision.versions_kept])
-    for version_id, reader in decision.versions_retagged.items():
-        conn.execute(update(post_versions).where(post_versions.c.id == version_id).values(reader=reader))
+    _save_versions(conn, decision, new_ids, now)
     for post_id, origin, verdict in decision.watches:
         _save_fetch_state(conn, post_id, origin, verdict, now)
     for urls, column in ((decision.seen_urls, "last_seen_at"), (decision.pages_checked, "page_checked_at")):
@@ -290,6 +282,19 @@ def _save_decision(conn: Connection, source_id: int, source: str, decision: Chec
     return ApplyResult(created, decision.hold_reason is not None, decision.hold_reason, False,
                        became_volatile=decision.became_volatile, pending_edits=decision.pending_edits,
                        published_held=published)
+
+
+def _save_versions(conn: Connection, decision: CheckDecision, new_ids: dict[str, int], now: datetime) -> None:
+    if decision.versions_dropped:
+        conn.execute(delete(post_versions).where(post_versions.c.id.in_(decision.versions_dropped)))
+    if decision.versions_kept:
+        conn.execute(insert(post_versions), [
+            dict(post_id=new_ids[v.url] if v.post_id is None else v.post_id, origin=v.origin,
+                 content_hash=v.content_hash, title=v.title, text=v.text, body_html=v.body_html, fetched_at=now,
+                 reader=v.reader)
+            for v in decision.versions_kept])
+    for version_id, reader in decision.versions_retagged.items():
+        conn.execute(update(post_versions).where(post_versions.c.id == version_id).values(reader=reader))
 
 
 def _save_fetch_state(conn: Connection, post_id: int, origin: str, verdict: Verdict, now: datetime) -> None:
