@@ -118,6 +118,7 @@ class CheckDecision:
     versions_kept: list[VersionWrite] = field(default_factory=list)
     versions_retagged: dict[int, str] = field(default_factory=dict)        # version id -> the reader reading it alike
     watches: list[tuple[int, str, Verdict]] = field(default_factory=list)  # (post id, origin, its fetch's verdict)
+                                                                           # where an EditWatch changes
     seen_urls: set[str] = field(default_factory=set)                       # posts seen now
     pages_checked: set[str] = field(default_factory=set)                   # posts whose page answered now
     # Events to record, held when `hold_reason` says so; a new post's has no post id yet (its URL names it).
@@ -219,7 +220,8 @@ class _Walk:
             self.decision.update_post(post.id, content_hash=seen.content_hash, title=seen.title)
 
     def _watch(self, post: StoredPost, origin: str, verdict: Verdict) -> None:
-        self.decision.watches.append((post.id, origin, verdict))
+        if verdict.candidate is not None or verdict.volatile or origin in post.watches:
+            self.decision.watches.append((post.id, origin, verdict))     # else nothing was pending, nor is
         if verdict.became_volatile:
             self.decision.became_volatile.append(post.url)
         if verdict.candidate is not None and not verdict.volatile:
