@@ -43,7 +43,7 @@ class EditWatch:
     volatile: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)      # not frozen: storage adds the versions and watches of the few posts that need them
 class StoredPost:
     id: int
     url: str

@@ -198,20 +198,20 @@ def _stored_source(conn: Connection, src, check: ObservedCheck) -> StoredSource:
     """What state.judge needs of a source: its posts; for those the check saw a body of, their
     latest versions and pending edits (every version, where an edit of theirs is held); its held
     events. A query per table, whatever the number of posts."""
-    rows = {r.url: r for r in conn.execute(
-        select(posts.c.id, posts.c.url, posts.c.title, posts.c.status, posts.c.gone_since, posts.c.content_hash,
-               posts.c.published_at).where(posts.c.source_id == src["id"]))}
+    stored = {url: StoredPost(post_id, url, title, status, as_utc(gone_since), content_hash, as_utc(published_at))
+              for post_id, url, title, status, gone_since, content_hash, published_at in conn.execute(
+                  select(posts.c.id, posts.c.url, posts.c.title, posts.c.status, posts.c.gone_since,
+                         posts.c.content_hash, posts.c.published_at).where(posts.c.source_id == src["id"]))}
     held = tuple(StoredHeld(r.id, r.kind, r.post_id, r.title, r.version_hash) for r in conn.execute(
         select(events.c.id, events.c.kind, events.c.post_id, events.c.title, events.c.version_hash)
         .where(events.c.source_id == src["id"], events.c.status == "held").order_by(events.c.id)))
-    with_body = [rows[item.url].id for item in check.posts if item.body_html and item.url in rows]
-    watches = _edit_watches(conn, with_body)
+    with_body = {stored[item.url].id: stored[item.url] for item in check.posts if item.body_html and item.url in stored}
+    watches = _edit_watches(conn, list(with_body))
     held_edited = {h.post_id for h in held if h.kind == "updated"} & set(with_body)
-    versions = _kept_versions(conn, with_body, held_edited, watches)
-    return StoredSource(bool(src["baseline_done"]), src["kind"], src["discovered_feed_url"], held=held, posts={
-        url: StoredPost(r.id, url, r.title, r.status, as_utc(r.gone_since), r.content_hash, as_utc(r.published_at),
-                        versions.get(r.id, ()), watches.get(r.id, {}))
-        for url, r in rows.items()})
+    versions = _kept_versions(conn, list(with_body), held_edited, watches)
+    for post_id, post in with_body.items():
+        post.versions, post.watches = versions.get(post_id, ()), watches.get(post_id, {})
+    return StoredSource(bool(src["baseline_done"]), src["kind"], src["discovered_feed_url"], stored, held)
 
 
 def _chunks(ids: Iterable[int], size: int = 500) -> Iterable[list[int]]:
