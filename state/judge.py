@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from state.changes import (VOLATILE_AFTER, BodyOutcome, Candidate, EventDraft, FetchState, HeldEvent, HeldOutcome,
                            Observation, PostMove, Seen, StoredVersion, Verdict, back_online, cancel_reversals,
@@ -117,8 +117,8 @@ class CheckDecision:
     versions_dropped: list[int] = field(default_factory=list)              # versions of edits that never happened
     versions_kept: list[VersionWrite] = field(default_factory=list)
     versions_retagged: dict[int, str] = field(default_factory=dict)        # version id -> the reader reading it alike
-    watches: list[tuple[int, str, Verdict]] = field(default_factory=list)  # (post id, origin, its fetch's verdict)
-                                                                           # where an EditWatch changes
+    # (post id, origin, its fetch's verdict): where an EditWatch was pending or is now
+    watches: list[tuple[int, str, Verdict]] = field(default_factory=list)
     seen_urls: set[str] = field(default_factory=set)                       # posts seen now
     pages_checked: set[str] = field(default_factory=set)                   # posts whose page answered now
     # Events to record, held when `hold_reason` says so; a new post's has no post id yet (its URL names it).
@@ -135,6 +135,9 @@ class CheckDecision:
 
 
 def judge_check(stored: StoredSource, observed: ObservedCheck, policy: CheckPolicy, now: datetime) -> CheckDecision:
+    """What one check changes: each observed post judged (new, back, edited, its held edits),
+    the pages that answered 304 or 404/410, then whether the check's events go out or are held,
+    and which held events a calm check publishes."""
     walk = _Walk(stored, policy, now, baseline=observed.baseline or not stored.baseline_done)
     for item in richest_per_url(observed.posts):
         walk.decision.seen_urls.add(item.url)
@@ -162,7 +165,7 @@ class _Walk:
         self.stored, self.policy, self.now = stored, policy, now
         self.decision = CheckDecision(baseline)
         self.drafts: list[EventDraft] = []
-        self.versions = {post.id: list(post.versions) for post in stored.posts.values()}
+        self.versions: dict[int, list[KeptVersion]] = {}      # post id -> its versions, once one is read
         self.held_edits: dict[int, list[StoredHeld]] = {}
         for held in stored.held:
             if held.kind == "updated":
@@ -190,7 +193,7 @@ class _Walk:
         origin, reader = observation.item.origin, observation.reader
         unknown_is_other = unknown_reader_is_other(self.stored.kind, origin)
         self._judge_held_edits(post, origin, seen, reader, unknown_is_other)
-        previous = self._latest(post.id, lambda v: v.origin == origin)
+        previous = self._latest(post, lambda v: v.origin == origin)
         kept = previous.seen if previous is not None else None
         verdict: Verdict | None = None      # the baseline records what is there: no candidates, no events
         if not self.decision.baseline:
@@ -234,7 +237,7 @@ class _Walk:
         what subscribers last heard of (a fetch by another reader cannot tell: the edit stays held)."""
         waiting = []
         for held in self.held_edits.pop(post.id, []):
-            version = self._latest(post.id, lambda v: v.content_hash == held.version_hash)
+            version = self._latest(post, lambda v: v.content_hash == held.version_hash)
             reread = version is not None and reader_changed(version.reader, reader, unknown_is_other=unknown_is_other)
             outcome = judge_held_edit(Seen(held.version_hash, held.title), seen,
                                       held_origin=version.origin if version is not None else None, origin=origin,
@@ -248,14 +251,15 @@ class _Walk:
                 if version is not None:
                     self.versions[post.id].remove(version)
                     self.decision.versions_dropped.append(version.id)
-                    restored = self._latest(post.id, lambda v: v.origin == origin)
+                    restored = self._latest(post, lambda v: v.origin == origin)
                     if restored is not None:
                         self.decision.update_post(post.id, content_hash=restored.content_hash, title=restored.title)
         if waiting:
             self.held_edits[post.id] = waiting
 
-    def _latest(self, post_id: int, matches) -> KeptVersion | None:
-        return max((v for v in self.versions[post_id] if matches(v)), key=lambda v: v.id, default=None)
+    def _latest(self, post: StoredPost, matches: Callable[[KeptVersion], bool]) -> KeptVersion | None:
+        versions = self.versions.setdefault(post.id, list(post.versions))
+        return max((v for v in versions if matches(v)), key=lambda v: v.id, default=None)
 
     def move(self, post: StoredPost, move: PostMove | None, observation: Observation | None = None) -> None:
         """A post's change of presence, and the event it makes."""

@@ -243,7 +243,7 @@ def _kept_versions(conn: Connection, post_ids: list[int], every_version_of: set[
                   .group_by(post_versions.c.post_id, post_versions.c.origin))
         found += conn.execute(select(*columns).where(post_versions.c.id.in_(latest))).all()
     if every_version_of:
-        found += conn.execute(select(*columns).where(post_versions.c.post_id.in_(every_version_of))).all()
+        found += conn.execute(select(*columns).where(post_versions.c.post_id.in_(sorted(every_version_of)))).all()
     wanted = {r.id for r in found if r.post_id in every_version_of
               or watches.get(r.post_id, {}).get(r.origin, EditWatch()).candidate is not None}
     texts = {}
