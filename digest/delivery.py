@@ -587,70 +587,81 @@ class WebhookChannel(Channel):
         return result
 
     def _post(self, item, deadline: Deadline) -> DeliveryResult:
-        import http.client
-        from urllib.parse import urljoin, urlsplit
-
         from digest.webhook import DELIVERY_HEADER, SCHEMA, SCHEMA_HEADER, SIGNATURE_HEADER, sign
 
         url = item.to_addr
         secret = self.signing_secret(item.to_addr)
         for _ in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
-            scheme = parts.scheme.lower()
-            key = (scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80))
-            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             # Signed at each attempt: a retry carries a fresh timestamp, so receivers can keep
             # their replay window short.
             headers = {"Content-Type": "application/json", "User-Agent": self.user_agent,
                        SIGNATURE_HEADER: sign(secret, item.raw, int(self.clock())),
                        DELIVERY_HEADER: item.message_id, SCHEMA_HEADER: SCHEMA}
-            try:
-                for attempt in (1, 2):
-                    connection = self._connection(*key, deadline)
-                    try:
-                        connection.request("POST", path, body=item.raw, headers=headers)
-                        response = connection.getresponse()
-                        break
-                    except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                        # The receiver closed a kept-alive connection between two deliveries.
-                        self._drop(key)
-                        if attempt == 2 or deadline.expired:
-                            raise
-                # Read to the end (the connection is kept), but not a large answer.
-                response.read(65_536)
-                if not response.isclosed():
-                    self._drop(key)
-                elif response.will_close:
-                    self._drop(key)
-            except ssl.SSLError as exc:
-                self._drop(key)
-                return DeliveryResult("retry", f"TLS with {parts.hostname} failed: {exc}")
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop(key)
-                return DeliveryResult("retry", f"cannot reach {parts.scheme}://{parts.netloc}: "
-                                               f"{exc or type(exc).__name__}")
-            status, reason = response.status, response.reason
-            answer = f"HTTP {status} {reason}".strip()
-            if 200 <= status < 300:
-                return DeliveryResult("sent", answer)
-            if status in (307, 308):
-                target = urljoin(url, response.getheader("Location") or "")
-                there = urlsplit(target)
-                if (there.scheme.lower(), there.hostname, there.port or (443 if there.scheme.lower() == "https" else 80)) != key:
-                    return DeliveryResult("failed", f"{answer}: redirected to {target}, another host; postwatch "
-                                                    "follows a webhook's redirects only on the same host (set the "
-                                                    "subscriber's URL to the final one)")
-                url = target
-                continue
-            if 300 <= status < 400:
-                return DeliveryResult("failed", f"{answer}: a redirect that would turn the POST into a GET "
-                                                f"(to {response.getheader('Location')}); set the final URL")
-            if status in RETRIED_CLIENT_ERRORS or status >= 500:
-                return DeliveryResult("retry", answer,
-                                      retry_after=retry_after_seconds(response.getheader("Retry-After"), self.clock()))
-            # No receiver at that URL any more: [digest] bounce_limit of these in a row suppress it.
-            return DeliveryResult("failed", answer, address_gone=status in (404, 410))
+            answer = self._exchange(url, item.raw, headers, deadline)
+            if isinstance(answer, DeliveryResult):
+                return answer
+            result = self._judge_answer(url, answer)
+            if isinstance(result, DeliveryResult):
+                return result
+            url = result
         return DeliveryResult("failed", f"more than {MAX_REDIRECTS} redirects from {item.to_addr}")
+
+    def _exchange(self, url: str, body: bytes, headers: dict[str, str], deadline: Deadline):
+        """POST to `url` on a kept connection; the answer (read), or why it could not be had."""
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        key = self._receiver(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            for attempt in (1, 2):
+                connection = self._connection(*key, deadline)
+                try:
+                    connection.request("POST", path, body=body, headers=headers)
+                    response = connection.getresponse()
+                    break
+                except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                    # The receiver closed a kept-alive connection between two deliveries.
+                    self._drop(key)
+                    if attempt == 2 or deadline.expired:
+                        raise
+            # Read to the end (the connection is kept), but not a large answer.
+            response.read(65_536)
+            if not response.isclosed() or response.will_close:
+                self._drop(key)
+            return response
+        except ssl.SSLError as exc:
+            self._drop(key)
+            return DeliveryResult("retry", f"TLS with {parts.hostname} failed: {exc}")
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop(key)
+            return DeliveryResult("retry", f"cannot reach {parts.scheme}://{parts.netloc}: "
+                                           f"{exc or type(exc).__name__}")
+
+    def _judge_answer(self, url: str, response) -> DeliveryResult | str:
+        """What a receiver's answer makes of the delivery, or the URL a redirect on its host sends it to."""
+        from urllib.parse import urljoin
+
+        status, reason = response.status, response.reason
+        answer = f"HTTP {status} {reason}".strip()
+        if 200 <= status < 300:
+            return DeliveryResult("sent", answer)
+        if status in (307, 308):
+            target = urljoin(url, response.getheader("Location") or "")
+            if self._receiver(target) != self._receiver(url):
+                return DeliveryResult("failed", f"{answer}: redirected to {target}, another host; postwatch "
+                                                "follows a webhook's redirects only on the same host (set the "
+                                                "subscriber's URL to the final one)")
+            return target
+        if 300 <= status < 400:
+            return DeliveryResult("failed", f"{answer}: a redirect that would turn the POST into a GET "
+                                            f"(to {response.getheader('Location')}); set the final URL")
+        if status in RETRIED_CLIENT_ERRORS or status >= 500:
+            return DeliveryResult("retry", answer,
+                                  retry_after=retry_after_seconds(response.getheader("Retry-After"), self.clock()))
+        # No receiver at that URL any more: [digest] bounce_limit of these in a row suppress it.
+        return DeliveryResult("failed", answer, address_gone=status in (404, 410))
 
 
 # --------------------------------------------------------------------------------------------

@@ -485,29 +485,7 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
     limit = min(len(events), max(0, settings.max_posts))
     view_url = f"{settings.archive_url}d/{digest_id(events)}" if settings.archive_url and events else ""
     while True:
-        taken = _take(by_source, limit)
-        # The first `full_posts` in full (changes first, as _take shares them out); the others
-        # shown are one line each, so a long digest stays short on a phone.
-        full = _take(by_source, min(limit, max(0, settings.full_posts)))
-        groups = []
-        for number, (source, items) in enumerate(by_source.items(), 1):
-            shown, brief, rest = items[:full[source]], items[full[source]:taken[source]], items[taken[source]:]
-            for event in shown:
-                if event.id not in posts:
-                    posts[event.id] = _post(event, zone, settings.lead != "full", lang, kept_url=kept_url(event, settings),
-                                            text_lang=settings.source_langs.get(event.source, ""))
-            groups.append({
-                "title": clean_text(settings.source_titles.get(source, source)),
-                "posts": [posts[e.id] for e in shown],
-                "brief": [_brief(e, zone, lang, kept_url(e, settings)) for e in brief],
-                "listed": [_listed(e, lang, kept_url(e, settings)) for e in rest if e.kind != "new"],
-                "more": sum(e.kind == "new" for e in rest), "site_url": _site_of(source, items, settings),
-                # The new posts left out are on the source's archive page when the pages have a
-                # public address; else on the blog itself (its index lists them).
-                "more_url": (f"{settings.archive_url}{quote(source, safe='')}/" if settings.archive_url and settings.archive_public
-                             else _site_of(source, items, settings)),
-                "anchor": f"s{number}", "counts": _counts(items, lang),
-            })
+        groups = _source_groups(by_source, limit, settings, zone, lang, posts)
         context = {
             "subject": subject, "headline": _capitalized(subject.split(" — ")[0]) if events else subject,
             "preheader": preheader_of(groups),
@@ -529,6 +507,36 @@ def render_digest(subscriber: Subscriber, events, settings: DigestSettings, now:
         limit = max(0, min(limit - 1, limit * (HTML_BUDGET - SLOT_RESERVE) // size))
     text = _render(settings, "digest.txt.j2", context, lang)
     return RenderedDigest(subject=subject, html=html, text=text, shown=limit, total=len(events))
+
+
+def _source_groups(by_source: dict[str, list], limit: int, settings: DigestSettings, zone: ZoneInfo, lang: str,
+                   posts: dict[int, dict]) -> list[dict]:
+    """Each source's part of a digest showing `limit` posts. `posts`: the posts already rendered
+    in full (by event id), kept across the attempts to fit the budget."""
+    taken = _take(by_source, limit)
+    # The first `full_posts` in full (changes first, as _take shares them out); the others
+    # shown are one line each, so a long digest stays short on a phone.
+    full = _take(by_source, min(limit, max(0, settings.full_posts)))
+    groups = []
+    for number, (source, items) in enumerate(by_source.items(), 1):
+        shown, brief, rest = items[:full[source]], items[full[source]:taken[source]], items[taken[source]:]
+        for event in shown:
+            if event.id not in posts:
+                posts[event.id] = _post(event, zone, settings.lead != "full", lang, kept_url=kept_url(event, settings),
+                                        text_lang=settings.source_langs.get(event.source, ""))
+        groups.append({
+            "title": clean_text(settings.source_titles.get(source, source)),
+            "posts": [posts[e.id] for e in shown],
+            "brief": [_brief(e, zone, lang, kept_url(e, settings)) for e in brief],
+            "listed": [_listed(e, lang, kept_url(e, settings)) for e in rest if e.kind != "new"],
+            "more": sum(e.kind == "new" for e in rest), "site_url": _site_of(source, items, settings),
+            # The new posts left out are on the source's archive page when the pages have a
+            # public address; else on the blog itself (its index lists them).
+            "more_url": (f"{settings.archive_url}{quote(source, safe='')}/" if settings.archive_url and settings.archive_public
+                         else _site_of(source, items, settings)),
+            "anchor": f"s{number}", "counts": _counts(items, lang),
+        })
+    return groups
 
 
 def digest_id(events) -> str:

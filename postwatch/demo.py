@@ -75,18 +75,7 @@ async def _steps(app: App, site: BlogReplica, smtp: MailCatcher, folder: Path, e
     app.store.add_subscriber(SUBSCRIBER, cadence="immediate")
     say(f"4. Subscribed {SUBSCRIBER}.")
 
-    added = [
-        site.add_post("Demo: 12 North Korean Refugees Reach Freedom",
-                      body_paragraphs=["Twelve North Korean refugees reached safety this month after a journey of thousands of miles.",
-                                       "Your support made each of these rescues possible."]),
-        site.add_post("Demo: Radio Broadcasts Reach the Border Regions",
-                      body_paragraphs=["Outside information keeps reaching North Koreans through radios and USB drives.",
-                                       "Our partners report growing demand for news from the outside world."]),
-    ]
-    edited = site.posts[len(added)]
-    site.edit_post(edited.slug, body_paragraphs=[*edited.body_paragraphs,
-                                                 "Update: this post was edited after publication to add this paragraph."])
-    say(f"5. On the replica: added {len(added)} posts and edited \"{edited.title}\".")
+    _change_the_replica(site)
 
     [summary] = await check("changes", full=True)
     _fail_if_not_ok(summary)
@@ -102,6 +91,27 @@ async def _steps(app: App, site: BlogReplica, smtp: MailCatcher, folder: Path, e
     say(f"7. A check with nothing new: {len(summary.events)} events in {summary.requests} requests (the listing "
         "answers 304; posts under 2 days old are looked at again at every check, so a correction is caught).")
 
+    await _deliver(app, smtp, folder, endpoint)
+
+
+def _change_the_replica(site: BlogReplica) -> None:
+    """Two new posts and an edit, on the replica blog."""
+    added = [
+        site.add_post("Demo: 12 North Korean Refugees Reach Freedom",
+                      body_paragraphs=["Twelve North Korean refugees reached safety this month after a journey of thousands of miles.",
+                                       "Your support made each of these rescues possible."]),
+        site.add_post("Demo: Radio Broadcasts Reach the Border Regions",
+                      body_paragraphs=["Outside information keeps reaching North Koreans through radios and USB drives.",
+                                       "Our partners report growing demand for news from the outside world."]),
+    ]
+    edited = site.posts[len(added)]
+    site.edit_post(edited.slug, body_paragraphs=[*edited.body_paragraphs,
+                                                 "Update: this post was edited after publication to add this paragraph."])
+    say(f"5. On the replica: added {len(added)} posts and edited \"{edited.title}\".")
+
+
+async def _deliver(app: App, smtp: MailCatcher, folder: Path, endpoint) -> None:
+    """Send the digest to the local SMTP server, then open its links on the endpoint."""
     queued, stats = app.mailer.send_digests()
     say(f"8. Digest: {len(queued)} composed, {stats.sent} sent to the local SMTP server, {stats.retried} retrying.")
     preview_path = preview(app.store, app.mailer.digest_settings(), None, folder / "digest-preview.html",

@@ -232,7 +232,7 @@ def observe(item: ObservedPost) -> Observation:
 class EventDraft:
     """An event this check is about to record (held or published, as the check decides)."""
     kind: str                               # "new" | "updated" | "removed" | "restored"
-    post_id: int
+    post_id: int | None                     # None: a post this check inserts (its URL names it)
     url: str
     title: str
     published_at: datetime | None = None
@@ -243,7 +243,7 @@ class EventDraft:
     diff: dict | None = None
 
 
-def new_post_event(post_id: int, observation: Observation, now: datetime) -> EventDraft:
+def new_post_event(post_id: int | None, observation: Observation, now: datetime) -> EventDraft:
     """An undated post is dated by when it was first seen."""
     item, seen = observation.item, observation.seen
     return EventDraft("new", post_id, item.url, observation.title, item.published or now, observation.summary,

@@ -1,36 +1,25 @@
 """Posts, their kept versions and pending edits: what a crawl needs to know before it starts
 (`crawl_state`), and what a check observed (`apply_check`). Which changes happened is decided
-by the rules in state.changes; this module loads their records and saves their answers."""
+in one pure step (state.judge, from the rules in state.changes): this module loads what it
+judges and saves its decision."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Iterable
 from urllib.parse import urlsplit
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from state.changes import (BodyOutcome, RevisitCutoffs, RevisitSchedule, revisit_cutoffs, Candidate, EventDraft, FetchState, HeldOutcome, Observation, Outcome,
-                           PostMove, Seen, StoredVersion, Verdict, back_online, cancel_reversals, edit_event, gone,
-                           held_to_publish, hold_reason, judge_body, judge_fetch, judge_held_edit, new_post_event,
-                           observe, reader_changed, richest_per_url, source_health, unknown_reader_is_other)
+from state.changes import Candidate, RevisitCutoffs, RevisitSchedule, Seen, Verdict, revisit_cutoffs
 from state.database import Database, as_utc, utc_now
-from state.events import (dismiss_events, held_edits, held_events, held_removals, publish_held,
-                          store_events)
+from state.events import dismiss_events, publish_held, store_events
+from state.judge import (CheckDecision, CheckPolicy, EditWatch, KeptVersion, StoredHeld, StoredPost, StoredSource,
+                         judge_check)
 from state.records import ApplyResult, CrawlState, KnownPost, ObservedCheck
 from state.schema import edit_candidates, events, http_validators, post_versions, posts, robots_cache, sources
 from state.sources import source_row, update_source
-
-
-@dataclass
-class _CheckPass:
-    """What one apply_check learns while it walks the observed posts."""
-    held_edits: dict[int, list]                                   # post id -> held "updated" events not yet judged
-    kind: str | None = None                                       # the source's kind (a kept body's unknown reader)
-    confirmed_held: set[int] = field(default_factory=set)         # held edits whose content was seen again
-    became_volatile: list[str] = field(default_factory=list)
-    pending: int = 0
 
 
 class PostStorage(Database):
@@ -116,115 +105,15 @@ class PostStorage(Database):
 
     # -- after a check -----------------------------------------------------------------------
     def apply_check(self, source: str, check: ObservedCheck, now: datetime) -> ApplyResult:
+        """Save what a check observed and what it changed (state.judge decides that), in one
+        transaction."""
+        policy = CheckPolicy(self.removal_confirm_after, self.flood_share, self.volatile_after)
         with self.engine.begin() as conn:
             src = source_row(conn, source)
-            source_id = src["id"]
-            _save_validators(conn, source_id, check.validators, now)
+            _save_validators(conn, src["id"], check.validators, now)
             _save_robots(conn, check.robots)
-            stored = {r.url: r for r in conn.execute(
-                select(posts.c.id, posts.c.url, posts.c.title, posts.c.status, posts.c.gone_since, posts.c.content_hash,
-                       posts.c.published_at).where(posts.c.source_id == source_id))}
-            baseline = check.baseline or not src["baseline_done"]
-            pass_ = _CheckPass(held_edits=held_edits(conn, source_id), kind=src["kind"])
-            drafts: list[EventDraft] = []
-            observed: set[str] = set()
-            for item in richest_per_url(check.posts):
-                observed.add(item.url)
-                drafts += self._apply_post(conn, source_id, stored.get(item.url), observe(item), now, baseline, pass_)
-            for url in check.unchanged_urls:
-                row = stored.get(url)
-                if row is not None:
-                    drafts += _move(conn, row, back_online(row.status))
-            for url in check.gone:
-                row = stored.get(url)
-                if row is not None:
-                    drafts += _move(conn, row, gone(row.status, as_utc(row.gone_since), now, self.removal_confirm_after))
-            if observed:
-                conn.execute(update(posts).where(posts.c.source_id == source_id, posts.c.url.in_(observed))
-                             .values(last_seen_at=now))
-            pages = {item.url for item in check.posts if item.origin == "page"} | set(check.unchanged_urls) | set(check.gone)
-            if pages:
-                conn.execute(update(posts).where(posts.c.source_id == source_id, posts.c.url.in_(pages))
-                             .values(page_checked_at=now))
-            if check.discovered_feed and check.discovered_feed != src["discovered_feed_url"]:
-                update_source(conn, source_id, discovered_feed_url=check.discovered_feed)
-
-            source_values: dict[str, Any] = {"last_check_at": now, "last_success_at": now, "last_error": None,
-                                             "consecutive_failures": 0}
-            if getattr(check, "listing_read", False):
-                source_values["listing_read_at"] = now
-            if baseline:
-                update_source(conn, source_id, baseline_done=True, **source_values)
-                return ApplyResult([], False, None, True)
-
-            known_count = sum(1 for r in stored.values() if r.status != "removed")
-            drafts, reversed_removals = cancel_reversals(drafts, held_removals(conn, source_id))
-            dismiss_events(conn, reversed_removals)
-            reason = hold_reason(changes=len(drafts), known=known_count, flood_share=self.flood_share,
-                                 saw_anything=bool(check.posts or check.not_modified or check.unchanged_urls or check.gone))
-            created = store_events(conn, source_id, source, drafts, now, held=reason is not None)
-            published = still_held = 0
-            if reason is None:
-                held = held_events(conn, source_id)
-                published = publish_held(conn, held_to_publish(held, pass_.confirmed_held))
-                still_held = len(held) - published
-            health = source_health(reason, published, still_held)
-            if health is not None:
-                source_values.update(degraded=health[0], degraded_reason=health[1])
-            update_source(conn, source_id, **source_values)
-            return ApplyResult(created, reason is not None, reason, False, became_volatile=pass_.became_volatile,
-                               pending_edits=pass_.pending, published_held=published)
-
-    def _apply_post(self, conn: Connection, source_id: int, row, observation: Observation, now: datetime,
-                    baseline: bool, pass_: _CheckPass) -> list[EventDraft]:
-        item, seen = observation.item, observation.seen
-        if row is None:
-            post_id = conn.execute(insert(posts).values(
-                source_id=source_id, url=item.url, title=observation.title, published_at=item.published,
-                first_seen_at=now, last_seen_at=now, status="active",
-                content_hash=seen.content_hash if seen else None)).inserted_primary_key[0]
-            if seen:
-                _insert_version(conn, post_id, observation, now)
-            return [] if baseline else [new_post_event(post_id, observation, now)]
-        drafts = _move(conn, row, back_online(row.status, item.origin), observation)
-        values: dict[str, Any] = {}
-        if item.published and not row.published_at:
-            values["published_at"] = item.published
-        if seen is not None:
-            unknown_is_other = unknown_reader_is_other(pass_.kind, item.origin)
-            _judge_held_edits(conn, row.id, item.origin, seen, pass_, observation.reader, unknown_is_other)
-            previous = _latest_version(conn, row.id, item.origin)
-            kept = Seen(previous.content_hash, previous.title) if previous is not None else None
-            reread = previous is not None and reader_changed(previous.reader, observation.reader,
-                                                             unknown_is_other=unknown_is_other)
-            verdict: Verdict | None = None      # the baseline records what is there: no candidates, no events
-            if not baseline:
-                verdict = judge_fetch(_fetch_state(conn, row.id, item.origin, kept), seen, now, self.volatile_after,
-                                      reread=reread)
-                _save_fetch_state(conn, row.id, item.origin, verdict, now)
-                if verdict.became_volatile:
-                    pass_.became_volatile.append(row.url)
-                if verdict.candidate is not None and not verdict.volatile:
-                    pass_.pending += 1
-            retag = previous is not None and observation.reader is not None and previous.reader != observation.reader
-            outcome = judge_body(kept, seen, verdict, retag=retag)
-            if outcome is BodyOutcome.EDIT:
-                text = conn.execute(select(post_versions.c.text).where(post_versions.c.id == previous.id)).scalar()
-                drafts.append(edit_event(row.id, row.url, row.published_at,
-                                         StoredVersion(previous.content_hash, previous.title, text or ""), observation))
-            if outcome is BodyOutcome.RETAG:
-                conn.execute(update(post_versions).where(post_versions.c.id == previous.id)
-                             .values(reader=observation.reader))
-            elif outcome is BodyOutcome.REREAD:
-                # The new reference keeps the kept title: a new title is still an edit, judged next fetch.
-                _insert_version(conn, row.id, observation, now, title=previous.title)
-                values.update(content_hash=seen.content_hash)
-            elif outcome is not BodyOutcome.KEEP:
-                _insert_version(conn, row.id, observation, now)
-                values.update(content_hash=seen.content_hash, title=seen.title)
-        if values:
-            conn.execute(update(posts).where(posts.c.id == row.id).values(**values))
-        return drafts
+            decision = judge_check(_stored_source(conn, src, check), check, policy, now)
+            return _save_decision(conn, src["id"], source, decision, now)
 
 
 def _awaiting_confirmation(conn: Connection, source_ids: list[int]) -> dict[int, dict[str, set[str]]]:
@@ -304,46 +193,108 @@ def _save_robots(conn: Connection, robots: dict) -> None:
             conn.execute(insert(robots_cache).values(origin=origin, body=body, fetched_at=fetched_at))
 
 
-def _move(conn: Connection, row, move: PostMove | None, observation: Observation | None = None) -> list[EventDraft]:
-    """Save a post's change of presence; the event it makes."""
-    if move is None:
-        return []
-    conn.execute(update(posts).where(posts.c.id == row.id).values(status=move.status, gone_since=move.gone_since))
-    if move.event == "restored":
-        if observation is None:     # a 304: the page is there as it was
-            return [EventDraft("restored", row.id, row.url, row.title, row.published_at)]
-        return [EventDraft("restored", row.id, row.url, observation.title, row.published_at, observation.summary,
-                           observation.item.body_html)]
-    if move.event == "removed":
-        return [EventDraft("removed", row.id, row.url, row.title, row.published_at)]
-    return []
+# -- loading what a check is judged against, and saving the judgement ---------------------------
+def _stored_source(conn: Connection, src, check: ObservedCheck) -> StoredSource:
+    """What state.judge needs of a source: its posts; for those the check saw a body of, their
+    latest versions and pending edits (every version, where an edit of theirs is held); its held
+    events. A query per table, whatever the number of posts."""
+    stored = {url: StoredPost(post_id, url, title, status, as_utc(gone_since), content_hash, as_utc(published_at))
+              for post_id, url, title, status, gone_since, content_hash, published_at in conn.execute(
+                  select(posts.c.id, posts.c.url, posts.c.title, posts.c.status, posts.c.gone_since,
+                         posts.c.content_hash, posts.c.published_at).where(posts.c.source_id == src["id"]))}
+    held = tuple(StoredHeld(r.id, r.kind, r.post_id, r.title, r.version_hash) for r in conn.execute(
+        select(events.c.id, events.c.kind, events.c.post_id, events.c.title, events.c.version_hash)
+        .where(events.c.source_id == src["id"], events.c.status == "held").order_by(events.c.id)))
+    with_body = {stored[item.url].id: stored[item.url] for item in check.posts if item.body_html and item.url in stored}
+    watches = _edit_watches(conn, list(with_body))
+    held_edited = {h.post_id for h in held if h.kind == "updated"} & set(with_body)
+    versions = _kept_versions(conn, list(with_body), held_edited, watches)
+    for post_id, post in with_body.items():
+        post.versions, post.watches = versions.get(post_id, ()), watches.get(post_id, {})
+    return StoredSource(bool(src["baseline_done"]), src["kind"], src["discovered_feed_url"], stored, held)
 
 
-def _latest_version(conn: Connection, post_id: int, origin: str):
-    return conn.execute(select(post_versions.c.id, post_versions.c.content_hash, post_versions.c.title,
-                               post_versions.c.reader)
-                        .where(post_versions.c.post_id == post_id, post_versions.c.origin == origin)
-                        .order_by(post_versions.c.id.desc()).limit(1)).first()
+def _chunks(ids: Iterable[int], size: int = 500) -> Iterable[list[int]]:
+    """Ids a few hundred at a time: SQLite's and psycopg's parameter limits."""
+    ids = sorted(set(ids))
+    return (ids[start:start + size] for start in range(0, len(ids), size))
 
 
-def _insert_version(conn: Connection, post_id: int, observation: Observation, now: datetime,
-                    title: str | None = None) -> None:
-    content = observation.content
-    assert content is not None, "only a body is kept as a version"
-    conn.execute(insert(post_versions).values(post_id=post_id, origin=observation.item.origin,
-                                              content_hash=content.content_hash, title=title or observation.title,
-                                              text=content.text, body_html=observation.item.body_html, fetched_at=now,
-                                              reader=observation.reader))
+def _edit_watches(conn: Connection, post_ids: list[int]) -> dict[int, dict[str, EditWatch]]:
+    watches: dict[int, dict[str, EditWatch]] = {}
+    for chunk in _chunks(post_ids):
+        for r in conn.execute(select(edit_candidates).where(edit_candidates.c.post_id.in_(chunk))).mappings():
+            candidate = (Candidate(Seen(r["content_hash"], r["title"]), r["streak"], as_utc(r["first_seen_at"]))
+                         if r["content_hash"] is not None else None)
+            watches.setdefault(r["post_id"], {})[r["origin"]] = EditWatch(candidate, r["volatile_since"] is not None)
+    return watches
 
 
-def _fetch_state(conn: Connection, post_id: int, origin: str, kept: Seen | None) -> FetchState:
-    row = conn.execute(select(edit_candidates).where(edit_candidates.c.post_id == post_id,
-                                                     edit_candidates.c.origin == origin)).mappings().first()
-    if row is None:
-        return FetchState(kept)
-    candidate = (Candidate(Seen(row["content_hash"], row["title"]), row["streak"], as_utc(row["first_seen_at"]))
-                 if row["content_hash"] is not None else None)
-    return FetchState(kept, candidate, row["volatile_since"] is not None)
+def _kept_versions(conn: Connection, post_ids: list[int], every_version_of: set[int],
+                   watches: dict[int, dict[str, EditWatch]]) -> dict[int, tuple[KeptVersion, ...]]:
+    """Per post, its latest version of each origin; every version of the posts `every_version_of`.
+    The text only of the versions an edit may be measured from now: those with a pending edit
+    (every version of `every_version_of`)."""
+    columns = (post_versions.c.id, post_versions.c.post_id, post_versions.c.origin, post_versions.c.content_hash,
+               post_versions.c.title, post_versions.c.reader)
+    found = []
+    for chunk in _chunks(post_ids):
+        latest = (select(func.max(post_versions.c.id)).where(post_versions.c.post_id.in_(chunk))
+                  .group_by(post_versions.c.post_id, post_versions.c.origin))
+        found += conn.execute(select(*columns).where(post_versions.c.id.in_(latest))).all()
+    if every_version_of:
+        found += conn.execute(select(*columns).where(post_versions.c.post_id.in_(sorted(every_version_of)))).all()
+    wanted = {r.id for r in found if r.post_id in every_version_of
+              or watches.get(r.post_id, {}).get(r.origin, EditWatch()).candidate is not None}
+    texts = {}
+    for chunk in _chunks(wanted):
+        texts.update(conn.execute(select(post_versions.c.id, post_versions.c.text)
+                                  .where(post_versions.c.id.in_(chunk))).all())
+    versions: dict[int, dict[int, KeptVersion]] = {}
+    for r in found:
+        versions.setdefault(r.post_id, {})[r.id] = KeptVersion(r.id, r.origin, r.content_hash, r.title, r.reader,
+                                                               texts.get(r.id))
+    return {post_id: tuple(kept[i] for i in sorted(kept)) for post_id, kept in versions.items()}
+
+
+def _save_decision(conn: Connection, source_id: int, source: str, decision: CheckDecision,
+                   now: datetime) -> ApplyResult:
+    new_ids = {new.url: conn.execute(insert(posts).values(
+        source_id=source_id, url=new.url, title=new.title, published_at=new.published_at, first_seen_at=now,
+        last_seen_at=now, status="active", content_hash=new.content_hash)).inserted_primary_key[0]
+        for new in decision.new_posts}
+    for post_id, values in decision.post_updates.items():
+        conn.execute(update(posts).where(posts.c.id == post_id).values(**values))
+    _save_versions(conn, decision, new_ids, now)
+    for post_id, origin, verdict in decision.watches:
+        _save_fetch_state(conn, post_id, origin, verdict, now)
+    for urls, column in ((decision.seen_urls, "last_seen_at"), (decision.pages_checked, "page_checked_at")):
+        if urls:
+            conn.execute(update(posts).where(posts.c.source_id == source_id, posts.c.url.in_(urls))
+                         .values({column: now}))
+    dismiss_events(conn, decision.dismissed)
+    update_source(conn, source_id, **decision.source_values)
+    if decision.baseline:
+        return ApplyResult([], False, None, True)
+    drafts = [replace(d, post_id=new_ids[d.url]) if d.post_id is None else d for d in decision.events]
+    created = store_events(conn, source_id, source, drafts, now, held=decision.hold_reason is not None)
+    published = publish_held(conn, decision.published_held)
+    return ApplyResult(created, decision.hold_reason is not None, decision.hold_reason, False,
+                       became_volatile=decision.became_volatile, pending_edits=decision.pending_edits,
+                       published_held=published)
+
+
+def _save_versions(conn: Connection, decision: CheckDecision, new_ids: dict[str, int], now: datetime) -> None:
+    if decision.versions_dropped:
+        conn.execute(delete(post_versions).where(post_versions.c.id.in_(decision.versions_dropped)))
+    if decision.versions_kept:
+        conn.execute(insert(post_versions), [
+            dict(post_id=new_ids[v.url] if v.post_id is None else v.post_id, origin=v.origin,
+                 content_hash=v.content_hash, title=v.title, text=v.text, body_html=v.body_html, fetched_at=now,
+                 reader=v.reader)
+            for v in decision.versions_kept])
+    for version_id, reader in decision.versions_retagged.items():
+        conn.execute(update(post_versions).where(post_versions.c.id == version_id).values(reader=reader))
 
 
 def _save_fetch_state(conn: Connection, post_id: int, origin: str, verdict: Verdict, now: datetime) -> None:
@@ -359,31 +310,3 @@ def _save_fetch_state(conn: Connection, post_id: int, origin: str, verdict: Verd
         values["volatile_since"] = now
     if not conn.execute(update(edit_candidates).where(where).values(**values)).rowcount:
         conn.execute(insert(edit_candidates).values(post_id=post_id, origin=origin, **values))
-
-
-def _judge_held_edits(conn: Connection, post_id: int, origin: str, seen: Seen, pass_: _CheckPass,
-                      reader: str | None = None, unknown_is_other: bool = False) -> None:
-    """Before a fetch is judged against the kept version: a held edit of this post is confirmed
-    by seeing its content again; anything else dismisses it and puts the kept version back to
-    what subscribers last heard of (a fetch by another reader cannot tell: the edit stays held)."""
-    for held in pass_.held_edits.pop(post_id, []):
-        version = conn.execute(select(post_versions.c.id, post_versions.c.origin, post_versions.c.reader)
-                               .where(post_versions.c.post_id == post_id,
-                                      post_versions.c.content_hash == held.version_hash)
-                               .order_by(post_versions.c.id.desc()).limit(1)).first()
-        reread = version is not None and reader_changed(version.reader, reader, unknown_is_other=unknown_is_other)
-        outcome = judge_held_edit(Seen(held.version_hash, held.title), seen,
-                                  held_origin=version.origin if version is not None else None, origin=origin,
-                                  reread=reread)
-        if outcome is HeldOutcome.WAIT:
-            pass_.held_edits.setdefault(post_id, []).append(held)     # judged by a fetch of its own origin
-        elif outcome is HeldOutcome.CONFIRM:
-            pass_.confirmed_held.add(held.id)
-        else:
-            dismiss_events(conn, [held.id])
-            if version is not None:
-                conn.execute(delete(post_versions).where(post_versions.c.id == version.id))
-                restored = _latest_version(conn, post_id, origin)
-                if restored is not None:
-                    conn.execute(update(posts).where(posts.c.id == post_id).values(
-                        content_hash=restored.content_hash, title=restored.title))
