@@ -71,8 +71,9 @@ _ACTION_TEXT = re.compile(
     r"^[\W\d_]*(hide|unhide|flag|vote|upvote|downvote|past|comments?|discuss|discussion|repl(y|ies)|log ?in|"
     r"log ?out|sign ?in|sign ?up|register|submit|edit|delete|report|save|favou?rite|like|likes|share|tweet|"
     r"print|e-?mail|subscribe|follow|more|next|previous|prev)[\W\d_]*$", re.I)
-# A link whose text is a host name ("example.com"): a link aggregator's site filter, not a post.
-_HOST_TEXT = re.compile(r"^\W*[\w-]+(\.[\w-]+)*\.[a-z]{2,}\W*$", re.I)
+# A link whose text is a host name ("example.com", "github.com/someone"): a link aggregator's site
+# filter, not a post.
+_HOST_TEXT = re.compile(r"^\W*[\w-]+(\.[\w-]+)*\.[a-z]{2,}(/[\w.~-]*)*\W*$", re.I)
 # Texts that say when, or how many, not what: "2 hours ago", "43 comments", "90 points", "12:03".
 _META_TEXT = re.compile(r"^[\W\d_]*((\d+\s*)?(seconds?|minutes?|mins?|hours?|days?|weeks?|months?|years?)\s+ago|"
                         r"yesterday|today|just now|points?|comments?|replies|views?|[\d\s:./-]*)[\W\d_]*$", re.I)
@@ -304,9 +305,9 @@ def _date_of(element):
 def _companions(top, urls_under: dict) -> tuple[list, list]:
     """The rows beside an entry that belong to it, before and after: an entry spread over two
     table rows (a link aggregator's headline row and its meta row), a <dd> and its <dt>. A row
-    holding a post link of its own is another entry's."""
+    holding a link to another post is another entry's."""
     def alone(node) -> bool:
-        return isinstance(node.tag, str) and not urls_under.get(node)
+        return isinstance(node.tag, str) and not urls_under.get(node, set()) - urls_under.get(top, set())
 
     before, after = [], []
     if top.tag == "tr":
