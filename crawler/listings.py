@@ -479,7 +479,7 @@ def _best_group(groups: dict, urls_under: dict) -> tuple[tuple, list] | None:
 def _same_link_texts(elements: list) -> bool:
     if any(e.tag != "a" for e in elements):
         return False
-    texts = {re.sub(r"[\W\d_]+", " ", _text(e)).strip().lower() for e in elements}
+    texts = {"" if _META_TEXT.match(text) else text.lower() for text in map(_text, elements)}
     return len(texts) * 2 < len(elements)
 
 
