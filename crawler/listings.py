@@ -142,6 +142,8 @@ def _in_chrome(element) -> bool:
     inside_entry = any(a.tag == "article" or _entry_like(a) for a in ancestors)
     for node in (element, *ancestors):
         tag = node.tag if isinstance(node.tag, str) else ""
+        if tag in ("body", "html"):     # their classes name the page's layout ("site-navigation-left")
+            break
         if tag in _CHROME_TAGS:
             return True
         if tag in ("header", "footer") and not inside_entry:
