@@ -588,3 +588,17 @@ def test_dates_written_with_a_numbered_month_are_read(text, day):
 
     found = find_date_in_text(text)
     assert (found.date().isoformat() if found else None) == day
+
+
+def test_a_page_whose_body_class_names_its_navigation_layout_still_lists_its_posts():
+    """A magazine theme names its layout on <body> ("standardnavigation-site-navigation"); that
+    class says nothing about the links inside the page (read as chrome, the page fell back to every
+    link on it, a shop's promotion among them)."""
+    posts = _posts([f"story-{i}" for i in range(4)])
+    cards = "".join(f'<div class="summary-item"><a href="/story/{slug}/"><h3>{title}</h3></a><p>Dek.</p></div>'
+                    for slug, title in posts)
+    html = (f'<html><body class="standardnavigation-site-navigation"><header class="site-navigation">'
+            f'<a href="/about/">About this magazine</a></header><main>{cards}</main>'
+            f'<div class="promo"><a href="/shop/gift-subscription">Give a subscription</a></div></body></html>')
+    assert [(url, title) for url, title, _ in _read_listing(html, "https://mag.example/")] == [
+        (f"https://mag.example/story/{slug}", title) for slug, title in posts]
