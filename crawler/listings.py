@@ -12,9 +12,16 @@ people writing or checking a page):
    the root, the same classes of their own), each holding exactly one post link: cards, list
    items of an archive (`<ul>` of dated links), the stories of a news index's sections.
 
+   Of blocks of one shape in several lists, the lists whose entries are dated are kept when the
+   others are never dated (a home page's recent posts beside its link lists). An entry spread over
+   two table rows (a link aggregator's headline row and meta row), or a `<dd>` after its `<dt>`,
+   takes its headline and date from the row or `<dt>` beside it.
+
 The page's chrome is never read for entries: `nav`, `aside`, page-level `header`/`footer`,
 sidebars, widgets, menus, pagination, carousels/sliders, forms. Neither are links that are not
-posts: the home page, tag/category/author/date archives, pagination, feeds, comments, files.
+posts: the home page, tag/category/author/date archives (`/2025/08/19.html` too), pagination,
+feeds, comments, files; nor links that name an action or a count ("hide", "login", "43
+comments"), a host name, or nothing at all (an icon).
 
 Every entry's URL is a same-site permalink: a link-blog entry whose headline points off-site
 takes its on-site permalink (`u-url`, `rel=bookmark`, the one same-site link it holds) and the
