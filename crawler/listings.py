@@ -12,9 +12,16 @@ people writing or checking a page):
    the root, the same classes of their own), each holding exactly one post link: cards, list
    items of an archive (`<ul>` of dated links), the stories of a news index's sections.
 
+   Of blocks of one shape in several lists, the lists whose entries are dated are kept when the
+   others are never dated (a home page's recent posts beside its link lists). An entry spread over
+   two table rows (a link aggregator's headline row and meta row), or a `<dd>` after its `<dt>`,
+   takes its headline and date from the row or `<dt>` beside it.
+
 The page's chrome is never read for entries: `nav`, `aside`, page-level `header`/`footer`,
 sidebars, widgets, menus, pagination, carousels/sliders, forms. Neither are links that are not
-posts: the home page, tag/category/author/date archives, pagination, feeds, comments, files.
+posts: the home page, tag/category/author/date archives (`/2025/08/19.html` too), pagination,
+feeds, comments, files; nor links that name an action or a count ("hide", "login", "43
+comments"), a host name, or nothing at all (an icon).
 
 Every entry's URL is a same-site permalink: a link-blog entry whose headline points off-site
 takes its on-site permalink (`u-url`, `rel=bookmark`, the one same-site link it holds) and the
@@ -58,12 +65,26 @@ _NOT_POST_PATH = re.compile(
     r"(^|/)(tags?|category|categories|topics?|authors?|users?|page|search|feed|rss|atom|comments?|login|"
     r"wp-login\.php|wp-admin|cart|account|subscribe|share|label|labels)(/|$)"
     r"|\.(xml|rss|atom|json|jpe?g|png|gif|webp|svg|ico|pdf|zip|gz|mp3|mp4|css|js)$", re.I)
-_DATE_ARCHIVE = re.compile(r"^(/[a-z-]+)?/(19|20)\d\d(/\d\d?){0,2}/?$", re.I)
+# A day's, month's or year's archive (/2025/08/, /blog/2025/08/19.html): a date and no slug.
+_DATE_ARCHIVE = re.compile(r"^(/[a-z-]+)?/(19|20)\d\d(/\d\d?){0,2}(/|\.html?)?$", re.I)
 _NOT_POST_QUERY = re.compile(r"(^|&)(s|q|page|paged|start|offset|replytocom|share|tag|cat|author|lang)=", re.I)
 _NOT_POST_REL = {"tag", "category", "author", "next", "prev", "me", "license"}
 # Per-item classes that would make every block's shape differ (WordPress's post-123, category-news...).
 _VARYING_CLASS = re.compile(r"\d|^(category|tag|format|status|type|post|author|has|wp|aos|id|entry)-|"
                             r"^(sticky|featured|pinned|first|last|odd|even|active|current|new|hidden|visible)$", re.I)
+# Link texts that name an action or a count, not a post: a link aggregator's "hide", "past" and
+# "43 comments", a log-in link, a share button. Matched on the whole text, digits aside.
+_ACTION_TEXT = re.compile(
+    r"^[\W\d_]*(hide|unhide|flag|vote|upvote|downvote|past|comments?|discuss|discussion|repl(y|ies)|log ?in|"
+    r"log ?out|sign ?in|sign ?up|register|submit|edit|delete|report|save|favou?rite|like|likes|share|tweet|"
+    r"print|e-?mail|subscribe|follow|more|next|previous|prev)[\W\d_]*$", re.I)
+# A link whose text is a host name ("example.com", "github.com/someone"): a link aggregator's site
+# filter, not a post.
+_HOST_TEXT = re.compile(r"^\W*[\w-]+(\.[\w-]+)*\.[a-z]{2,}(/[\w.~-]*)*\W*$", re.I)
+# Texts that say when, or how many, not what: "2 hours ago", "43 comments", "90 points", "12:03".
+_META_TEXT = re.compile(r"^[\W\d_]*((\d+\s*)?(seconds?|minutes?|mins?|hours?|days?|weeks?|months?|years?)\s+ago|"
+                        r"yesterday|today|just now|points?|comments?|replies|views?|[\d\s:./-]*)[\W\d_]*$", re.I)
+_ISO_DATE = re.compile(r"^\s*(19|20)\d\d-\d\d-\d\d")
 _MARKED = ("[class~=h-entry], [class~=hentry], article, [itemtype*='schema.org/BlogPosting'], "
            "[itemtype*='schema.org/Article'], [itemtype*='schema.org/NewsArticle'], [itemtype*='schema.org/Posting']")
 # In this order: where an entry keeps its permalink.
@@ -112,6 +133,15 @@ def post_url(href: str | None, page_url: str, site: str, rel: str = "") -> str |
     return url
 
 
+def _names_an_action(anchor) -> bool:
+    """A link that is not an entry's, whatever it points to: an action or a count ("hide", "43
+    comments", "login"), a site filter named by its host, an icon without text, title or image."""
+    text = " ".join(" ".join(anchor.itertext()).split())
+    if not text:
+        return not (anchor.get("title") or anchor.xpath(".//img"))
+    return bool(_ACTION_TEXT.match(text) or _HOST_TEXT.match(text))
+
+
 def _in_chrome(element) -> bool:
     """Inside page chrome: nav, aside, sidebars, menus, pagination, sliders; a header or footer
     counts only when no article or entry encloses it (an entry's own footer holds its permalink)."""
@@ -119,6 +149,8 @@ def _in_chrome(element) -> bool:
     inside_entry = any(a.tag == "article" or _entry_like(a) for a in ancestors)
     for node in (element, *ancestors):
         tag = node.tag if isinstance(node.tag, str) else ""
+        if tag in ("body", "html"):     # their classes name the page's layout ("site-navigation-left")
+            break
         if tag in _CHROME_TAGS:
             return True
         if tag in ("header", "footer") and not inside_entry:
@@ -212,9 +244,18 @@ def _marked_entry(item: Selector, page_url: str, site: str) -> Found | None:
 
 
 def _title(item: Selector, url: str, page_url: str, site: str) -> str:
-    # A heading that links to the post is its title (a date or a category can be the first heading).
+    return _named_title(item, url, page_url, site) or _note_title(item, url, page_url, site)
+
+
+def _named_title(item: Selector, url: str, page_url: str, site: str) -> str:
+    """The entry's title where the page names one: a heading, a title element, a link's text."""
+    def to_post(a) -> bool:
+        return post_url(a.attrib.get("href"), page_url, site, a.attrib.get("rel", "")) == url
+
+    # A heading that links to the post, or that the post's link wraps, is its title (a date or a
+    # category can be the first heading).
     for heading in item.css("h1, h2, h3, h4, [itemprop=headline], .entry-title, .post-title"):
-        if any(post_url(a.attrib.get("href"), page_url, site, a.attrib.get("rel", "")) == url for a in heading.css("a")):
+        if any(to_post(a) for a in heading.css("a")) or any(to_post(a) for a in heading.xpath("ancestor::a[1]")):
             text = _text(heading.root)
             if text:
                 return _short(text, 300)
@@ -224,15 +265,25 @@ def _title(item: Selector, url: str, page_url: str, site: str) -> str:
             text = _text(node[0].root)
             if text:
                 return _short(text, 300)
-    # No heading: the longest text of a link to the post, else the entry's own text (a note).
+    # No heading: the longest text of a link to the post that says what, not when or how many; a
+    # short one when the rest of the entry is only its date ("2023-09-18: Currently").
     texts = [_text(a.root) or a.attrib.get("title", "") or " ".join(a.css("img::attr(alt)").getall())
-             for a in item.css("a") if post_url(a.attrib.get("href"), page_url, site, a.attrib.get("rel", "")) == url]
-    longest = max(texts, key=len, default="")
+             for a in item.css("a") if to_post(a) and not _names_an_action(a.root)]
+    longest = max((t for t in texts if not _META_TEXT.match(t)), key=len, default="")
     if len(longest) >= 12:
         return longest
+    rest = _text(item.root).replace(longest, "", 1)
+    if longest and not re.sub(r"[\W\d_]+", "", rest) or (len(rest) < 40 and find_date_in_text(rest)):
+        return longest
+    return ""
+
+
+def _note_title(item: Selector, url: str, page_url: str, site: str) -> str:
+    """An entry without a title (a note): the start of its text, else its link's text."""
     content = item.css(".e-content, .p-summary, .entry-content, .entry-summary, p")[:1]
     text = _text(content[0].root) if content else _text(item.root)
-    return _short(text) or longest
+    return _short(text) or next((_text(a.root) for a in item.css("a")
+                                 if post_url(a.attrib.get("href"), page_url, site) == url and _text(a.root)), "")
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -240,13 +291,64 @@ def _short(text: str, limit: int = 120) -> str:
 
 
 def _date(item: Selector):
-    for value in item.css(".dt-published::attr(datetime), time.published::attr(datetime), "
-                          "[itemprop=datePublished]::attr(content), [itemprop=datePublished]::attr(datetime), "
-                          "time::attr(datetime)").getall():
+    return _date_of(item.root)
+
+
+def _date_of(element):
+    for value in element.xpath(".//*[contains(concat(' ', normalize-space(@class), ' '), ' dt-published ')]/@datetime"
+                               " | .//time[contains(concat(' ', normalize-space(@class), ' '), ' published ')]/@datetime"
+                               " | .//*[@itemprop='datePublished']/@content | .//*[@itemprop='datePublished']/@datetime"
+                               " | .//time/@datetime"):
         parsed = parse_date(value)
         if parsed:
             return parsed
-    return find_date_in_text(_text(item.root)[:2000])
+    # A date written out in a title attribute (an age shown as "2 hours ago", an <abbr>).
+    for value in element.xpath(".//*[@title]/@title"):
+        if _ISO_DATE.match(value):
+            parsed = parse_date(value)
+            if parsed:
+                return parsed
+    return find_date_in_text(_text(element)[:2000])
+
+
+def _companions(top, urls_under: dict) -> tuple[list, list]:
+    """The rows beside an entry that belong to it, before and after: an entry spread over two
+    table rows (a link aggregator's headline row and its meta row), a <dd> and its <dt>. A row
+    holding a link to another post is another entry's."""
+    def alone(node) -> bool:
+        return isinstance(node.tag, str) and not urls_under.get(node, set()) - urls_under.get(top, set())
+
+    before, after = [], []
+    if top.tag == "tr":
+        previous, following = top.getprevious(), top.getnext()
+        before = [previous] if previous is not None and previous.tag == "tr" and alone(previous) else []
+        after = [following] if following is not None and following.tag == "tr" and alone(following) else []
+    elif top.tag == "dd":
+        previous = top.getprevious()
+        while previous is not None and previous.tag == "dd":
+            previous = previous.getprevious()
+        before = [previous] if previous is not None and previous.tag == "dt" and alone(previous) else []
+    return before, after
+
+
+def _companion_title(top, urls_under: dict) -> str:
+    """The headline in the row before an entry (off-site for a link aggregator's story)."""
+    for row in _companions(top, urls_under)[0]:
+        texts = [_text(a) for a in row.iter("a") if not _names_an_action(a)]
+        longest = max((t for t in texts if not _META_TEXT.match(t)), key=len, default="")
+        if longest:
+            return _short(longest, 300)
+    return ""
+
+
+def _date_of_companions(top, urls_under: dict):
+    before, after = _companions(top, urls_under)
+    for row in before + after:
+        if len(_text(row)) <= 300:
+            parsed = _date_of(row)
+            if parsed:
+                return parsed
+    return None
 
 
 def _summary(item: Selector) -> str | None:
@@ -334,7 +436,7 @@ def _blocks(sel: Selector, page_url: str, site: str) -> list[Found]:
     links = []
     for anchor in root.iter("a"):
         url = post_url(anchor.get("href"), page_url, site, anchor.get("rel") or "")
-        if url and not _in_chrome(anchor):
+        if url and not _names_an_action(anchor) and not _in_chrome(anchor):
             links.append((anchor, url))
             if len(links) >= MAX_LINKS:
                 break
@@ -353,19 +455,80 @@ def _blocks(sel: Selector, page_url: str, site: str) -> list[Found]:
             # the tag path from the root and the block's own classes, not its sections' classes.
             signature = _signature(element, signatures)
             groups.setdefault((tuple(tag for tag, _ in signature), signature[-1][1]), []).append(element)
+    chosen = _best_group(groups, urls_under)
+    if not chosen:
+        return []
+    signature, best = chosen
+    best = best + _same_kind_blocks(best, {k: v for k, v in groups.items() if k != signature}, urls_under)
+    return _block_entries(best, links, urls_under, page_url, site)
+
+
+def _best_group(groups: dict, urls_under: dict) -> tuple[tuple, list] | None:
+    """The group of blocks that is the listing: the most posts, doubled when most blocks have a
+    heading and again when most are dated or have a lead (a list of posts, not a link list), then
+    the outermost. A group whose blocks are bare links with the same text in most of them ("hide",
+    "2 hours ago") is not a list of posts."""
+    signals: dict = {}
     best, best_key = None, None
     for signature, elements in groups.items():
+        elements = _dated_sections(elements, urls_under, signals)
         urls = [next(iter(urls_under[e])) for e in elements]
         distinct = len(set(urls))
-        if distinct < MIN_BLOCKS:
+        if distinct < MIN_BLOCKS or _same_link_texts(elements):
             continue
         headed = sum(1 for e in elements if e.tag in ("h1", "h2", "h3", "h4") or e.xpath(_HEADED))
-        key = (distinct * (2 if headed * 2 >= len(elements) else 1), -len(signature[0]))   # then the outermost
+        told = sum(1 for e in elements if any(_signals(_entry_top(e, urls_under), signals)))
+        weight = (2 if headed * 2 >= len(elements) else 1) * (2 if told * 2 >= len(elements) else 1)
+        key = (distinct * weight, -len(signature[0]))       # then the outermost
         if best_key is None or key > best_key:
-            best, best_key = elements, key
-    if not best:
-        return []
-    best = best + _same_kind_blocks(best, groups, urls_under)
+            best, best_key = (signature, elements), key
+    return best
+
+
+def _same_link_texts(elements: list) -> bool:
+    if any(e.tag != "a" for e in elements):
+        return False
+    texts = {"" if _META_TEXT.match(text) else text.lower() for text in map(_text, elements)}
+    return len(texts) * 2 < len(elements)
+
+
+def _entry_top(element, urls_under: dict):
+    """The outermost ancestor of a block that holds the same one post link: the entry around it."""
+    top = element
+    for ancestor in element.iterancestors():
+        if urls_under.get(ancestor) != urls_under[element]:
+            break
+        top = ancestor
+    return top
+
+
+def _signals(top, cache: dict) -> tuple[bool, bool]:
+    """Whether an entry shows a date, and whether it has a lead (a paragraph of some length)."""
+    if top not in cache:
+        dated = bool(top.xpath(".//time | .//*[@datetime]")) or _date_of(top) is not None
+        lead = any(len(_text(p)) >= 60 for p in top.iter("p"))
+        cache[top] = (dated, lead)
+    return cache[top]
+
+
+def _dated_sections(elements: list, urls_under: dict, cache: dict) -> list:
+    """Blocks of one shape in several lists: when the entries of some lists are dated and those of
+    others never are, the undated lists are link lists beside the posts (a home page's knowledge
+    base, its favourite links), not posts."""
+    by_list: dict = {}
+    for element in elements:
+        top = _entry_top(element, urls_under)
+        by_list.setdefault(top.getparent(), []).append((element, _signals(top, cache)[0]))
+    if len(by_list) < 2:
+        return elements
+    dated_lists = [blocks for blocks in by_list.values() if sum(d for _, d in blocks) * 2 >= len(blocks)]
+    undated_lists = [blocks for blocks in by_list.values() if not any(d for _, d in blocks)]
+    if not dated_lists or not undated_lists:
+        return elements
+    return [element for blocks in dated_lists for element, _ in blocks]
+
+
+def _block_entries(best: list, links: list, urls_under: dict, page_url: str, site: str) -> list[Found]:
     found, seen = [], set()
     for element in best:
         url = next(iter(urls_under[element]))
@@ -374,12 +537,23 @@ def _blocks(sel: Selector, page_url: str, site: str) -> list[Found]:
         seen.add(url)
         item = Selector(root=element)
         anchors = [a for a, u in links if u == url and (a is element or element in a.iterancestors())]
-        title = _title(item, url, page_url, site) if element.tag != "a" else (_text(element) or element.get("title", ""))
+        top = _entry_top(element, urls_under)
+        title = (_link_title(element, top, urls_under) if element.tag == "a" else
+                 _named_title(item, url, page_url, site) or _companion_title(top, urls_under)
+                 or _note_title(item, url, page_url, site))
         if not title:
             continue
+        published = _date(item) or _date_of_companions(top, urls_under)
         found.append(Found(url, urljoin(page_url, anchors[0].get("href")).split("#", 1)[0] if anchors else url,
-                           " ".join(title.split()), _date(item), _summary(item) if element.tag != "a" else None))
+                           " ".join(title.split()), published, _summary(item) if element.tag != "a" else None))
     return found
+
+
+def _link_title(anchor, top, urls_under: dict) -> str:
+    text = _text(anchor) or anchor.get("title", "")
+    if not text or _META_TEXT.match(text):
+        return _companion_title(top, urls_under) or text
+    return text
 
 
 def _same_kind_blocks(best: list, groups: dict, urls_under: dict) -> list:
@@ -392,8 +566,6 @@ def _same_kind_blocks(best: list, groups: dict, urls_under: dict) -> list:
         return []
     more = []
     for elements in groups.values():
-        if elements is best:
-            continue
         urls = {next(iter(urls_under[e])) for e in elements}
         new = urls - chosen
         if len(new) >= MIN_BLOCKS and len(new) >= 0.8 * len(urls) and \

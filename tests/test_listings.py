@@ -495,3 +495,110 @@ def test_a_feed_entry_fingerprint_follows_its_summary_content_title_and_update_t
     second = parse_feed(json.dumps(feed).encode(), "https://b.example/feed.json", site="https://b.example/")
     assert first.fingerprints != second.fingerprints
     assert feed_entry_key("https://b.example/p/1").endswith("https://b.example/p/1")
+
+
+# ------------------------------------------------------------------------------------------
+# Shapes of the second held-out set (bench/corpus/heldout2), written here at small size
+# ------------------------------------------------------------------------------------------
+def _read_listing(html: str, page_url: str) -> list[tuple[str, str, str | None]]:
+    from crawler.extract import selector_for
+    from crawler.kinds import SourceKind
+
+    entries, _ = SourceKind.named("html")().listing(selector_for(html, page_url), page_url, page_url)
+    return [(e.url, e.title, e.published.date().isoformat() if e.published else None) for e in entries]
+
+
+def aggregator_front(stories: list[tuple[int, str, str]]) -> str:
+    """A link aggregator's front page: each story two table rows, the headline off-site with its
+    site filter, then a meta row whose age link is the on-site permalink (its date in a title
+    attribute) beside "hide" and comments links; a top bar of short navigation links."""
+    rows = "".join(
+        f'<tr class="athing"><td class="title">{n}.</td><td><a href="vote?id={n}&how=up"><div class="arrow"></div></a></td>'
+        f'<td class="title"><span class="titleline"><a href="https://elsewhere{n}.example/post">{headline}</a>'
+        f' (<a href="from?site=elsewhere{n}.example">elsewhere{n}.example</a>)</span></td></tr>'
+        f'<tr><td colspan="2"></td><td class="subtext">{n * 7} points by <a href="user?id=someone">someone</a> '
+        f'<span class="age" title="{day}T10:00:00"><a href="item?id={n}">{n} hours ago</a></span> | '
+        f'<a href="hide?id={n}&goto=news">hide</a> | <a href="item?id={n}">{n * 3}&nbsp;comments</a></td></tr>'
+        f'<tr class="spacer"></tr>'
+        for n, headline, day in stories)
+    top = ('<tr><td><span class="pagetop"><b><a href="news">Links</a></b> <a href="newest">new</a> | '
+           '<a href="front">past</a> | <a href="newcomments">comments</a> | <a href="ask">ask</a> | '
+           '<a href="submit">submit</a></span><span class="pagetop"><a href="login?goto=news">login</a></span></td></tr>')
+    return (f'<html><body><center><table>{top}<tr><td><table>{rows}</table></td></tr>'
+            f'<tr><td><a href="news?p=2" class="morelink">More</a></td></tr></table></center></body></html>')
+
+
+def test_a_link_aggregator_lists_its_two_row_stories_by_permalink_headline_and_age_not_its_links_to_act():
+    stories = [(1, "A long read about compilers", "2023-10-18"), (2, "Why the sky is blue, again", "2023-10-17"),
+               (3, "Show: a tiny text editor", "2023-10-18"), (4, "Notes on a quiet database", "2023-10-16")]
+    assert _read_listing(aggregator_front(stories), "https://links.example/") == [
+        (f"https://links.example/item?id={n}", headline, day) for n, headline, day in stories]
+
+
+def test_a_card_whose_date_links_to_the_day_archive_lists_the_post_with_its_cjk_date():
+    """A WordPress page-builder card: the date, written in the site's locale, links to the day's
+    archive; the post's link wraps its heading; a comment count links to the post's comments."""
+    posts = [("2025/08/open-party", "オープンパーティーを開催します", "8月 18, 2025", "2025/08/18"),
+             ("2025/08/summer-camp", "夏合宿の報告", "8月 5, 2025", "2025/08/05"),
+             ("2025/07/seminar", "柔道セミナー", "7月 14, 2025", "2025/07/14")]
+    cards = "".join(
+        f'<div class="post-list-item post-{i} hentry"><a href="{slug}.html"><img src="/i{i}.jpg" alt=""></a>'
+        f'<div class="metadata-item">by <a href="https://dojo.example/blog/author/admin">admin</a></div>'
+        f'<div class="metadata-item"><a href="{day}.html">{shown}</a></div>'
+        f'<div class="h-blog-title"><a href="{slug}.html"><h4>{title}</h4></a></div>'
+        f'<div class="excerpt">本文の抜粋 [&hellip;]</div><a href="{slug}.html#respond">0</a></div>'
+        for i, (slug, title, shown, day) in enumerate(posts))
+    html = f'<html><body><main><div class="post-list">{cards}</div></main></body></html>'
+    assert _read_listing(html, "https://dojo.example/blog/") == [
+        (f"https://dojo.example/blog/{slug}.html", title, day.replace("/", "-"))
+        for slug, title, _, day in posts]
+
+
+def test_a_definition_list_of_posts_takes_each_date_from_its_dt():
+    posts = [("static-site-generators", "Static site generators", "Sat 03 October 2015", "2015-10-03"),
+             ("virtual-temperature", "Virtual Temperature", "Mon 31 August 2015", "2015-08-31"),
+             ("geopotential", "Geopotential", "Sun 30 August 2015", "2015-08-30")]
+    items = "".join(f'<dt>{shown}</dt><dd><a href="/{slug}.html">{title}</a></dd>' for slug, title, shown, _ in posts)
+    html = f'<html><body><div class="archive"><h2><a href="/index.html">Recent Posts</a></h2><dl>{items}</dl></div></body></html>'
+    assert _read_listing(html, "https://physics.example/") == [
+        (f"https://physics.example/{slug}.html", title, day) for slug, title, _, day in posts]
+
+
+def test_a_home_page_lists_its_dated_recent_posts_not_its_longer_undated_link_lists_of_the_same_shape():
+    posts = [("wellness-halfway", "Wellness challenge halfway point", "2023-11-15"),
+             ("first-week", "First week of wellness challenge", "2023-11-05"),
+             ("currently", "Currently", "2023-09-18")]
+    recent = "".join(f'<li>{day}: <a href="/blog/{slug}/">{title}</a></li>' for slug, title, day in posts)
+    topics = "".join(f'<li><a href="kb/{t.lower()}">{t}</a></li>'
+                     for t in ("Coding", "Geography", "Heraldry", "Linguistics", "Places", "Rhetoric", "Sysadmin"))
+    tools = "".join(f'<li><a href="kb/{t}">{t.title()}</a> - things I use</li>' for t in ("books", "movies", "uses"))
+    html = (f'<html><body><nav><ul><li><a href="/about">About</a></li></ul></nav><section><h1>Ben</h1>'
+            f'<h2>Most Recent Blog Posts</h2><ul>{recent}</ul><h2>My stuff</h2><ul>{tools}</ul>'
+            f'<h2>Knowledge Base</h2><ul>{topics}</ul></section></body></html>')
+    assert _read_listing(html, "https://ben.example/") == [
+        (f"https://ben.example/blog/{slug}", title, day) for slug, title, day in posts]
+
+
+@pytest.mark.parametrize("text, day", [
+    ("投稿日：2024年1月5日 更新", "2024-01-05"), ("2025년 8월 19일", "2025-08-19"), ("by admin 8月 19, 2025", "2025-08-19"),
+    ("released 2025.08.19.", "2025-08-19"), ("2025/8/9", "2025-08-09"), ("version 2019.1.2.3", None),
+    ("13月 40, 2025", None)])
+def test_dates_written_with_a_numbered_month_are_read(text, day):
+    from crawler.dates import find_date_in_text
+
+    found = find_date_in_text(text)
+    assert (found.date().isoformat() if found else None) == day
+
+
+def test_a_page_whose_body_class_names_its_navigation_layout_still_lists_its_posts():
+    """A magazine theme names its layout on <body> ("standardnavigation-site-navigation"); that
+    class says nothing about the links inside the page (read as chrome, the page fell back to every
+    link on it, a shop's promotion among them)."""
+    posts = _posts([f"story-{i}" for i in range(4)])
+    cards = "".join(f'<div class="summary-item"><a href="/story/{slug}/"><h3>{title}</h3></a><p>Dek.</p></div>'
+                    for slug, title in posts)
+    html = (f'<html><body class="standardnavigation-site-navigation"><header class="site-navigation">'
+            f'<a href="/about/">About this magazine</a></header><main>{cards}</main>'
+            f'<div class="promo"><a href="/shop/gift-subscription">Give a subscription</a></div></body></html>')
+    assert [(url, title) for url, title, _ in _read_listing(html, "https://mag.example/")] == [
+        (f"https://mag.example/story/{slug}", title) for slug, title in posts]
