@@ -86,6 +86,7 @@ async def sweep() -> None:
         # when they were taken; those it did not record are due again now.
         await asyncio.to_thread(daemon.app.store.make_due_unless_checked_since, due, started)
         raise
+    await asyncio.to_thread(daemon.count_next_checks_from_last_check, due)
     narrate(summaries)
     # Immediate subscribers get what this sweep published, and alerts it queued go out (only
     # composing is waited for: each kind of message is sent in its own compartment).
@@ -266,6 +267,11 @@ class Daemon:
         return self.app.store.take_due_sources(
             now, lambda name: next_check(name, now, intervals.get(name, crawl.interval), crawl.jitter),
             crawl.removal_confirm_after)
+
+    def count_next_checks_from_last_check(self, names: list[str]) -> None:
+        intervals, crawl = self.intervals(), self.config.crawl
+        self.app.store.count_next_checks_from_last_check(
+            names, lambda name, last: next_check(name, last, intervals.get(name, crawl.interval), crawl.jitter))
 
     def sweep_period(self) -> float:
         return sweep_period(self.intervals().values(), self.config.crawl.removal_confirm_after)

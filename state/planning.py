@@ -15,8 +15,8 @@ from typing import Callable, Iterable, Sequence
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.engine import Connection, Row
 
-from state.database import Database
-from state.schema import UTC, subscribers
+from state.database import Database, as_utc
+from state.schema import UTC, sources, subscribers
 
 # The end of the last digest planning, in epoch seconds (a counters row). One window for both
 # runtimes (a database served by `postwatch run` and later by workers, or back, plans on from
@@ -99,6 +99,18 @@ class PlanningStorage(Database):
             names = [row.name for row in due_source_rows(conn, now, removal_delay, limit)]
             move_next_checks(conn, names, next_check_of)
             return names
+
+    def count_next_checks_from_last_check(self, names: Iterable[str],
+                                          next_check_of: Callable[[str, datetime], datetime]) -> None:
+        """After a sweep: each of `names`' next check counted from when its check was recorded
+        (`next_check_of(name, last_check_at)`), not from when the sweep took it, so that a slow
+        source in the sweep (a dripping site) does not hold the others' next checks to its own
+        and the next sweeps take them apart. Those with no check recorded keep theirs."""
+        with self.engine.begin() as conn:
+            last = {name: as_utc(at) for name, at in conn.execute(
+                select(sources.c.name, sources.c.last_check_at)
+                .where(sources.c.name.in_(list(names)), sources.c.last_check_at.is_not(None)))}
+            move_next_checks(conn, last, lambda name: next_check_of(name, last[name]))
 
     def make_due_unless_checked_since(self, names: Iterable[str], since: datetime) -> int:
         """Make those of `names` due now that no check has recorded since `since` (a sweep that

@@ -144,9 +144,14 @@ def test_due_sources_are_taken_by_next_check_at_and_moved_an_interval_on(tmp_pat
     assert take(NOW + timedelta(seconds=5)) == ["never"]
     store.request_check("later", NOW + timedelta(seconds=6))     # the console's "check now"
     assert take(NOW + timedelta(seconds=6)) == ["later"]
+    # A sweep's sources are next due an interval after each one's check was recorded.
+    store.record_quiet_checks(["later"], NOW + timedelta(seconds=7))
+    store.count_next_checks_from_last_check(["later", "paused"], lambda name, last: last + hour)
+    assert store.next_checks()["later"] == NOW + hour + timedelta(seconds=7)
     assert take(NOW + hour - timedelta(seconds=1)) == []
     assert take(NOW + hour) == ["due", "removal"]
-    assert take(NOW + 2 * hour) == ["due", "later", "never", "removal"]
+    assert take(NOW + hour + timedelta(seconds=7)) == ["later", "never"]
+    assert take(NOW + 2 * hour) == ["due", "removal"]
     store.close()
 
 
