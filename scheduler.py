@@ -21,7 +21,7 @@ import signal
 import time
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from typing import Callable, Iterable
 
 from postwatch.app import App, utcnow
 from postwatch.checker import describe_summary
@@ -260,18 +260,18 @@ class Daemon:
     def intervals(self) -> dict[str, timedelta]:
         return {source.name: self.app.sources.interval(source.name) for source in self.app.store.list_sources()}
 
-    def take_due_sources(self, now: datetime) -> list[str]:
-        """The sources due now, each one's next check moved on (planner.next_check), as the
-        worker's planning takes them."""
+    def next_check_of(self) -> Callable[[str, datetime], datetime]:
+        """planner.next_check with each source's interval: when a source checked at a time is
+        next due."""
         intervals, crawl = self.intervals(), self.config.crawl
-        return self.app.store.take_due_sources(
-            now, lambda name: next_check(name, now, intervals.get(name, crawl.interval), crawl.jitter),
-            crawl.removal_confirm_after)
+        return lambda name, at: next_check(name, at, intervals.get(name, crawl.interval), crawl.jitter)
+
+    def take_due_sources(self, now: datetime) -> list[str]:
+        """The sources due now, each one's next check moved on, as the worker's planning takes them."""
+        return self.app.store.take_due_sources(now, self.next_check_of(), self.config.crawl.removal_confirm_after)
 
     def count_next_checks_from_last_check(self, names: list[str]) -> None:
-        intervals, crawl = self.intervals(), self.config.crawl
-        self.app.store.count_next_checks_from_last_check(
-            names, lambda name, last: next_check(name, last, intervals.get(name, crawl.interval), crawl.jitter))
+        self.app.store.count_next_checks_from_last_check(names, self.next_check_of())
 
     def sweep_period(self) -> float:
         return sweep_period(self.intervals().values(), self.config.crawl.removal_confirm_after)

@@ -90,14 +90,20 @@ def subscribers_due(conn: Connection, after: datetime, until: datetime,
 
 
 class PlanningStorage(Database):
-    def take_due_sources(self, now: datetime, next_check_of: Callable[[str], datetime], removal_delay: timedelta,
-                         limit: int = 5000) -> list[str]:
+    def take_due_sources(self, now: datetime, next_check_of: Callable[[str, datetime], datetime],
+                         removal_delay: timedelta, limit: int = 5000) -> list[str]:
         """The sources due at `now` (due_source_rows), their next check moved to
-        `next_check_of(name)` in the same transaction: `postwatch run`'s sweep. A sweep cut off
-        before it recorded them hands them back (make_due_unless_checked_since)."""
+        `next_check_of(name, now)` in the same transaction: `postwatch run`'s sweep. A source
+        checked but never planned (by `postwatch check`, or by a daemon before next_check_at)
+        first gets its next check counted from that check, as if a sweep had made it. A sweep
+        cut off before it recorded its sources hands them back (make_due_unless_checked_since)."""
         with self.engine.begin() as conn:
+            last = {name: as_utc(at) for name, at in conn.execute(
+                select(sources.c.name, sources.c.last_check_at)
+                .where(sources.c.next_check_at.is_(None), sources.c.last_check_at.is_not(None)))}
+            move_next_checks(conn, last, lambda name: next_check_of(name, last[name]))
             names = [row.name for row in due_source_rows(conn, now, removal_delay, limit)]
-            move_next_checks(conn, names, next_check_of)
+            move_next_checks(conn, names, lambda name: next_check_of(name, now))
             return names
 
     def count_next_checks_from_last_check(self, names: Iterable[str],

@@ -113,7 +113,7 @@ def test_stop_signals_and_grace():
 
 def test_due_sources_are_taken_by_next_check_at_and_moved_an_interval_on(tmp_path):
     store = Store(str(tmp_path / "state.db"))
-    for name in ("never", "due", "later", "paused", "removal"):
+    for name in ("never", "due", "later", "paused", "removal", "checked"):
         store.add_source(SourceRecord(name, f"https://{name}.example/"))
     hour = timedelta(hours=1)
     with store.engine.begin() as conn:
@@ -124,6 +124,9 @@ def test_due_sources_are_taken_by_next_check_at_and_moved_an_interval_on(tmp_pat
         # Missing for two hours, last checked 90 minutes ago: the removal delay (1 h) has passed since.
         conn.execute(text("UPDATE sources SET last_check_at = :at WHERE name = 'removal'"),
                      {"at": (NOW - timedelta(minutes=90)).strftime("%Y-%m-%d %H:%M:%S.%f")})
+        # Checked (by `postwatch check`) half an hour ago, never planned: due an interval after that check.
+        conn.execute(text("UPDATE sources SET last_check_at = :at WHERE name = 'checked'"),
+                     {"at": (NOW - timedelta(minutes=30)).strftime("%Y-%m-%d %H:%M:%S.%f")})
         source_id = conn.execute(text("SELECT id FROM sources WHERE name = 'removal'")).scalar()
         conn.execute(insert(posts).values(source_id=source_id, url="https://removal.example/a", title="A",
                                           first_seen_at=NOW - timedelta(days=2), last_seen_at=NOW - timedelta(days=2),
@@ -131,10 +134,11 @@ def test_due_sources_are_taken_by_next_check_at_and_moved_an_interval_on(tmp_pat
     store.pause_source("paused", True, NOW)
 
     def take(now):
-        return sorted(store.take_due_sources(now, lambda name: now + hour, hour))
+        return sorted(store.take_due_sources(now, lambda name, at: at + hour, hour))
 
     assert take(NOW) == ["due", "never", "removal"]
     assert store.next_checks()["due"] == NOW + hour
+    assert store.next_checks()["checked"] == NOW + timedelta(minutes=30)
     assert take(NOW) == ["removal"]           # its removal is still to be confirmed: no check recorded yet
     store.record_quiet_checks(["due", "never", "removal"], NOW + timedelta(seconds=1))
     assert take(NOW + timedelta(seconds=2)) == []
@@ -148,10 +152,11 @@ def test_due_sources_are_taken_by_next_check_at_and_moved_an_interval_on(tmp_pat
     store.record_quiet_checks(["later"], NOW + timedelta(seconds=7))
     store.count_next_checks_from_last_check(["later", "paused"], lambda name, last: last + hour)
     assert store.next_checks()["later"] == NOW + hour + timedelta(seconds=7)
+    assert take(NOW + timedelta(minutes=30)) == ["checked"]
     assert take(NOW + hour - timedelta(seconds=1)) == []
     assert take(NOW + hour) == ["due", "removal"]
     assert take(NOW + hour + timedelta(seconds=7)) == ["later", "never"]
-    assert take(NOW + 2 * hour) == ["due", "removal"]
+    assert take(NOW + 2 * hour) == ["checked", "due", "removal"]
     store.close()
 
 
