@@ -42,9 +42,13 @@ def due_source_rows(conn: Connection, now: datetime, removal_delay: timedelta, l
     delay with no check since it passed (planner.removal_due). On PostgreSQL the rows are locked
     (SKIP LOCKED: two planners never take one source) until `conn`'s transaction ends."""
     if conn.dialect.name == "sqlite":
-        # SQLite stores times as text and has no interval type: the removal delay is added by datetime().
-        query = text(_DUE_SOURCES.replace("p.gone_since + :removal_delay", "datetime(p.gone_since, :removal_seconds)"))
-        params = {"removal_seconds": f"+{int(removal_delay.total_seconds())} seconds"}
+        # SQLite stores times as text and has no interval type: the delay is added by strftime(),
+        # to the millisecond, and a millisecond more, so that the query never finds a removal due
+        # before the check's own rule (state.changes, to the microsecond) does: a check a moment
+        # too early would confirm nothing and leave the removal to the next interval.
+        query = text(_DUE_SOURCES.replace("p.gone_since + :removal_delay",
+                                          "strftime('%Y-%m-%d %H:%M:%f', p.gone_since, :removal_seconds)"))
+        params = {"removal_seconds": f"+{removal_delay.total_seconds() + 0.001:.3f} seconds"}
     else:
         query, params = text(_DUE_SOURCES + "\n FOR UPDATE OF s SKIP LOCKED"), {"removal_delay": removal_delay}
     # Typed: SQLite compares the stored text, which must be written as SQLAlchemy writes it.
