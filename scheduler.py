@@ -1,5 +1,11 @@
-"""The APScheduler daemon and its jobs (check a source, compose and send digests, flush the
-outbox, housekeeping), which call on the application context in postwatch/app.py.
+"""The `postwatch run` daemon and its jobs (sweep the due sources, compose and send the digests
+due, flush the outbox, housekeeping), which call on the application context in postwatch/app.py.
+
+APScheduler only ticks, from its memory job store: what is due is in the database, planned as
+`postwatch worker` plans it (postwatch/planner.py's rules, state/planning.py's queries): a sweep
+takes the sources whose `next_check_at` has come and moves it on; each minute the daemon takes
+the digests due in the stored window since the last planning, so a digest missed while the
+daemon was down goes out once at start, and one is never planned twice across a restart.
 
 Why one process with Scrapy's AsyncCrawlerRunner rather than a subprocess per crawl: a crawl in
 a subprocess costs about 0.6 s and ~77 MB more each time (engineering-notes.md), and a 100-source
@@ -14,13 +20,13 @@ import logging
 import signal
 import time
 import threading
-from datetime import datetime
-from typing import Any, Iterable
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable
 
 from postwatch.app import App, utcnow
 from postwatch.checker import describe_summary
 from postwatch.config import Config
-from postwatch.planner import cadence_key_of, due_sources, sweep_period, trigger_for_cadence
+from postwatch.planner import digest_due_between, next_check, sweep_period
 from postwatch.stopping import grace_seconds, stop_signals
 from digest.render import TemplateProblem
 from state import StorageError
@@ -29,8 +35,8 @@ log = logging.getLogger("postwatch")
 
 
 # --------------------------------------------------------------------------------------------
-# Module-level job functions: APScheduler's persistent job store keeps only their names and
-# plain arguments, so they look the running daemon up instead of closing over it.
+# Module-level job functions, which look the running daemon up (the console's "check now" and
+# the ticks start the same sweep).
 # --------------------------------------------------------------------------------------------
 _daemon: "Daemon | None" = None
 
@@ -69,10 +75,19 @@ async def sweep() -> None:
     """Every source that is due, checked in one sweep (one batched read, one crawl, per-host
     politeness across all of them)."""
     daemon = _require_daemon()
-    due = await asyncio.to_thread(daemon.due_sources, utcnow())
+    started = utcnow()
+    due = await asyncio.to_thread(daemon.take_due_sources, started)
     if not due:
         return
-    narrate(await daemon.app.checker.check_many(due))
+    try:
+        summaries = await daemon.app.checker.check_many(due)
+    except BaseException:
+        # Cut off (the grace ran out) or crashed: their next check was moved an interval on
+        # when they were taken; those it did not record are due again now.
+        await asyncio.to_thread(daemon.app.store.make_due_unless_checked_since, due, started)
+        raise
+    await asyncio.to_thread(daemon.count_next_checks_from_last_check, due)
+    narrate(summaries)
     # Immediate subscribers get what this sweep published, and alerts it queued go out (only
     # composing is waited for: each kind of message is sent in its own compartment).
     await daemon.deliver()
@@ -91,13 +106,19 @@ def narrate(summaries) -> None:
 
 
 @_logs_storage_errors
-async def digest_job(cadence_key: str) -> None:
+async def plan_job() -> None:
+    """Each minute, and once at start: the daily and weekly digests due since the last planning
+    (the window is stored, so those missed while the daemon was down go out now, once), and the
+    sweep's period for the sources as they are now (added, removed, re-timed with the CLI)."""
     daemon = _require_daemon()
-    ids = [s.id for s in daemon.app.store.list_subscribers(active_only=True) if cadence_key_of(s) == cadence_key]
+    if daemon.stop_sending.is_set():
+        return          # the window stays where it is: the next start plans it
+    ids = await asyncio.to_thread(daemon.app.store.take_due_digests, utcnow(), digest_due_between)
     if ids:
         queued = await daemon.deliver(ids)
         if queued:        # what is sent is said by each kind's flush (Compartment)
-            log.info("digest %s: %d composed", cadence_key, len(queued))
+            log.info("digests: %d composed", len(queued))
+    daemon.retime_sweep(await asyncio.to_thread(daemon.sweep_period))
 
 
 @_logs_storage_errors
@@ -112,12 +133,6 @@ async def outbox_job() -> None:
 @_logs_storage_errors
 async def maintenance_job() -> None:
     _require_daemon().app.housekeeping()
-
-
-@_logs_storage_errors
-async def reconcile_job() -> None:
-    """Subscribers and sources added with the CLI while the daemon runs get their jobs."""
-    _require_daemon().reconcile_jobs()
 
 
 def _require_daemon() -> "Daemon":
@@ -203,8 +218,6 @@ class Compartment:
 # The daemon
 # --------------------------------------------------------------------------------------------
 class Daemon:
-    RECONCILE_EVERY = 60
-
     def __init__(self, config: Config):
         self.config = config
         self.app = App.open(config)
@@ -222,6 +235,7 @@ class Daemon:
         self.compartments: dict[str, Compartment] = {}
         self.sweep: asyncio.Task | None = None     # the sweep under way, if any
         self._soon_tasks: set[asyncio.Task] = set()
+        self._sweep_every = 0.0     # the sweep tick's period, in seconds (retime_sweep)
 
     async def deliver(self, subscriber_ids: Iterable[int] = ()) -> list[int]:
         """Compose for `subscriber_ids` and for the immediate subscribers behind the newest
@@ -243,10 +257,24 @@ class Daemon:
                 self.compartments.setdefault(kind, Compartment(kind, self)).kick()
         return queued
 
-    def due_sources(self, now: datetime) -> list[str]:
-        last_checks = self.app.store.last_checks()
-        intervals = {name: self.app.sources.interval(name) for name in last_checks}
-        return due_sources(last_checks, intervals, self.config.crawl.jitter, self.config.crawl.removal_confirm_after, now)
+    def intervals(self) -> dict[str, timedelta]:
+        return {source.name: self.app.sources.interval(source.name) for source in self.app.store.list_sources()}
+
+    def next_check_of(self) -> Callable[[str, datetime], datetime]:
+        """planner.next_check with each source's interval: when a source checked at a time is
+        next due."""
+        intervals, crawl = self.intervals(), self.config.crawl
+        return lambda name, at: next_check(name, at, intervals.get(name, crawl.interval), crawl.jitter)
+
+    def take_due_sources(self, now: datetime) -> list[str]:
+        """The sources due now, each one's next check moved on, as the worker's planning takes them."""
+        return self.app.store.take_due_sources(now, self.next_check_of(), self.config.crawl.removal_confirm_after)
+
+    def count_next_checks_from_last_check(self, names: list[str]) -> None:
+        self.app.store.count_next_checks_from_last_check(names, self.next_check_of())
+
+    def sweep_period(self) -> float:
+        return sweep_period(self.intervals().values(), self.config.crawl.removal_confirm_after)
 
     def send_soon(self) -> None:
         """A page queued a message (a signup's confirmation): send it now, not at the next
@@ -287,49 +315,31 @@ class Daemon:
             self.sweep.add_done_callback(_log_crash)
 
     def _build_scheduler(self):
-        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+        """The ticks, in APScheduler's memory job store: the sweep (at start, then every sweep
+        period), the planning (at start, then on every minute), the outbox and housekeeping."""
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-        # pre-ping: a pooled connection whose backend was killed is replaced, not reported.
-        jobstore = SQLAlchemyJobStore(url=self.app.store.url, tablename="apscheduler_jobs",
-                                      engine_options={"pool_pre_ping": True})
-        return AsyncIOScheduler(
-            jobstores={"default": jobstore},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 6 * 3600},
-            timezone="UTC",
-        )
-
-    def desired_jobs(self) -> dict[str, tuple[Any, tuple, Any]]:
         from apscheduler.triggers.cron import CronTrigger
         from apscheduler.triggers.interval import IntervalTrigger
 
-        jobs: dict[str, tuple[Any, tuple, Any]] = {}
-        intervals = [self.app.sources.interval(source.name) for source in self.app.store.list_sources()]
-        jobs["sweep"] = (sweep_job, (), IntervalTrigger(seconds=sweep_period(intervals, self.config.crawl.removal_confirm_after),
-                                                            timezone="UTC"))
-        for subscriber in self.app.store.list_subscribers(active_only=True):
-            key = cadence_key_of(subscriber)
-            if key:
-                jobs[f"digest:{key}"] = (digest_job, (key,), trigger_for_cadence(key))
-        jobs["outbox"] = (outbox_job, (), IntervalTrigger(seconds=max(1, int(self.config.daemon.outbox_every.total_seconds())),
-                                                          timezone="UTC"))
-        jobs["maintenance"] = (maintenance_job, (), CronTrigger.from_crontab(self.config.daemon.housekeeping, timezone="UTC"))
-        jobs["reconcile"] = (reconcile_job, (), IntervalTrigger(seconds=self.RECONCILE_EVERY, timezone="UTC"))
-        return jobs
+        scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+                                     timezone="UTC")
+        now = datetime.now(timezone.utc)
+        self._sweep_every = self.sweep_period()
+        scheduler.add_job(sweep_job, IntervalTrigger(seconds=self._sweep_every, timezone="UTC"), id="sweep",
+                          next_run_time=now)
+        scheduler.add_job(plan_job, CronTrigger(second=0, timezone="UTC"), id="plan", next_run_time=now)
+        scheduler.add_job(outbox_job, IntervalTrigger(seconds=max(1, int(self.config.daemon.outbox_every.total_seconds())),
+                                                      timezone="UTC"), id="outbox")
+        scheduler.add_job(maintenance_job, CronTrigger.from_crontab(self.config.daemon.housekeeping, timezone="UTC"),
+                          id="maintenance")
+        return scheduler
 
-    def reconcile_jobs(self) -> None:
-        """Add missing jobs, replace changed ones, remove stale ones. A job whose trigger is
-        unchanged keeps its stored next run time: a run missed while the daemon was down is
-        then run once (coalesced) at start."""
-        desired = self.desired_jobs()
-        existing = {job.id: job for job in self.scheduler.get_jobs()}
-        for job_id, (func, args, trigger) in desired.items():
-            current = existing.get(job_id)
-            if current is not None and str(current.trigger) == str(trigger) and tuple(current.args) == args:
-                continue
-            self.scheduler.add_job(func, trigger, args=args, id=job_id, name=job_id, replace_existing=True)
-        for job_id in existing.keys() - desired.keys():
-            self.scheduler.remove_job(job_id)
+    def retime_sweep(self, period: float) -> None:
+        if period != self._sweep_every and self.scheduler is not None and self.scheduler.running:
+            from apscheduler.triggers.interval import IntervalTrigger
+
+            self._sweep_every = period
+            self.scheduler.reschedule_job("sweep", trigger=IntervalTrigger(seconds=period, timezone="UTC"))
 
     async def serve(self, *, once: bool = False) -> int:
         global _daemon
@@ -356,7 +366,6 @@ class Daemon:
                 return 1
         self.scheduler = self._build_scheduler()
         self.scheduler.start(paused=True)
-        self.reconcile_jobs()
         host, port = self.config.listen_address()
         from postwatch.web import WebEndpoint, raise_open_file_limit
 
@@ -481,7 +490,7 @@ class Daemon:
 def _is_job_task(task: asyncio.Task) -> bool:
     coro = task.get_coro()
     name = getattr(coro, "__qualname__", "") or ""
-    return name.split(".")[-1] in {"sweep", "digest_job", "outbox_job", "maintenance_job", "reconcile_job", "run_coroutine_job",
+    return name.split(".")[-1] in {"sweep", "plan_job", "outbox_job", "maintenance_job", "run_coroutine_job",
                                      "_send_soon"}
 
 

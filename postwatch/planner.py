@@ -2,9 +2,12 @@
 `postwatch worker` cluster (postwatch/cluster.py, state/cluster.py) ask these rules, and no
 other module writes them again.
 
-Pure functions of their arguments (no database, no clock, no configuration object): which
-sources are due, a source's share of the jitter and so its next check, how often the daemon
-looks for due sources, the digest cadences' windows, and what follows a check.
+Pure functions of their arguments (no database, no clock, no configuration object): a source's
+share of the jitter and so its next check, when a removal is due to be confirmed, how often the
+daemon looks for due sources, the digest cadences' windows, and what follows a check. Both
+runtimes store the next check in `sources.next_check_at` and take what is due with one query
+(state/planning.py), which asks these rules: a source is due when it was never planned, when its
+next_check_at has come, or when removal_due.
 
 Imports only the standard library and APScheduler's cron trigger (the cadence windows), so
 that either runtime may import it without importing the other.
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -26,8 +29,8 @@ def jitter_share(name: str, at: datetime) -> float:
 
 
 def next_check(name: str, at: datetime, interval: timedelta, jitter: timedelta) -> datetime:
-    """When a source checked (the daemon) or planned (the worker) at `at` is next due: an
-    interval later plus its share of the jitter."""
+    """When a source taken for a check at `at` (a daemon's sweep, a worker's planning) is next
+    due: an interval later plus its share of the jitter."""
     return at + interval + jitter * jitter_share(name, at)
 
 
@@ -35,27 +38,10 @@ def removal_due(last: datetime | None, missing_since: datetime | None, removal_d
                 now: datetime) -> bool:
     """Whether a source holding a post missing since `missing_since` is due to confirm its
     removal: the delay has passed, and no check has run since it passed (the removal is then
-    confirmed that day, not at the next interval). state/cluster.py's planning query asks the
+    confirmed that day, not at the next interval). state/planning.py's due query asks the
     same in SQL, so that it can lock the rows it picks."""
     return missing_since is not None and (last is None or last < missing_since + removal_delay) \
         and missing_since + removal_delay <= now
-
-
-def is_due(name: str, last: datetime | None, missing_since: datetime | None, interval: timedelta,
-           jitter: timedelta, removal_delay: timedelta, now: datetime) -> bool:
-    """The due rule: never checked; or a removal to confirm (removal_due); or checked an
-    interval plus its share of the jitter ago (next_check)."""
-    if last is None:
-        return True
-    return removal_due(last, missing_since, removal_delay, now) or next_check(name, last, interval, jitter) <= now
-
-
-def due_sources(last_checks: Mapping[str, tuple[datetime | None, datetime | None]], intervals: Mapping[str, timedelta],
-                jitter: timedelta, removal_delay: timedelta, now: datetime) -> list[str]:
-    """The sources to check now, in the order of `last_checks` (name: (last check, missing
-    since), as state's `last_checks` gives them)."""
-    return [name for name, (last, missing_since) in last_checks.items()
-            if is_due(name, last, missing_since, intervals[name], jitter, removal_delay, now)]
 
 
 def sweep_period(intervals: Iterable[timedelta], removal_delay: timedelta) -> float:
@@ -75,8 +61,7 @@ def publishes(summaries: Iterable[Any]) -> bool:
 
 # -- digests ---------------------------------------------------------------------------------
 def cadence_key_of(subscriber) -> str | None:
-    """Subscribers who share a schedule share one key (the daemon's one digest job per key):
-    None for immediate subscribers."""
+    """Subscribers who share a schedule share one key: None for immediate subscribers."""
     if subscriber.cadence == "daily":
         return f"daily@{subscriber.send_time}@{subscriber.timezone}"
     if subscriber.cadence == "weekly":
@@ -85,8 +70,8 @@ def cadence_key_of(subscriber) -> str | None:
 
 
 def trigger_for_cadence(key: str):
-    """The cron trigger of a cadence key: the daemon's digest job runs on it, and the worker's
-    planning asks it (cadence_due_between)."""
+    """The cron trigger of a cadence key: the digest planning of both runtimes asks it
+    (cadence_due_between), and the console shows its next send."""
     from apscheduler.triggers.cron import CronTrigger
 
     parts = key.split("@")

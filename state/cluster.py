@@ -17,11 +17,13 @@ from datetime import datetime, timedelta
 from typing import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 
-from state.database import Database, as_utc, pg_connect_args
+from state.database import as_utc, pg_connect_args
 from state.errors import describe_error
+from state.schema import sources
+from state.planning import PlanningStorage, advance_digest_window, due_source_rows, move_next_checks, subscribers_due
 
 log = logging.getLogger(__name__)
 # Under postwatch's logger, so that `postwatch -vv worker` shows what each planning decided.
@@ -30,7 +32,6 @@ planning_log = logging.getLogger("postwatch.planning")
 # Serialises the schema's installation between workers starting together (any constant that
 # is postwatch's own).
 _SCHEMA_LOCK_KEY = 0x706F7374  # "post"
-_DIGESTS_PLANNED_UNTIL = "cluster_digests_planned_until"   # a counters row: epoch seconds
 # The advisory lock of the recovery of stalled jobs (recovery_turn).
 _RECOVERY_LOCK_KEY = 0x7265636F  # "reco"
 # The first key of every host's advisory lock (pg_advisory_lock(int, int)): postwatch's own
@@ -201,7 +202,7 @@ def defer_job(conn: Connection, task_name: str, args: dict, *, lock: str | None 
          "args": json.dumps(args)}).scalar()
 
 
-class ClusterStorage(Database):
+class ClusterStorage(PlanningStorage):
     def require_postgresql(self) -> None:
         if self.is_sqlite:
             raise NotPostgreSQL(f"postwatch worker needs a PostgreSQL database (its job queue lives there); "
@@ -232,10 +233,9 @@ class ClusterStorage(Database):
     # -- checks -------------------------------------------------------------------------------
     def plan_checks(self, now: datetime, next_check_of: Callable[[str], datetime], removal_delay: timedelta,
                     batch_size: int, max_sources: int = 5000) -> list[PlannedBatch]:
-        """In one transaction: the due sources (never planned; next_check_at passed; or holding a
-        missing post whose removal delay has passed since the last check: postwatch.planner's
-        removal_due, here in SQL), locked with SKIP LOCKED so that two planners never take one
-        source; their next_check_at moved to `next_check_of(name)` (the worker passes
+        """In one transaction: the due sources (state.planning.due_source_rows, the query
+        `postwatch run` takes them by too), locked with SKIP LOCKED so that two planners never
+        take one source; their next_check_at moved to `next_check_of(name)` (the worker passes
         postwatch.planner.next_check: now + interval + the source's share of the jitter); and
         one check job per batch of at most
         `batch_size` sources of one host, with the host as the job's lock, so that two workers
@@ -243,19 +243,7 @@ class ClusterStorage(Database):
         planning: the queue holds at most one waiting batch per host (plus the one running), so
         it stays short however far the workers fall behind."""
         with self.engine.begin() as conn:
-            candidates = conn.execute(text("""
-                SELECT s.id, s.name, s.url, (s.next_check_at IS NULL OR s.next_check_at <= :now) AS due_by_time
-                  FROM sources s
-                 WHERE s.enabled AND s.paused_at IS NULL
-                   AND (s.next_check_at IS NULL OR s.next_check_at <= :now
-                        OR EXISTS (SELECT 1 FROM posts p
-                                    WHERE p.source_id = s.id AND p.status = 'gone_pending'
-                                      AND p.gone_since + :removal_delay <= :now
-                                      AND (s.last_check_at IS NULL OR s.last_check_at < p.gone_since + :removal_delay)))
-                 ORDER BY s.next_check_at NULLS FIRST, s.id
-                 LIMIT :limit
-                   FOR UPDATE OF s SKIP LOCKED"""),
-                {"now": now, "removal_delay": removal_delay, "limit": max_sources}).all()
+            candidates = due_source_rows(conn, now, removal_delay, max_sources)
             if not candidates:
                 return []
             jobs = conn.execute(text("SELECT DISTINCT lock, status::text FROM procrastinate_jobs WHERE task_name = :task "
@@ -277,9 +265,7 @@ class ClusterStorage(Database):
                                    "a batch of it waits" if host in waiting else "a batch of it runs", ", ".join(names))
             if not by_host:
                 return []
-            planned = [{"source": name, "next": next_check_of(name)}
-                       for names in by_host.values() for name in names]
-            conn.execute(text("UPDATE sources SET next_check_at = :next WHERE name = :source"), planned)
+            move_next_checks(conn, [name for names in by_host.values() for name in names], next_check_of)
             batches = []
             for host, names in sorted(by_host.items()):
                 for start in range(0, len(names), batch_size):
@@ -317,7 +303,7 @@ class ClusterStorage(Database):
     def next_checks(self) -> dict[str, datetime | None]:
         with self.engine.connect() as conn:
             return {r.name: as_utc(r.next_check_at) for r in conn.execute(
-                text("SELECT name, next_check_at FROM sources WHERE enabled"))}
+                select(sources.c.name, sources.c.next_check_at).where(sources.c.enabled.is_(True)))}
 
     def defer_immediate_delivery(self) -> int | None:
         """One delivery job for the immediate subscribers behind the newest event, unless one is
@@ -332,25 +318,9 @@ class ClusterStorage(Database):
         worker was up for is planned at the next one), the active subscribers whose digest falls
         due in it (`due_between(subscriber, t0, t1)`), one compose job per batch of them, and the
         window's end stored. Run twice for one moment, the second finds an empty window."""
-        from state.subscribers import subscriber_from_row
-
         with self.engine.begin() as conn:
-            row = conn.execute(text("SELECT value FROM counters WHERE name = :n FOR UPDATE"),
-                               {"n": _DIGESTS_PLANNED_UNTIL}).first()
-            until = int(now.timestamp())
-            if row is None:
-                since = until - int(first_window.total_seconds())
-                conn.execute(text("INSERT INTO counters (name, value) VALUES (:n, :v)"),
-                             {"n": _DIGESTS_PLANNED_UNTIL, "v": until})
-            else:
-                since = row.value
-                if since >= until:
-                    return []
-                conn.execute(text("UPDATE counters SET value = :v WHERE name = :n"), {"n": _DIGESTS_PLANNED_UNTIL, "v": until})
-            t0, t1 = datetime.fromtimestamp(since, now.tzinfo), datetime.fromtimestamp(until, now.tzinfo)
-            rows = conn.execute(text("SELECT * FROM subscribers WHERE status = 'active' AND cadence IN ('daily', 'weekly') "
-                                     "ORDER BY id")).mappings().all()
-            due = [r["id"] for r in rows if due_between(subscriber_from_row(r), t0, t1)]
+            window = advance_digest_window(conn, now, first_window)
+            due = subscribers_due(conn, *window, due_between) if window else []
             batches = [due[i:i + batch_size] for i in range(0, len(due), batch_size)]
             for batch in batches:
                 defer_job(conn, COMPOSE_TASK, {"subscribers": batch})

@@ -1,49 +1,22 @@
-"""postwatch.planner: the rules both runtimes plan by, and postwatch.stopping, in-process."""
+"""postwatch.planner: the rules both runtimes plan by; state.planning: the one query of due
+sources and the stored digest window they take work by; postwatch.stopping. In-process."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import signal
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from hypothesis import given, strategies as st
+from sqlalchemy import insert, text
 
 from postwatch import planner
 from postwatch.stopping import grace_seconds, stop_signals
+from state import Store
+from state.records import SourceRecord
+from state.schema import posts
 
 NOW = datetime(2030, 1, 2, 8, 0, tzinfo=timezone.utc)
-
-
-def old_due_sources(last_checks, intervals, jitter, confirm_removals_after, now):
-    """scheduler.due_sources as it was before the planner: the oracle of the due rule."""
-    due = []
-    for name, (last, missing_since) in last_checks.items():
-        if last is None:
-            due.append(name)
-            continue
-        if missing_since is not None and last < missing_since + confirm_removals_after <= now:
-            due.append(name)
-            continue
-        digest = hashlib.sha256(f"{name}@{last.isoformat()}".encode()).digest()
-        share = int.from_bytes(digest[:8], "big") / 2 ** 64
-        if last + intervals[name] + jitter * share <= now:
-            due.append(name)
-    return due
-
-
-minutes = st.integers(min_value=0, max_value=3 * 24 * 60).map(lambda m: timedelta(minutes=m))
-moments = minutes.map(lambda ago: NOW - ago)
-source = st.tuples(st.none() | moments, st.none() | moments, st.integers(1, 24 * 60).map(lambda m: timedelta(minutes=m)))
-
-
-@given(st.dictionaries(st.text("abcdefg", min_size=1, max_size=6), source, max_size=12), minutes, minutes)
-def test_due_rule_is_the_daemons(sources, jitter, removal_delay):
-    last_checks = {name: (last, missing) for name, (last, missing, _) in sources.items()}
-    intervals = {name: interval for name, (_, _, interval) in sources.items()}
-    assert planner.due_sources(last_checks, intervals, jitter, removal_delay, NOW) == \
-        old_due_sources(last_checks, intervals, jitter, removal_delay, NOW)
 
 
 def test_next_check_is_an_interval_plus_a_fixed_share_of_the_jitter():
@@ -54,11 +27,6 @@ def test_next_check_is_an_interval_plus_a_fixed_share_of_the_jitter():
     assert len(set(nexts)) == 200
     shares = sorted(planner.jitter_share(f"source{n}", at) for n in range(200))
     assert shares[20] < 0.2 and shares[180] > 0.8       # spread over the jitter
-    # The daemon's rule (due when the next check after the last has come) and the worker's
-    # (next_check_at stored at planning) are one: due exactly at next_check.
-    due_at = planner.next_check("a", at, interval, jitter)
-    assert planner.is_due("a", at, None, interval, jitter, timedelta(days=1), due_at)
-    assert not planner.is_due("a", at, None, interval, jitter, timedelta(days=1), due_at - timedelta(microseconds=1))
 
 
 def test_a_removal_is_confirmed_once_its_delay_has_passed_since_the_last_check():
@@ -141,3 +109,67 @@ def test_stop_signals_and_grace():
     finally:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
+
+
+def test_due_sources_are_taken_by_next_check_at_and_moved_an_interval_on(tmp_path):
+    store = Store(str(tmp_path / "state.db"))
+    for name in ("never", "due", "later", "paused", "removal", "checked"):
+        store.add_source(SourceRecord(name, f"https://{name}.example/"))
+    hour = timedelta(hours=1)
+    with store.engine.begin() as conn:
+        for name, next_at in (("due", NOW - timedelta(minutes=1)), ("later", NOW + hour), ("paused", NOW - hour),
+                              ("removal", NOW + hour)):
+            conn.execute(text("UPDATE sources SET next_check_at = :at WHERE name = :name"),
+                         {"at": next_at.strftime("%Y-%m-%d %H:%M:%S.%f"), "name": name})
+        # Missing for two hours, last checked 90 minutes ago: the removal delay (1 h) has passed since.
+        conn.execute(text("UPDATE sources SET last_check_at = :at WHERE name = 'removal'"),
+                     {"at": (NOW - timedelta(minutes=90)).strftime("%Y-%m-%d %H:%M:%S.%f")})
+        # Checked (by `postwatch check`) half an hour ago, never planned: due an interval after that check.
+        conn.execute(text("UPDATE sources SET last_check_at = :at WHERE name = 'checked'"),
+                     {"at": (NOW - timedelta(minutes=30)).strftime("%Y-%m-%d %H:%M:%S.%f")})
+        source_id = conn.execute(text("SELECT id FROM sources WHERE name = 'removal'")).scalar()
+        conn.execute(insert(posts).values(source_id=source_id, url="https://removal.example/a", title="A",
+                                          first_seen_at=NOW - timedelta(days=2), last_seen_at=NOW - timedelta(days=2),
+                                          status="gone_pending", gone_since=NOW - 2 * hour))
+    store.pause_source("paused", True, NOW)
+
+    def take(now):
+        return sorted(store.take_due_sources(now, lambda name, at: at + hour, hour))
+
+    assert take(NOW) == ["due", "never", "removal"]
+    assert store.next_checks()["due"] == NOW + hour
+    assert store.next_checks()["checked"] == NOW + timedelta(minutes=30)
+    assert take(NOW) == ["removal"]           # its removal is still to be confirmed: no check recorded yet
+    store.record_quiet_checks(["due", "never", "removal"], NOW + timedelta(seconds=1))
+    assert take(NOW + timedelta(seconds=2)) == []
+    # A sweep cut off: those it had not recorded are due again, not an interval on.
+    store.record_quiet_checks(["due"], NOW + timedelta(seconds=4))
+    assert store.make_due_unless_checked_since(["due", "never"], NOW + timedelta(seconds=3)) == 1
+    assert take(NOW + timedelta(seconds=5)) == ["never"]
+    store.request_check("later", NOW + timedelta(seconds=6))     # the console's "check now"
+    assert take(NOW + timedelta(seconds=6)) == ["later"]
+    # A sweep's sources are next due an interval after each one's check was recorded.
+    store.record_quiet_checks(["later"], NOW + timedelta(seconds=7))
+    store.count_next_checks_from_last_check(["later", "paused"], lambda name, last: last + hour)
+    assert store.next_checks()["later"] == NOW + hour + timedelta(seconds=7)
+    assert take(NOW + timedelta(minutes=30)) == ["checked"]
+    assert take(NOW + hour - timedelta(seconds=1)) == []
+    assert take(NOW + hour) == ["due", "removal"]
+    assert take(NOW + hour + timedelta(seconds=7)) == ["later", "never"]
+    assert take(NOW + 2 * hour) == ["checked", "due", "removal"]
+    store.close()
+
+
+def test_a_digest_missed_while_nothing_ran_is_planned_once_from_the_stored_window(tmp_path):
+    store = Store(str(tmp_path / "state.db"))
+    ada = store.add_subscriber("ada@example.org", cadence="daily", send_time="08:00", timezone="UTC")
+    store.add_subscriber("bob@example.org", cadence="weekly", send_time="08:00", timezone="UTC", weekday=4)
+    due = planner.digest_due_between
+    assert store.take_due_digests(NOW - timedelta(hours=1), due) == []     # the first planning looks back a minute
+    # Down from 07:00 to 09:00: the 08:00 digest at the next start, once.
+    assert store.take_due_digests(NOW + timedelta(hours=1), due) == [ada.id]
+    assert store.take_due_digests(NOW + timedelta(hours=1), due) == []
+    assert store.take_due_digests(NOW + timedelta(hours=1, minutes=1), due) == []
+    # Down for three days, over Friday: one digest each, not one per missed send time.
+    assert store.take_due_digests(NOW + timedelta(days=3, hours=1), due) == sorted([ada.id, ada.id + 1])
+    store.close()
