@@ -121,23 +121,6 @@ class SourceStorage(Database):
             row = conn.execute(select(sources).where(sources.c.name == name, sources.c.enabled.is_(True))).mappings().first()
             return _record(row) if row else None
 
-    def last_checks(self) -> dict[str, tuple[datetime | None, datetime | None]]:
-        """For the daemon's sweeps, per enabled source not paused: when it was last checked (None:
-        never, or the console asked for a check since),
-        and since when its longest-missing post has been missing (None: none is), whose removal
-        a check confirms once the removal delay has passed."""
-        with self.engine.connect() as conn:
-            missing = dict(conn.execute(select(posts.c.source_id, func.min(posts.c.gone_since))
-                                        .where(posts.c.status == "gone_pending").group_by(posts.c.source_id)).all())
-            checks = {}
-            for r in conn.execute(select(sources.c.id, sources.c.name, sources.c.last_check_at, sources.c.check_requested_at)
-                                  .where(sources.c.enabled.is_(True), sources.c.paused_at.is_(None))):
-                last, asked = as_utc(r.last_check_at), as_utc(r.check_requested_at)
-                # "Check now" (the console): due as if never checked, until a check after the request.
-                checks[r.name] = (None if asked is not None and (last is None or last <= asked) else last,
-                                  as_utc(missing.get(r.id)))
-            return checks
-
     def mark_full_sweep(self, source: str, now: datetime) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(sources).where(sources.c.name == source).values(last_full_sweep_at=now))
