@@ -95,14 +95,14 @@ def published(app) -> list:
 @pytest.mark.parametrize("fault", [
     dict(status=500),
     dict(status=503, headers={"Retry-After": "1"}),
-    dict(delay=3),                       # slower than the 2 s timeout
+    dict(delay=1.5),                     # slower than the 1 s timeout these checks have
     dict(reset=True),
     dict(status=200, body=b"<html><body><h1>We are down for maintenance</h1></body></html>"),
     dict(status=404),
 ])
 def test_site_faults_produce_no_false_events_and_one_error(tmp_path, fault):
     with BlogReplica() as site:
-        app = seeded_app(tmp_path, site)
+        app = seeded_app(tmp_path, site, timeout=1)
         site.set_fault("/blog", **fault)
         for _ in range(2):
             summary = check(app, full=True)
@@ -116,8 +116,8 @@ def test_site_faults_produce_no_false_events_and_one_error(tmp_path, fault):
 
 def test_a_listing_that_never_answers_fails_the_check_and_the_console_shows_that_request(tmp_path):
     with BlogReplica() as site:
-        app = seeded_app(tmp_path, site)
-        site.set_fault("/blog", delay=3)            # past the 2 s [crawl] timeout
+        app = seeded_app(tmp_path, site, timeout=1)
+        site.set_fault("/blog", delay=1.5)          # past the 1 s [crawl] timeout
         summary = check(app)
         assert not summary.ok and summary.error.startswith("src: ") and "timeout" in summary.error
         last = app.store.recorded_checks("src")["src"]

@@ -46,17 +46,23 @@ def test_a_421_greeting_then_a_working_server(tmp_path):
     listener.listen()
     port = listener.getsockname()[1]
 
-    def greet_and_hang_up():   # the channel gives up on the batch after one 421: one connection
-        connection, _ = listener.accept()
-        connection.sendall(b"421 4.3.2 Service not available, closing channel\r\n")
-        connection.close()
+    def greet_and_hang_up():   # every connection (the channel may open a few at once) is refused
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:    # the listener is closed
+                return
+            connection.sendall(b"421 4.3.2 Service not available, closing channel\r\n")
+            connection.close()
 
     thread = threading.Thread(target=greet_and_hang_up, daemon=True)
     thread.start()
     refused = flush(store, port, NOW)
     assert (refused.sent, refused.retried) == (0, 2)
-    thread.join(5)
+    listener.shutdown(socket.SHUT_RDWR)        # wakes the accept() (close alone does not)
     listener.close()
+    thread.join(5)
+    assert not thread.is_alive()
     with MailCatcher() as smtp:            # the server is back (a new port: the old one sits in TIME_WAIT)
         assert flush(store, smtp.port, NOW + timedelta(hours=2)).sent == 2
         assert sorted(smtp.message_ids()) == sorted(set(smtp.message_ids()))
