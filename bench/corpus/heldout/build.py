@@ -22,13 +22,15 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urljoin
 
 from parsel import Selector
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))     # bench/corpus: snapshots.py
+from snapshots import git, readability_articles, snapshot, text  # noqa: E402
 
 HERE = Path(__file__).parent
 NO_LICENCE = "no licence file in the repository; the built pages of the author's own blog"
@@ -79,16 +81,10 @@ AEB_TAKE = 15
 AEB_MAX_GZ = 60_000
 
 
-def git(repo: Path, *args: str) -> bytes:
-    return subprocess.run(["git", "--git-dir", str(repo), *args], check=True, capture_output=True).stdout
 
 
-def snapshot(mirrors: Path, repository: str) -> Path:
-    return mirrors / repository.replace("/", "+") / "repo"
 
 
-def text(node: Selector) -> str:
-    return " ".join(" ".join(node.xpath(".//text()").getall()).split())
 
 
 def reference_date(entry: Selector, spec, fmt):
@@ -154,28 +150,10 @@ def build_listings(mirrors: Path, pages: Path) -> list[dict]:
     return manifest
 
 
-def paragraphs(html: str) -> list[str]:
-    sel = Selector(text=html)
-    found = [text(p) for p in sel.css("p, li, h2, h3, blockquote, pre")]
-    return [p for p in found if len(p) >= 20]
 
 
 def build_articles(mirrors: Path, pages: Path) -> list[dict]:
-    manifest = []
-    repo = snapshot(mirrors, "mozilla/readability")
-    commit = git(repo, "rev-parse", "HEAD").decode().strip()
-    for name in READABILITY:
-        base = f"test/test-pages/{name}"
-        raw = git(repo, "show", f"HEAD:{base}/source.html")
-        expected = paragraphs(git(repo, "show", f"HEAD:{base}/expected.html").decode("utf-8", "replace"))
-        meta = json.loads(git(repo, "show", f"HEAD:{base}/expected-metadata.json"))
-        (pages / f"readability-{name}.html.gz").write_bytes(gzip.compress(raw, mtime=0))
-        manifest.append({"file": f"pages/readability-{name}.html.gz", "repository": "mozilla/readability",
-                         "commit": commit, "path": f"{base}/source.html", "licence": "Apache-2.0 (repository); "
-                         "page content: its site's", "url": "http://fakehost/test/page.html",
-                         "reference": f"{base}/expected.html, {base}/expected-metadata.json",
-                         "first": expected[0] if expected else None, "last": expected[-1] if expected else None,
-                         "title": meta.get("title"), "published": (meta.get("publishedTime") or "")[:10] or None})
+    manifest = readability_articles(mirrors, pages, READABILITY)
     repo = snapshot(mirrors, "scrapinghub/article-extraction-benchmark")
     commit = git(repo, "rev-parse", "HEAD").decode().strip()
     truth = json.loads(git(repo, "show", "HEAD:ground-truth.json"))

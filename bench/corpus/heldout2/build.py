@@ -28,13 +28,15 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urljoin
 
 from parsel import Selector
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))     # bench/corpus: snapshots.py
+from snapshots import git, readability_articles, snapshot, text  # noqa: E402
 
 HERE = Path(__file__).parent
 NO_LICENCE = "no licence file in the repository; the built pages of the author's own site"
@@ -106,17 +108,10 @@ READABILITY = ["aktualne", "archive-of-our-own", "breitbart", "buzzfeed-1", "cnn
 NEWSPAPER4K = "AndyTheFactory/newspaper4k"
 
 
-def git(repo: Path, *args: str) -> bytes:
-    return subprocess.run(["git", "--git-dir", str(repo), *args], check=True, capture_output=True).stdout
 
 
-def snapshot(mirrors: Path, repository: str) -> Path:
-    folder = mirrors / repository.replace("/", "+") / "repo"
-    return folder / ".git" if (folder / ".git").is_dir() else folder
 
 
-def text(node: Selector) -> str:
-    return " ".join(" ".join(node.xpath(".//text()").getall()).split())
 
 
 def pick(node: Selector, selector: str):
@@ -197,29 +192,8 @@ def build_listings(mirrors: Path, pages: Path) -> list[dict]:
     return manifest
 
 
-def paragraphs(html: str) -> list[str]:
-    sel = Selector(text=html)
-    found = [text(p) for p in sel.css("p, li, h2, h3, blockquote, pre")]
-    return [p for p in found if len(p) >= 20]
 
 
-def readability_articles(mirrors: Path, pages: Path) -> list[dict]:
-    manifest = []
-    repo = snapshot(mirrors, "mozilla/readability")
-    commit = git(repo, "rev-parse", "HEAD").decode().strip()
-    for name in READABILITY:
-        base = f"test/test-pages/{name}"
-        raw = git(repo, "show", f"HEAD:{base}/source.html")
-        expected = paragraphs(git(repo, "show", f"HEAD:{base}/expected.html").decode("utf-8", "replace"))
-        meta = json.loads(git(repo, "show", f"HEAD:{base}/expected-metadata.json"))
-        (pages / f"readability-{name}.html.gz").write_bytes(gzip.compress(raw, mtime=0))
-        manifest.append({"file": f"pages/readability-{name}.html.gz", "repository": "mozilla/readability",
-                         "commit": commit, "path": f"{base}/source.html", "licence": "Apache-2.0 (repository); "
-                         "page content: its site's", "url": "http://fakehost/test/page.html",
-                         "reference": f"{base}/expected.html, {base}/expected-metadata.json",
-                         "first": expected[0] if expected else None, "last": expected[-1] if expected else None,
-                         "title": meta.get("title"), "published": (meta.get("publishedTime") or "")[:10] or None})
-    return manifest
 
 
 def newspaper4k_articles(mirrors: Path, pages: Path) -> list[dict]:
@@ -251,7 +225,7 @@ def main(mirrors: str) -> None:
     pages = HERE / "pages"
     pages.mkdir(exist_ok=True)
     manifest = {"listings": build_listings(Path(mirrors), pages),
-                "articles": readability_articles(Path(mirrors), pages) + newspaper4k_articles(Path(mirrors), pages)}
+                "articles": readability_articles(Path(mirrors), pages, READABILITY) + newspaper4k_articles(Path(mirrors), pages)}
     (HERE / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"{len(manifest['listings'])} listing pages, "
           f"{sum(len(p['entries']) for p in manifest['listings'])} expected entries; "
