@@ -55,7 +55,7 @@ def show_status(args: argparse.Namespace, config: Config) -> int:
         for s in app.store.source_status():
             flag = f"DEGRADED ({s.degraded_reason}; {s.held_events} held)" if s.degraded else "ok"
             if s.consecutive_failures:
-                flag = f"FAILING ({s.consecutive_failures} checks in a row)" + ("" if flag == "ok" else f", {flag}")
+                flag = f"FAILING ({s.consecutive_failures} check{'' if s.consecutive_failures == 1 else 's'} in a row)" + ("" if flag == "ok" else f", {flag}")
             print(f"{s.name}: {s.url}\n  posts {s.posts}, last check {_when(s.last_check_at)}, last success "
                   f"{_when(s.last_success_at)}, {flag}")
             if s.last_error:
