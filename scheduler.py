@@ -113,11 +113,14 @@ async def plan_job() -> None:
     daemon = _require_daemon()
     if daemon.stop_sending.is_set():
         return          # the window stays where it is: the next start plans it
-    ids = await asyncio.to_thread(daemon.app.store.take_due_digests, utcnow(), digest_due_between)
+    store = daemon.app.store
+    ids, until = await asyncio.to_thread(store.due_digests, utcnow(), digest_due_between)
     if ids:
         queued = await daemon.deliver(ids)
         if queued:        # what is sent is said by each kind's flush (Compartment)
             log.info("digests: %d composed", len(queued))
+    if until is not None and not daemon.stop_sending.is_set():   # stopped before composing: planned again at start
+        await asyncio.to_thread(store.digests_planned, until)
     daemon.retime_sweep(await asyncio.to_thread(daemon.sweep_period))
 
 

@@ -67,18 +67,33 @@ def advance_digest_window(conn: Connection, now: datetime, first_window: timedel
     """The window (after, until] since the last digest planning, its end stored as `now` (whole
     seconds); None when it is empty (planned twice in one second). The first planning ever looks
     back `first_window`. On PostgreSQL the row is locked until `conn`'s transaction ends."""
-    lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE"
-    row = conn.execute(text(f"SELECT value FROM counters WHERE name = :n{lock}"), {"n": DIGESTS_PLANNED_UNTIL}).first()
+    window = digest_window(conn, now, first_window, lock=True)
+    if window is not None:
+        store_digest_window_end(conn, window[1])
+    return window
+
+
+def digest_window(conn: Connection, now: datetime, first_window: timedelta,
+                  lock: bool = False) -> tuple[datetime, datetime] | None:
+    """The window (after, until] since the last digest planning, as `advance_digest_window`
+    finds it, without moving it."""
+    lock_clause = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
+    row = conn.execute(text(f"SELECT value FROM counters WHERE name = :n{lock_clause}"), {"n": DIGESTS_PLANNED_UNTIL}).first()
     until = int(now.timestamp())
-    if row is None:
-        since = until - int(first_window.total_seconds())
-        conn.execute(text("INSERT INTO counters (name, value) VALUES (:n, :v)"), {"n": DIGESTS_PLANNED_UNTIL, "v": until})
-    else:
-        since = row.value
-        if since >= until:
-            return None
-        conn.execute(text("UPDATE counters SET value = :v WHERE name = :n"), {"n": DIGESTS_PLANNED_UNTIL, "v": until})
+    since = until - int(first_window.total_seconds()) if row is None else row.value
+    if since >= until:
+        return None
     return datetime.fromtimestamp(since, now.tzinfo), datetime.fromtimestamp(until, now.tzinfo)
+
+
+def store_digest_window_end(conn: Connection, until: datetime) -> None:
+    """The digests due up to `until` are planned: the window's end moves there (never back)."""
+    end = int(until.timestamp())
+    if conn.execute(text("UPDATE counters SET value = :v WHERE name = :n AND value < :v"),
+                    {"n": DIGESTS_PLANNED_UNTIL, "v": end}).rowcount == 0:
+        exists = conn.execute(text("SELECT 1 FROM counters WHERE name = :n"), {"n": DIGESTS_PLANNED_UNTIL}).first()
+        if exists is None:
+            conn.execute(text("INSERT INTO counters (name, value) VALUES (:n, :v)"), {"n": DIGESTS_PLANNED_UNTIL, "v": end})
 
 
 def subscribers_due(conn: Connection, after: datetime, until: datetime,
@@ -131,12 +146,18 @@ class PlanningStorage(Database):
                 "AND (last_check_at IS NULL OR last_check_at < :since)").bindparams(bindparam("since", type_=UTC)),
                 {"name": name, "since": since}).rowcount for name in names)
 
-    def take_due_digests(self, now: datetime, due_between: Callable[[object, datetime, datetime], bool],
-                         first_window: timedelta = timedelta(minutes=1)) -> list[int]:
-        """The subscribers whose digest fell due since the last planning, the window moved on in
-        the same transaction: `postwatch run`'s digests. A window no process was up for (the
-        daemon was down at 08:00) is planned at the next one, so a missed digest goes out once
-        at start; planned twice for one moment, the second finds an empty window."""
+    def due_digests(self, now: datetime, due_between: Callable[[object, datetime, datetime], bool],
+                    first_window: timedelta = timedelta(minutes=1)) -> tuple[list[int], datetime | None]:
+        """The subscribers whose digest fell due since the last planning, and the window's end:
+        `postwatch run`'s digests. The window moves only when `digests_planned(end)` says they
+        were composed, so a daemon stopped in between plans them again at its next start (a
+        digest composed before the stop has moved its reader's cursor: nothing is sent twice).
+        A window no process was up for (the daemon was down at 08:00) is planned at the next one,
+        so a missed digest goes out once at start."""
+        with self.engine.connect() as conn:
+            window = digest_window(conn, now, first_window)
+            return (subscribers_due(conn, *window, due_between), window[1]) if window else ([], None)
+
+    def digests_planned(self, until: datetime) -> None:
         with self.engine.begin() as conn:
-            window = advance_digest_window(conn, now, first_window)
-            return subscribers_due(conn, *window, due_between) if window else []
+            store_digest_window_end(conn, until)

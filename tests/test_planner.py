@@ -165,11 +165,34 @@ def test_a_digest_missed_while_nothing_ran_is_planned_once_from_the_stored_windo
     ada = store.add_subscriber("ada@example.org", cadence="daily", send_time="08:00", timezone="UTC")
     store.add_subscriber("bob@example.org", cadence="weekly", send_time="08:00", timezone="UTC", weekday=4)
     due = planner.digest_due_between
-    assert store.take_due_digests(NOW - timedelta(hours=1), due) == []     # the first planning looks back a minute
+
+    def plan(now):                      # as the daemon's plan_job does when nothing stops it
+        ids, until = store.due_digests(now, due)
+        if until is not None:
+            store.digests_planned(until)
+        return ids
+
+    assert plan(NOW - timedelta(hours=1)) == []                 # the first planning looks back a minute
     # Down from 07:00 to 09:00: the 08:00 digest at the next start, once.
-    assert store.take_due_digests(NOW + timedelta(hours=1), due) == [ada.id]
-    assert store.take_due_digests(NOW + timedelta(hours=1), due) == []
-    assert store.take_due_digests(NOW + timedelta(hours=1, minutes=1), due) == []
+    assert plan(NOW + timedelta(hours=1)) == [ada.id]
+    assert plan(NOW + timedelta(hours=1)) == []
+    assert plan(NOW + timedelta(hours=1, minutes=1)) == []
     # Down for three days, over Friday: one digest each, not one per missed send time.
-    assert store.take_due_digests(NOW + timedelta(days=3, hours=1), due) == sorted([ada.id, ada.id + 1])
+    assert plan(NOW + timedelta(days=3, hours=1)) == sorted([ada.id, ada.id + 1])
+    store.close()
+
+
+def test_a_digest_window_moves_only_once_its_digests_are_composed(tmp_path):
+    store = Store(str(tmp_path / "state.db"))
+    ada = store.add_subscriber("ada@example.org", cadence="daily", send_time="08:00", timezone="UTC")
+    due = planner.digest_due_between
+    store.digests_planned(NOW - timedelta(hours=1))
+    ids, until = store.due_digests(NOW + timedelta(hours=1), due)
+    assert ids == [ada.id]
+    # Stopped before composing: the next start finds the same digest due.
+    assert store.due_digests(NOW + timedelta(hours=1, minutes=5), due)[0] == [ada.id]
+    store.digests_planned(until)
+    assert store.due_digests(NOW + timedelta(hours=1, minutes=5), due)[0] == []
+    store.digests_planned(NOW)                  # a late marker never moves the window back
+    assert store.due_digests(NOW + timedelta(hours=1, minutes=5), due)[0] == []
     store.close()
