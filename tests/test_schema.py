@@ -75,3 +75,22 @@ def test_a_new_sqlite_database_never_reuses_a_subscriber_id(tmp_path):
     with sqlite3.connect(tmp_path / "state.db") as db:
         [ddl] = db.execute("SELECT sql FROM sqlite_master WHERE name = 'subscribers'").fetchone()
     assert "AUTOINCREMENT" in ddl.upper()
+
+
+def test_the_job_store_an_older_daemon_left_goes_at_the_upgrade(store):
+    url = store.engine.url.render_as_string(hide_password=False)
+    store.close()
+    engine = create_engine(url)
+    with engine.connect() as connection:      # a database an older daemon (APScheduler's job store) ran on
+        command.downgrade(_alembic(connection), "0018")
+        connection.execute(text("CREATE TABLE apscheduler_jobs (id VARCHAR(191) PRIMARY KEY, next_run_time FLOAT, "
+                                "job_state BYTEA)" if engine.dialect.name == "postgresql" else
+                                "CREATE TABLE apscheduler_jobs (id VARCHAR(191) PRIMARY KEY, next_run_time FLOAT, "
+                                "job_state BLOB)"))
+        connection.commit()
+    engine.dispose()
+    upgraded = Store(url)
+    assert upgraded.schema_revision() == upgraded.head_revision()
+    with upgraded.engine.connect() as connection:
+        assert "apscheduler_jobs" not in inspect(connection).get_table_names()
+    upgraded.close()

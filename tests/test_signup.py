@@ -470,7 +470,7 @@ def test_migrations_0007_to_head_go_down_and_up_on_both_databases(store):
 
     from state.database import MIGRATIONS
 
-    assert store.head_revision() == "0018" and store.schema_revision() == "0018"
+    assert store.head_revision() == "0019" and store.schema_revision() == "0019"
     store.add_subscriber("kept@example.org")
 
     def alembic(step, revision):
@@ -492,7 +492,7 @@ def test_migrations_0007_to_head_go_down_and_up_on_both_databases(store):
     assert "reader" not in columns("post_versions")
     alembic(command.upgrade, "head")
     assert "reader" in columns("post_versions")
-    assert store.schema_revision() == "0018" and {"joined_via", "confirm_ip", "consent_note"} <= columns()
+    assert store.schema_revision() == "0019" and {"joined_via", "confirm_ip", "consent_note"} <= columns()
     assert "page_checked_at" in columns("posts") and "discovered_feed_url" in columns("sources")
     kept = store.get_subscriber("kept@example.org")
     assert kept.status == "active" and kept.joined_via is None      # rows from before 0007: not recorded
