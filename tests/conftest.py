@@ -40,7 +40,7 @@ def cli(tmp_path, site, smtp) -> Cli:
 @pytest.fixture
 def pg_database():
     """The name of a PostgreSQL database of this test's own on PG_SERVER, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg                            # in the dependencies: a missing one is an error, not a skip
     name = f"pw_lock_{uuid.uuid4().hex[:12]}"
     try:
         admin = psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=5)
@@ -383,12 +383,3 @@ def _guarded(item):
         pytest.fail(f"{item.nodeid} started a subprocess ({spawned[0][:120]}): list it in tests/conftest.py "
                     "DAEMON_TESTS", pytrace=False)
     return result
-
-    subprocess.Popen._execute_child = refuse
-    try:
-        yield
-    finally:
-        subprocess.Popen._execute_child = execute_child
-    if spawned:
-        pytest.fail(f"{request.node.nodeid} started a subprocess ({spawned[0][:120]}): list it in tests/conftest.py "
-                    "DAEMON_TESTS", pytrace=False)

@@ -118,7 +118,8 @@ def test_config_writable_by_others_is_refused(tmp_path, mode, who):
     if who == "group":
         shared = shared_group()
         if shared is None:
-            pytest.skip("no group other than the user's own to give the file to")
+            pytest.fail("this test needs a group other than the user's own to give the file to (run it as root, "
+                        "or as a user in a second group): without one the group-writable refusal goes untested")
         os.chown(path, -1, shared)
     line = assert_one_line_refusal(postwatch("--config", "postwatch.toml", "config", "check", cwd=tmp_path),
                                    "postwatch.toml", "writable", who, "chmod go-w")
@@ -146,7 +147,8 @@ def test_group_writable_in_the_owners_private_group_is_accepted(tmp_path):
     me = pwd.getpwuid(os.geteuid())
     group = grp.getgrgid(me.pw_gid)
     if group.gr_name != me.pw_name or set(group.gr_mem) - {me.pw_name}:
-        pytest.skip("the user has no private group here")
+        pytest.fail("this test needs a user with a private group (a group of the user's name with no other "
+                    "member, as root has on Debian): without one the umask-002 acceptance goes untested")
     path = tmp_path / "postwatch.toml"
     path.write_text('database = "state.db"\n', encoding="utf-8")
     path.chmod(0o664)
@@ -157,7 +159,8 @@ def test_group_writable_in_the_owners_private_group_is_accepted(tmp_path):
 
 def test_config_owned_by_another_user_is_refused(tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("giving a file to another user needs root")
+        pytest.fail("giving a file to another user needs root: run this test as root, or the refusal of a config "
+                    "owned by someone else goes untested")
     path = tmp_path / "postwatch.toml"
     path.write_text('database = "state.db"\n', encoding="utf-8")
     path.chmod(0o644)
